@@ -1,0 +1,260 @@
+"""Load a model, save a pruned checkpoint atomically, and verify that it reloads identically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from shortlvlm.errors import ModelLoadError, OutputExistsError, VerificationError
+from shortlvlm.plan import PLAN_FILENAME, Plan
+
+
+def _auto_model_class(config):
+    """AutoModelForImageTextToText for LVLMs transformers knows; AutoModelForCausalLM for remote code."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    auto_map = getattr(config, "auto_map", None) or {}
+    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or (
+        "AutoModelForImageTextToText" in auto_map
+    ):
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
+
+
+def _load_error(name_or_path: str, err: Exception) -> ModelLoadError:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "trust_remote_code" in str(err):
+        return ModelLoadError(
+            f"'{name_or_path}' needs its own Python code to load; pass --trust-remote-code "
+            "(trust_remote_code=True) only if you trust its source"
+        )
+    if Path(name_or_path).exists():
+        return ModelLoadError(f"'{name_or_path}' is not a loadable model directory: {message}")
+    return ModelLoadError(
+        f"cannot load '{name_or_path}': it is not a local model directory and could not be "
+        f"fetched from the Hub ({message})"
+    )
+
+
+def load(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device_map: str | dict | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+    **model_kwargs,
+) -> tuple[nn.Module, object | None]:
+    """Load a model and its processor from a hub id or a local directory (safetensors only).
+
+    `trust_remote_code` runs code shipped with the checkpoint; it is never enabled implicitly.
+    Returns (model, processor); processor is the tokenizer when the checkpoint has no processor,
+    or None when it has neither.
+    """
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+    name = str(name_or_path)
+    path = Path(name)
+    if path.exists() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"'{name}' exists but is not a model directory (no config.json in it)")
+    hub_kwargs = {"trust_remote_code": trust_remote_code}
+    if revision is not None:
+        hub_kwargs["revision"] = revision
+    try:
+        config = AutoConfig.from_pretrained(name, **hub_kwargs)
+        model = _auto_model_class(config).from_pretrained(
+            name,
+            config=config,
+            dtype=dtype,
+            device_map=device_map,
+            attn_implementation=attn_implementation,
+            use_safetensors=True,
+            **hub_kwargs,
+            **model_kwargs,
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(name, err) from err
+    model.eval()
+    processor = None
+    for loader in (AutoProcessor, AutoTokenizer):
+        try:
+            processor = loader.from_pretrained(name, **hub_kwargs)
+            break
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return model, processor
+
+
+def _model_card(model: nn.Module, plan: Plan) -> str:
+    kept = plan.num_layers_before - len(plan.removed_layers)
+    return (
+        "---\nlibrary_name: transformers\ntags:\n- shortlvlm\n- layer-pruning\n---\n\n"
+        f"# Pruned {type(model).__name__}\n\n"
+        f"Produced by shortlvlm {plan.version}: {len(plan.removed_layers)} of "
+        f"{plan.num_layers_before} decoder layers removed (kept {kept}).\n\n"
+        f"- method: `{plan.method}`, compensation: `{plan.compensation}`\n"
+        f"- removed layers (original indices): {plan.removed_layers}\n"
+        f"- source model: {plan.model.get('name_or_path', 'unknown')}\n\n"
+        "The architecture is unchanged apart from the layer count, so it loads with plain "
+        "`transformers` (`AutoModelForImageTextToText.from_pretrained(path)`). The full plan is in "
+        f"`{PLAN_FILENAME}`.\n"
+    )
+
+
+def save(
+    model: nn.Module,
+    processor: object | None,
+    plan: Plan,
+    out_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    check: Callable[[Path], object] | None = None,
+) -> Path:
+    """Write model (safetensors), config, processor, plan and model card to out_dir atomically.
+
+    Everything is written to a temporary sibling directory that replaces out_dir only once
+    complete and, if `check` is given, once check(temp_dir) has returned without raising (e.g.
+    a verify() call). On any failure nothing new is left behind and an existing out_dir is kept.
+    """
+    out = Path(out_dir)
+    check_output_dir(out, overwrite)
+    created = [p for p in reversed(out.parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    backup = None
+    try:
+        model.save_pretrained(tmp)
+        if processor is not None:
+            processor.save_pretrained(tmp)
+        plan.save(tmp / PLAN_FILENAME)
+        (tmp / "README.md").write_text(_model_card(model, plan))
+        if check is not None:
+            check(tmp)
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+            out.rename(backup)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if backup is not None and backup.exists() and not out.exists():
+            backup.rename(out)
+        for directory in reversed(created):
+            if directory.exists() and not any(directory.iterdir()):
+                directory.rmdir()
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    return out
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Fail early (before any expensive work) if out cannot be written."""
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output directory {out} already exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output path {out} exists and is not a directory; choose another --out")
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of reloading a saved checkpoint and comparing it with the in-memory model."""
+
+    num_layers: int
+    max_abs_logit_diff: float
+    tolerance: float
+    generation_agrees: bool | None
+
+
+def _special_token_ids(config) -> set[int]:
+    ids = set()
+    for cfg in {id(c): c for c in (config, config.get_text_config())}.values():
+        for key, value in vars(cfg).items():
+            if key.endswith(("_token_id", "_token_index", "_token_ids")):
+                ids.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
+    return ids
+
+
+def text_probe_inputs(model: nn.Module, length: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A deterministic text-only batch (no special or image tokens) that any model accepts."""
+    vocab = model.config.get_text_config().vocab_size
+    special = _special_token_ids(model.config)
+    allowed = torch.tensor([i for i in range(min(vocab, 4096)) if i not in special])
+    generator = torch.Generator().manual_seed(seed)
+    ids = allowed[torch.randint(len(allowed), (1, length), generator=generator)]
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _reload(model: nn.Module, out: Path, trust_remote_code: bool) -> nn.Module:
+    """Reload out as a user would: through the Auto classes, else the model's own class."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(out, trust_remote_code=trust_remote_code)
+    except (KeyError, ValueError):  # a class not registered with the Auto API (e.g. hand-built)
+        return type(model).from_pretrained(out, dtype=model.dtype).eval()
+    auto = _auto_model_class(config)
+    return auto.from_pretrained(out, dtype=model.dtype, trust_remote_code=trust_remote_code).eval()
+
+
+def _greedy(model: nn.Module, inputs: dict, use_cache: bool, new_tokens: int) -> torch.Tensor:
+    return model.generate(
+        **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=use_cache
+    )
+
+
+@torch.no_grad()
+def verify(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    inputs: dict[str, torch.Tensor] | None = None,
+    *,
+    check_generation: bool = True,
+    new_tokens: int = 4,
+    trust_remote_code: bool = False,
+) -> VerifyReport:
+    """Reload out_dir as a user would and check it reproduces `model` (logits, cached generation)."""
+    out = Path(out_dir)
+    reloaded = _reload(model, out, trust_remote_code)
+    device = next(model.parameters()).device
+    reloaded.to(device)
+    inputs = {k: v.to(device) for k, v in (inputs or text_probe_inputs(model)).items()}
+    expected = model(**inputs).logits.float()
+    actual = reloaded(**inputs).logits.float()
+    if expected.shape != actual.shape:
+        raise VerificationError(
+            f"reloaded model gives logits of shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+        )
+    low_precision = model.dtype in (torch.float16, torch.bfloat16)
+    tolerance = (1e-2 if low_precision else 1e-5) * max(1.0, expected.abs().max().item())
+    diff = (expected - actual).abs().max().item()
+    if not diff <= tolerance:
+        raise VerificationError(
+            f"reloaded checkpoint in {out} differs from the pruned model: max |logit diff| "
+            f"{diff:.3g} > {tolerance:.3g}"
+        )
+    agrees = None
+    if check_generation and hasattr(reloaded, "generate"):
+        cached = _greedy(reloaded, inputs, True, new_tokens)
+        uncached = _greedy(reloaded, inputs, False, new_tokens)
+        agrees = torch.equal(cached, uncached)
+        if not agrees:
+            raise VerificationError(
+                f"checkpoint in {out}: greedy generation with and without KV cache disagree "
+                "(a stale layer index or per-layer config entry)"
+            )
+    layers = getattr(reloaded.config.get_text_config(), "num_hidden_layers", None)
+    if layers != model.config.get_text_config().num_hidden_layers:
+        raise VerificationError(
+            f"reloaded config has num_hidden_layers={layers}, the pruned model has "
+            f"{model.config.get_text_config().num_hidden_layers}"
+        )
+    return VerifyReport(layers, diff, tolerance, agrees)

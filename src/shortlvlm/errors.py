@@ -1,0 +1,29 @@
+"""Project exceptions: every user-facing failure is a ShortLVLMError with an actionable message."""
+
+
+class ShortLVLMError(Exception):
+    """Base class; the CLI prints the message (no traceback) and exits with code 2."""
+
+
+class UnsupportedModelError(ShortLVLMError):
+    """No adapter knows this architecture and no override says where its layers are."""
+
+
+class InvalidLayerSelectionError(ShortLVLMError):
+    """A requested set of layers cannot be removed (out of range, duplicates, all layers, ...)."""
+
+
+class UnsafeCutError(InvalidLayerSelectionError):
+    """Removing a layer would silently change what the model computes (e.g. Qwen3-VL deepstack)."""
+
+
+class OutputExistsError(ShortLVLMError):
+    """The output location exists and overwriting was not requested."""
+
+
+class ModelLoadError(ShortLVLMError):
+    """A model or processor could not be loaded from the given name or path."""
+
+
+class VerificationError(ShortLVLMError):
+    """A saved checkpoint does not reproduce the in-memory model."""

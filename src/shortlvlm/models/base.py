@@ -1,0 +1,137 @@
+"""What shortlvlm knows about one architecture (ArchitectureSpec) and its view of one model (Adapter)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from shortlvlm.errors import UnsupportedModelError
+
+# Config fields that hold one entry per decoder layer in transformers 5.x text configs.
+# Any other field whose name ends in "layer_types" is treated the same way (see per_layer_fields).
+COMMON_PER_LAYER_FIELDS = ("layer_types", "mlp_layer_types")
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """Declarative facts about one architecture; algorithms read these, never class names."""
+
+    name: str
+    model_classes: tuple[str, ...]
+    layers_path: str
+    residual_writers: tuple[str, ...] = ("self_attn.o_proj", "mlp.down_proj")
+    # Norm applied to a writer's output before it joins the residual stream (Gemma's sandwich
+    # norms): a weight edit on such a writer is not a linear edit of the residual update.
+    writer_post_norms: dict[str, str] = field(default_factory=dict)
+    image_token_attrs: tuple[str, ...] = ("image_token_id", "image_token_index")
+    # For layouts that mark images by spans rather than one placeholder id: (config, input_ids) -> mask.
+    image_mask: Callable[[object, torch.Tensor], torch.Tensor] | None = None
+    # Extra model inputs the processor produces that mark modalities (e.g. token_type_ids).
+    modality_inputs: tuple[str, ...] = ()
+    per_layer_fields: tuple[str, ...] = COMMON_PER_LAYER_FIELDS
+    # Fields that count a prefix of layers (Qwen2's max_window_layers: "the first N layers use
+    # full attention"); after a cut they become the number of kept layers inside that prefix.
+    layer_prefix_fields: tuple[str, ...] = ()
+    # Returns {layer index: reason} for layers that must not be removed, given the model config.
+    protected_layers: Callable[[object], dict[int, str]] | None = None
+    remote_code: bool = False
+    notes: str = ""
+
+
+class Adapter:
+    """An architecture spec bound to a loaded model: finds its layers, writers and image tokens."""
+
+    def __init__(self, spec: ArchitectureSpec, model: nn.Module):
+        self.spec = spec
+        self.model = model
+        try:
+            layers = model.get_submodule(spec.layers_path)
+        except AttributeError as err:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} has no submodule '{spec.layers_path}' "
+                f"(expected by the {spec.name} adapter); pass --layers-path with the dotted path "
+                "of its decoder layer list"
+            ) from err
+        if not isinstance(layers, nn.ModuleList):
+            raise UnsupportedModelError(
+                f"'{spec.layers_path}' in {type(model).__name__} is a {type(layers).__name__}, "
+                "not an nn.ModuleList of decoder layers; pass --layers-path to point at one"
+            )
+        self.layers_path = spec.layers_path
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The decoder layer list of the language model."""
+        return self.model.get_submodule(self.layers_path)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def config(self):
+        """The model's top-level config."""
+        return self.model.config
+
+    def text_configs(self) -> list:
+        """Every distinct config object that describes the language model's layers."""
+        configs = []
+        candidates = [self.config.get_text_config()]
+        parent_path = self.layers_path.rpartition(".")[0]
+        parent = self.model.get_submodule(parent_path) if parent_path else self.model
+        if getattr(parent, "config", None) is not None:
+            candidates.append(parent.config)
+        for cfg in candidates:
+            if all(cfg is not seen for seen in configs):
+                configs.append(cfg)
+        return configs
+
+    def per_layer_fields(self, config) -> list[str]:
+        """Names of list-valued config fields that hold one entry per decoder layer."""
+        names = set(self.spec.per_layer_fields)
+        names.update(k for k in vars(config) if k.endswith("layer_types"))
+        return sorted(k for k in names if isinstance(getattr(config, k, None), (list, tuple)))
+
+    def residual_writers(self, index: int) -> dict[str, nn.Linear]:
+        """The linear layers of decoder layer `index` whose outputs are added to the residual stream."""
+        layer = self.layers[index]
+        writers = {}
+        for name in self.spec.residual_writers:
+            try:
+                writers[name] = layer.get_submodule(name)
+            except AttributeError as err:
+                raise UnsupportedModelError(
+                    f"decoder layer {index} of {type(self.model).__name__} has no '{name}'; "
+                    "pass --writers with the dotted names of its residual-writing projections"
+                ) from err
+        return writers
+
+    def image_token_id(self) -> int | None:
+        """The placeholder token id that marks image positions in input_ids, if the config names one."""
+        for cfg in (self.config, self.config.get_text_config()):
+            for attr in self.spec.image_token_attrs:
+                value = getattr(cfg, attr, None)
+                if isinstance(value, int):
+                    return value
+        return None
+
+    def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of image-token positions in a batch of input_ids."""
+        if self.spec.image_mask is not None:
+            return self.spec.image_mask(self.config, input_ids)
+        token_id = self.image_token_id()
+        if token_id is None:
+            raise UnsupportedModelError(
+                f"cannot tell image tokens apart for {type(self.model).__name__}: its config has none of "
+                f"{', '.join(self.spec.image_token_attrs)}; pass --image-token-id"
+            )
+        return input_ids == token_id
+
+    def protected_layers(self) -> dict[int, str]:
+        """Layers that must not be removed, with the reason."""
+        if self.spec.protected_layers is None:
+            return {}
+        return self.spec.protected_layers(self.config)

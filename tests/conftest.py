@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny models of every supported architecture, built from config (no download)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shortlvlm.models.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
+
+NUM_LAYERS = 6
+
+
+@pytest.fixture(params=TINY_MODEL_TYPES)
+def model_type(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def tiny(model_type):
+    """(model, inputs) for a 6-layer tiny model of the parametrised architecture."""
+    model = tiny_model(model_type, NUM_LAYERS)
+    return model, tiny_inputs(model.config)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
