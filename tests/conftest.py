@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from shortlvlm.models.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
 
 NUM_LAYERS = 6
+
+# Tests never reach the Hub; a hub id fails fast instead of retrying a dead network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(params=TINY_MODEL_TYPES)

@@ -60,7 +60,7 @@ def load(
     Returns (model, processor); processor is the tokenizer when the checkpoint has no processor,
     or None when it has neither.
     """
-    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+    from transformers import AutoConfig
 
     name = str(name_or_path)
     path = Path(name)
@@ -84,6 +84,21 @@ def load(
     except (OSError, ValueError, KeyError) as err:
         raise _load_error(name, err) from err
     model.eval()
+    return model, _load_processor(name, hub_kwargs)
+
+
+# Files whose presence means a checkpoint ships a tokenizer or processor.
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json",
+                   "tokenizer.json", "tokenizer.model", "vocab.json", "chat_template.jinja")
+
+
+def _load_processor(name: str, hub_kwargs: dict) -> object | None:
+    """The processor, else the tokenizer, else None (never one invented for a bare directory)."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    path = Path(name)
+    if path.is_dir() and not any((path / f).exists() for f in PROCESSOR_FILES):
+        return None
     processor = None
     for loader in (AutoProcessor, AutoTokenizer):
         try:
@@ -91,7 +106,7 @@ def load(
             break
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return model, processor
+    return processor
 
 
 def _model_card(model: nn.Module, plan: Plan) -> str:
@@ -174,11 +189,12 @@ class VerifyReport:
     generation_agrees: bool | None
 
 
-def _special_token_ids(config) -> set[int]:
+def _special_token_ids(config, name_parts: tuple[str, ...] = ("",)) -> set[int]:
+    """Token ids named in the config (attributes ending in _token_id/_token_index[es])."""
     ids = set()
     for cfg in {id(c): c for c in (config, config.get_text_config())}.values():
         for key, value in vars(cfg).items():
-            if key.endswith(("_token_id", "_token_index", "_token_ids")):
+            if key.endswith(("_token_id", "_token_index", "_token_ids")) and any(p in key for p in name_parts):
                 ids.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
     return ids
 
@@ -194,20 +210,27 @@ def text_probe_inputs(model: nn.Module, length: int = 12, seed: int = 0) -> dict
 
 
 def _reload(model: nn.Module, out: Path, trust_remote_code: bool) -> nn.Module:
-    """Reload out as a user would: through the Auto classes, else the model's own class."""
+    """Reload out as a user would (Auto classes, else the model's own class), same dtype and attention."""
     from transformers import AutoConfig
 
+    kwargs = {"dtype": model.dtype}
+    attn = getattr(model.config, "_attn_implementation", None)
+    if attn is not None:
+        kwargs["attn_implementation"] = attn
     try:
         config = AutoConfig.from_pretrained(out, trust_remote_code=trust_remote_code)
     except (KeyError, ValueError):  # a class not registered with the Auto API (e.g. hand-built)
-        return type(model).from_pretrained(out, dtype=model.dtype).eval()
+        return type(model).from_pretrained(out, **kwargs).eval()
     auto = _auto_model_class(config)
-    return auto.from_pretrained(out, dtype=model.dtype, trust_remote_code=trust_remote_code).eval()
+    return auto.from_pretrained(out, trust_remote_code=trust_remote_code, **kwargs).eval()
 
 
 def _greedy(model: nn.Module, inputs: dict, use_cache: bool, new_tokens: int) -> torch.Tensor:
+    # A generated image placeholder would make the uncached re-run ask for image features.
+    placeholders = _special_token_ids(model.config, ("image", "video", "vision", "boi", "eoi"))
     return model.generate(
-        **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=use_cache
+        **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+        use_cache=use_cache, suppress_tokens=sorted(placeholders) or None,
     )
 
 
@@ -229,6 +252,10 @@ def verify(
     inputs = {k: v.to(device) for k, v in (inputs or text_probe_inputs(model)).items()}
     expected = model(**inputs).logits.float()
     actual = reloaded(**inputs).logits.float()
+    if "attention_mask" in inputs and expected.shape == actual.shape:
+        # Padding positions attend to nothing; their logits are arbitrary and not compared.
+        attended = inputs["attention_mask"].bool()
+        expected, actual = expected[attended], actual[attended]
     if expected.shape != actual.shape:
         raise VerificationError(
             f"reloaded model gives logits of shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"

@@ -69,7 +69,7 @@ class QWenConfig(PretrainedConfig):
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
         self.intermediate_size = intermediate_size
-        self.visual = visual or {"image_start_id": 190, "width": 24, "layers": 2}
+        self.visual = visual or {"image_start_id": 190, "width": 24, "layers": 8}
         super().__init__(**kwargs)
 
 
@@ -115,8 +115,8 @@ class QWenModel(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, d)
         self.h = nn.ModuleList(QWenBlock(config) for _ in range(config.num_hidden_layers))
         self.ln_f = nn.RMSNorm(d)
-        # The ViT has more blocks than the LM here would allow a "longest list" rule to pick it.
-        self.visual = TinyViT(config.visual["width"], d, config.num_hidden_layers + 2)
+        # The ViT has more blocks than the LM, so a "longest list" rule would pick the wrong one.
+        self.visual = TinyViT(config.visual["width"], d, config.visual["layers"])
 
 
 class QWenLMHeadModel(PreTrainedModel):
