@@ -85,7 +85,7 @@ def test_unknown_architecture_without_overrides_is_refused():
 
 def test_override_pointing_at_a_missing_path_is_refused():
     model = tiny_model("llava", 2)
-    with pytest.raises(UnsupportedModelError, match="no submodule 'model.layers'"):
+    with pytest.raises(UnsupportedModelError, match=r"no submodule 'model\.layers'"):
         get_adapter(model, layers_path="model.layers")
 
 
