@@ -44,6 +44,26 @@ def _load_error(name_or_path: str, err: Exception) -> ModelLoadError:
     )
 
 
+def load_skeleton(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False) -> nn.Module:
+    """The model's module tree on the meta device (no weights, no memory): for checks before loading."""
+    from transformers import AutoConfig
+
+    name = str(name_or_path)
+    _check_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            return _auto_model_class(config).from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(name, err) from err
+
+
+def _check_model_path(name: str) -> None:
+    path = Path(name)
+    if path.exists() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"'{name}' exists but is not a model directory (no config.json in it)")
+
+
 def load(
     name_or_path: str | os.PathLike,
     *,
@@ -63,9 +83,7 @@ def load(
     from transformers import AutoConfig
 
     name = str(name_or_path)
-    path = Path(name)
-    if path.exists() and not (path / "config.json").is_file():
-        raise ModelLoadError(f"'{name}' exists but is not a model directory (no config.json in it)")
+    _check_model_path(name)
     hub_kwargs = {"trust_remote_code": trust_remote_code}
     if revision is not None:
         hub_kwargs["revision"] = revision

@@ -76,10 +76,15 @@ def cmd_models(args) -> int:
 
 def cmd_prune(args) -> int:
     """Remove the given decoder layers and write a verified, standard checkpoint."""
-    from shortlvlm.checkpoint import check_output_dir, load
+    from shortlvlm.checkpoint import check_output_dir, load, load_skeleton
     from shortlvlm.pipeline import prune_layers_to_checkpoint
+    from shortlvlm.surgery import validate_layer_selection
 
-    check_output_dir(Path(args.out), args.overwrite)  # fail before loading a large model
+    # Every check that needs no weights runs first, so a bad request never waits for a large load.
+    check_output_dir(Path(args.out), args.overwrite)
+    skeleton = load_skeleton(args.model, trust_remote_code=args.trust_remote_code)
+    validate_layer_selection(args.layers, _adapter(args, skeleton))
+    del skeleton
     dtype = args.dtype if args.dtype == "auto" else getattr(__import__("torch"), args.dtype)
     model, processor = load(args.model, dtype=dtype, device_map=args.device_map,
                             trust_remote_code=args.trust_remote_code)
