@@ -55,7 +55,7 @@ def test_prune_writes_a_verified_checkpoint(saved_models, tmp_path, capsys):
     ],
 )
 def test_bad_requests_give_one_line_exit_2_and_leave_nothing(saved_models, tmp_path, capsys, model, layers, message):
-    code, stdout, stderr = run_cli(capsys, "prune", saved_models / model, "--layers", layers,
+    code, _, stderr = run_cli(capsys, "prune", saved_models / model, "--layers", layers,
                                    "--out", tmp_path / "out")
     assert code == 2
     assert len(stderr.strip().splitlines()) == 1 and message in stderr
