@@ -121,3 +121,14 @@ def test_load_errors_name_the_problem(tmp_path):
         load(tmp_path / "empty")
     with pytest.raises(ModelLoadError, match="could not be fetched"):
         load("no-such-org/no-such-model-xyz")
+
+
+def test_load_with_a_device_map_then_prune_save_verify(tmp_path):
+    model = tiny_model("gemma3", 6)
+    inputs = tiny_inputs(model.config)
+    model.save_pretrained(tmp_path / "m")
+    loaded, _ = load(tmp_path / "m", dtype=torch.float32, device_map="cpu")
+    assert {p.device.type for p in loaded.parameters()} == {"cpu"}
+    drop_layers(loaded, REMOVE)
+    out = save(loaded, None, pruned_plan(loaded), tmp_path / "out", check=lambda tmp: verify(loaded, tmp, inputs))
+    assert AutoModelForImageTextToText.from_pretrained(out).config.text_config.num_hidden_layers == 4
