@@ -48,7 +48,7 @@ def load_skeleton(name_or_path: str | os.PathLike, *, trust_remote_code: bool = 
     """The model's module tree on the meta device (no weights, no memory): for checks before loading."""
     from transformers import AutoConfig
 
-    name = str(name_or_path)
+    name = resolve_model_name(name_or_path)
     _check_model_path(name)
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
@@ -56,6 +56,21 @@ def load_skeleton(name_or_path: str | os.PathLike, *, trust_remote_code: bool = 
             return _auto_model_class(config).from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
         raise _load_error(name, err) from err
+
+
+def resolve_model_name(name_or_path: str | os.PathLike) -> str:
+    """`toy` names the bundled toy LVLM; anything else is a hub id or a local path."""
+    from shortlvlm.toy import TOY_CHECKPOINT, TOY_NAME
+
+    name = str(name_or_path)
+    if name != TOY_NAME:
+        return name
+    if not (TOY_CHECKPOINT / "config.json").is_file():
+        raise ModelLoadError(
+            f"the bundled toy LVLM is missing from this installation ({TOY_CHECKPOINT}); "
+            "reinstall shortlvlm or train it with `python -m shortlvlm.toy.train --out DIR`"
+        )
+    return str(TOY_CHECKPOINT)
 
 
 def _check_model_path(name: str) -> None:
@@ -74,7 +89,7 @@ def load(
     revision: str | None = None,
     **model_kwargs,
 ) -> tuple[nn.Module, object | None]:
-    """Load a model and its processor from a hub id or a local directory (safetensors only).
+    """Load a model and its processor from a hub id, a local directory or `toy` (safetensors only).
 
     `trust_remote_code` runs code shipped with the checkpoint; it is never enabled implicitly.
     Returns (model, processor); processor is the tokenizer when the checkpoint has no processor,
@@ -82,7 +97,7 @@ def load(
     """
     from transformers import AutoConfig
 
-    name = str(name_or_path)
+    name = resolve_model_name(name_or_path)
     _check_model_path(name)
     hub_kwargs = {"trust_remote_code": trust_remote_code}
     if revision is not None:

@@ -107,6 +107,31 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Answer a benchmark with a model and write metrics and per-sample answers."""
+    import json
+
+    from shortlvlm.checkpoint import check_output_dir, load
+    from shortlvlm.pipeline import evaluate
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        check_output_dir(out, False)
+    dtype = args.dtype if args.dtype == "auto" else getattr(__import__("torch"), args.dtype)
+    model, processor = load(args.model, dtype=dtype, device_map=args.device_map,
+                            trust_remote_code=args.trust_remote_code)
+    metrics, predictions = evaluate(model, processor, args.bench, args.data, limit=args.limit,
+                                    batch_size=args.batch_size)
+    result = {"model": args.model, **metrics, "predictions": predictions}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Prune and verify a tiny model of every supported architecture."""
     from shortlvlm.demo import run_demo
@@ -142,6 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
     _add_model_options(p)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "eval", help="evaluate a model on a benchmark",
+        description="Answer a benchmark's questions with greedy decoding (the model's chat template, "
+        "batched with left padding) and score them with the benchmark's official metric. "
+        "`shapes` is the toy task (generated, no --data needed); the others read the benchmark's "
+        "official local layout from --data.",
+    )
+    p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
+    p.add_argument("--bench", required=True,
+                   choices=["shapes", "pope", "mme", "mmbench", "scienceqa-img", "seed-img", "aokvqa"])
+    p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
+    p.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", required=True, help="results JSON (metrics and per-sample answers)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
         "demo", help="prune and verify a tiny model of every supported architecture",

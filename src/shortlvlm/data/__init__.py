@@ -1,0 +1,1 @@
+"""Data: calibration sets and benchmark loading (see `shortlvlm.data.benchmarks`)."""

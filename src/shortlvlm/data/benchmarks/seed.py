@@ -1,0 +1,117 @@
+"""SEED-Bench-IMG: the image dimensions (question_type_id 1-9) of SEED-Bench-1, in LLaVA-1.5's layout."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from shortlvlm.data.benchmarks.answers import choice_letter
+from shortlvlm.data.benchmarks.base import (
+    BenchSample,
+    existing_image,
+    field_of,
+    percent,
+    read_json,
+    read_jsonl,
+    require_file,
+)
+from shortlvlm.data.benchmarks.prompts import MULTIPLE_CHOICE, multiple_choice_prompt, with_instruction
+from shortlvlm.data.errors import BenchmarkDataError
+
+NAME = "seed-img"
+ANNOTATIONS = "SEED-Bench.json"
+QUESTIONS = "llava-seed-bench.jsonl"
+IMAGES = "SEED-Bench-image"
+IMAGE_DIMENSIONS = range(1, 10)
+CHOICE_FIELDS = ("choice_a", "choice_b", "choice_c", "choice_d")
+LAYOUT = """\
+  SEED-Bench.json             {"questions": [{"question_id", "question", "choice_a".."choice_d", "answer",
+                               "data_id", "data_type", "question_type_id"}], "question_type": {name: id}}
+  llava-seed-bench.jsonl      optional: LLaVA's prompts {"question_id", "image", "text", "category"}
+  SEED-Bench-image/<data_id>  (a '.jpg' or '.png' suffix is tried when data_id has none)"""
+
+
+def _type_id(question: dict, where: str) -> int:
+    value = field_of(question, "question_type_id", where)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BenchmarkDataError(f"{where}: question_type_id must be an integer, got {value!r}") from None
+
+
+def _annotations(path: Path) -> tuple[dict[str, dict], set[str], dict[int, str]]:
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
+        raise BenchmarkDataError(
+            f"{path}: expected an object with a 'questions' list\nExpected layout:\n{LAYOUT}"
+        )
+    names = {i: str(name) for name, i in (data.get("question_type") or {}).items() if isinstance(i, int)}
+    image_questions, all_ids = {}, set()
+    for number, question in enumerate(data["questions"]):
+        where = f"{path}, questions[{number}]"
+        question_id = str(field_of(question, "question_id", where))
+        all_ids.add(question_id)
+        if _type_id(question, where) in IMAGE_DIMENSIONS:
+            if field_of(question, "answer", where) not in ("A", "B", "C", "D"):
+                raise BenchmarkDataError(f"{where}: answer must be one of A-D, got {question['answer']!r}")
+            image_questions[question_id] = question
+    return image_questions, all_ids, names
+
+
+def _sample(
+    root: Path, question: dict, prompt: str, image: object, where: str, names: dict[int, str]
+) -> BenchSample:
+    type_id = int(question["question_type_id"])
+    choices = [str(field_of(question, key, where)) for key in CHOICE_FIELDS]
+    return BenchSample(
+        id=str(question["question_id"]),
+        image_path=existing_image(root, image, source=where, layout=LAYOUT, suffixes=(".jpg", ".png")),
+        question=prompt,
+        answer=question["answer"],
+        meta={"question_type_id": type_id, "dimension": names.get(type_id, str(type_id)), "choices": choices},
+    )
+
+
+def load(root: Path, limit: int | None) -> list[BenchSample]:
+    """Image-dimension questions; prompts and image paths from llava-seed-bench.jsonl when present."""
+    annotations_path = require_file(root, ANNOTATIONS, LAYOUT)
+    image_questions, all_ids, names = _annotations(annotations_path)
+    samples = []
+    if (root / QUESTIONS).is_file():
+        for lineno, record in read_jsonl(root / QUESTIONS):
+            if limit is not None and len(samples) >= limit:
+                break
+            where = f"{root / QUESTIONS}, line {lineno}"
+            question_id = str(field_of(record, "question_id", where))
+            if question_id not in all_ids:
+                raise BenchmarkDataError(f"{where}: question_id {question_id!r} is not in {annotations_path}")
+            if question_id in image_questions:  # video dimensions (10-12) are skipped
+                prompt = with_instruction(str(field_of(record, "text", where)), MULTIPLE_CHOICE)
+                question = image_questions[question_id]
+                samples.append(
+                    _sample(root, question, prompt, field_of(record, "image", where), where, names)
+                )
+        return samples
+    for question_id, question in image_questions.items():
+        if limit is not None and len(samples) >= limit:
+            break
+        where = f"{annotations_path}, question {question_id}"
+        choices = [str(field_of(question, key, where)) for key in CHOICE_FIELDS]
+        prompt = multiple_choice_prompt(str(field_of(question, "question", where)), choices)
+        image = f"{IMAGES}/{field_of(question, 'data_id', where)}"
+        samples.append(_sample(root, question, prompt, image, where, names))
+    return samples
+
+
+def score(samples: list[BenchSample], predictions: dict[str, str]) -> dict:
+    """Accuracy (percent) over the image dimensions, overall and per dimension."""
+    per_dimension: dict[str, list[bool]] = defaultdict(list)
+    for sample in samples:
+        letter = choice_letter(predictions.get(sample.id, ""), 4, sample.meta["choices"])
+        per_dimension[sample.meta["dimension"]].append(letter == sample.answer)
+    right = [r for values in per_dimension.values() for r in values]
+    return {
+        "accuracy": percent(sum(right), len(right)),
+        "num_questions": len(right),
+        "dimensions": {name: percent(sum(v), len(v)) for name, v in sorted(per_dimension.items())},
+    }

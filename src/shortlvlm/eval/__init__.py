@@ -1,0 +1,1 @@
+"""Evaluation: answer benchmark questions with a model and score them."""

@@ -1,0 +1,1 @@
+"""Tests of the benchmark data layer (loaders, prompts, answer parsing, metrics)."""

@@ -1,0 +1,52 @@
+"""The toy model and processor are a real LLaVA that the Auto classes load offline."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from shortlvlm.toy.data import make_split
+from shortlvlm.toy.model import build_model, build_processor
+from shortlvlm.toy.train import VisionStandardizer, encode_batch, fold_standardizer
+
+
+def test_processor_and_model_round_trip_through_auto_classes(tmp_path):
+    processor, model = build_processor(), build_model(num_layers=2).eval()
+    processor.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    samples = make_split("test", 3)
+    batch = encode_batch(processor, samples, with_answers=False)
+    reloaded = AutoProcessor.from_pretrained(tmp_path)
+    again = encode_batch(reloaded, samples, with_answers=False)
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
+    assert (batch["input_ids"] == model.config.image_token_id).sum(1).tolist() == [16, 16, 16]
+    tokens = reloaded.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+    assert tokens[-2:] == ["ASSISTANT", ":"] and "<unk>" not in tokens
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_training_batch_labels_only_the_answer_and_eos():
+    processor = build_processor()
+    samples = make_split("train", 4)
+    batch = encode_batch(processor, samples, with_answers=True)
+    labelled = batch["labels"] != -100
+    assert labelled.sum(1).tolist() == [2, 2, 2, 2]
+    words = processor.tokenizer.convert_ids_to_tokens(batch["labels"][labelled].tolist())
+    assert words[0::2] == [s.answer for s in samples] and set(words[1::2]) == {"</s>"}
+
+
+def test_folding_the_standardizer_into_the_projector_is_exact():
+    torch.manual_seed(0)
+    model = build_model(num_layers=1).eval()
+    standardizer = VisionStandardizer(model.config.vision_config.hidden_size)
+    standardizer.norm.running_mean.normal_(0, 3)
+    standardizer.norm.running_var.uniform_(0.5, 20)
+    standardizer.eval()
+    features = torch.randn(2, 16, model.config.vision_config.hidden_size) * 4
+    projector = model.model.multi_modal_projector
+    with torch.no_grad():
+        expected = projector(standardizer(features))
+        fold_standardizer(model, standardizer)
+        torch.testing.assert_close(projector(features), expected, rtol=1e-5, atol=1e-5)
