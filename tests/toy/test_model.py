@@ -41,8 +41,8 @@ def test_folding_the_standardizer_into_the_projector_is_exact():
     torch.manual_seed(0)
     model = build_model(num_layers=1).eval()
     standardizer = VisionStandardizer(model.config.vision_config.hidden_size)
-    standardizer.norm.running_mean.normal_(0, 3)
-    standardizer.norm.running_var.uniform_(0.5, 20)
+    standardizer.running_mean.normal_(0, 3)
+    standardizer.running_var.uniform_(0.5, 20)
     standardizer.eval()
     features = torch.randn(2, 16, model.config.vision_config.hidden_size) * 4
     projector = model.model.multi_modal_projector

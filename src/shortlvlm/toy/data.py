@@ -141,13 +141,18 @@ def answer_question(scene: Scene, meta: dict) -> str:
 # --- generation ------------------------------------------------------------------------------
 
 
+def _up_to(rng: random.Random, low: int, high: int, cap: int) -> int:
+    """A count in [low, high], both capped at `cap` (the curriculum's crowding limit)."""
+    return rng.randint(min(low, cap), min(high, cap))
+
+
 def _random_obj(rng: random.Random, shape: str | None = None, color: str | None = None) -> Obj:
     color = color or rng.choices(list(COLOR_WEIGHTS), weights=list(COLOR_WEIGHTS.values()))[0]
     return Obj(shape or rng.choice(SHAPES), color, rng.choice(SIZES))
 
 
 def _fill(scene: Scene, rng: random.Random, count: int, forbid=lambda obj: False) -> None:
-    """Add up to `count` random distractors that do not satisfy `forbid`."""
+    """Add up to `count` random distractors that do not satisfy `forbid` (count may be 0)."""
     for cell in rng.sample(scene.free_cells(), min(count, len(scene.free_cells()))):
         for _ in range(20):
             obj = _random_obj(rng)
@@ -161,9 +166,9 @@ def _unique(scene: Scene, cell: tuple[int, int]) -> bool:
     return len(scene.cells_where(color=obj.color, shape=obj.shape)) == 1
 
 
-def _exists(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
+def _exists(rng: random.Random, index: int, crowd: int = 6) -> tuple[Scene, dict, str]:
     scene = Scene()
-    _fill(scene, rng, rng.randint(3, 7))
+    _fill(scene, rng, _up_to(rng, 3, 7, crowd + 1))
     strategy = POPE_STRATEGIES[index % 3]
     if rng.random() < 0.5:
         target = rng.choice(list(scene.objects.values()))
@@ -180,18 +185,18 @@ def _exists(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
     return scene, {"kind": "exists", "color": color, "shape": shape, "pope": strategy}, "no"
 
 
-def _attribute(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
+def _attribute(rng: random.Random, index: int, crowd: int = 6) -> tuple[Scene, dict, str]:
     scene = Scene()
     target = _random_obj(rng, shape=rng.choice(SHAPES), color=rng.choice(list(COLORS)))
     scene.objects[(rng.randrange(GRID), rng.randrange(GRID))] = target
     if index % 2 == 0:
-        _fill(scene, rng, rng.randint(2, 6), forbid=lambda o: o.shape == target.shape)
+        _fill(scene, rng, _up_to(rng, 2, 6, crowd), forbid=lambda o: o.shape == target.shape)
         return scene, {"kind": "color_of_shape", "shape": target.shape}, target.color
-    _fill(scene, rng, rng.randint(2, 6), forbid=lambda o: o.color == target.color)
+    _fill(scene, rng, _up_to(rng, 2, 6, crowd), forbid=lambda o: o.color == target.color)
     return scene, {"kind": "shape_of_color", "color": target.color}, target.shape
 
 
-def _count(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
+def _count(rng: random.Random, index: int, crowd: int = 6) -> tuple[Scene, dict, str]:
     scene = Scene()
     n = rng.randrange(len(NUMBERS))
     by_shape = index % 2 == 0
@@ -199,12 +204,12 @@ def _count(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
     for cell in rng.sample(scene.free_cells(), n):
         scene.objects[cell] = _random_obj(rng, shape=key) if by_shape else _random_obj(rng, color=key)
     forbid = (lambda o: o.shape == key) if by_shape else (lambda o: o.color == key)
-    _fill(scene, rng, rng.randint(1, 5), forbid=forbid)
+    _fill(scene, rng, _up_to(rng, 1, 5, crowd), forbid=forbid)
     meta = {"kind": "count_shape", "shape": key} if by_shape else {"kind": "count_color", "color": key}
     return scene, meta, NUMBERS[n]
 
 
-def _two_unique(rng: random.Random, scene: Scene, a: tuple[int, int], b: tuple[int, int]) -> None:
+def _two_unique(rng: random.Random, scene: Scene, a: tuple[int, int], b: tuple[int, int], crowd: int) -> None:
     """Place two distinct, uniquely described objects in cells a and b, then distractors."""
     uniform = lambda: _random_obj(rng, color=rng.choice(list(COLORS)))  # noqa: E731 - balanced answers
     first, second = uniform(), uniform()
@@ -212,10 +217,10 @@ def _two_unique(rng: random.Random, scene: Scene, a: tuple[int, int], b: tuple[i
         second = uniform()
     scene.objects[a], scene.objects[b] = first, second
     names = {(first.color, first.shape), (second.color, second.shape)}
-    _fill(scene, rng, rng.randint(1, 5), forbid=lambda o: (o.color, o.shape) in names)
+    _fill(scene, rng, _up_to(rng, 1, 5, crowd), forbid=lambda o: (o.color, o.shape) in names)
 
 
-def _spatial(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
+def _spatial(rng: random.Random, index: int, crowd: int = 6) -> tuple[Scene, dict, str]:
     relation = RELATIONS[index % 4]
     want = rng.random() < 0.5
     cells = [(r, c) for r in range(GRID) for c in range(GRID)]
@@ -224,14 +229,14 @@ def _spatial(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
         if relation_holds(a, b, relation) == want:
             break
     scene = Scene()
-    _two_unique(rng, scene, a, b)
+    _two_unique(rng, scene, a, b, crowd)
     first, second = scene.objects[a], scene.objects[b]
     meta = {"kind": "spatial", "color": first.color, "shape": first.shape, "relation": relation,
             "ref_color": second.color, "ref_shape": second.shape}
     return scene, meta, "yes" if want else "no"
 
 
-def _compositional(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
+def _compositional(rng: random.Random, index: int, crowd: int = 6) -> tuple[Scene, dict, str]:
     relation = RELATIONS[(index // 2) % 4]
     dr, dc = NEIGHBOURS[relation]
     while True:
@@ -240,7 +245,7 @@ def _compositional(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
         if 0 <= other[0] < GRID and 0 <= other[1] < GRID:
             break
     scene = Scene()
-    _two_unique(rng, scene, ref, other)
+    _two_unique(rng, scene, ref, other, crowd)
     attribute = "color" if index % 2 == 0 else "shape"
     anchor = scene.objects[ref]
     meta = {"kind": "neighbour", "relation": relation, "attribute": attribute,
@@ -248,8 +253,8 @@ def _compositional(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
     return scene, meta, getattr(scene.objects[other], attribute)
 
 
-def _choice(rng: random.Random, index: int) -> tuple[Scene, dict, str]:
-    scene, meta, _ = _attribute(rng, 1)  # exactly one object of the asked colour
+def _choice(rng: random.Random, index: int, crowd: int = 6) -> tuple[Scene, dict, str]:
+    scene, meta, _ = _attribute(rng, 1, crowd)  # exactly one object of the asked colour
     options = list(SHAPES)
     rng.shuffle(options)
     meta = {"kind": "choice", "color": meta["color"], "options": options}
@@ -287,11 +292,14 @@ def question_text(meta: dict) -> str:
     raise ValueError(f"unknown question kind {kind!r}")
 
 
-def make_sample(split: str, index: int, family: str | None = None) -> ToySample:
-    """Sample `index` of a split; deterministic, and splits use disjoint seeds."""
+def make_sample(split: str, index: int, family: str | None = None, crowd: int = 6) -> ToySample:
+    """Sample `index` of a split; deterministic, and splits use disjoint seeds.
+
+    `crowd` caps the number of distractor objects (6 = full difficulty; training starts lower).
+    """
     rng = random.Random(SPLIT_SEEDS[split] + index)
     family = family or FAMILIES[index % len(FAMILIES)]
-    scene, meta, _ = GENERATORS[family](rng, index // len(FAMILIES))
+    scene, meta, _ = GENERATORS[family](rng, index // len(FAMILIES), crowd)
     scene.jitter = {cell: (rng.randint(-1, 1), rng.randint(-1, 1)) for cell in scene.objects}
     return ToySample(
         id=f"{split}-{index}", family=family, question=question_text(meta),
@@ -299,9 +307,9 @@ def make_sample(split: str, index: int, family: str | None = None) -> ToySample:
     )
 
 
-def make_split(split: str, size: int, start: int = 0) -> list[ToySample]:
+def make_split(split: str, size: int, start: int = 0, crowd: int = 6) -> list[ToySample]:
     """`size` consecutive samples of a split (families interleaved, so any prefix is balanced)."""
-    return [make_sample(split, i) for i in range(start, start + size)]
+    return [make_sample(split, i, crowd=crowd) for i in range(start, start + size)]
 
 
 def vocabulary() -> list[str]:

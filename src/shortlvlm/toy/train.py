@@ -71,22 +71,39 @@ def cell_targets(samples: list[ToySample]) -> torch.Tensor:
 
 
 class VisionStandardizer(nn.Module):
-    """Standardises vision features with running statistics (BatchNorm without affine parameters)."""
+    """Standardises vision features with running statistics, in training as in evaluation.
 
-    def __init__(self, dim: int):
+    Unlike BatchNorm, training also normalises with the running statistics (updated from each
+    batch without gradient), so the function trained is the one evaluated and folded into the
+    checkpoint; normalising with batch statistics instead left the evaluated model at chance
+    while its training loss fell (measured).
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.05, eps: float = 1e-5):
         super().__init__()
-        self.norm = nn.BatchNorm1d(dim, affine=False, momentum=0.01)
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+        self.register_buffer("initialised", torch.tensor(False))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.norm(features.reshape(-1, features.shape[-1])).reshape(features.shape)
+        if self.training:
+            with torch.no_grad():
+                flat = features.reshape(-1, features.shape[-1]).float()
+                mean, var = flat.mean(0), flat.var(0)
+                m = 1.0 if not self.initialised else self.momentum
+                self.running_mean.lerp_(mean, m)
+                self.running_var.lerp_(var, m)
+                self.initialised.fill_(True)
+        return (features - self.running_mean) * torch.rsqrt(self.running_var + self.eps)
 
 
 def fold_standardizer(model, standardizer: VisionStandardizer) -> None:
     """Fold x -> (x - mean) / std into the projector's first linear layer (exact up to rounding)."""
     linear = model.model.multi_modal_projector.linear_1
-    inv_std = torch.rsqrt(standardizer.norm.running_var + standardizer.norm.eps)
+    inv_std = torch.rsqrt(standardizer.running_var + standardizer.eps)
     with torch.no_grad():
-        mean = standardizer.norm.running_mean
+        mean = standardizer.running_mean
         linear.bias.sub_(linear.weight @ (mean * inv_std))
         linear.weight.mul_(inv_std)
 
@@ -137,23 +154,28 @@ def train(args) -> dict:
         decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps)))
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base * warm * decay
-        samples = make_split("train", args.batch_size, start=(step - 1) * args.batch_size)
+        crowd = min(6, int(6 * step / max(1, args.curriculum_steps)))  # 0 distractors at first
+        samples = make_split("train", args.batch_size, start=(step - 1) * args.batch_size, crowd=crowd)
         batch = encode_batch(processor, samples, with_answers=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             answer_loss = model(**batch).loss
             tokens = captured["tokens"].reshape(len(samples), GRID * GRID, -1).float()
             cells = cell_targets(samples)
             aux_loss = nn.functional.cross_entropy(aux_head(tokens).flatten(0, 1), cells.flatten())
-            align_loss = nn.functional.mse_loss(tokens, word_targets(model, processor, cells))
+            occupied = cells > 0  # direction is what survives the LM's input RMSNorm
+            align_loss = 1 - nn.functional.cosine_similarity(
+                tokens[occupied], word_targets(model, processor, cells)[occupied], dim=-1).mean()
         loss = answer_loss + args.aux_weight * aux_loss + args.align_weight * align_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        progress.set_postfix(loss=f"{answer_loss.item():.3f}", aux=f"{aux_loss.item():.3f}",
+        progress.set_postfix(crowd=crowd, loss=f"{answer_loss.item():.3f}", aux=f"{aux_loss.item():.3f}",
                              align=f"{align_loss.item():.4f}")
         if step % args.eval_every == 0 or step == args.steps:
+            standardizer.eval()  # not a submodule of the model, so model.eval() does not reach it
             accuracy = teacher_forced_accuracy(model, processor, val)
+            standardizer.train()
             entry = {"step": step, "minutes": round((time.time() - started) / 60, 1),
                      "answer_loss": round(answer_loss.item(), 4), "aux_loss": round(aux_loss.item(), 4),
                      "align_loss": round(align_loss.item(), 5),
@@ -179,11 +201,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--vision-lr-mult", type=float, default=2.0)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--aux-weight", type=float, default=1.0)
-    parser.add_argument("--align-weight", type=float, default=10.0)
+    parser.add_argument("--align-weight", type=float, default=1.0)
+    parser.add_argument("--curriculum-steps", type=int, default=1000,
+                        help="steps over which the distractor cap ramps from 0 to 6")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--val-size", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
