@@ -23,6 +23,7 @@ from PIL import Image
 
 from shortlvlm import drop_layers, get_adapter, load
 from shortlvlm.eval.generate import answer_samples
+from shortlvlm.report import accuracy_table
 from shortlvlm.toy.bench import load_shapes, score_shapes
 from shortlvlm.toy.data import BACKGROUND, IMAGE_SIZE, make_split
 
@@ -72,12 +73,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "toy_baselines.json").write_text(json.dumps(result, indent=2) + "\n")
-    families = list(rows["unpruned"]["per_family"])
-    lines = [f"| setting | overall | {' | '.join(families)} |", "|---" * (len(families) + 2) + "|"]
-    for name, row in rows.items():
-        cells = " | ".join(f"{row['per_family'][f]:.1f}" for f in families)
-        lines.append(f"| {name} | **{row['accuracy']:.1f}** | {cells} |")
-    table = "\n".join(lines)
+    table = accuracy_table(rows)
     (out / "toy_baselines.md").write_text(
         f"# Toy LVLM baselines ({len(samples)} test questions, {num_layers} layers)\n\n"
         f"Command: `.venv/bin/python benchmarks/toy_baselines.py --limit {args.limit}`\n\n{table}\n"

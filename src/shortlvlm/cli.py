@@ -47,6 +47,16 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="token id that marks image positions in input_ids")
 
 
+def _load_model(args):
+    """Load MODEL with the loading options (dtype, device map, remote code)."""
+    import torch
+
+    from shortlvlm.checkpoint import load
+
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    return load(args.model, dtype=dtype, device_map=args.device_map, trust_remote_code=args.trust_remote_code)
+
+
 def _adapter(args, model):
     from shortlvlm.models import get_adapter
 
@@ -76,7 +86,7 @@ def cmd_models(args) -> int:
 
 def cmd_prune(args) -> int:
     """Remove the given decoder layers and write a verified, standard checkpoint."""
-    from shortlvlm.checkpoint import check_output_dir, load, load_skeleton
+    from shortlvlm.checkpoint import check_output_dir, load_skeleton
     from shortlvlm.pipeline import prune_layers_to_checkpoint
     from shortlvlm.surgery import validate_layer_selection
 
@@ -85,9 +95,7 @@ def cmd_prune(args) -> int:
     skeleton = load_skeleton(args.model, trust_remote_code=args.trust_remote_code)
     validate_layer_selection(args.layers, _adapter(args, skeleton))
     del skeleton
-    dtype = args.dtype if args.dtype == "auto" else getattr(__import__("torch"), args.dtype)
-    model, processor = load(args.model, dtype=dtype, device_map=args.device_map,
-                            trust_remote_code=args.trust_remote_code)
+    model, processor = _load_model(args)
     adapter = _adapter(args, model)
     result = prune_layers_to_checkpoint(
         model, processor, args.layers, args.out, adapter=adapter, overwrite=args.overwrite,
@@ -111,15 +119,13 @@ def cmd_eval(args) -> int:
     """Answer a benchmark with a model and write metrics and per-sample answers."""
     import json
 
-    from shortlvlm.checkpoint import check_output_dir, load
+    from shortlvlm.checkpoint import check_output_dir
     from shortlvlm.pipeline import evaluate
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         check_output_dir(out, False)
-    dtype = args.dtype if args.dtype == "auto" else getattr(__import__("torch"), args.dtype)
-    model, processor = load(args.model, dtype=dtype, device_map=args.device_map,
-                            trust_remote_code=args.trust_remote_code)
+    model, processor = _load_model(args)
     metrics, predictions = evaluate(model, processor, args.bench, args.data, limit=args.limit,
                                     batch_size=args.batch_size)
     result = {"model": args.model, **metrics, "predictions": predictions}
@@ -136,10 +142,13 @@ def cmd_demo(args) -> int:
     """Prune and verify a tiny model of every supported architecture."""
     from shortlvlm.demo import run_demo
 
-    return run_demo(Path(args.out), overwrite=args.overwrite)
+    return run_demo(Path(args.out), overwrite=args.overwrite, limit=args.limit)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shortlvlm.data.benchmarks import BENCHMARKS
+    from shortlvlm.toy.bench import NAME as SHAPES
+
     parser = argparse.ArgumentParser(
         prog="shortlvlm",
         description="Make vision-language models smaller and faster by removing redundant decoder "
@@ -177,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--bench", required=True,
-                   choices=["shapes", "pope", "mme", "mmbench", "scienceqa-img", "seed-img", "aokvqa"])
+                   choices=[SHAPES, *BENCHMARKS])
     p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
     p.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
     p.add_argument("--batch-size", type=int, default=16)
@@ -187,12 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
-        "demo", help="prune and verify a tiny model of every supported architecture",
-        description="Builds a tiny randomly initialised model of each supported architecture, "
-        "saves it, loads it back through the same code a real checkpoint takes, removes two "
-        "decoder layers, saves and verifies the result, and writes demo_report.json to --out.",
+        "demo", help="the main job on the bundled toy LVLM, with a report",
+        description="1) Self-check: a tiny random model of every supported architecture is saved, "
+        "loaded back through the code a real checkpoint takes, pruned, saved and verified. "
+        "2) The bundled toy LVLM is evaluated on the shapes benchmark, 30%% of its layers are "
+        "removed by each available rule, and each verified checkpoint is evaluated again. "
+        "Writes demo_report.md/.json, toy_accuracy.png and the pruned checkpoints to --out.",
     )
     p.add_argument("--out", default="shortlvlm-demo", help="output directory (default: shortlvlm-demo)")
+    p.add_argument("--limit", type=int, default=600, help="shapes questions per evaluation (default: 600)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_demo)
     return parser

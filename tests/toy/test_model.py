@@ -50,3 +50,20 @@ def test_folding_the_standardizer_into_the_projector_is_exact():
         expected = projector(standardizer(features))
         fold_standardizer(model, standardizer)
         torch.testing.assert_close(projector(features), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_grounding_targets_point_at_the_named_words():
+    from shortlvlm.toy.data import COLORS, SHAPES
+    from shortlvlm.toy.train import grounding_targets
+
+    processor = build_processor()
+    samples = make_split("test", 12)
+    batch = encode_batch(processor, samples, with_answers=True)
+    rows, positions, cells = grounding_targets(samples, batch["input_ids"].shape[1], tail=2)
+    words = processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][rows, positions].tolist())
+    for row, word, cell in zip(rows.tolist(), words, cells.tolist(), strict=True):
+        sample = samples[row]
+        assert word in sample.question.split()
+        if cell:  # the retrieved object's colour or shape is the named word
+            shape, color = divmod(cell - 1, 6)
+            assert word in (SHAPES[shape], list(COLORS)[color])

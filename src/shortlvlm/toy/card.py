@@ -10,17 +10,17 @@ import argparse
 import json
 from pathlib import Path
 
+from shortlvlm.report import accuracy_table
+
 CHANCE = {"exists": 50.0, "attribute": 20.8, "count": 20.0, "spatial": 50.0, "compositional": 20.8, "choice": 25.0}
 
 
 def table(rows: dict) -> str:
+    """The accuracy table with a chance row under the header."""
+    lines = accuracy_table(rows).splitlines()
     families = list(next(iter(rows.values()))["per_family"])
-    lines = [f"| setting | overall | {' | '.join(families)} |", "|---" * (len(families) + 2) + "|"]
-    lines.append(f"| chance | - | {' | '.join(f'{CHANCE[f]:.1f}' for f in families)} |")
-    for name, row in rows.items():
-        lines.append(f"| {name} | **{row['accuracy']:.1f}** | "
-                     + " | ".join(f"{row['per_family'][f]:.1f}" for f in families) + " |")
-    return "\n".join(lines)
+    chance = f"| chance | - | {' | '.join(f'{CHANCE[f]:.1f}' for f in families)} |"
+    return "\n".join([*lines[:2], chance, *lines[2:]])
 
 
 def model_card(log: dict, baselines: dict) -> str:

@@ -292,6 +292,42 @@ def question_text(meta: dict) -> str:
     raise ValueError(f"unknown question kind {kind!r}")
 
 
+def content_class(obj: Obj) -> int:
+    """1 + shape * len(COLORS) + colour: the class of a cell holding `obj` (0 is an empty cell)."""
+    return 1 + SHAPES.index(obj.shape) * len(COLORS) + list(COLORS).index(obj.color)
+
+
+def mentions(sample: ToySample) -> list[tuple[int, int]]:
+    """(question word index, content class) for each object the question names.
+
+    The content class is 0 if no such object is in the image, else 1 + shape * colours + colour
+    of the (first) matching object: what attending from the word to that object retrieves.
+
+    The word is the last word of the mention (the shape, or the colour when only a colour is
+    named); counting questions name a kind, not one object, and have none.
+    """
+    meta, words = sample.meta, sample.question.split()
+    named = []
+    if meta["kind"] in ("exists", "spatial"):
+        named.append((meta["color"], meta["shape"]))
+    if meta["kind"] in ("spatial", "neighbour"):
+        named.append((meta["ref_color"], meta["ref_shape"]))
+    if meta["kind"] == "color_of_shape":
+        named.append((None, meta["shape"]))
+    if meta["kind"] in ("shape_of_color", "choice"):
+        named.append((meta["color"], None))
+    result, start = [], 0
+    for color, shape in named:
+        attrs = {k: v for k, v in (("color", color), ("shape", shape)) if v is not None}
+        word = shape or color
+        position = words.index(word, start) if color is None or shape is None else next(
+            i for i in range(start + 1, len(words)) if words[i] == shape and words[i - 1] == color)
+        start = position + 1
+        cells = sample.scene.cells_where(**attrs)
+        result.append((position, content_class(sample.scene.objects[cells[0]]) if cells else 0))
+    return result
+
+
 def make_sample(split: str, index: int, family: str | None = None, crowd: int = 6) -> ToySample:
     """Sample `index` of a split; deterministic, and splits use disjoint seeds.
 

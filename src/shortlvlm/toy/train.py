@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shortlvlm.toy.data import COLORS, GRID, SHAPES, ToySample, make_split
+from shortlvlm.toy.data import COLORS, GRID, SHAPES, ToySample, content_class, make_split, mentions
 from shortlvlm.toy.model import build_model, build_processor
 
-COLOR_LIST, NUM_CELL_CLASSES = list(COLORS), 1 + len(SHAPES) * len(COLORS)
+COLOR_LIST, NUM_CELL_CLASSES = list(COLORS), 1 + len(SHAPES) * len(COLORS)  # empty + each object
 
 
 def conversation(sample: ToySample) -> list[dict]:
@@ -61,12 +61,27 @@ def word_targets(model, processor, targets: torch.Tensor) -> torch.Tensor:
     return words[targets]
 
 
+def grounding_targets(samples: list[ToySample], seq_len: int, tail: int) -> tuple[torch.Tensor, ...]:
+    """(batch index, position, content class) for each object a question names (see data.mentions).
+
+    Prompts end with `question ASSISTANT :` followed by `tail` answer tokens, one token per word.
+    """
+    rows, positions, cells = [], [], []
+    for row, sample in enumerate(samples):
+        first_word = seq_len - tail - 2 - len(sample.question.split())
+        for word, cell in mentions(sample):
+            rows.append(row)
+            positions.append(first_word + word)
+            cells.append(cell)
+    return torch.tensor(rows), torch.tensor(positions), torch.tensor(cells)
+
+
 def cell_targets(samples: list[ToySample]) -> torch.Tensor:
-    """Per image token (row-major cells): 0 for empty, else 1 + shape * colours + colour."""
+    """Per image token (row-major cells): 0 for empty, else the object's content class."""
     targets = torch.zeros(len(samples), GRID * GRID, dtype=torch.long)
     for i, sample in enumerate(samples):
         for (row, col), obj in sample.scene.objects.items():
-            targets[i, row * GRID + col] = 1 + SHAPES.index(obj.shape) * len(COLORS) + COLOR_LIST.index(obj.color)
+            targets[i, row * GRID + col] = content_class(obj)
     return targets
 
 
@@ -129,6 +144,10 @@ def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     processor, model = build_processor(), build_model(args.layers)
+    if args.init:  # continue from a saved toy checkpoint (its standardisation is already folded in)
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
     model.train()
     dim = model.config.vision_config.hidden_size
     standardizer = VisionStandardizer(dim)
@@ -137,7 +156,10 @@ def train(args) -> dict:
     captured = {}
     capture = projector.register_forward_hook(lambda module, inputs, output: captured.__setitem__("tokens", output))
     aux_head = nn.Linear(model.config.text_config.hidden_size, NUM_CELL_CLASSES)
-    vision_params = [*model.model.vision_tower.parameters(), *projector.parameters(), *aux_head.parameters()]
+    ground_head = nn.Linear(model.config.text_config.hidden_size, NUM_CELL_CLASSES)
+    position_head = nn.Linear(model.config.text_config.hidden_size, GRID * GRID)
+    vision_params = [*model.model.vision_tower.parameters(), *projector.parameters(), *aux_head.parameters(),
+                     *ground_head.parameters(), *position_head.parameters()]
     vision_ids = {id(p) for p in vision_params}
     text_params = [p for p in model.parameters() if id(p) not in vision_ids]
     optimizer = torch.optim.AdamW(
@@ -154,31 +176,42 @@ def train(args) -> dict:
         decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps)))
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base * warm * decay
-        crowd = min(6, int(6 * step / max(1, args.curriculum_steps)))  # 0 distractors at first
-        samples = make_split("train", args.batch_size, start=(step - 1) * args.batch_size, crowd=crowd)
+        crowd = min(6, int(6 * (args.start_step + step) / max(1, args.curriculum_steps)))  # 0 at first
+        offset = (args.start_step + step - 1) * args.batch_size  # fresh questions when continuing
+        samples = make_split("train", args.batch_size, start=offset, crowd=crowd)
         batch = encode_batch(processor, samples, with_answers=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            answer_loss = model(**batch).loss
+            outputs = model(**batch, output_hidden_states=args.ground_weight > 0)
+            answer_loss = outputs.loss
+            ground_loss = torch.zeros(())
+            if args.ground_weight > 0:  # the word naming an object predicts what that object is
+                rows, positions, cells = grounding_targets(samples, batch["input_ids"].shape[1], tail=2)
+                hidden = outputs.hidden_states[args.ground_layer][rows, positions].float()
+                ground_loss = nn.functional.cross_entropy(ground_head(hidden), cells)
             tokens = captured["tokens"].reshape(len(samples), GRID * GRID, -1).float()
             cells = cell_targets(samples)
             aux_loss = nn.functional.cross_entropy(aux_head(tokens).flatten(0, 1), cells.flatten())
+            # Each image token also says which cell it is, so position survives the word alignment.
+            where = torch.arange(GRID * GRID).repeat(len(samples))
+            aux_loss = aux_loss + nn.functional.cross_entropy(position_head(tokens).flatten(0, 1), where)
             occupied = cells > 0  # direction is what survives the LM's input RMSNorm
             align_loss = 1 - nn.functional.cosine_similarity(
                 tokens[occupied], word_targets(model, processor, cells)[occupied], dim=-1).mean()
-        loss = answer_loss + args.aux_weight * aux_loss + args.align_weight * align_loss
+        loss = (answer_loss + args.aux_weight * aux_loss + args.align_weight * align_loss
+                + args.ground_weight * ground_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         progress.set_postfix(crowd=crowd, loss=f"{answer_loss.item():.3f}", aux=f"{aux_loss.item():.3f}",
-                             align=f"{align_loss.item():.4f}")
+                             align=f"{align_loss.item():.4f}", ground=f"{ground_loss.item():.3f}")
         if step % args.eval_every == 0 or step == args.steps:
             standardizer.eval()  # not a submodule of the model, so model.eval() does not reach it
             accuracy = teacher_forced_accuracy(model, processor, val)
             standardizer.train()
             entry = {"step": step, "minutes": round((time.time() - started) / 60, 1),
                      "answer_loss": round(answer_loss.item(), 4), "aux_loss": round(aux_loss.item(), 4),
-                     "align_loss": round(align_loss.item(), 5),
+                     "align_loss": round(align_loss.item(), 5), "ground_loss": round(ground_loss.item(), 4),
                      "val_accuracy": accuracy}
             log["evals"].append(entry)
             tqdm.write(json.dumps(entry))
@@ -205,13 +238,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vision-lr-mult", type=float, default=2.0)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--aux-weight", type=float, default=1.0)
-    parser.add_argument("--align-weight", type=float, default=1.0)
+    parser.add_argument("--align-weight", type=float, default=0.5)
+    parser.add_argument("--ground-weight", type=float, default=1.0,
+                        help="weight of the grounding target (object-naming words predict that object)")
+    parser.add_argument("--ground-layer", type=int, default=8, help="hidden state the grounding head reads")
     parser.add_argument("--curriculum-steps", type=int, default=1000,
                         help="steps over which the distractor cap ramps from 0 to 6")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--val-size", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default=None, help="start from this saved toy checkpoint instead of scratch")
+    parser.add_argument("--start-step", type=int, default=0,
+                        help="offset into the training stream (use the previous run's steps with --init)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure: often slower at this size)")
     args = parser.parse_args(argv)
     log = train(args)
