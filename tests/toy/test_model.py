@@ -59,11 +59,15 @@ def test_grounding_targets_point_at_the_named_words():
     processor = build_processor()
     samples = make_split("test", 12)
     batch = encode_batch(processor, samples, with_answers=True)
-    rows, positions, cells = grounding_targets(samples, batch["input_ids"].shape[1], tail=2)
+    rows, positions, contents, cells = grounding_targets(samples, batch["input_ids"].shape[1], tail=2)
     words = processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][rows, positions].tolist())
-    for row, word, cell in zip(rows.tolist(), words, cells.tolist(), strict=True):
+    assert len(words) > 6
+    for row, word, content, cell in zip(rows.tolist(), words, contents.tolist(), cells.tolist(), strict=True):
         sample = samples[row]
         assert word in sample.question.split()
-        if cell:  # the retrieved object's colour or shape is the named word
-            shape, color = divmod(cell - 1, 6)
+        assert (content == 0) == (cell == 16)
+        if content:  # the object in that cell is the one the word names
+            shape, color = divmod(content - 1, 6)
             assert word in (SHAPES[shape], list(COLORS)[color])
+            obj = sample.scene.objects[(cell // 4, cell % 4)]
+            assert (obj.shape, obj.color) == (SHAPES[shape], list(COLORS)[color])

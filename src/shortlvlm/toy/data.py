@@ -297,11 +297,12 @@ def content_class(obj: Obj) -> int:
     return 1 + SHAPES.index(obj.shape) * len(COLORS) + list(COLORS).index(obj.color)
 
 
-def mentions(sample: ToySample) -> list[tuple[int, int]]:
-    """(question word index, content class) for each object the question names.
+def mentions(sample: ToySample) -> list[tuple[int, int, int]]:
+    """(question word index, content class, cell) for each object the question names.
 
-    The content class is 0 if no such object is in the image, else 1 + shape * colours + colour
-    of the (first) matching object: what attending from the word to that object retrieves.
+    The content class is 0 if no such object is in the image, else that of the (first) matching
+    object; the cell is its row-major index, or GRID*GRID if absent: what attending from the word
+    to that object retrieves.
 
     The word is the last word of the mention (the shape, or the colour when only a colour is
     named); counting questions name a kind, not one object, and have none.
@@ -324,7 +325,11 @@ def mentions(sample: ToySample) -> list[tuple[int, int]]:
             i for i in range(start + 1, len(words)) if words[i] == shape and words[i - 1] == color)
         start = position + 1
         cells = sample.scene.cells_where(**attrs)
-        result.append((position, content_class(sample.scene.objects[cells[0]]) if cells else 0))
+        if cells:
+            content, cell = content_class(sample.scene.objects[cells[0]]), cells[0][0] * GRID + cells[0][1]
+        else:
+            content, cell = 0, GRID * GRID
+        result.append((position, content, cell))
     return result
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shortlvlm.toy.data import COLORS, GRID, SHAPES, ToySample, content_class, make_split, mentions
+from shortlvlm.toy.data import COLORS, GRID, LETTERS, SHAPES, ToySample, content_class, make_split, mentions
 from shortlvlm.toy.model import build_model, build_processor
 
 COLOR_LIST, NUM_CELL_CLASSES = list(COLORS), 1 + len(SHAPES) * len(COLORS)  # empty + each object
@@ -62,18 +62,37 @@ def word_targets(model, processor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def grounding_targets(samples: list[ToySample], seq_len: int, tail: int) -> tuple[torch.Tensor, ...]:
-    """(batch index, position, content class) for each object a question names (see data.mentions).
+    """(batch index, position, content class, cell) for each object a question names (data.mentions).
 
     Prompts end with `question ASSISTANT :` followed by `tail` answer tokens, one token per word.
     """
-    rows, positions, cells = [], [], []
+    rows, positions, contents, cells = [], [], [], []
     for row, sample in enumerate(samples):
         first_word = seq_len - tail - 2 - len(sample.question.split())
-        for word, cell in mentions(sample):
+        for word, content, cell in mentions(sample):
             rows.append(row)
             positions.append(first_word + word)
+            contents.append(content)
             cells.append(cell)
-    return torch.tensor(rows), torch.tensor(positions), torch.tensor(cells)
+    return torch.tensor(rows), torch.tensor(positions), torch.tensor(contents), torch.tensor(cells)
+
+
+def option_targets(samples: list[ToySample], seq_len: int, tail: int) -> tuple[torch.Tensor, ...]:
+    """(batch index, position, is correct) for each option's shape word of multiple-choice questions."""
+    rows, positions, correct = [], [], []
+    for row, sample in enumerate(samples):
+        if sample.meta["kind"] != "choice":
+            continue
+        words = sample.question.split()
+        first_word = seq_len - tail - 2 - len(words)
+        for letter, shape in zip(LETTERS, sample.meta["options"], strict=True):
+            at = words.index(letter) + 2  # "A . square"
+            if words[at] != shape:
+                raise ValueError(f"option {letter} of {sample.id} is not followed by {shape!r}")
+            rows.append(row)
+            positions.append(first_word + at)
+            correct.append(int(letter == sample.answer))
+    return torch.tensor(rows), torch.tensor(positions), torch.tensor(correct)
 
 
 def cell_targets(samples: list[ToySample]) -> torch.Tensor:
@@ -157,9 +176,12 @@ def train(args) -> dict:
     capture = projector.register_forward_hook(lambda module, inputs, output: captured.__setitem__("tokens", output))
     aux_head = nn.Linear(model.config.text_config.hidden_size, NUM_CELL_CLASSES)
     ground_head = nn.Linear(model.config.text_config.hidden_size, NUM_CELL_CLASSES)
+    ground_cell_head = nn.Linear(model.config.text_config.hidden_size, GRID * GRID + 1)  # a cell, or absent
     position_head = nn.Linear(model.config.text_config.hidden_size, GRID * GRID)
+    option_head = nn.Linear(model.config.text_config.hidden_size, 2)
     vision_params = [*model.model.vision_tower.parameters(), *projector.parameters(), *aux_head.parameters(),
-                     *ground_head.parameters(), *position_head.parameters()]
+                     *ground_head.parameters(), *ground_cell_head.parameters(), *position_head.parameters(),
+                     *option_head.parameters()]
     vision_ids = {id(p) for p in vision_params}
     text_params = [p for p in model.parameters() if id(p) not in vision_ids]
     optimizer = torch.optim.AdamW(
@@ -181,13 +203,15 @@ def train(args) -> dict:
         samples = make_split("train", args.batch_size, start=offset, crowd=crowd)
         batch = encode_batch(processor, samples, with_answers=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            outputs = model(**batch, output_hidden_states=args.ground_weight > 0)
+            outputs = model(**batch, output_hidden_states=args.ground_weight > 0 or args.option_weight > 0)
             answer_loss = outputs.loss
             ground_loss = torch.zeros(())
             if args.ground_weight > 0:  # the word naming an object predicts what that object is
-                rows, positions, cells = grounding_targets(samples, batch["input_ids"].shape[1], tail=2)
+                rows, positions, contents, cells = grounding_targets(samples, batch["input_ids"].shape[1], tail=2)
                 hidden = outputs.hidden_states[args.ground_layer][rows, positions].float()
-                ground_loss = nn.functional.cross_entropy(ground_head(hidden), cells)
+                ground_loss = nn.functional.cross_entropy(ground_head(hidden), contents)
+                if args.ground_cells:  # ... and where it is (spatial questions compare positions)
+                    ground_loss = ground_loss + nn.functional.cross_entropy(ground_cell_head(hidden), cells)
             tokens = captured["tokens"].reshape(len(samples), GRID * GRID, -1).float()
             cells = cell_targets(samples)
             aux_loss = nn.functional.cross_entropy(aux_head(tokens).flatten(0, 1), cells.flatten())
@@ -197,8 +221,14 @@ def train(args) -> dict:
             occupied = cells > 0  # direction is what survives the LM's input RMSNorm
             align_loss = 1 - nn.functional.cosine_similarity(
                 tokens[occupied], word_targets(model, processor, cells)[occupied], dim=-1).mean()
+            option_loss = torch.zeros(())
+            if args.option_weight > 0:  # each option's shape word says whether it is the right one
+                rows, positions, correct = option_targets(samples, batch["input_ids"].shape[1], tail=2)
+                if len(rows):
+                    hidden = outputs.hidden_states[args.option_layer][rows, positions].float()
+                    option_loss = nn.functional.cross_entropy(option_head(hidden), correct)
         loss = (answer_loss + args.aux_weight * aux_loss + args.align_weight * align_loss
-                + args.ground_weight * ground_loss)
+                + args.ground_weight * ground_loss + args.option_weight * option_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -241,6 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--align-weight", type=float, default=0.5)
     parser.add_argument("--ground-weight", type=float, default=1.0,
                         help="weight of the grounding target (object-naming words predict that object)")
+    parser.add_argument("--ground-cells", action="store_true",
+                        help="the grounding target also asks for the named object's cell")
+    parser.add_argument("--option-weight", type=float, default=0.0,
+                        help="weight of the multiple-choice target (option words say if they are right)")
+    parser.add_argument("--option-layer", type=int, default=12, help="hidden state the option head reads")
     parser.add_argument("--ground-layer", type=int, default=8, help="hidden state the grounding head reads")
     parser.add_argument("--curriculum-steps", type=int, default=1000,
                         help="steps over which the distractor cap ramps from 0 to 6")
