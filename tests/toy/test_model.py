@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -71,3 +72,19 @@ def test_grounding_targets_point_at_the_named_words():
             assert word in (SHAPES[shape], list(COLORS)[color])
             obj = sample.scene.objects[(cell // 4, cell % 4)]
             assert (obj.shape, obj.color) == (SHAPES[shape], list(COLORS)[color])
+
+
+@pytest.mark.slow
+def test_training_then_continuing_with_frozen_model_keeps_its_function(tmp_path):
+    from shortlvlm.toy.train import main as train_main
+
+    common = ["--layers", "2", "--batch-size", "4", "--val-size", "6", "--eval-every", "100", "--threads", "1"]
+    train_main(["--out", str(tmp_path / "a"), "--steps", "3", *common])
+    train_main(["--out", str(tmp_path / "b"), "--steps", "2", "--init", str(tmp_path / "a"),
+                "--heads-only-steps", "2", "--ground-cells", *common])
+    processor = AutoProcessor.from_pretrained(tmp_path / "a")
+    batch = encode_batch(processor, make_split("test", 4), with_answers=False)
+    first = AutoModelForImageTextToText.from_pretrained(tmp_path / "a").eval()
+    second = AutoModelForImageTextToText.from_pretrained(tmp_path / "b").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(second(**batch).logits, first(**batch).logits)

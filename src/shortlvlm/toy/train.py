@@ -171,7 +171,10 @@ def train(args) -> dict:
     dim = model.config.vision_config.hidden_size
     standardizer = VisionStandardizer(dim)
     projector = model.model.multi_modal_projector
-    hook = projector.register_forward_pre_hook(lambda module, inputs: (standardizer(inputs[0]),))
+    # A saved checkpoint has the standardisation folded into its projector already (the projector
+    # takes raw features); standardising again on --init sent a trained model back to chance.
+    hook = None if args.init else projector.register_forward_pre_hook(
+        lambda module, inputs: (standardizer(inputs[0]),))
     captured = {}
     capture = projector.register_forward_hook(lambda module, inputs, output: captured.__setitem__("tokens", output))
     aux_head = nn.Linear(model.config.text_config.hidden_size, NUM_CELL_CLASSES)
@@ -179,13 +182,14 @@ def train(args) -> dict:
     ground_cell_head = nn.Linear(model.config.text_config.hidden_size, GRID * GRID + 1)  # a cell, or absent
     position_head = nn.Linear(model.config.text_config.hidden_size, GRID * GRID)
     option_head = nn.Linear(model.config.text_config.hidden_size, 2)
-    vision_params = [*model.model.vision_tower.parameters(), *projector.parameters(), *aux_head.parameters(),
-                     *ground_head.parameters(), *ground_cell_head.parameters(), *position_head.parameters(),
-                     *option_head.parameters()]
+    heads = [aux_head, ground_head, ground_cell_head, position_head, option_head]
+    head_params = [p for head in heads for p in head.parameters()]
+    vision_params = [*model.model.vision_tower.parameters(), *projector.parameters()]
     vision_ids = {id(p) for p in vision_params}
     text_params = [p for p in model.parameters() if id(p) not in vision_ids]
     optimizer = torch.optim.AdamW(
-        [{"params": text_params, "lr": args.lr}, {"params": vision_params, "lr": args.lr * args.vision_lr_mult}],
+        [{"params": text_params, "lr": args.lr}, {"params": vision_params, "lr": args.lr * args.vision_lr_mult},
+         {"params": head_params, "lr": args.lr * args.vision_lr_mult}],
         weight_decay=0.01, betas=(0.9, 0.98),
     )
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -196,8 +200,11 @@ def train(args) -> dict:
     for step in progress:
         warm = min(1.0, step / args.warmup)
         decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps)))
-        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-            group["lr"] = base * warm * decay
+        for index, (group, base) in enumerate(zip(optimizer.param_groups, base_lrs, strict=True)):
+            # Fresh heads on a trained model: train only the heads first, or their random
+            # gradients wreck the model (continuing without this fell back to chance, measured).
+            frozen = step <= args.heads_only_steps and index < 2
+            group["lr"] = 0.0 if frozen else base * warm * decay
         crowd = min(6, int(6 * (args.start_step + step) / max(1, args.curriculum_steps)))  # 0 at first
         offset = (args.start_step + step - 1) * args.batch_size  # fresh questions when continuing
         samples = make_split("train", args.batch_size, start=offset, crowd=crowd)
@@ -245,9 +252,10 @@ def train(args) -> dict:
                      "val_accuracy": accuracy}
             log["evals"].append(entry)
             tqdm.write(json.dumps(entry))
-    hook.remove()
     capture.remove()
-    fold_standardizer(model, standardizer)
+    if hook is not None:
+        hook.remove()
+        fold_standardizer(model, standardizer)
     model.eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -275,19 +283,25 @@ def main(argv: list[str] | None = None) -> None:
                         help="the grounding target also asks for the named object's cell")
     parser.add_argument("--option-weight", type=float, default=0.0,
                         help="weight of the multiple-choice target (option words say if they are right)")
-    parser.add_argument("--option-layer", type=int, default=12, help="hidden state the option head reads")
-    parser.add_argument("--ground-layer", type=int, default=8, help="hidden state the grounding head reads")
+    parser.add_argument("--option-layer", type=int, default=None,
+                        help="hidden state the option head reads (default: 3/4 of the depth)")
+    parser.add_argument("--ground-layer", type=int, default=None,
+                        help="hidden state the grounding head reads (default: half the depth)")
     parser.add_argument("--curriculum-steps", type=int, default=1000,
                         help="steps over which the distractor cap ramps from 0 to 6")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--val-size", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heads-only-steps", type=int, default=0,
+                        help="train only the auxiliary heads for this many steps (use with --init)")
     parser.add_argument("--init", default=None, help="start from this saved toy checkpoint instead of scratch")
     parser.add_argument("--start-step", type=int, default=0,
                         help="offset into the training stream (use the previous run's steps with --init)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure: often slower at this size)")
     args = parser.parse_args(argv)
+    args.ground_layer = args.layers // 2 if args.ground_layer is None else args.ground_layer
+    args.option_layer = 3 * args.layers // 4 if args.option_layer is None else args.option_layer
     log = train(args)
     print(json.dumps(log["final_val_accuracy_after_fold"]))
 
