@@ -119,12 +119,14 @@ def cmd_eval(args) -> int:
     """Answer a benchmark with a model and write metrics and per-sample answers."""
     import json
 
-    from shortlvlm.checkpoint import check_output_dir
+    from shortlvlm.errors import OutputExistsError
     from shortlvlm.pipeline import evaluate
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
-        check_output_dir(out, False)
+        raise OutputExistsError(f"results file {out} already exists; pass --overwrite to replace it")
+    if out.is_dir():
+        raise OutputExistsError(f"--out {out} is a directory; give a file name such as results.json")
     model, processor = _load_model(args)
     metrics, predictions = evaluate(model, processor, args.bench, args.data, limit=args.limit,
                                     batch_size=args.batch_size)

@@ -49,3 +49,10 @@ def test_eval_command_writes_metrics_and_answers(tmp_path, capsys):
     assert result["num_samples"] == 12 and len(result["predictions"]) == 12
     assert set(result["per_family"]) == {"exists", "attribute", "count", "spatial", "compositional", "choice"}
     assert 0.0 <= result["accuracy"] <= 100.0
+
+
+def test_eval_refuses_to_replace_results_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    out.write_text("{}")
+    assert main(["eval", "toy", "--bench", "shapes", "--limit", "6", "--out", str(out)]) == 2
+    assert "results file" in capsys.readouterr().err and out.read_text() == "{}"
