@@ -77,8 +77,9 @@ words; the question word naming an object predicts, from layer {args['ground_lay
 what that object is (and, with `--ground-cells`, where); with `--option-weight`, each
 multiple-choice option's shape word predicts whether it is the right option. The distractor count
 ramps from 0 to 6 over the first {args['curriculum_steps']} steps. Without the grounding target the
-model stayed at the text-only level for 1000 steps (measured twice); with it, existence and
-attribute questions passed 95% by step 1250. Vision features are standardised with running
+model stayed at the text-only level (about 36% validation) through 750 steps, and with a first
+variant that asked for the named object's cell instead of its content through 1000 steps; with
+the content target, existence and attribute questions passed 95% by step 1250. Vision features are standardised with running
 statistics during training, folded into the projector's first linear layer at save time, so this
 is a plain LLaVA checkpoint. Validation is teacher-forced (first answer token, 600 questions of a
 held-out range of the calibration split).

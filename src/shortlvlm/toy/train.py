@@ -201,8 +201,8 @@ def train(args) -> dict:
         warm = min(1.0, step / args.warmup)
         decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps)))
         for index, (group, base) in enumerate(zip(optimizer.param_groups, base_lrs, strict=True)):
-            # Fresh heads on a trained model: train only the heads first, or their random
-            # gradients wreck the model (continuing without this fell back to chance, measured).
+            # Fresh heads on a trained model: training only the heads first keeps their initial
+            # random gradients out of the model (a precaution, not a measured necessity).
             frozen = step <= args.heads_only_steps and index < 2
             group["lr"] = 0.0 if frozen else base * warm * decay
         crowd = min(6, int(6 * (args.start_step + step) / max(1, args.curriculum_steps)))  # 0 at first
