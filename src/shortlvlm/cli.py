@@ -120,16 +120,16 @@ def cmd_eval(args) -> int:
     import json
 
     from shortlvlm.errors import OutputExistsError
-    from shortlvlm.pipeline import evaluate
+    from shortlvlm.pipeline import benchmark_samples, evaluate
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"results file {out} already exists; pass --overwrite to replace it")
     if out.is_dir():
         raise OutputExistsError(f"--out {out} is a directory; give a file name such as results.json")
+    samples = benchmark_samples(args.bench, args.data, args.limit)  # bad data fails before the load
     model, processor = _load_model(args)
-    metrics, predictions = evaluate(model, processor, args.bench, args.data, limit=args.limit,
-                                    batch_size=args.batch_size)
+    metrics, predictions = evaluate(model, processor, args.bench, samples, batch_size=args.batch_size)
     result = {"model": args.model, **metrics, "predictions": predictions}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -63,27 +63,28 @@ def prune_layers_to_checkpoint(
     return PruneResult(out, plan, params_before, count_parameters(model), reports[0] if reports else None)
 
 
-def evaluate(
-    model: nn.Module,
-    processor,
-    bench: str,
-    data: str | os.PathLike | None = None,
-    *,
-    limit: int | None = None,
-    batch_size: int = 16,
-) -> tuple[dict, dict[str, str]]:
-    """Answer a benchmark's questions and score them: (metrics, {sample id: answer})."""
-    from shortlvlm.data.benchmarks import load_benchmark, score_benchmark
+def benchmark_samples(bench: str, data: str | os.PathLike | None = None, limit: int | None = None) -> list:
+    """The questions of a benchmark (`shapes` is generated; the others are read from `data`)."""
+    from shortlvlm.data.benchmarks import load_benchmark
     from shortlvlm.errors import ShortLVLMError
-    from shortlvlm.eval.generate import answer_samples
     from shortlvlm.toy import bench as shapes
 
     if bench == shapes.NAME:
-        samples = shapes.load_shapes(limit)
-    elif data is None:
+        return shapes.load_shapes(limit)
+    if data is None:
         raise ShortLVLMError(f"--data is required for {bench}: the folder holding its files")
-    else:
-        samples = load_benchmark(bench, data, limit)
+    return load_benchmark(bench, data, limit)
+
+
+def evaluate(
+    model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16
+) -> tuple[dict, dict[str, str]]:
+    """Answer benchmark questions (from benchmark_samples) and score them: (metrics, {id: answer})."""
+    from shortlvlm.data.benchmarks import score_benchmark
+    from shortlvlm.eval.generate import answer_samples
+    from shortlvlm.toy import bench as shapes
+
     predictions = answer_samples(model, processor, samples, batch_size=batch_size)
-    scorer = shapes.score_shapes if bench == shapes.NAME else lambda s, p: score_benchmark(bench, s, p)
-    return scorer(samples, predictions), predictions
+    if bench == shapes.NAME:
+        return shapes.score_shapes(samples, predictions), predictions
+    return score_benchmark(bench, samples, predictions), predictions

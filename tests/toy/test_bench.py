@@ -56,3 +56,11 @@ def test_eval_refuses_to_replace_results_without_overwrite(tmp_path, capsys):
     out.write_text("{}")
     assert main(["eval", "toy", "--bench", "shapes", "--limit", "6", "--out", str(out)]) == 2
     assert "results file" in capsys.readouterr().err and out.read_text() == "{}"
+
+
+def test_eval_without_data_fails_before_loading_the_model(tmp_path, capsys):
+    code = main(["eval", str(tmp_path / "no-model-here"), "--bench", "pope", "--out", str(tmp_path / "r.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--data is required for pope" in err  # not a model-loading error: the model was never loaded
+    assert list(tmp_path.iterdir()) == []

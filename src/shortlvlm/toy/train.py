@@ -162,11 +162,13 @@ def teacher_forced_accuracy(model, processor, samples: list[ToySample], batch_si
 def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    processor, model = build_processor(), build_model(args.layers)
+    processor = build_processor()
     if args.init:  # continue from a saved toy checkpoint (its standardisation is already folded in)
         from transformers import LlavaForConditionalGeneration
 
         model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
+    else:
+        model = build_model(args.layers)
     model.train()
     dim = model.config.vision_config.hidden_size
     standardizer = VisionStandardizer(dim)
@@ -214,11 +216,12 @@ def train(args) -> dict:
             answer_loss = outputs.loss
             ground_loss = torch.zeros(())
             if args.ground_weight > 0:  # the word naming an object predicts what that object is
-                rows, positions, contents, cells = grounding_targets(samples, batch["input_ids"].shape[1], tail=2)
+                rows, positions, contents, named_cells = grounding_targets(
+                    samples, batch["input_ids"].shape[1], tail=2)
                 hidden = outputs.hidden_states[args.ground_layer][rows, positions].float()
                 ground_loss = nn.functional.cross_entropy(ground_head(hidden), contents)
                 if args.ground_cells:  # ... and where it is (spatial questions compare positions)
-                    ground_loss = ground_loss + nn.functional.cross_entropy(ground_cell_head(hidden), cells)
+                    ground_loss = ground_loss + nn.functional.cross_entropy(ground_cell_head(hidden), named_cells)
             tokens = captured["tokens"].reshape(len(samples), GRID * GRID, -1).float()
             cells = cell_targets(samples)
             aux_loss = nn.functional.cross_entropy(aux_head(tokens).flatten(0, 1), cells.flatten())
