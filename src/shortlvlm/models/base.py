@@ -22,7 +22,10 @@ class ArchitectureSpec:
     name: str
     model_classes: tuple[str, ...]
     layers_path: str
+    # Attention output first, MLP output last (compensation picks writers by that position).
     residual_writers: tuple[str, ...] = ("self_attn.o_proj", "mlp.down_proj")
+    # The attention module inside a decoder layer; None = the parent of the first residual writer.
+    attention_path: str | None = None
     # Norm applied to a writer's output before it joins the residual stream (Gemma's sandwich
     # norms): a weight edit on such a writer is not a linear edit of the residual update.
     writer_post_norms: dict[str, str] = field(default_factory=dict)
@@ -108,6 +111,16 @@ class Adapter:
                     "pass --writers with the dotted names of its residual-writing projections"
                 ) from err
         return writers
+
+    def attention_module(self, index: int) -> nn.Module:
+        """The self-attention module of decoder layer `index` (its forward returns the probabilities)."""
+        path = self.spec.attention_path or self.spec.residual_writers[0].rpartition(".")[0]
+        try:
+            return self.layers[index].get_submodule(path)
+        except AttributeError as err:
+            raise UnsupportedModelError(
+                f"decoder layer {index} of {type(self.model).__name__} has no attention module '{path}'"
+            ) from err
 
     def image_token_id(self) -> int | None:
         """The placeholder token id that marks image positions in input_ids, if the config names one."""

@@ -1,0 +1,211 @@
+"""Subspace-Compensated Pruning (DESIGN §2.3): bridge the gap a removed run of layers leaves.
+
+For each maximal run of removed layers p1..pm with kept layer r directly below it, H stacks
+X^{pm} - X^{r} (the residual stream after the run minus after r, unpruned model, on the
+important tokens of the calibration set). V_k = top-k right singular vectors of H, taken as the
+top-k eigenvectors of the streamed H^T H (float64). Each edited residual writer W of layer r
+becomes (I + alpha V_k V_k^T) W (its bias likewise), so the kept layer writes more along the
+directions the removed layers used to add. Weights change; the architecture does not.
+`alpha="fit"` (an extension) picks alpha by least squares: argmin sum_t |H_t - alpha P u_t|^2,
+u_t the edited writers' output, P = V_k V_k^T; it needs two more d x d accumulators per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from shortlvlm.capture import CalibrationBatch, Collector, capture
+from shortlvlm.errors import ShortLVLMError
+from shortlvlm.importance import TokenImportance, resolve_probe_layers
+from shortlvlm.models import Adapter
+
+WRITER_CHOICES = ("mlp", "attn", "both")
+
+
+class CompensationError(ShortLVLMError):
+    """SCP cannot be applied as asked (bad parameter, non-linear writer path, ...)."""
+
+
+@dataclass
+class RemovedRun:
+    """A maximal run of consecutive removed layers and the kept layer directly below it."""
+
+    layers: list[int]
+    below: int | None  # None: the run starts at layer 0, nothing to compensate with
+
+
+def removed_runs(removed: list[int]) -> list[RemovedRun]:
+    """Group removed layer indices into maximal consecutive runs."""
+    runs: list[RemovedRun] = []
+    for index in sorted(set(removed)):
+        if runs and runs[-1].layers[-1] == index - 1:
+            runs[-1].layers.append(index)
+        else:
+            runs.append(RemovedRun([index], index - 1 if index > 0 else None))
+    return runs
+
+
+def writer_names(adapter: Adapter, writers: str) -> list[str]:
+    """Residual writers to edit: the MLP output (last), the attention output (first), or both."""
+    if writers not in WRITER_CHOICES:
+        raise CompensationError(f"scp writers must be one of {', '.join(WRITER_CHOICES)}, got {writers!r}")
+    names = list(adapter.spec.residual_writers)
+    chosen = {"mlp": names[-1:], "attn": names[:1], "both": names}[writers]
+    normed = [n for n in chosen if n in adapter.spec.writer_post_norms]
+    if normed:
+        raise CompensationError(
+            f"SCP cannot be written as a weight edit for {adapter.spec.name}: '{normed[0]}' is followed by "
+            f"'{adapter.spec.writer_post_norms[normed[0]]}' (a norm) before it joins the residual stream, so "
+            "(I + a V V^T) W would be undone by the norm. Use --compensation none for this model"
+        )
+    return chosen
+
+
+class GapStatistics(Collector):
+    """Streams H^T H (and, for alpha="fit", sum u H^T and sum u u^T) for every compensated run."""
+
+    def __init__(self, runs: list[RemovedRun], importance: TokenImportance | None, fit: bool, dim: int):
+        self.runs = [run for run in runs if run.below is not None]
+        self.importance = importance
+        self.fit = fit
+        self.needed = {run.below for run in self.runs} | {run.layers[-1] for run in self.runs}
+        zeros = lambda: torch.zeros(dim, dim, dtype=torch.float64)  # noqa: E731
+        self.hth = {run.below: zeros() for run in self.runs}
+        self.cross = {run.below: zeros() for run in self.runs} if fit else {}
+        self.gram = {run.below: zeros() for run in self.runs} if fit else {}
+        self.tokens = {run.below: 0 for run in self.runs}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.writer_outputs: dict[int, torch.Tensor] = {}
+
+    def begin_batch(self, batch: CalibrationBatch) -> None:
+        self.batch, self.outputs, self.writer_outputs = batch, {}, {}
+        if self.importance is not None:
+            self.importance.begin_batch(batch)
+
+    def attention(self, layer: int, probs: torch.Tensor, allowed: torch.Tensor) -> None:
+        if self.importance is not None:
+            self.importance.attention(layer, probs, allowed)
+
+    def layer_output(self, layer: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
+        if layer in self.needed:
+            self.outputs[layer] = hidden_out
+
+    def writer_output(self, layer: int, output: torch.Tensor) -> None:
+        """Called from hooks on the edited writers of the layers below the runs (fit only)."""
+        previous = self.writer_outputs.get(layer)
+        self.writer_outputs[layer] = output if previous is None else previous + output
+
+    def end_batch(self) -> None:
+        mask = self.importance.mask() if self.importance is not None else self.batch.valid
+        for run in self.runs:
+            below, after = self.outputs[run.below], self.outputs[run.layers[-1]]
+            dtype = torch.promote_types(below.dtype, torch.float32)
+            gap = after[mask].to(dtype) - below[mask].to(dtype)
+            self.hth[run.below] += (gap.T @ gap).double().cpu()
+            self.tokens[run.below] += gap.shape[0]
+            if self.fit:
+                written = self.writer_outputs[run.below][mask].to(dtype)
+                self.cross[run.below] += (written.T @ gap).double().cpu()
+                self.gram[run.below] += (written.T @ written).double().cpu()
+        self.outputs, self.writer_outputs = {}, {}
+
+
+def top_subspace(hth: torch.Tensor, rank: int, rel_tol: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V_k [d, k'], eigenvalues [k']) of a PSD H^T H; k' < k when H has lower rank."""
+    values, vectors = torch.linalg.eigh(hth.double())
+    values, vectors = values.flip(0), vectors.flip(1)
+    keep = min(rank, int((values > rel_tol * values[0].clamp(min=1e-300)).sum()))
+    return vectors[:, :keep], values[:keep]
+
+
+@torch.no_grad()
+def edit_writer(linear: nn.Module, basis: torch.Tensor, alpha: float) -> None:
+    """W <- (I + alpha V V^T) W and b <- (I + alpha V V^T) b, computed in float64."""
+    if not isinstance(linear, nn.Linear):
+        raise CompensationError(f"SCP edits nn.Linear writers; got {type(linear).__name__}")
+    if linear.weight.shape[0] != basis.shape[0]:
+        raise CompensationError(
+            f"writer output width {linear.weight.shape[0]} does not match the residual width {basis.shape[0]}"
+        )
+    basis = basis.to(device=linear.weight.device, dtype=torch.float64)
+    weight = linear.weight.double()
+    linear.weight.copy_(weight + alpha * basis @ (basis.T @ weight))
+    if linear.bias is not None:
+        bias = linear.bias.double()
+        linear.bias.copy_(bias + alpha * basis @ (basis.T @ bias))
+
+
+def fit_alpha(basis: torch.Tensor, cross: torch.Tensor, gram: torch.Tensor) -> float:
+    """Least-squares alpha: tr(V^T C V) / tr(V^T G V) with C = sum u H^T, G = sum u u^T."""
+    numerator = torch.trace(basis.T @ cross @ basis)
+    denominator = torch.trace(basis.T @ gram @ basis)
+    return float(numerator / denominator) if denominator > 0 else 0.0
+
+
+def compensate(
+    model: nn.Module,
+    adapter: Adapter,
+    batches: list[CalibrationBatch],
+    removed: list[int],
+    *,
+    rank: int = 8,
+    alpha: float | str = 1.0,
+    writers: str = "mlp",
+    tokens: str = "important",
+    top_p: float = 0.5,
+    probe_layers: str | list[int] = "all",
+    joint: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Measure the gaps of `removed` (original indices) on the unpruned model and edit the kept layers below.
+
+    Call before the layers are dropped. Returns one report entry per run of removed layers.
+    """
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise CompensationError(f"scp rank must be a positive integer, got {rank!r}")
+    if alpha != "fit" and not isinstance(alpha, (int, float)):
+        raise CompensationError(f"scp alpha must be a number or 'fit', got {alpha!r}")
+    if tokens not in ("important", "all"):
+        raise CompensationError(f"scp tokens must be 'important' or 'all', got {tokens!r}")
+    names = writer_names(adapter, writers)
+    runs = removed_runs(removed)
+    compensated = [run for run in runs if run.below is not None]
+    report = [{"removed": run.layers, "edited_layer": None, "reason": "run starts at layer 0: nothing below"}
+              for run in runs if run.below is None]
+    if not compensated:
+        return report
+    hidden = adapter.config.get_text_config().hidden_size
+    probes = resolve_probe_layers(probe_layers, adapter.num_layers) if tokens == "important" else []
+    importance = TokenImportance(probes, top_p, joint) if tokens == "important" else None
+    stats = GapStatistics(runs, importance, fit=alpha == "fit", dim=hidden)
+    handles = []
+    if alpha == "fit":
+        for run in compensated:
+            for name, module in adapter.residual_writers(run.below).items():
+                if name in names:
+                    handles.append(module.register_forward_hook(
+                        lambda mod, args, out, layer=run.below: stats.writer_output(layer, out)))
+    try:
+        capture(model, adapter, batches, stats, attention_layers=probes, desc="scp", progress=progress)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for run in compensated:
+        entry = {"removed": run.layers, "edited_layer": run.below, "writers": names, "tokens": stats.tokens[run.below]}
+        if stats.tokens[run.below] == 0:
+            report.append({**entry, "reason": "no calibration tokens selected"})
+            continue
+        basis, values = top_subspace(stats.hth[run.below], rank)
+        run_alpha = fit_alpha(basis, stats.cross[run.below], stats.gram[run.below]) if alpha == "fit" else float(alpha)
+        for name, module in adapter.residual_writers(run.below).items():
+            if name in names:
+                edit_writer(module, basis, run_alpha)
+        energy = float(values.sum() / torch.trace(stats.hth[run.below]))
+        entry.update(rank=basis.shape[1], alpha=run_alpha, energy_captured=round(energy, 6))
+        if basis.shape[1] < rank:
+            entry["note"] = f"H has rank {basis.shape[1]} < requested {rank}; used {basis.shape[1]} directions"
+        report.append(entry)
+    return sorted(report, key=lambda e: e["removed"][0])

@@ -1,0 +1,114 @@
+"""Token Importance Scores (DESIGN §2.1): which vision-language tokens a layer should be judged on.
+
+For one sample and one probe layer, with A the head-averaged attention probabilities (rows are
+queries) and only the entries the layer's own mask allows (causal entries for a causal LM):
+- a visual token j scores the mean of the attention it receives from visual queries (visual
+  self-attention block) and from text queries (visual-textual cross-attention block);
+- a text token j scores the mean of the attention it receives from text queries (textual
+  self-attention block) and the attention it pays to the image, averaged over image tokens
+  (cross-attention block).
+"Receives from X" is the mean over the allowed queries in X, so a token is not favoured just
+for sitting early in the sequence. A component with no allowed entries is left out of the mean.
+Scores are averaged over the probe layers; the important tokens are the top `top_p` fraction of
+each modality per sample (or of both together, `joint=True`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from shortlvlm.capture import CalibrationBatch, Collector
+
+
+def _mean_over(values: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor, dim: int) -> torch.Tensor:
+    """sum(values * weights) / counts along `dim`, NaN where the count is zero."""
+    total = torch.einsum("bij,bi->bj" if dim == 1 else "bij,bj->bi", values, weights)
+    return torch.where(counts > 0, total / counts.clamp(min=1), torch.full_like(total, math.nan))
+
+
+def _count(allowed: torch.Tensor, members: torch.Tensor, dim: int) -> torch.Tensor:
+    """How many allowed entries along `dim` belong to `members` (a [B, T] mask)."""
+    if dim == 1:  # queries i of key j
+        return (allowed & members[:, :, None]).sum(dim=1).to(torch.float32)
+    return (allowed & members[:, None, :]).sum(dim=2).to(torch.float32)
+
+
+def token_importance(probs: torch.Tensor, allowed: torch.Tensor, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """[B, T] TIS of one layer from [B, T, T] head-averaged probabilities; NaN outside image/text."""
+    probs = probs.to(torch.promote_types(probs.dtype, torch.float32))
+    visual_q, text_q = image.to(probs.dtype), text.to(probs.dtype)
+    from_visual = _mean_over(probs, visual_q, _count(allowed, image, 1).to(probs.dtype), dim=1)
+    from_text = _mean_over(probs, text_q, _count(allowed, text, 1).to(probs.dtype), dim=1)
+    to_image = _mean_over(probs, visual_q, _count(allowed, image, 2).to(probs.dtype), dim=2)
+    visual_score = torch.stack([from_visual, from_text]).nanmean(dim=0)
+    text_score = torch.stack([from_text, to_image]).nanmean(dim=0)
+    scores = torch.where(image, visual_score, text_score)
+    return torch.where(image | text, scores, torch.full_like(scores, math.nan))
+
+
+def select_top(scores: torch.Tensor, members: torch.Tensor, top_p: float) -> torch.Tensor:
+    """[B, T] mask of the ceil(top_p * n) highest-scoring members of each row (at least one if any)."""
+    ranked = torch.where(members, scores.nan_to_num(nan=-math.inf), torch.full_like(scores, -math.inf))
+    order = ranked.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    counts = members.sum(dim=1)
+    keep = torch.where(counts > 0, (counts * top_p).ceil().clamp(min=1), torch.zeros_like(counts))
+    return (rank < keep[:, None]) & members
+
+
+def important_token_mask(
+    scores: torch.Tensor, image: torch.Tensor, text: torch.Tensor, top_p: float, joint: bool = False
+) -> torch.Tensor:
+    """[B, T] mask of important tokens: top-p per modality, or over both when `joint`."""
+    if joint:
+        return select_top(scores, image | text, top_p)
+    return select_top(scores, image, top_p) | select_top(scores, text, top_p)
+
+
+def resolve_probe_layers(probe_layers: str | Sequence[int], num_layers: int, skip: Sequence[int] = ()) -> list[int]:
+    """Probe layer indices: "all" = every (not skipped) layer, or an explicit list, validated."""
+    if probe_layers == "all":
+        return [i for i in range(num_layers) if i not in set(skip)]
+    if isinstance(probe_layers, str):
+        raise ValueError(f"tis_layers must be 'all' or a list of layer indices, got {probe_layers!r}")
+    layers = sorted(set(probe_layers))
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad or not layers:
+        raise ValueError(f"tis_layers {list(probe_layers)} must be indices in 0..{num_layers - 1}")
+    return [i for i in layers if i not in set(skip)] or layers
+
+
+class TokenImportance(Collector):
+    """Accumulates TIS over the probe layers of one batch and selects the important tokens."""
+
+    def __init__(self, probe_layers: Sequence[int], top_p: float, joint: bool = False):
+        if not 0 < top_p <= 1:
+            raise ValueError(f"tis_top_p must be in (0, 1], got {top_p}")
+        self.probe_layers = list(probe_layers)
+        self.top_p = top_p
+        self.joint = joint
+        self.batch: CalibrationBatch | None = None
+        self.total: torch.Tensor | None = None
+        self.layers_seen = 0
+
+    def begin_batch(self, batch: CalibrationBatch) -> None:
+        self.batch, self.total, self.layers_seen = batch, None, 0
+
+    def attention(self, layer: int, probs: torch.Tensor, allowed: torch.Tensor) -> None:
+        if layer not in self.probe_layers:
+            return
+        scores = token_importance(probs, allowed, self.batch.image, self.batch.text)
+        self.total = scores if self.total is None else self.total + scores
+        self.layers_seen += 1
+
+    def scores(self) -> torch.Tensor:
+        """[B, T] TIS averaged over the probe layers seen in this batch."""
+        return self.total / self.layers_seen
+
+    def mask(self) -> torch.Tensor:
+        """[B, T] important tokens of the current batch."""
+        return important_token_mask(self.scores(), self.batch.image, self.batch.text, self.top_p, self.joint)

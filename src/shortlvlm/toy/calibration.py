@@ -1,0 +1,89 @@
+"""The toy model's calibration set: shapes questions from the calibration split, as LLaVA-format JSONL.
+
+Regenerate the bundled copy with
+``python -m shortlvlm.toy.calibration --out src/shortlvlm/toy/calibration_set --size 256 --overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from shortlvlm.errors import OutputExistsError
+from shortlvlm.toy.data import make_split
+
+BUNDLED_CALIBRATION = Path(__file__).parent / "calibration_set" / "calibration.jsonl"
+JSONL_NAME = "calibration.jsonl"
+IMAGES_DIR = "images"
+
+
+def write_calibration_set(out_dir: str | os.PathLike, size: int = 256, *, overwrite: bool = False) -> Path:
+    """Write `size` calibration samples to out_dir/calibration.jsonl and out_dir/images/; returns the JSONL."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output directory {out} already exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output path {out} exists and is not a directory; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Built next to `out` and renamed into place, so readers never see a half-written set.
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        os.chmod(staging, 0o755)
+        (staging / IMAGES_DIR).mkdir()
+        lines = []
+        for sample in make_split("calibration", size):
+            image = f"{IMAGES_DIR}/{sample.id}.png"
+            sample.image().save(staging / image, format="PNG")
+            lines.append(json.dumps({
+                "id": sample.id,
+                "image": image,
+                "conversations": [
+                    {"from": "human", "value": f"<image>\n{sample.question}"},
+                    {"from": "gpt", "value": sample.answer},
+                ],
+            }) + "\n")
+        (staging / JSONL_NAME).write_bytes("".join(lines).encode("utf-8"))
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out / JSONL_NAME
+
+
+def replace_dir(new: Path, out: Path) -> None:
+    """Move `new` to `out`, replacing an existing `out` only once `new` is in place."""
+    if not out.exists():
+        new.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    old.rmdir()
+    out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: write a toy calibration set."""
+    parser = argparse.ArgumentParser(prog="python -m shortlvlm.toy.calibration", description=__doc__)
+    parser.add_argument("--out", required=True, help="folder to write calibration.jsonl and images/ into")
+    parser.add_argument("--size", type=int, default=256, help="number of samples (default 256)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    args = parser.parse_args(argv)
+    if args.size < 1:
+        parser.error("--size must be a positive integer")
+    try:
+        path = write_calibration_set(args.out, args.size, overwrite=args.overwrite)
+    except OutputExistsError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(f"wrote {args.size} samples to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

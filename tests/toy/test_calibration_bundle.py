@@ -1,0 +1,62 @@
+"""The bundled toy calibration set is exactly what the generator writes, and is disjoint from the test split."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from shortlvlm.data.calibration import calibration_hash, read_calibration_jsonl, toy_calibration
+from shortlvlm.errors import OutputExistsError
+from shortlvlm.toy.calibration import BUNDLED_CALIBRATION, main, write_calibration_set
+from shortlvlm.toy.data import make_split
+
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return toy_calibration()
+
+
+def test_bundle_reads_back_with_images(bundled):
+    assert len(bundled) == SIZE
+    assert all(s.image_path is not None and s.image_path.is_file() for s in bundled)
+    assert bundled[0].load_image().size == (48, 48)
+    assert all(s.prompt and "<image>" not in s.prompt for s in bundled)
+
+
+def test_regenerating_gives_the_same_set(tmp_path, bundled):
+    jsonl = write_calibration_set(tmp_path / "calib", SIZE)
+    assert jsonl.read_bytes() == BUNDLED_CALIBRATION.read_bytes()
+    images = sorted((tmp_path / "calib" / "images").iterdir())
+    shipped = sorted((BUNDLED_CALIBRATION.parent / "images").iterdir())
+    assert [p.name for p in images] == [p.name for p in shipped]
+    # Pixels, not PNG bytes: the compressed bytes depend on the Pillow/zlib build.
+    pixels = lambda path: Image.open(path).convert("RGB").tobytes()  # noqa: E731
+    different = [p.name for p, q in zip(images, shipped, strict=True) if pixels(p) != pixels(q)]
+    assert not different, f"regenerated images differ from the bundled ones: {different[:5]}"
+    assert calibration_hash(toy_calibration()) == calibration_hash(bundled)
+
+
+def test_answers_and_questions_are_the_generators(bundled):
+    toy = make_split("calibration", SIZE)
+    assert [(s.id, s.prompt, s.answer) for s in bundled] == [(t.id, t.question, t.answer) for t in toy]
+    assert list(bundled[5].load_image().getdata()) == list(toy[5].image().getdata())
+
+
+def test_calibration_is_disjoint_from_the_test_split(bundled):
+    test = make_split("test", 600)
+    assert not {s.id for s in bundled} & {t.id for t in test}
+    test_pixels = {t.image().tobytes() for t in test}
+    assert not any(s.load_image().tobytes() in test_pixels for s in bundled)
+
+
+def test_writer_refuses_to_overwrite_and_replaces_when_asked(tmp_path):
+    out = tmp_path / "calib"
+    write_calibration_set(out, 3)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        write_calibration_set(out, 2)
+    assert main(["--out", str(out), "--size", "2", "--overwrite"]) == 0
+    assert [s.id for s in read_calibration_jsonl(out / "calibration.jsonl")] == ["calibration-0", "calibration-1"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["calibration-0.png", "calibration-1.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["calib"]  # no staging folders left behind
