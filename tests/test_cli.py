@@ -104,3 +104,50 @@ def test_console_script_runs(tmp_path):
                             capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert result.returncode == 2
     assert result.stderr.startswith("shortlvlm: error:") and "Traceback" not in result.stderr
+
+
+def test_score_then_prune_many_ratios_from_the_plan(tmp_path, capsys):
+    plan_path = tmp_path / "plan.json"
+    code, stdout, _ = run_cli(capsys, "score", "toy", "--num-samples", "8", "--out", plan_path)
+    assert code == 0 and "removal order" in stdout
+    plan = json.loads(plan_path.read_text())
+    assert plan_path.with_suffix(".png").stat().st_size > 0
+    order = plan["params"]["removal_order"]
+    for ratio, count in (("0.1", 2), ("0.3", 5)):
+        out = tmp_path / f"pruned-{ratio}"
+        code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", ratio, "--plan", plan_path,
+                                  "--compensation", "none", "--out", out)
+        assert code == 0, stdout
+        written = json.loads((out / PLAN_FILENAME).read_text())
+        assert written["removed_layers"] == sorted(order[:count]) and written["compensation"] == "none"
+
+
+def test_prune_short_lvlm_by_ratio_compensates_and_verifies(tmp_path, capsys):
+    out = tmp_path / "short"
+    code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--num-samples", "8", "--out", out)
+    assert code == 0
+    assert "method short-lvlm, compensation scp" in stdout and "edited layer" in stdout and "verified" in stdout
+    plan = json.loads((out / PLAN_FILENAME).read_text())
+    assert len(plan["removed_layers"]) == 3 and plan["calibration"]["num_samples"] == 8
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--layers", "1", "--ratio", "0.3"], "exactly one of --layers"),
+    (["--ratio", "0"], "strictly between 0 and 1"),
+    (["--ratio", "0.3", "--calib", "missing.jsonl"], "missing.jsonl"),
+    (["--ratio", "0.3", "--method", "tis-cosine", "--tis-top-p", "0"], "tis_top_p"),
+])
+def test_bad_method_requests_exit_2_and_leave_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "pruned"
+    code, _, err = run_cli(capsys, "prune", "toy", *argv, "--out", out)
+    assert code == 2 and err.count("shortlvlm: error:") == 1 and message in err
+    assert "Loading weights" not in err  # refused before any weights were loaded
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_plan_from_another_model_is_refused_before_loading(saved_models, tmp_path, capsys):
+    plan_path = tmp_path / "plan.json"
+    assert run_cli(capsys, "score", "toy", "--num-samples", "4", "--out", plan_path)[0] == 0
+    code, _, err = run_cli(capsys, "prune", saved_models / "llava", "--ratio", "0.3", "--plan", plan_path,
+                           "--out", tmp_path / "x")
+    assert code == 2 and "16 decoder layers" in err

@@ -84,34 +84,191 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _probe_layers(text: str):
+    if text == "all":
+        return "all"
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tis-layers takes 'all' or indices such as 8,12 (got '{text}')") from None
+
+
+def _alpha(text: str):
+    if text == "fit":
+        return "fit"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scp-alpha takes a number or 'fit' (got '{text}')") from None
+
+
+def _add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
+    from shortlvlm.pruning import DEFAULT_TIS_TOP_P
+    from shortlvlm.scoring import METHODS
+
+    group = parser.add_argument_group("method")
+    group.add_argument("--method", default="short-lvlm", choices=sorted(METHODS),
+                       help="layer-selection rule (default: short-lvlm = tis-cosine scoring + scp compensation)")
+    group.add_argument("--calib", default=None,
+                       help="calibration JSONL (image + LLaVA conversation, or image/prompt/answer); "
+                       "paths inside it are relative to the file. Optional for MODEL=toy (bundled set)")
+    group.add_argument("--num-samples", type=int, default=None, help="use the first N calibration samples")
+    group.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default: 8)")
+    group.add_argument("--tis-top-p", type=float, default=DEFAULT_TIS_TOP_P,
+                       help=f"fraction of each modality's tokens kept as important (default: {DEFAULT_TIS_TOP_P})")
+    group.add_argument("--tis-layers", type=_probe_layers, default="all",
+                       help="layers whose attention defines token importance: 'all' (mean) or e.g. 4,8")
+    group.add_argument("--tis-joint", action="store_true", help="one top-p over image and text tokens together")
+    group.add_argument("--tis-tokens", default="important", choices=["important", "all"],
+                       help="'all' scores layers on every token (the ablation without TIS)")
+    group.add_argument("--iterative", action="store_true", help="re-score after each removal (one pass per layer)")
+    group.add_argument("--seed", type=int, default=0, help="seed of --method random")
+    if scp:
+        from shortlvlm.pruning import DEFAULT_SCP_ALPHA, DEFAULT_SCP_RANK, DEFAULT_SCP_WRITERS
+
+        group.add_argument("--compensation", default=None, choices=["scp", "none"],
+                           help="gap compensation (default: scp for short-lvlm, none for the others)")
+        group.add_argument("--scp-rank", type=int, default=DEFAULT_SCP_RANK,
+                           help=f"directions k of the gap subspace (default: {DEFAULT_SCP_RANK})")
+        group.add_argument("--scp-alpha", type=_alpha, default=DEFAULT_SCP_ALPHA,
+                           help=f"edit strength, or 'fit' for least squares (default: {DEFAULT_SCP_ALPHA})")
+        group.add_argument("--scp-writers", default=DEFAULT_SCP_WRITERS, choices=["mlp", "attn", "both"],
+                           help=f"which projections of the kept layer are edited (default: {DEFAULT_SCP_WRITERS})")
+
+
+def _method_kwargs(args) -> dict:
+    return dict(tis_top_p=args.tis_top_p, tis_layers=args.tis_layers, tis_joint=args.tis_joint,
+                tis_tokens=args.tis_tokens, iterative=args.iterative, seed=args.seed,
+                num_samples=args.num_samples, batch_size=args.batch_size, source=args.model)
+
+
+def _check_method_options(args, method: str) -> None:
+    """Build the scorer once and check SCP options, so a bad parameter fails before any weights load."""
+    from shortlvlm.pruning import _resolve_method, _scorer_params
+    from shortlvlm.scoring import get_scorer
+
+    scorer, _ = _resolve_method(method, getattr(args, "compensation", None))
+    get_scorer(scorer, **_scorer_params(scorer, tis_top_p=args.tis_top_p, tis_layers=args.tis_layers,
+                                        tis_joint=args.tis_joint, tis_tokens=args.tis_tokens,
+                                        iterative=args.iterative, seed=args.seed))
+    if getattr(args, "scp_rank", 1) < 1:
+        raise ShortLVLMError(f"--scp-rank must be a positive integer, got {args.scp_rank}")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ShortLVLMError(f"--num-samples must be a positive integer, got {args.num_samples}")
+
+
+def _calibration_first(args, needed: bool):
+    """Read the calibration set before any weights load, so a bad file fails fast."""
+    from shortlvlm.data.calibration import load_calibration
+
+    if not needed:
+        return None
+    return load_calibration(args.calib, model_name=args.model, limit=args.num_samples)
+
+
+def cmd_score(args) -> int:
+    """Score every decoder layer on calibration data and write the plan (removal order) as JSON."""
+    from shortlvlm.errors import OutputExistsError
+    from shortlvlm.pruning import score
+    from shortlvlm.report import layer_scores_plot
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"plan file {out} already exists; pass --overwrite to replace it")
+    if out.is_dir():
+        raise OutputExistsError(f"--out {out} is a directory; give a file name such as plan.json")
+    _check_method_options(args, args.method)
+    samples = _calibration_first(args, args.method not in ("last", "random"))
+    model, processor = _load_model(args)
+    adapter = _adapter(args, model)
+    kwargs = _method_kwargs(args)
+    num_remove = None
+    if args.iterative:
+        from shortlvlm.pruning import layers_to_remove
+
+        num_remove = layers_to_remove(args.max_ratio, adapter)
+    plan = score(model, processor, samples, args.method, adapter=adapter, num_remove=num_remove,
+                 **{k: v for k, v in kwargs.items() if k != "num_samples"})
+    plan.calibration["source"] = args.calib or "toy"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    plan.save(tmp)
+    tmp.replace(out)
+    plot = out.with_suffix(".png")
+    layer_scores_plot(plan, plot)
+    order = plan.params["removal_order"]
+    print(f"{plan.params['score_meaning']}")
+    for layer in range(plan.num_layers_before):
+        rank = order.index(layer) + 1 if layer in order else "-"
+        print(f"  layer {layer:3d}  score {plan.layer_scores[layer]: .5f}  removal rank {rank}")
+    print(f"removal order: {order}")
+    print(f"wrote {out} and {plot}; prune from it with: shortlvlm prune {args.model} --plan {out} --ratio R --out DIR")
+    return 0
+
+
 def cmd_prune(args) -> int:
-    """Remove the given decoder layers and write a verified, standard checkpoint."""
+    """Remove decoder layers (listed, or chosen by a method) and write a verified, standard checkpoint."""
     from shortlvlm.checkpoint import check_output_dir, load_skeleton
-    from shortlvlm.pipeline import prune_layers_to_checkpoint
+    from shortlvlm.pipeline import count_parameters, prune_layers_to_checkpoint, write_checkpoint
+    from shortlvlm.plan import Plan
+    from shortlvlm.pruning import check_plan_matches, layers_to_remove, prune
     from shortlvlm.surgery import validate_layer_selection
 
+    if (args.layers is None) == (args.ratio is None):
+        raise ShortLVLMError("give exactly one of --layers (explicit indices) or --ratio (fraction chosen by --method)")
     # Every check that needs no weights runs first, so a bad request never waits for a large load.
     check_output_dir(Path(args.out), args.overwrite)
     skeleton = load_skeleton(args.model, trust_remote_code=args.trust_remote_code)
-    validate_layer_selection(args.layers, _adapter(args, skeleton))
-    del skeleton
+    skeleton_adapter = _adapter(args, skeleton)
+    plan = samples = None
+    if args.layers is not None:
+        validate_layer_selection(args.layers, skeleton_adapter)
+    else:
+        layers_to_remove(args.ratio, skeleton_adapter)
+        if args.plan is not None:
+            plan = Plan.load(args.plan)
+            check_plan_matches(plan, skeleton, skeleton_adapter)
+        from shortlvlm.pruning import _resolve_method
+
+        method = plan.method if plan is not None else args.method
+        _check_method_options(args, method)
+        scorer, compensation = _resolve_method(method, args.compensation)
+        needs_data = compensation == "scp" or (plan is None and scorer not in ("last", "random"))
+        samples = _calibration_first(args, needs_data)
+    del skeleton, skeleton_adapter
     model, processor = _load_model(args)
     adapter = _adapter(args, model)
-    result = prune_layers_to_checkpoint(
-        model, processor, args.layers, args.out, adapter=adapter, overwrite=args.overwrite,
-        verify_checkpoint=not args.no_verify, trust_remote_code=args.trust_remote_code,
-        source=args.model,
-    )
-    plan = result.plan
+    if args.layers is not None:
+        result = prune_layers_to_checkpoint(
+            model, processor, args.layers, args.out, adapter=adapter, overwrite=args.overwrite,
+            verify_checkpoint=not args.no_verify, trust_remote_code=args.trust_remote_code, source=args.model,
+        )
+        plan, out, report, before, after = result.plan, result.out_dir, result.report, result.params_before, result.params_after
+    else:
+        before = count_parameters(model)
+        kwargs = {k: v for k, v in _method_kwargs(args).items() if k != "num_samples"}
+        model, plan = prune(model, processor, samples, args.ratio, args.method, args.compensation, plan=plan,
+                            adapter=adapter, scp_rank=args.scp_rank, scp_alpha=args.scp_alpha,
+                            scp_writers=args.scp_writers, **kwargs)
+        plan.calibration["source"] = args.calib or "toy"
+        after = count_parameters(model)
+        out, report = write_checkpoint(model, processor, plan, args.out, overwrite=args.overwrite,
+                                       verify_checkpoint=not args.no_verify, trust_remote_code=args.trust_remote_code)
     print(f"removed layers {plan.removed_layers} of {plan.num_layers_before} "
-          f"({adapter.spec.name}); {adapter.num_layers} remain")
-    print(f"parameters: {result.params_before:,} -> {result.params_after:,} "
-          f"({100 * (1 - result.params_after / result.params_before):.1f}% fewer)")
-    if result.report is not None:
-        generation = "agree" if result.report.generation_agrees else "not checked"
-        print(f"verified: reload max |logit diff| {result.report.max_abs_logit_diff:.2e}, "
+          f"({adapter.spec.name}, method {plan.method}, compensation {plan.compensation}); {adapter.num_layers} remain")
+    for entry in plan.params.get("compensation_report", []):
+        if entry.get("edited_layer") is None:
+            print(f"  run {entry['removed']}: not compensated ({entry['reason']})")
+        else:
+            print(f"  run {entry['removed']}: edited layer {entry['edited_layer']} {', '.join(entry['writers'])} "
+                  f"(k={entry.get('rank')}, alpha={entry.get('alpha', 0):.3g}, "
+                  f"gap energy captured {100 * entry.get('energy_captured', 0):.1f}%)")
+    print(f"parameters: {before:,} -> {after:,} ({100 * (1 - after / before):.1f}% fewer)")
+    if report is not None:
+        generation = "agree" if report.generation_agrees else "not checked"
+        print(f"verified: reload max |logit diff| {report.max_abs_logit_diff:.2e}, "
               f"cached/uncached greedy generation {generation}")
-    print(f"wrote {result.out_dir}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -163,19 +320,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser(
-        "prune", help="remove decoder layers and write a standard checkpoint",
-        description="Remove the listed decoder layers (original 0-based indices), write a "
-        "transformers checkpoint (safetensors, config, processor, pruning_plan.json, model card) "
-        "to --out, and verify it by reloading it: logits must match the in-memory model and "
-        "greedy generation must agree with and without the KV cache. Nothing appears at --out "
-        "unless every step succeeds.",
+        "score", help="rank decoder layers on calibration data; write a reusable plan",
+        description="Run the calibration set through MODEL once (one pass per removed layer with "
+        "--iterative), score every decoder layer with --method, and write the plan (scores and "
+        "removal order) to --out plus a bar chart beside it (.png). `shortlvlm prune --plan` then "
+        "prunes any ratio from it without scoring again.",
     )
-    p.add_argument("model", metavar="MODEL", help="hub id or local model directory")
-    p.add_argument("--layers", type=_layer_list, required=True,
+    p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
+    p.add_argument("--out", required=True, help="plan JSON to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--max-ratio", type=float, default=0.5,
+                   help="with --iterative: how far to rank (fraction of layers, default 0.5)")
+    _add_method_options(p, scp=False)
+    _add_model_options(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "prune", help="remove decoder layers and write a standard checkpoint",
+        description="Remove decoder layers and write a transformers checkpoint (safetensors, config, "
+        "processor, pruning_plan.json, model card) to --out, verified by reloading it: logits must "
+        "match the in-memory model and greedy generation must agree with and without the KV cache. "
+        "Either list the layers (--layers 3,7) or give --ratio and let --method choose them "
+        "(Short-LVLM by default: token-importance-weighted cosine scoring plus subspace-compensated "
+        "pruning). Nothing appears at --out unless every step succeeds.",
+    )
+    p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
+    p.add_argument("--layers", type=_layer_list, default=None,
                    help="comma-separated decoder layer indices to remove, e.g. 3,7")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="fraction of decoder layers to remove, e.g. 0.3 (round(ratio x L) layers)")
+    p.add_argument("--plan", default=None, help="plan from `shortlvlm score`: reuse its ranking, no scoring pass")
     p.add_argument("--out", required=True, help="output directory for the pruned checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
+    _add_method_options(p, scp=True)
     _add_model_options(p)
     p.set_defaults(func=cmd_prune)
 

@@ -67,7 +67,9 @@ def writer_names(adapter: Adapter, writers: str) -> list[str]:
 class GapStatistics(Collector):
     """Streams H^T H (and, for alpha="fit", sum u H^T and sum u u^T) for every compensated run."""
 
-    def __init__(self, runs: list[RemovedRun], importance: TokenImportance | None, fit: bool, dim: int):
+    def __init__(self, runs: list[RemovedRun], importance: TokenImportance | None, fit: bool, dim: int,
+                 normalize: bool = False):
+        self.normalize = normalize
         self.runs = [run for run in runs if run.below is not None]
         self.importance = importance
         self.fit = fit
@@ -104,10 +106,14 @@ class GapStatistics(Collector):
             below, after = self.outputs[run.below], self.outputs[run.layers[-1]]
             dtype = torch.promote_types(below.dtype, torch.float32)
             gap = after[mask].to(dtype) - below[mask].to(dtype)
+            # Per-token weight 1/|X^r_t|: the next layer sees the stream through an RMS norm, so a
+            # gap matters relative to its token's norm; without it a few huge-norm tokens dominate.
+            scale = 1 / below[mask].to(dtype).norm(dim=-1, keepdim=True).clamp(min=1e-12) if self.normalize else 1.0
+            gap = gap * scale
             self.hth[run.below] += (gap.T @ gap).double().cpu()
             self.tokens[run.below] += gap.shape[0]
             if self.fit:
-                written = self.writer_outputs[run.below][mask].to(dtype)
+                written = self.writer_outputs[run.below][mask].to(dtype) * scale
                 self.cross[run.below] += (written.T @ gap).double().cpu()
                 self.gram[run.below] += (written.T @ written).double().cpu()
         self.outputs, self.writer_outputs = {}, {}
@@ -158,6 +164,7 @@ def compensate(
     top_p: float = 0.5,
     probe_layers: str | list[int] = "all",
     joint: bool = False,
+    normalize: bool = False,
     progress: bool = True,
 ) -> list[dict]:
     """Measure the gaps of `removed` (original indices) on the unpruned model and edit the kept layers below.
@@ -180,7 +187,7 @@ def compensate(
     hidden = adapter.config.get_text_config().hidden_size
     probes = resolve_probe_layers(probe_layers, adapter.num_layers) if tokens == "important" else []
     importance = TokenImportance(probes, top_p, joint) if tokens == "important" else None
-    stats = GapStatistics(runs, importance, fit=alpha == "fit", dim=hidden)
+    stats = GapStatistics(runs, importance, fit=alpha == "fit", dim=hidden, normalize=normalize)
     handles = []
     if alpha == "fit":
         for run in compensated:

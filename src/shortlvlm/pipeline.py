@@ -54,13 +54,31 @@ def prune_layers_to_checkpoint(
     )
     params_before = count_parameters(model)
     drop_layers(model, removed, adapter)
+    out, report = write_checkpoint(model, processor, plan, out_dir, overwrite=overwrite,
+                                   verify_checkpoint=verify_checkpoint, verify_inputs=verify_inputs,
+                                   trust_remote_code=trust_remote_code)
+    return PruneResult(out, plan, params_before, count_parameters(model), report)
+
+
+def write_checkpoint(
+    model: nn.Module,
+    processor: object | None,
+    plan: Plan,
+    out_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    verify_checkpoint: bool = True,
+    verify_inputs: dict[str, torch.Tensor] | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Path, VerifyReport | None]:
+    """Save a pruned model atomically; with verification, it lands only if the reload reproduces it."""
     reports: list[VerifyReport] = []
 
     def check(tmp: Path) -> None:
         reports.append(verify(model, tmp, verify_inputs, trust_remote_code=trust_remote_code))
 
     out = save(model, processor, plan, out_dir, overwrite=overwrite, check=check if verify_checkpoint else None)
-    return PruneResult(out, plan, params_before, count_parameters(model), reports[0] if reports else None)
+    return out, reports[0] if reports else None
 
 
 def benchmark_samples(bench: str, data: str | os.PathLike | None = None, limit: int | None = None) -> list:

@@ -184,6 +184,7 @@ def prune(
     scp_alpha: float | str = DEFAULT_SCP_ALPHA,
     scp_writers: str = DEFAULT_SCP_WRITERS,
     scp_tokens: str | None = None,
+    scp_normalize: bool = False,
     tis_top_p: float = DEFAULT_TIS_TOP_P,
     tis_layers: str | Sequence[int] = "all",
     tis_joint: bool = False,
@@ -233,8 +234,10 @@ def prune(
         report = compensate(model, adapter, batches, removed, rank=scp_rank, alpha=scp_alpha, writers=scp_writers,
                             tokens=tokens, top_p=params.get("tis_top_p", tis_top_p),
                             probe_layers=params.get("tis_layers", tis_layers),
-                            joint=params.get("tis_joint", tis_joint), progress=progress)
+                            joint=params.get("tis_joint", tis_joint), normalize=scp_normalize,
+                            progress=progress)
         params.update(scp_rank=scp_rank, scp_alpha=scp_alpha, scp_writers=scp_writers, scp_tokens=tokens,
+                      scp_normalize=scp_normalize,
                       compensation_report=report, compensation_seconds=round(time.perf_counter() - started, 3))
     drop_layers(model, removed, adapter)
     pruned = Plan(method=method, num_layers_before=plan.num_layers_before, removed_layers=removed,

@@ -36,3 +36,30 @@ def accuracy_plot(rows: dict[str, dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def layer_scores_plot(plan, path) -> None:
+    """Bar chart of a plan's per-layer scores, removal candidates by rank highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = plan.layer_scores or []
+    order = plan.params.get("removal_order", [])
+    count = len(plan.removed_layers) or max(1, round(0.3 * plan.num_layers_before))
+    first = set(order[:count])
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(scores)), 3.5))
+    colors = ["tab:red" if i in first else "tab:blue" for i in range(len(scores))]
+    ax.bar(range(len(scores)), [0 if s != s else s for s in scores], color=colors)
+    finite = [s for s in scores if s == s]
+    if finite:
+        low, high = min(finite), max(finite)
+        ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel(plan.params.get("scorer", plan.method))
+    label = "removed" if plan.removed_layers else f"first {count} in removal order"
+    ax.set_title(f"{plan.method}: red = {label}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,150 @@
+"""Short-LVLM ablation on the toy LVLM: each component against its ablation, and the open parameters.
+
+    .venv/bin/python benchmarks/ablation_short_lvlm.py [--limit 1200] [--out benchmarks/results]
+
+Writes ablation_short_lvlm.json (resumable: finished runs are kept and skipped on restart),
+ablation_short_lvlm.md (tables) and ablation_short_lvlm.png (accuracy vs ratio). Calibration:
+the bundled toy set (256 samples, calibration split); evaluation: the shapes test split.
+Grid:
+- main 2x2 at 10/20/30/40%: {tis-cosine (important tokens), plain cosine (all tokens)} x {none, scp};
+- sweeps at 30%: tis_top_p, scp rank k, scp alpha (incl. "fit"), scp writers, per-token
+  normalised gaps, iterative scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from shortlvlm import get_adapter, load
+from shortlvlm.data.calibration import toy_calibration
+from shortlvlm.data.encode import encode_calibration
+from shortlvlm.pipeline import evaluate
+from shortlvlm.pruning import DEFAULT_SCP_RANK, DEFAULT_TIS_TOP_P, prune
+from shortlvlm.toy.bench import load_shapes
+
+RATIOS = (0.1, 0.2, 0.3, 0.4)
+ARMS = {
+    "tis-cosine + scp (Short-LVLM)": {"tis_tokens": "important", "compensation": "scp"},
+    "tis-cosine": {"tis_tokens": "important", "compensation": "none"},
+    "cosine, all tokens + scp": {"tis_tokens": "all", "compensation": "scp"},
+    "cosine, all tokens": {"tis_tokens": "all", "compensation": "none"},
+}
+
+
+def sweeps() -> list[tuple[str, str, dict]]:
+    """(group, label, prune kwargs) at 30%."""
+    runs = [("tis_top_p", f"top_p={p}", {"tis_top_p": p, "compensation": "none"}) for p in (0.1, 0.25, 0.5, 0.75, 1.0)]
+    runs += [("tis_top_p", "joint top_p=0.5", {"tis_joint": True, "compensation": "none"})]
+    runs += [("scp rank k", f"k={k}", {"scp_rank": k, "compensation": "scp"}) for k in (1, 2, 4, 8, 16, 32)]
+    runs += [("scp alpha", f"alpha={a}", {"scp_alpha": a, "compensation": "scp"}) for a in (-0.5, 0.5, 1.0, 2.0, "fit")]
+    runs += [("scp writers", f"writers={w}", {"scp_writers": w, "compensation": "scp"}) for w in ("mlp", "attn", "both")]
+    runs += [("scp normalised gaps", f"normalize, alpha={a}", {"scp_normalize": True, "scp_alpha": a,
+                                                               "compensation": "scp"}) for a in (1.0, "fit")]
+    runs += [("scoring", "iterative", {"iterative": True, "compensation": "none"})]
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=1200, help="shapes test questions (default 1200)")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "ablation_short_lvlm.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if results.get("limit") not in (None, args.limit):
+        raise SystemExit(f"{path} was measured with --limit {results['limit']}; delete it or use that limit")
+    results.update(limit=args.limit, torch=torch.__version__)
+    runs = results.setdefault("runs", {})
+
+    samples = load_shapes(args.limit)
+    calib = toy_calibration()
+    base, processor = load("toy")
+    batches = encode_calibration(calib, processor, get_adapter(base), progress=False)
+
+    def save() -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(path)
+
+    def run(key: str, kwargs: dict, ratio: float | None) -> None:
+        if key in runs:
+            return
+        model, _ = load("toy")
+        started = time.perf_counter()
+        plan = None
+        if ratio is not None:
+            kwargs = dict(kwargs)
+            compensation = kwargs.pop("compensation")
+            model, plan = prune(model, processor, calib, ratio, compensation=compensation, batches=batches,
+                                source="toy", progress=False, **kwargs)
+        seconds = time.perf_counter() - started
+        metrics, _ = evaluate(model, processor, "shapes", samples, batch_size=50)
+        runs[key] = {"ratio": ratio, "kwargs": {k: v for k, v in kwargs.items()}, "accuracy": metrics["accuracy"],
+                     "per_family": metrics["per_family"], "prune_seconds": round(seconds, 2),
+                     "removed_layers": plan.removed_layers if plan else [],
+                     "compensation_report": plan.params.get("compensation_report") if plan else None}
+        print(f"{key}: {metrics['accuracy']:.2f}  removed {runs[key]['removed_layers']}", flush=True)
+        save()
+
+    run("unpruned", {}, None)
+    for arm, kwargs in ARMS.items():
+        for ratio in RATIOS:
+            run(f"{arm} @ {ratio}", kwargs, ratio)
+    for group, label, kwargs in sweeps():
+        run(f"{group}: {label} @ 0.3", kwargs, 0.3)
+    write_report(results, out)
+
+
+def write_report(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["runs"]
+    base = runs["unpruned"]["accuracy"]
+    lines = ["# Short-LVLM ablation on the toy LVLM", "",
+             f"Command: `.venv/bin/python benchmarks/ablation_short_lvlm.py --limit {results['limit']}`  ",
+             f"Shapes test questions: {results['limit']}; calibration: bundled toy set (256 samples); "
+             f"unpruned accuracy {base:.2f}%. Defaults: tis_top_p={DEFAULT_TIS_TOP_P}, k={DEFAULT_SCP_RANK}, "
+             "alpha=1, writers=mlp. Retention = pruned / unpruned accuracy.", "",
+             "## Components (accuracy %, retention %)", "",
+             "| method | " + " | ".join(f"{int(r * 100)}%" for r in RATIOS) + " |",
+             "|---|" + "---|" * len(RATIOS)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm in ARMS:
+        accs = [runs[f"{arm} @ {r}"]["accuracy"] for r in RATIOS]
+        lines.append(f"| {arm} | " + " | ".join(f"{a:.2f} ({100 * a / base:.1f})" for a in accs) + " |")
+        ax.plot([100 * r for r in RATIOS], accs, marker="o", label=arm)
+    ax.axhline(base, color="gray", linestyle="--", label="unpruned")
+    ax.set_xlabel("layers removed (%)")
+    ax.set_ylabel("shapes accuracy (%)")
+    ax.set_title("Short-LVLM components on the toy LVLM")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "ablation_short_lvlm.png", dpi=120)
+    plt.close(fig)
+    lines += ["", "Removed layers at 30%: " + "; ".join(
+        f"{arm}: {runs[f'{arm} @ 0.3']['removed_layers']}" for arm in ARMS), ""]
+    lines += ["## Parameter sweeps at 30%", "", "| parameter | setting | accuracy | retention | removed |", "|---|---|---|---|---|"]
+    for group, label, _ in sweeps():
+        entry = runs[f"{group}: {label} @ 0.3"]
+        lines.append(f"| {group} | {label} | {entry['accuracy']:.2f} | {100 * entry['accuracy'] / base:.1f} | "
+                     f"{entry['removed_layers']} |")
+    lines += ["", "Per-family accuracy at 30%:", "", "| run | " + " | ".join(runs["unpruned"]["per_family"]) + " |",
+              "|---|" + "---|" * len(runs["unpruned"]["per_family"])]
+    for key in ["unpruned", *(f"{arm} @ 0.3" for arm in ARMS)]:
+        lines.append(f"| {key} | " + " | ".join(f"{v:.1f}" for v in runs[key]["per_family"].values()) + " |")
+    (out / "ablation_short_lvlm.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""tis-cosine ranking (one-shot and iterative), in-place layer bypass, and the sanity-floor scorers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from shortlvlm import drop_layers, get_adapter
+from shortlvlm.capture import CaptureError, batch_from_inputs, bypass_layers, capture
+from shortlvlm.models.tiny import tiny_inputs, tiny_model
+from shortlvlm.scoring import ScoringContext, ScoringError, get_scorer
+
+
+def context_for(model_type="llava", num_layers=6):
+    model = tiny_model(model_type, num_layers)
+    adapter = get_adapter(model)
+    batch = batch_from_inputs(adapter, tiny_inputs(model.config))
+    return ScoringContext(model, adapter, [batch], progress=False)
+
+
+@pytest.mark.parametrize("tokens", ["important", "all"])
+def test_one_shot_order_sorts_layers_by_similarity(tokens):
+    context = context_for()
+    ranking = get_scorer("tis-cosine", tokens=tokens).rank(context, 2)
+    assert sorted(ranking.order) == list(range(6))
+    ordered = [ranking.scores[i] for i in ranking.order]
+    assert ordered == sorted(ordered, reverse=True)
+    assert all(-1 <= s <= 1 for s in ranking.scores)
+
+
+def test_tokens_choice_changes_the_statistic():
+    context = context_for()
+    important = get_scorer("tis-cosine", tokens="important", top_p=0.2).rank(context, 2).scores
+    everything = get_scorer("tis-cosine", tokens="all").rank(context, 2).scores
+    assert important != everything
+
+
+def test_protected_deepstack_layers_are_never_ranked():
+    context = context_for("qwen3_vl")
+    ranking = get_scorer("tis-cosine").rank(context, 3)
+    assert set(ranking.order) == set(range(2, 6))
+
+
+def test_bypass_equals_dropping_the_layers():
+    context = context_for()
+    batch = context.batches[0]
+    reference = copy.deepcopy(context.model)
+    drop_layers(reference, [1, 3])
+    with torch.no_grad():
+        expected = reference(**batch.inputs, use_cache=False).logits
+        with bypass_layers(context.adapter, [1, 3]):
+            got = context.model(**batch.inputs, use_cache=False).logits
+        untouched = context.model(**batch.inputs, use_cache=False).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(untouched, expected)  # the hooks were removed afterwards
+
+
+def test_iterative_second_pick_equals_rescoring_the_dropped_model():
+    context = context_for()
+    scorer = get_scorer("tis-cosine", iterative=True)
+    ranking = scorer.rank(context, 2)
+    first, second = ranking.order
+    assert first == get_scorer("tis-cosine").rank(context, 2).order[0]
+    reference = copy.deepcopy(context.model)
+    drop_layers(reference, [first])
+    ref_context = ScoringContext(reference, get_adapter(reference), context.batches, progress=False)
+    ref_order = get_scorer("tis-cosine").rank(ref_context, 1).order
+    kept = [i for i in range(6) if i != first]
+    assert second == kept[ref_order[0]]
+    assert ranking.details["iterative_steps"][0]["removed"] == first
+
+
+def test_non_finite_activations_name_the_layer():
+    context = context_for()
+    with torch.no_grad():
+        context.adapter.layers[2].mlp.down_proj.weight.fill_(float("inf"))
+    with pytest.raises(CaptureError, match="decoder layer 2 produced NaN/Inf"):
+        get_scorer("tis-cosine").rank(context, 1)
+
+
+def test_last_and_random_floors():
+    context = context_for()
+    assert get_scorer("last").rank(context, 2).order[:2] == [4, 3]
+    first = get_scorer("random", seed=1).rank(context, 2).order
+    assert first == get_scorer("random", seed=1).rank(context, 2).order
+    assert 0 not in first and 5 not in first and sorted(first) == [1, 2, 3, 4]
+
+
+def test_unknown_scorer_and_bad_parameters():
+    with pytest.raises(ScoringError, match="unknown scoring method"):
+        get_scorer("magic")
+    with pytest.raises(ScoringError, match="tis_top_p"):
+        get_scorer("tis-cosine", top_p=0)
+    with pytest.raises(ScoringError, match="bad parameter"):
+        get_scorer("tis-cosine", rank=3)
+
+
+def test_capture_collects_only_probe_layers_attention():
+    context = context_for()
+    original = context.model.config._attn_implementation
+    assert original != "eager"  # capture must switch to eager to see probabilities, then restore
+    seen = []
+
+    class Spy:
+        def begin_batch(self, batch): pass
+        def attention(self, layer, probs, allowed): seen.append((layer, probs.shape, bool(allowed.any())))
+        def layer_output(self, layer, h_in, h_out): pass
+        def end_batch(self): pass
+
+    capture(context.model, context.adapter, context.batches, Spy(), attention_layers=[0, 4], progress=False)
+    batch, length = context.batches[0].inputs["input_ids"].shape
+    assert seen == [(0, (batch, length, length), True), (4, (batch, length, length), True)]
+    assert context.model.config._attn_implementation == original

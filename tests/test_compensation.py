@@ -1,0 +1,158 @@
+"""SCP: the streamed subspace, the weight edit, the fitted alpha, and the refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shortlvlm import get_adapter
+from shortlvlm.capture import batch_from_inputs, capture
+from shortlvlm.compensation import (
+    CompensationError,
+    GapStatistics,
+    compensate,
+    edit_writer,
+    removed_runs,
+    top_subspace,
+)
+from shortlvlm.models.tiny import tiny_inputs, tiny_model
+
+
+def float64_llava(num_layers=6):
+    model = tiny_model("llava", num_layers).double()
+    inputs = tiny_inputs(model.config, batch_size=3)
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
+    inputs["attention_mask"] = torch.ones_like(inputs["attention_mask"])  # see tests/test_importance.py
+    adapter = get_adapter(model)
+    return model, adapter, batch_from_inputs(adapter, inputs), inputs
+
+
+def projector(basis):
+    return basis @ basis.T
+
+
+def test_removed_runs_pair_each_run_with_the_kept_layer_below():
+    runs = removed_runs([7, 0, 1, 4, 5, 9])
+    assert [(r.layers, r.below) for r in runs] == [([0, 1], None), ([4, 5], 3), ([7], 6), ([9], 8)]
+
+
+def test_streamed_subspace_equals_svd_of_stacked_gaps():
+    model, adapter, batch, inputs = float64_llava()
+    runs = removed_runs([2, 3])
+    stats = GapStatistics(runs, importance=None, fit=False, dim=model.config.text_config.hidden_size)
+    capture(model, adapter, [batch, batch], stats, progress=False)
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    gap = (states[4] - states[2])[batch.valid]  # output of layer 3 minus output of layer 1
+    stacked = torch.cat([gap, gap])
+    assert stats.tokens[1] == stacked.shape[0]
+    torch.testing.assert_close(stats.hth[1], stacked.T @ stacked, rtol=1e-10, atol=1e-10)
+    for rank in (1, 4, 8):
+        basis, _ = top_subspace(stats.hth[1], rank)
+        reference = torch.linalg.svd(stacked, full_matrices=False).Vh[:rank].T
+        assert basis.shape == reference.shape
+        assert torch.linalg.matrix_norm(projector(basis) - projector(reference)) < 1e-8
+
+
+def test_weight_edit_equals_the_matrix_formula():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(5, 8, bias=True).double()
+    weight, bias = linear.weight.detach().clone(), linear.bias.detach().clone()
+    basis = torch.linalg.qr(torch.randn(8, 3, dtype=torch.float64)).Q
+    edit_writer(linear, basis, 0.7)
+    transform = torch.eye(8, dtype=torch.float64) + 0.7 * basis @ basis.T
+    torch.testing.assert_close(linear.weight.detach(), transform @ weight, rtol=0, atol=1e-14)
+    torch.testing.assert_close(linear.bias.detach(), transform @ bias, rtol=0, atol=1e-14)
+
+
+def test_edit_in_bfloat16_is_computed_in_float64_then_cast():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(4, 6, bias=False).to(torch.bfloat16)
+    weight = linear.weight.detach().double()
+    basis = torch.linalg.qr(torch.randn(6, 2, dtype=torch.float64)).Q
+    edit_writer(linear, basis, 1.0)
+    expected = ((torch.eye(6, dtype=torch.float64) + basis @ basis.T) @ weight).to(torch.bfloat16)
+    assert linear.weight.dtype == torch.bfloat16
+    assert torch.equal(linear.weight.detach(), expected)
+
+
+def test_compensate_edits_only_the_layer_below_each_run_by_the_formula():
+    model, adapter, batch, inputs = float64_llava()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    report = compensate(model, adapter, [batch], [2, 3], rank=4, alpha=1.0, tokens="all", progress=False)
+    assert report[0]["edited_layer"] == 1 and report[0]["rank"] == 4 and report[0]["alpha"] == 1.0
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed == ["model.language_model.layers.1.mlp.down_proj.weight"]
+    with torch.no_grad():
+        states = tiny_model("llava", 6).double()(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    gap = (states[4] - states[2])[batch.valid]
+    basis = torch.linalg.svd(gap, full_matrices=False).Vh[:4].T
+    expected = (torch.eye(basis.shape[0], dtype=torch.float64) + projector(basis)) @ before[changed[0]]
+    torch.testing.assert_close(dict(model.named_parameters())[changed[0]].detach(), expected, rtol=1e-8, atol=1e-10)
+
+
+def test_fitted_alpha_is_the_least_squares_solution():
+    model, adapter, batch, inputs = float64_llava()
+    writer = adapter.residual_writers(1)["mlp.down_proj"]
+    written = []
+    handle = writer.register_forward_hook(lambda mod, args, out: written.append(out.detach().clone()))
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    handle.remove()
+    gap = (states[4] - states[2])[batch.valid]
+    u = written[0][batch.valid]
+    basis = torch.linalg.svd(gap, full_matrices=False).Vh[:3].T
+    projected = u @ projector(basis)
+    expected = float((gap * projected).sum() / (projected * projected).sum())
+    report = compensate(model, adapter, [batch], [2, 3], rank=3, alpha="fit", tokens="all", progress=False)
+    assert report[0]["alpha"] == pytest.approx(expected, rel=1e-8)
+
+
+def test_fitted_alpha_does_not_increase_the_gap_residual():
+    model, _, batch, inputs = float64_llava()
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    target = states[4][batch.valid]
+
+    def residual(alpha):
+        edited = tiny_model("llava", 6).double()
+        compensate(edited, get_adapter(edited), [batch], [2, 3], rank=3, alpha=alpha, tokens="all", progress=False)
+        with torch.no_grad():
+            out = edited(**inputs, output_hidden_states=True, use_cache=False).hidden_states[2][batch.valid]
+        return float(((target - out) ** 2).sum())
+
+    assert residual("fit") <= residual(0.0) + 1e-9
+
+
+def test_run_starting_at_layer_zero_is_left_alone_and_reported():
+    model, adapter, batch, _ = float64_llava()
+    before = [p.detach().clone() for p in model.parameters()]
+    report = compensate(model, adapter, [batch], [0, 1], rank=2, tokens="all", progress=False)
+    assert report == [{"removed": [0, 1], "edited_layer": None, "reason": "run starts at layer 0: nothing below"}]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_rank_deficient_gap_uses_fewer_directions_and_says_so():
+    model, adapter, batch, _ = float64_llava()
+    batch.valid = torch.zeros_like(batch.valid)
+    batch.valid[0, -2:] = True  # two tokens: H has rank <= 2
+    report = compensate(model, adapter, [batch], [3], rank=8, tokens="all", progress=False)
+    assert report[0]["rank"] <= 2 and "rank" in report[0]["note"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_gemma3_post_norm_writers_are_refused():
+    model = tiny_model("gemma3", 6)
+    adapter = get_adapter(model)
+    batch = batch_from_inputs(adapter, tiny_inputs(model.config))
+    with pytest.raises(CompensationError, match="compensation none"):
+        compensate(model, adapter, [batch], [3], progress=False)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"rank": 0}, "rank"), ({"alpha": "big"}, "alpha"), ({"writers": "qkv"}, "writers"), ({"tokens": "some"}, "tokens"),
+])
+def test_bad_parameters_are_refused(kwargs, message):
+    model, adapter, batch, _ = float64_llava()
+    with pytest.raises(CompensationError, match=message):
+        compensate(model, adapter, [batch], [3], progress=False, **kwargs)
