@@ -22,7 +22,8 @@ def test_demo_reports_every_architecture_and_the_toy(tmp_path, capsys):
         assert (r["layers_before"], r["layers_after"]) == (6, 4)
         assert r["reload_max_abs_logit_diff"] == 0.0 and r["cached_generation_agrees"] is True
     toy = report["toy"]
-    assert set(toy) == {"unpruned", "last 5/16", "random 5/16"}
+    assert set(toy) == {"unpruned", "last 5/16", "random 5/16", "short-lvlm 5/16", "tis-cosine 5/16"}
+    assert (out / "toy" / "short-lvlm-30" / "pruning_plan.json").exists()
     assert all(r["num_samples"] == 60 for r in toy.values())
     assert (out / "toy" / "last-30" / "model.safetensors").exists()
     assert (out / "toy_accuracy.png").stat().st_size > 1000

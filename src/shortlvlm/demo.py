@@ -2,7 +2,8 @@
 
 1. Self-check: a tiny model of every supported architecture is pruned, saved and verified.
 2. The toy LVLM is evaluated on the shapes benchmark, then 30% of its decoder layers are removed
-   by each available rule, each result saved as a verified checkpoint and evaluated again.
+   by each available rule (naive `last`/`random`, Short-LVLM with and without SCP, calibrated on
+   the bundled toy calibration set), each result saved as a verified checkpoint and evaluated again.
 The report (markdown, JSON and a plot) and the pruned toy checkpoints land in --out atomically.
 """
 
@@ -19,10 +20,12 @@ import torch
 from tqdm import tqdm
 
 from shortlvlm.checkpoint import check_output_dir, load
+from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.eval.generate import answer_samples
 from shortlvlm.models import get_adapter
 from shortlvlm.models.tiny import TINY_MODEL_TYPES
-from shortlvlm.pipeline import prune_layers_to_checkpoint
+from shortlvlm.pipeline import prune_layers_to_checkpoint, write_checkpoint
+from shortlvlm.pruning import prune
 from shortlvlm.report import accuracy_plot, accuracy_table
 from shortlvlm.selfcheck import markdown_table, prune_one
 from shortlvlm.toy.bench import load_shapes, score_shapes
@@ -50,6 +53,15 @@ def toy_rows(work: Path, limit: int) -> dict[str, dict]:
         row = score_shapes(samples, answer_samples(model, processor, samples, batch_size=50))
         rows[f"{rule} {n_cut}/{num_layers}"] = {**row, "removed_layers": removed,
                                                 "seconds": round(time.perf_counter() - start, 1)}
+    calib = toy_calibration()
+    for label, compensation in (("short-lvlm", "scp"), ("tis-cosine", "none")):
+        model, processor = load("toy", dtype=torch.float32)
+        start = time.perf_counter()
+        model, plan = prune(model, processor, calib, RATIO, "short-lvlm", compensation, source="toy", progress=False)
+        write_checkpoint(model, processor, plan, work / "toy" / f"{label}-{int(RATIO * 100)}")
+        row = score_shapes(samples, answer_samples(model, processor, samples, batch_size=50))
+        rows[f"{label} {n_cut}/{num_layers}"] = {**row, "removed_layers": plan.removed_layers,
+                                                 "seconds": round(time.perf_counter() - start, 1)}
     return rows
 
 
