@@ -112,6 +112,8 @@ def _add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
     group.add_argument("--calib", default=None,
                        help="calibration JSONL (image + LLaVA conversation, or image/prompt/answer); "
                        "paths inside it are relative to the file. Optional for MODEL=toy (bundled set)")
+    group.add_argument("--allow-outside-root", action="store_true",
+                       help="let image paths in --calib point outside the JSONL file's folder")
     group.add_argument("--num-samples", type=int, default=None, help="use the first N calibration samples")
     group.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default: 8)")
     group.add_argument("--tis-top-p", type=float, default=DEFAULT_TIS_TOP_P,
@@ -163,7 +165,8 @@ def _calibration_first(args, needed: bool):
 
     if not needed:
         return None
-    return load_calibration(args.calib, model_name=args.model, limit=args.num_samples)
+    return load_calibration(args.calib, model_name=args.model, limit=args.num_samples,
+                            allow_outside_root=args.allow_outside_root)
 
 
 def cmd_score(args) -> int:
