@@ -211,7 +211,7 @@ def capture(
                 batch = batch.to(device)
                 seen_attention.clear()
                 mask = batch.inputs.get("attention_mask")
-                current["real"] = mask.bool() if torch.is_tensor(mask) and mask.dim() == 2 else batch.valid | True
+                current["real"] = mask.bool() if torch.is_tensor(mask) and mask.dim() == 2 else torch.ones_like(batch.valid)
                 collector.begin_batch(batch)
                 model(**_model_inputs(batch))
                 missing = set(attention_layers) - seen_attention

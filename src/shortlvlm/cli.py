@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -169,17 +170,31 @@ def _calibration_first(args, needed: bool):
                             allow_outside_root=args.allow_outside_root)
 
 
+def _check_output_file(out: Path, overwrite: bool, kind: str, example: str) -> None:
+    """Refuse an existing file (without --overwrite) or a directory as --out."""
+    from shortlvlm.errors import OutputExistsError
+
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{kind} file {out} already exists; pass --overwrite to replace it")
+    if out.is_dir():
+        raise OutputExistsError(f"--out {out} is a directory; give a file name such as {example}")
+
+
+def _write_atomically(out: Path, text: str) -> None:
+    """Write a temporary sibling, then rename: --out is either the old file or the complete new one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+
+
 def cmd_score(args) -> int:
     """Score every decoder layer on calibration data and write the plan (removal order) as JSON."""
-    from shortlvlm.errors import OutputExistsError
     from shortlvlm.pruning import score
     from shortlvlm.report import layer_scores_plot
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"plan file {out} already exists; pass --overwrite to replace it")
-    if out.is_dir():
-        raise OutputExistsError(f"--out {out} is a directory; give a file name such as plan.json")
+    _check_output_file(out, args.overwrite, "plan", "plan.json")
     _check_method_options(args, args.method)
     samples = _calibration_first(args, args.method not in ("last", "random"))
     model, processor = _load_model(args)
@@ -193,10 +208,7 @@ def cmd_score(args) -> int:
     plan = score(model, processor, samples, args.method, adapter=adapter, num_remove=num_remove,
                  **{k: v for k, v in kwargs.items() if k != "num_samples"})
     plan.calibration["source"] = args.calib or "toy"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    plan.save(tmp)
-    tmp.replace(out)
+    _write_atomically(out, json.dumps(plan.to_dict(), indent=2) + "\n")
     plot = out.with_suffix(".png")
     layer_scores_plot(plan, plot)
     order = plan.params["removal_order"]
@@ -277,24 +289,15 @@ def cmd_prune(args) -> int:
 
 def cmd_eval(args) -> int:
     """Answer a benchmark with a model and write metrics and per-sample answers."""
-    import json
-
-    from shortlvlm.errors import OutputExistsError
     from shortlvlm.pipeline import benchmark_samples, evaluate
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"results file {out} already exists; pass --overwrite to replace it")
-    if out.is_dir():
-        raise OutputExistsError(f"--out {out} is a directory; give a file name such as results.json")
+    _check_output_file(out, args.overwrite, "results", "results.json")
     samples = benchmark_samples(args.bench, args.data, args.limit)  # bad data fails before the load
     model, processor = _load_model(args)
     metrics, predictions = evaluate(model, processor, args.bench, samples, batch_size=args.batch_size)
     result = {"model": args.model, **metrics, "predictions": predictions}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    _write_atomically(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))
     print(f"wrote {out}")
     return 0

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shortlvlm.capture import CalibrationBatch, Collector, capture
+from shortlvlm.capture import CalibrationBatch, capture
 from shortlvlm.errors import ShortLVLMError
-from shortlvlm.importance import TokenImportance, resolve_probe_layers
+from shortlvlm.importance import ImportanceAwareCollector, TokenImportance, resolve_probe_layers
 from shortlvlm.models import Adapter
 
 WRITER_CHOICES = ("mlp", "attn", "both")
@@ -64,14 +64,14 @@ def writer_names(adapter: Adapter, writers: str) -> list[str]:
     return chosen
 
 
-class GapStatistics(Collector):
+class GapStatistics(ImportanceAwareCollector):
     """Streams H^T H (and, for alpha="fit", sum u H^T and sum u u^T) for every compensated run."""
 
     def __init__(self, runs: list[RemovedRun], importance: TokenImportance | None, fit: bool, dim: int,
                  normalize: bool = False):
+        super().__init__(importance)
         self.normalize = normalize
         self.runs = [run for run in runs if run.below is not None]
-        self.importance = importance
         self.fit = fit
         self.needed = {run.below for run in self.runs} | {run.layers[-1] for run in self.runs}
         zeros = lambda: torch.zeros(dim, dim, dtype=torch.float64)  # noqa: E731
@@ -83,13 +83,8 @@ class GapStatistics(Collector):
         self.writer_outputs: dict[int, torch.Tensor] = {}
 
     def begin_batch(self, batch: CalibrationBatch) -> None:
-        self.batch, self.outputs, self.writer_outputs = batch, {}, {}
-        if self.importance is not None:
-            self.importance.begin_batch(batch)
-
-    def attention(self, layer: int, probs: torch.Tensor, allowed: torch.Tensor) -> None:
-        if self.importance is not None:
-            self.importance.attention(layer, probs, allowed)
+        super().begin_batch(batch)
+        self.outputs, self.writer_outputs = {}, {}
 
     def layer_output(self, layer: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
         if layer in self.needed:
@@ -101,7 +96,7 @@ class GapStatistics(Collector):
         self.writer_outputs[layer] = output if previous is None else previous + output
 
     def end_batch(self) -> None:
-        mask = self.importance.mask() if self.importance is not None else self.batch.valid
+        mask = self.selected_tokens()
         for run in self.runs:
             below, after = self.outputs[run.below], self.outputs[run.layers[-1]]
             dtype = torch.promote_types(below.dtype, torch.float32)

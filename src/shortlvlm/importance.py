@@ -112,3 +112,24 @@ class TokenImportance(Collector):
     def mask(self) -> torch.Tensor:
         """[B, T] important tokens of the current batch."""
         return important_token_mask(self.scores(), self.batch.image, self.batch.text, self.top_p, self.joint)
+
+
+class ImportanceAwareCollector(Collector):
+    """Base for collectors that reduce over the important tokens (or all real tokens without TIS)."""
+
+    def __init__(self, importance: TokenImportance | None):
+        self.importance = importance
+        self.batch: CalibrationBatch | None = None
+
+    def begin_batch(self, batch: CalibrationBatch) -> None:
+        self.batch = batch
+        if self.importance is not None:
+            self.importance.begin_batch(batch)
+
+    def attention(self, layer: int, probs: torch.Tensor, allowed: torch.Tensor) -> None:
+        if self.importance is not None:
+            self.importance.attention(layer, probs, allowed)
+
+    def selected_tokens(self) -> torch.Tensor:
+        """[B, T] tokens of the current batch the statistics use."""
+        return self.importance.mask() if self.importance is not None else self.batch.valid

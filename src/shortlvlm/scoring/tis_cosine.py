@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from shortlvlm.capture import CalibrationBatch, Collector, capture
-from shortlvlm.importance import TokenImportance, resolve_probe_layers
+from shortlvlm.capture import CalibrationBatch, capture
+from shortlvlm.importance import ImportanceAwareCollector, TokenImportance, resolve_probe_layers
 from shortlvlm.scoring.base import LayerRanking, ScoringContext, ScoringError, order_by
 
 
@@ -28,26 +28,21 @@ def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
     return total / counts.clamp(min=1), counts > 0
 
 
-class LayerSimilarity(Collector):
+class LayerSimilarity(ImportanceAwareCollector):
     """Streams per-layer cos(h_in, h_out), averaged per sample over important and over all tokens."""
 
     SELECTIONS = ("important", "all")
 
     def __init__(self, num_layers: int, importance: TokenImportance | None):
-        self.importance = importance
+        super().__init__(importance)
         self.sums = {s: torch.zeros(num_layers, dtype=torch.float64) for s in self.SELECTIONS}
         self.samples = {s: torch.zeros(num_layers, dtype=torch.float64) for s in self.SELECTIONS}
         self.visual_share = []  # fraction of important tokens that are image tokens, per sample
         self.cosines: dict[int, torch.Tensor] = {}
 
     def begin_batch(self, batch: CalibrationBatch) -> None:
-        self.batch, self.cosines = batch, {}
-        if self.importance is not None:
-            self.importance.begin_batch(batch)
-
-    def attention(self, layer: int, probs: torch.Tensor, allowed: torch.Tensor) -> None:
-        if self.importance is not None:
-            self.importance.attention(layer, probs, allowed)
+        super().begin_batch(batch)
+        self.cosines = {}
 
     def layer_output(self, layer: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
         dtype = torch.promote_types(hidden_in.dtype, torch.float32)
@@ -56,7 +51,7 @@ class LayerSimilarity(Collector):
     def end_batch(self) -> None:
         masks = {"all": self.batch.valid}
         if self.importance is not None:
-            masks["important"] = self.importance.mask()
+            masks["important"] = self.selected_tokens()
             selected = masks["important"]
             share = (selected & self.batch.image).sum(1) / selected.sum(1).clamp(min=1)
             self.visual_share.extend(share.tolist())
