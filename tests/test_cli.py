@@ -122,6 +122,21 @@ def test_score_then_prune_many_ratios_from_the_plan(tmp_path, capsys):
         assert written["removed_layers"] == sorted(order[:count]) and written["compensation"] == "none"
 
 
+def test_sleb_plan_is_ranked_up_to_max_ratio_and_angular_plan_prunes_its_block(tmp_path, capsys):
+    sleb = tmp_path / "sleb.json"
+    code, _, _ = run_cli(capsys, "score", "toy", "--method", "sleb", "--num-samples", "8", "--max-ratio", "0.2",
+                         "--out", sleb)
+    assert code == 0 and len(json.loads(sleb.read_text())["params"]["removal_order"]) == 3
+    code, _, err = run_cli(capsys, "prune", "toy", "--plan", sleb, "--ratio", "0.3", "--out", tmp_path / "x")
+    assert code == 2 and "ranks only 3 layers" in err and not (tmp_path / "x").exists()
+    angular = tmp_path / "angular.json"
+    assert run_cli(capsys, "score", "toy", "--method", "angular", "--num-samples", "8", "--out", angular)[0] == 0
+    block = json.loads(angular.read_text())["params"]["removal_sets"]["5"]
+    out = tmp_path / "angular-30"
+    code, _, _ = run_cli(capsys, "prune", "toy", "--plan", angular, "--ratio", "0.3", "--out", out)
+    assert code == 0 and json.loads((out / PLAN_FILENAME).read_text())["removed_layers"] == block
+
+
 def test_prune_short_lvlm_by_ratio_compensates_and_verifies(tmp_path, capsys):
     out = tmp_path / "short"
     code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--num-samples", "8", "--out", out)

@@ -129,3 +129,20 @@ def test_batches_are_reused_for_scoring_and_compensation(toy, calib, monkeypatch
     model, processor = load("toy")
     prune(model, processor, calib[:8], 0.2, progress=False)
     assert len(encoded) == 1
+
+
+@pytest.mark.parametrize("compensation", ["none", "scp"])
+@pytest.mark.parametrize("method", ["block-influence", "angular", "sleb", "taylor", "ppl"])
+def test_every_baseline_combines_with_every_compensation(calib, method, compensation):
+    model, processor = load("toy")
+    count = layers_to_remove(0.2, get_adapter(model))
+    model, plan = prune(model, processor, calib[:8], 0.2, method, compensation, progress=False)
+    assert len(plan.removed_layers) == count and get_adapter(model).num_layers == 16 - count
+    assert plan.compensation == compensation and plan.params["scorer"] == method
+    assert ("compensation_report" in plan.params) == (compensation == "scp")
+    if method == "angular":
+        assert plan.removed_layers == plan.params["removal_sets"][str(count)]
+        assert plan.removed_layers == list(range(plan.removed_layers[0], plan.removed_layers[0] + count))
+    with torch.no_grad():
+        encoded = encode_calibration(calib[:2], processor, get_adapter(model), progress=False)[0]
+        assert torch.isfinite(model(**encoded.inputs).logits).all()

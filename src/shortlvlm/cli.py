@@ -109,7 +109,11 @@ def _add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
 
     group = parser.add_argument_group("method")
     group.add_argument("--method", default="short-lvlm", choices=sorted(METHODS),
-                       help="layer-selection rule (default: short-lvlm = tis-cosine scoring + scp compensation)")
+                       help="layer-selection rule: short-lvlm (default) = tis-cosine scoring + scp compensation; "
+                       "tis-cosine (Short-LVLM's scorer alone); block-influence (ShortGPT); angular (Gromov et al., "
+                       "best contiguous block); sleb (greedy, re-evaluated after each removal); taylor (Taylor+, "
+                       "Shortened LLaMA); ppl (Shortened LLaMA); last; random (seeded). sleb, ppl and taylor "
+                       "measure the loss on the calibration answers")
     group.add_argument("--calib", default=None,
                        help="calibration JSONL (image + LLaVA conversation, or image/prompt/answer); "
                        "paths inside it are relative to the file. Optional for MODEL=toy (bundled set)")
@@ -192,16 +196,17 @@ def cmd_score(args) -> int:
     """Score every decoder layer on calibration data and write the plan (removal order) as JSON."""
     from shortlvlm.pruning import score
     from shortlvlm.report import layer_scores_plot
+    from shortlvlm.scoring import DATA_FREE, METHODS, NEEDS_COUNT
 
     out = Path(args.out)
     _check_output_file(out, args.overwrite, "plan", "plan.json")
     _check_method_options(args, args.method)
-    samples = _calibration_first(args, args.method not in ("last", "random"))
+    samples = _calibration_first(args, METHODS[args.method][0] not in DATA_FREE)
     model, processor = _load_model(args)
     adapter = _adapter(args, model)
     kwargs = _method_kwargs(args)
     num_remove = None
-    if args.iterative:
+    if args.iterative or METHODS[args.method][0] in NEEDS_COUNT:
         from shortlvlm.pruning import layers_to_remove
 
         num_remove = layers_to_remove(args.max_ratio, adapter)
@@ -226,7 +231,7 @@ def cmd_prune(args) -> int:
     from shortlvlm.checkpoint import check_output_dir, load_skeleton
     from shortlvlm.pipeline import count_parameters, prune_layers_to_checkpoint, write_checkpoint
     from shortlvlm.plan import Plan
-    from shortlvlm.pruning import check_plan_matches, layers_to_remove, prune
+    from shortlvlm.pruning import check_plan_matches, layers_to_remove, planned_removal, prune
     from shortlvlm.surgery import validate_layer_selection
 
     if (args.layers is None) == (args.ratio is None):
@@ -239,16 +244,19 @@ def cmd_prune(args) -> int:
     if args.layers is not None:
         validate_layer_selection(args.layers, skeleton_adapter)
     else:
-        layers_to_remove(args.ratio, skeleton_adapter)
+        count = layers_to_remove(args.ratio, skeleton_adapter)
         if args.plan is not None:
             plan = Plan.load(args.plan)
             check_plan_matches(plan, skeleton, skeleton_adapter)
+            planned_removal(plan, count)
         from shortlvlm.pruning import _resolve_method
 
         method = plan.method if plan is not None else args.method
         _check_method_options(args, method)
         scorer, compensation = _resolve_method(method, args.compensation)
-        needs_data = compensation == "scp" or (plan is None and scorer not in ("last", "random"))
+        from shortlvlm.scoring import DATA_FREE
+
+        needs_data = compensation == "scp" or (plan is None and scorer not in DATA_FREE)
         samples = _calibration_first(args, needs_data)
     del skeleton, skeleton_adapter
     model, processor = _load_model(args)
@@ -336,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="plan JSON to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--max-ratio", type=float, default=0.5,
-                   help="with --iterative: how far to rank (fraction of layers, default 0.5)")
+                   help="with --iterative or --method sleb (one pass per removed layer and trial): how far to "
+                   "rank (fraction of layers, default 0.5)")
     _add_method_options(p, scp=False)
     _add_model_options(p)
     p.set_defaults(func=cmd_score)

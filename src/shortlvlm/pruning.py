@@ -17,7 +17,7 @@ from shortlvlm.data.encode import encode_calibration
 from shortlvlm.errors import InvalidLayerSelectionError
 from shortlvlm.models import Adapter, get_adapter
 from shortlvlm.plan import Plan, PlanError
-from shortlvlm.scoring import METHODS, ScoringContext, ScoringError, get_scorer
+from shortlvlm.scoring import DATA_FREE, METHODS, ScoringContext, ScoringError, get_scorer
 from shortlvlm.surgery import drop_layers, validate_layer_selection
 
 # Defaults of the open choices (DESIGN §2); benchmarks/ablation_short_lvlm.py measures them on the toy.
@@ -125,7 +125,7 @@ def _rank(model, processor, adapter, method, samples, calib_info, batches, *, nu
           batch_size, source, progress) -> Plan:
     scorer_name, default_compensation = _resolve_method(method, None)
     scorer = get_scorer(scorer_name, **_scorer_params(scorer_name, **scorer_params))
-    if batches is None and scorer_name not in ("last", "random"):
+    if batches is None and scorer_name not in DATA_FREE:
         batches = encode_calibration(samples, processor, adapter, batch_size=batch_size, progress=progress)
     if num_remove is None:
         num_remove = len(ScoringContext(model, adapter, []).candidates())
@@ -167,8 +167,31 @@ def check_plan_matches(plan: Plan, model: nn.Module, adapter: Adapter) -> None:
     if plan.removed_layers:
         raise PlanError("this plan already records removed layers; pass the plan written by `shortlvlm score`")
     order = plan.params.get("removal_order") if isinstance(plan.params, dict) else None
-    if not isinstance(order, list) or not all(isinstance(i, int) and 0 <= i < adapter.num_layers for i in order):
+    if not isinstance(order, list) or not all(_is_layer(i, adapter) for i in order):
         raise PlanError("the plan has no valid params.removal_order; write it with `shortlvlm score`")
+    sets = plan.params.get("removal_sets")
+    if sets is not None and not (isinstance(sets, dict) and all(
+            isinstance(v, list) and all(_is_layer(i, adapter) for i in v) for v in sets.values())):
+        raise PlanError("the plan's params.removal_sets must map a count to a list of layer indices")
+
+
+def _is_layer(value, adapter: Adapter) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < adapter.num_layers
+
+
+def planned_removal(plan: Plan, count: int) -> list[int]:
+    """The layers a plan removes at `count`: its set for that size if it has one, else its order's prefix."""
+    sets = plan.params.get("removal_sets")
+    if isinstance(sets, dict) and sets:
+        if str(count) not in sets:
+            raise PlanError(f"the plan has removal sets for {sorted(int(n) for n in sets)} layers, not {count}")
+        return list(sets[str(count)])
+    order = plan.params["removal_order"]
+    if len(order) < count:
+        raise PlanError(f"the plan ranks only {len(order)} layers but {count} must go (the method ranks only "
+                        "as many as it was asked for, or protects the rest); score again with a larger "
+                        "--max-ratio, or use a lower --ratio")
+    return list(order[:count])
 
 
 def prune(
@@ -210,7 +233,7 @@ def prune(
         check_plan_matches(plan, model, adapter)
         method = plan.method
     scorer_name, compensation = _resolve_method(method, compensation)
-    needs_data = compensation == "scp" or (plan is None and scorer_name not in ("last", "random"))
+    needs_data = compensation == "scp" or (plan is None and scorer_name not in DATA_FREE)
     samples, calib_info = _calibration(calib, source or None, num_samples) if needs_data else ([], {})
     if batches is None and needs_data:
         batches = encode_calibration(samples, processor, adapter, batch_size=batch_size, progress=progress)
@@ -219,11 +242,7 @@ def prune(
                      scorer_params=dict(tis_top_p=tis_top_p, tis_layers=tis_layers, tis_joint=tis_joint,
                                         tis_tokens=tis_tokens, iterative=iterative, seed=seed),
                      batch_size=batch_size, source=source, progress=progress)
-    order = plan.params["removal_order"]
-    if len(order) < count:
-        raise PlanError(f"the plan ranks only {len(order)} layers but ratio {ratio} removes {count}; "
-                        "score again with a larger --ratio")
-    removed = validate_layer_selection(order[:count], adapter)
+    removed = validate_layer_selection(planned_removal(plan, count), adapter)
     params = dict(plan.params)
     calibration = dict(plan.calibration)
     if compensation == "scp":

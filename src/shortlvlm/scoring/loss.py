@@ -1,0 +1,85 @@
+"""Answer-token loss of the model, optionally with layers bypassed in place: what the loss-based
+scorers (`ppl`, `sleb`, `taylor`) measure.
+
+The loss is the mean negative log-likelihood of the calibration answers' tokens given the image and
+the prompt (teacher forcing), pooled over every answer token of the calibration set. Only the
+logits of positions that predict an answer token are computed (`logits_to_keep` where the model
+accepts it), so the [batch, seq, vocab] tensor of a large-vocabulary model is never materialised.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from shortlvlm.capture import CalibrationBatch, bypass_layers
+from shortlvlm.scoring.base import ScoringContext, ScoringError
+
+
+def _accepts_logits_to_keep(model: nn.Module) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def answer_positions(batch: CalibrationBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(columns t whose logits predict an answer token at t+1, targets [B, K], mask [B, K])."""
+    if batch.answer is None:
+        raise ScoringError(
+            "this scorer needs answer tokens (it measures the loss on them); give a calibration set whose "
+            "samples have answers (a conversation with a reply, or prompt + answer)"
+        )
+    predicts = batch.answer[:, 1:]
+    columns = predicts.any(dim=0).nonzero().flatten()
+    targets = batch.inputs["input_ids"][:, columns + 1]
+    return columns, targets, predicts[:, columns]
+
+
+def batch_answer_nll(model: nn.Module, batch: CalibrationBatch) -> tuple[torch.Tensor, int]:
+    """(sum of the answer tokens' NLL in float32, number of answer tokens) for one batch."""
+    columns, targets, mask = answer_positions(batch)
+    count = int(mask.sum())
+    if count == 0:
+        return torch.zeros((), dtype=torch.float32, device=targets.device), 0
+    inputs = {**batch.inputs, "use_cache": False}
+    if _accepts_logits_to_keep(model):
+        logits = model(**inputs, logits_to_keep=columns).logits
+    else:
+        logits = model(**inputs).logits[:, columns]
+    log_probs = F.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+    return -log_probs[mask].sum(), count
+
+
+def count_answer_tokens(batches: Sequence[CalibrationBatch]) -> int:
+    """Answer tokens the loss is averaged over (positions 1.. of each answer mask)."""
+    return sum(int(answer_positions(b)[2].sum()) for b in batches)
+
+
+@torch.inference_mode()
+def answer_loss(context: ScoringContext, skip: Sequence[int] = (), *, progress_bar: tqdm | None = None) -> float:
+    """Mean NLL per answer token over the calibration set with the `skip` layers bypassed."""
+    device = next(context.model.parameters()).device
+    total, count = 0.0, 0
+    with bypass_layers(context.adapter, skip):
+        for batch in context.batches:
+            nll, tokens = batch_answer_nll(context.model, batch.to(device))
+            total += float(nll)
+            count += tokens
+            if progress_bar is not None:
+                progress_bar.update(1)
+    if count == 0:
+        raise ScoringError("the calibration set has no answer tokens; loss-based scorers need answers")
+    loss = total / count
+    if not math.isfinite(loss):
+        raise ScoringError(
+            f"the answer loss is {loss} with layers {sorted(skip)} bypassed (numerical overflow); "
+            "load the model in bfloat16 or float32 (--dtype) instead of float16"
+        )
+    return loss

@@ -1,0 +1,80 @@
+"""`taylor`: Shortened LLaMA's Taylor+ criterion (Kim et al. 2024), one-shot.
+
+The importance of layer l is sum over its weight matrices and norm weights of |W * dL/dW| (the
+first-order Taylor estimate of the loss change when the weights are zeroed), L the calibration
+loss; the least important layers go first. "+": the first `keep_first` and last `keep_last`
+layers are never removed (4 and 2 in the paper, for 32-layer LLaMA).
+Differences from the original: L is the mean NLL of the multimodal calibration answers pooled over
+all answer tokens (the original: the per-batch mean LM loss of BookCorpus text, so its batches
+weigh equally rather than its tokens); biases are skipped as in the original. Gradients are taken
+only for the decoder layers' weights; everything else stays frozen, and `requires_grad` and
+`.grad` are restored afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from shortlvlm.scoring.base import LayerRanking, ScoringContext, ScoringError, order_by
+from shortlvlm.scoring.loss import batch_answer_nll, count_answer_tokens
+
+
+@dataclass
+class TaylorPlus:
+    """Rank layers by first-order Taylor importance of their weights; protect the ends."""
+
+    name: str = "taylor"
+    keep_first: int = 4
+    keep_last: int = 2
+
+    def __post_init__(self) -> None:
+        for field_name in ("keep_first", "keep_last"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ScoringError(f"taylor {field_name} must be a non-negative integer, got {value!r}")
+
+    def params(self) -> dict:
+        return {"keep_first": self.keep_first, "keep_last": self.keep_last}
+
+    def importance(self, context: ScoringContext) -> list[float]:
+        """sum |W * grad| per decoder layer (weights and norm weights; biases skipped)."""
+        model, layers = context.model, context.adapter.layers
+        weights = [[p for name, p in layer.named_parameters() if name.endswith("weight")] for layer in layers]
+        flags = {p: p.requires_grad for p in model.parameters()}
+        grads = {p: p.grad for p in model.parameters()}
+        total = count_answer_tokens(context.batches)
+        if total == 0:
+            raise ScoringError("the calibration set has no answer tokens; taylor needs answers")
+        device = next(model.parameters()).device
+        try:
+            for p in model.parameters():
+                p.requires_grad_(False)
+                p.grad = None
+            for p in (p for group in weights for p in group):
+                p.requires_grad_(True)
+            with torch.enable_grad():
+                for batch in tqdm(context.batches, desc="taylor", unit="batch", disable=not context.progress,
+                                  leave=False):
+                    nll, _ = batch_answer_nll(model, batch.to(device))
+                    (nll / total).backward()
+            scores = []
+            for group in weights:
+                value = sum(float((p.detach().double() * p.grad.double()).abs().sum()) for p in group
+                            if p.grad is not None)
+                scores.append(value)
+        finally:
+            for p, flag in flags.items():
+                p.requires_grad_(flag)
+                p.grad = grads[p]
+        return scores
+
+    def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
+        num_layers = context.adapter.num_layers
+        scores = self.importance(context)
+        kept = set(range(min(self.keep_first, num_layers))) | set(range(max(num_layers - self.keep_last, 0), num_layers))
+        order = order_by(scores, context.candidates(kept), descending=False)
+        return LayerRanking(scores, order, f"sum |W * dL/dW| over the layer's weights; the lowest go first "
+                            f"(first {self.keep_first} and last {self.keep_last} layers kept)")

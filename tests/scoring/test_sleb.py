@@ -1,0 +1,43 @@
+"""SLEB's greedy removal against an exhaustive search over truly dropped models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.scoring.conftest import forbid_model_copies
+from tests.scoring.test_ppl import dropped_perplexity
+
+from shortlvlm.plan import PlanError
+from shortlvlm.pruning import planned_removal, score
+from shortlvlm.scoring import get_scorer
+
+
+def test_first_pick_equals_exhaustive_single_removal_search(make_context):
+    context = make_context(dtype=torch.float64)
+    ranking = get_scorer("sleb").rank(context, 1)
+    exhaustive = {layer: dropped_perplexity(context, [layer]) for layer in range(6)}
+    assert ranking.order == [min(exhaustive, key=exhaustive.get)]
+    for layer, value in exhaustive.items():
+        assert ranking.scores[layer] == pytest.approx(value, rel=1e-9)
+
+
+def test_greedy_steps_equal_naive_greedy_on_dropped_models(make_context):
+    context = make_context("qwen2_vl", dtype=torch.float64)
+    ranking = get_scorer("sleb").rank(context, 3)
+    chosen: list[int] = []
+    for _ in range(3):
+        trials = {layer: dropped_perplexity(context, [*chosen, layer]) for layer in range(6) if layer not in chosen}
+        chosen.append(min(trials, key=trials.get))
+    assert ranking.order == chosen
+    assert [step["removed"] for step in ranking.details["greedy_steps"]] == chosen
+
+
+def test_a_plan_ranks_only_the_requested_count(make_context, monkeypatch):
+    context = make_context()
+    forbid_model_copies(monkeypatch, "sleb")
+    plan = score(context.model, None, [], "sleb", num_remove=2, adapter=context.adapter, batches=context.batches,
+                 progress=False)
+    assert len(plan.params["removal_order"]) == 2
+    assert planned_removal(plan, 2) == plan.params["removal_order"]
+    with pytest.raises(PlanError, match="ranks only 2"):
+        planned_removal(plan, 3)
