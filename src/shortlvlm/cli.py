@@ -311,6 +311,37 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """Score, prune and evaluate every method at every ratio; write results JSON, table and plot."""
+    from shortlvlm.checkpoint import load_skeleton
+    from shortlvlm.compare import parse_methods, parse_ratios, run_compare
+    from shortlvlm.pipeline import benchmark_samples
+    from shortlvlm.pruning import layers_to_remove
+    from shortlvlm.scoring import DATA_FREE
+
+    methods = parse_methods(args.methods)
+    ratios = parse_ratios(args.ratios)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ShortLVLMError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    samples = benchmark_samples(args.bench, args.data, args.limit)  # bad data fails before any load
+    needs_data = any(m.scorer not in DATA_FREE or m.compensation == "scp" for m in methods)
+    calibration = _calibration_first(args, needs_data)
+    skeleton = load_skeleton(args.model, trust_remote_code=args.trust_remote_code)
+    for ratio in ratios:
+        layers_to_remove(ratio, _adapter(args, skeleton))
+    del skeleton
+    data = run_compare(lambda: _load_model(args), args.model, args.out, methods=methods, ratios=ratios,
+                       bench=args.bench, samples=samples, calibration=calibration, data=args.data,
+                       batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, seed=args.seed,
+                       overwrite=args.overwrite, make_adapter=lambda model: _adapter(args, model),
+                       log=lambda text: print(text, file=sys.stderr))
+    from shortlvlm.compare import markdown_table
+
+    print(markdown_table(data))
+    print(f"wrote {Path(args.out) / 'results.json'}, results.md and accuracy_vs_ratio.png")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Prune and verify a tiny model of every supported architecture."""
     from shortlvlm.demo import run_demo
@@ -371,6 +402,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_options(p, scp=True)
     _add_model_options(p)
     p.set_defaults(func=cmd_prune)
+
+    from shortlvlm.compare import DEFAULT_METHODS
+
+    p = sub.add_parser(
+        "compare", help="run several pruning methods at several ratios and compare them on a benchmark",
+        description="Score MODEL's layers once per method on the same calibration data, prune a fresh copy "
+        "at every ratio (with the method's compensation), evaluate each on --bench, and write --out/"
+        "results.json, results.md (score and retention per method x ratio, scoring time) and "
+        "accuracy_vs_ratio.png. Plans are kept in --out/plans. Progress is saved after every step: "
+        "run the same command again to resume a killed comparison.",
+    )
+    p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated methods; append +scp or +none to override a method's compensation, "
+                   f"e.g. block-influence+scp (default: {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--ratios", default="0.1,0.2,0.3", help="fractions of layers to remove (default: 0.1,0.2,0.3)")
+    p.add_argument("--bench", default=SHAPES, choices=[SHAPES, *BENCHMARKS], help="benchmark (default: shapes)")
+    p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N questions only")
+    p.add_argument("--eval-batch-size", type=int, default=16, help="generation batch size (default: 16)")
+    p.add_argument("--out", required=True, help="output directory (resumed if it holds the same comparison)")
+    p.add_argument("--overwrite", action="store_true", help="discard a different comparison found in --out")
+    group = p.add_argument_group("calibration")
+    group.add_argument("--calib", default=None,
+                       help="calibration JSONL shared by every method (optional for MODEL=toy: bundled set)")
+    group.add_argument("--allow-outside-root", action="store_true",
+                       help="let image paths in --calib point outside the JSONL file's folder")
+    group.add_argument("--num-samples", type=int, default=None, help="use the first N calibration samples")
+    group.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default: 8)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the random method")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
         "eval", help="evaluate a model on a benchmark",

@@ -1,71 +1,51 @@
 """`shortlvlm demo`: the main job on the bundled default, with a report.
 
 1. Self-check: a tiny model of every supported architecture is pruned, saved and verified.
-2. The toy LVLM is evaluated on the shapes benchmark, then 30% of its decoder layers are removed
-   by each available rule (naive `last`/`random`, Short-LVLM with and without SCP, calibrated on
-   the bundled toy calibration set), each result saved as a verified checkpoint and evaluated again.
-The report (markdown, JSON and a plot) and the pruned toy checkpoints land in --out atomically.
+2. `compare` on the toy LVLM: every method (Short-LVLM, its scorer without SCP, ShortGPT's block
+   influence, the angular block, SLEB, Taylor+, PPL, last, random) removes 10/20/30% of the decoder
+   layers, all calibrated on the bundled toy calibration set, and each result is evaluated on the
+   shapes benchmark; Short-LVLM at 30% is also written as a verified checkpoint.
+The report (markdown, JSON and a plot) and the checkpoint land in --out atomically.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from shortlvlm.checkpoint import check_output_dir, load
+from shortlvlm.compare import DEFAULT_METHODS, parse_methods, run_compare
+from shortlvlm.compare import markdown_table as compare_table
 from shortlvlm.data.calibration import toy_calibration
-from shortlvlm.eval.generate import answer_samples
-from shortlvlm.models import get_adapter
 from shortlvlm.models.tiny import TINY_MODEL_TYPES
-from shortlvlm.pipeline import prune_layers_to_checkpoint, write_checkpoint
+from shortlvlm.pipeline import write_checkpoint
 from shortlvlm.pruning import prune
-from shortlvlm.report import accuracy_plot, accuracy_table
 from shortlvlm.selfcheck import markdown_table, prune_one
-from shortlvlm.toy.bench import load_shapes, score_shapes
+from shortlvlm.toy.bench import load_shapes
 
-RATIO = 0.3
-NAIVE_RULES = {
-    "last": lambda n_layers, n_cut: list(range(n_layers - n_cut, n_layers)),
-    "random": lambda n_layers, n_cut: sorted(random.Random(0).sample(range(n_layers), n_cut)),
-}
+RATIOS = (0.1, 0.2, 0.3)
 
 
-def toy_rows(work: Path, limit: int) -> dict[str, dict]:
-    """Accuracy of the toy LVLM unpruned and after each naive 30% cut."""
+def toy_comparison(work: Path, limit: int, num_samples: int | None) -> dict:
+    """Every method at 10/20/30% on the toy LVLM (shapes), plus a verified Short-LVLM 30% checkpoint."""
     samples = load_shapes(limit)
+    calibration = toy_calibration(num_samples)
+    data = run_compare(lambda: load("toy", dtype=torch.float32), "toy", work / "compare",
+                       methods=parse_methods(list(DEFAULT_METHODS)), ratios=list(RATIOS), bench="shapes",
+                       samples=samples, calibration=calibration, eval_batch_size=50, progress=False,
+                       log=lambda text: tqdm.write(text))
     model, processor = load("toy", dtype=torch.float32)
-    num_layers = get_adapter(model).num_layers
-    rows = {"unpruned": score_shapes(samples, answer_samples(model, processor, samples, batch_size=50))}
-    n_cut = round(RATIO * num_layers)
-    for rule, choose in NAIVE_RULES.items():
-        model, processor = load("toy", dtype=torch.float32)
-        removed = choose(num_layers, n_cut)
-        start = time.perf_counter()
-        prune_layers_to_checkpoint(model, processor, removed, work / "toy" / f"{rule}-{int(RATIO * 100)}",
-                                   source="toy")
-        row = score_shapes(samples, answer_samples(model, processor, samples, batch_size=50))
-        rows[f"{rule} {n_cut}/{num_layers}"] = {**row, "removed_layers": removed,
-                                                "seconds": round(time.perf_counter() - start, 1)}
-    calib = toy_calibration()
-    for label, compensation in (("short-lvlm", "scp"), ("tis-cosine", "none")):
-        model, processor = load("toy", dtype=torch.float32)
-        start = time.perf_counter()
-        model, plan = prune(model, processor, calib, RATIO, "short-lvlm", compensation, source="toy", progress=False)
-        write_checkpoint(model, processor, plan, work / "toy" / f"{label}-{int(RATIO * 100)}")
-        row = score_shapes(samples, answer_samples(model, processor, samples, batch_size=50))
-        rows[f"{label} {n_cut}/{num_layers}"] = {**row, "removed_layers": plan.removed_layers,
-                                                 "seconds": round(time.perf_counter() - start, 1)}
-    return rows
+    model, plan = prune(model, processor, calibration, RATIOS[-1], "short-lvlm", source="toy", progress=False)
+    write_checkpoint(model, processor, plan, work / "toy-short-lvlm-30")
+    return data
 
 
-def run_demo(out: Path, overwrite: bool = False, limit: int = 600) -> int:
+def run_demo(out: Path, overwrite: bool = False, limit: int = 600, num_samples: int | None = None) -> int:
     """Run the demo into `out` (written to a temporary directory, moved into place at the end)."""
     from transformers.utils import logging as hf_logging
 
@@ -76,13 +56,15 @@ def run_demo(out: Path, overwrite: bool = False, limit: int = 600) -> int:
     try:
         archs = [prune_one(t, work) for t in tqdm(TINY_MODEL_TYPES, desc="self-check", unit="arch")]
         shutil.rmtree(work / "sources")
-        toy = toy_rows(work, limit)
+        toy = toy_comparison(work, limit, num_samples)
         report = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
                   "architectures": archs, "toy": toy}
         (work / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        accuracy_plot(toy, work / "toy_accuracy.png", f"Toy LVLM on shapes ({limit} questions)")
-        text = (f"# shortlvlm demo\n\n## Toy LVLM: accuracy after removing {int(RATIO * 100)}% of the layers\n\n"
-                f"{accuracy_table(toy)}\n\n![accuracy](toy_accuracy.png)\n\n"
+        text = ("# shortlvlm demo\n\n## Toy LVLM: shapes accuracy (retention) after removing 10/20/30% of the "
+                f"layers, every method on the same {toy['config']['calibration']['num_samples']} calibration "
+                f"samples ({limit} questions)\n\n"
+                f"{compare_table(toy)}\n\n![accuracy versus ratio](compare/accuracy_vs_ratio.png)\n\n"
+                "Short-LVLM at 30%, saved and verified: `toy-short-lvlm-30/`.\n\n"
                 "## Self-check: every supported architecture pruned, saved, reloaded and verified\n\n"
                 f"{markdown_table(archs)}")
         (work / "demo_report.md").write_text(text)
@@ -92,7 +74,7 @@ def run_demo(out: Path, overwrite: bool = False, limit: int = 600) -> int:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    print(accuracy_table(toy))
+    print(compare_table(toy))
     print(f"\nself-check: {len(archs)} architectures pruned and verified")
-    print(f"report: {out / 'demo_report.md'} (plot: {out / 'toy_accuracy.png'})")
+    print(f"report: {out / 'demo_report.md'} (plot: {out / 'compare' / 'accuracy_vs_ratio.png'})")
     return 0

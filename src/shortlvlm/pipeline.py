@@ -95,14 +95,14 @@ def benchmark_samples(bench: str, data: str | os.PathLike | None = None, limit: 
 
 
 def evaluate(
-    model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16
+    model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16, progress: bool = True
 ) -> tuple[dict, dict[str, str]]:
     """Answer benchmark questions (from benchmark_samples) and score them: (metrics, {id: answer})."""
     from shortlvlm.data.benchmarks import score_benchmark
     from shortlvlm.eval.generate import answer_samples
     from shortlvlm.toy import bench as shapes
 
-    predictions = answer_samples(model, processor, samples, batch_size=batch_size)
+    predictions = answer_samples(model, processor, samples, batch_size=batch_size, progress=progress)
     if bench == shapes.NAME:
         return shapes.score_shapes(samples, predictions), predictions
     return score_benchmark(bench, samples, predictions), predictions
