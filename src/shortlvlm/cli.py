@@ -346,7 +346,7 @@ def cmd_demo(args) -> int:
     """Prune and verify a tiny model of every supported architecture."""
     from shortlvlm.demo import run_demo
 
-    return run_demo(Path(args.out), overwrite=args.overwrite, limit=args.limit)
+    return run_demo(Path(args.out), overwrite=args.overwrite, limit=args.limit, num_samples=args.num_samples)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -457,12 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the main job on the bundled toy LVLM, with a report",
         description="1) Self-check: a tiny random model of every supported architecture is saved, "
         "loaded back through the code a real checkpoint takes, pruned, saved and verified. "
-        "2) The bundled toy LVLM is evaluated on the shapes benchmark, 30%% of its layers are "
-        "removed by each available rule, and each verified checkpoint is evaluated again. "
-        "Writes demo_report.md/.json, toy_accuracy.png and the pruned checkpoints to --out.",
+        "2) `shortlvlm compare` on the bundled toy LVLM: every method (Short-LVLM and the baselines) "
+        "removes 10/20/30%% of its layers using the bundled calibration set and is evaluated on the "
+        "shapes benchmark; Short-LVLM at 30%% is also written as a verified checkpoint. "
+        "Writes demo_report.md/.json, compare/ (results, plans, plot) and toy-short-lvlm-30/ to --out.",
     )
     p.add_argument("--out", default="shortlvlm-demo", help="output directory (default: shortlvlm-demo)")
     p.add_argument("--limit", type=int, default=600, help="shapes questions per evaluation (default: 600)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="calibrate on the first N of the 256 bundled samples (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_demo)
     return parser
