@@ -342,6 +342,53 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """Measure several models' speed and memory interleaved in one process; write JSON, print a table."""
+    import platform
+
+    import torch
+
+    from shortlvlm.checkpoint import load_skeleton
+    from shortlvlm.speed import markdown_table, run_bench
+
+    out = Path(args.out)
+    _check_output_file(out, args.overwrite, "bench results", "bench.json")
+    if args.rounds < 1 or args.warmup < 0 or args.answer_tokens < 2:
+        raise ShortLVLMError("--rounds must be >= 1, --warmup >= 0 and --answer-tokens >= 2")
+    image = None
+    if args.image is not None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            image = Image.open(args.image).convert("RGB")
+        except (OSError, UnidentifiedImageError) as err:
+            raise ShortLVLMError(f"cannot read --image {args.image}: {err}") from err
+    for name in args.models:  # a wrong path fails before any model loads
+        load_skeleton(name, trust_remote_code=args.trust_remote_code)
+
+    def loader(name):
+        def load_one():
+            args.model = name
+            return _load_model(args)
+        return load_one
+
+    labels = [name if args.models.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(args.models)]
+    rows = run_bench([(label, loader(name)) for label, name in zip(labels, args.models, strict=True)],
+                     rounds=args.rounds, warmup=args.warmup, answer_tokens=args.answer_tokens,
+                     prompt=args.prompt, image=image, layer_count=lambda model: _adapter(args, model).num_layers)
+    result = {"config": {"models": args.models, "rounds": args.rounds, "warmup": args.warmup,
+                         "answer_tokens": args.answer_tokens, "prompt": args.prompt, "image": args.image,
+                         "dtype": args.dtype, "device_map": args.device_map},
+              "environment": {"torch": torch.__version__, "platform": platform.platform(),
+                              "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                              "threads": torch.get_num_threads()},
+              "rows": rows}
+    _write_atomically(out, json.dumps(result, indent=2) + "\n")
+    print(markdown_table(rows))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Prune and verify a tiny model of every supported architecture."""
     from shortlvlm.demo import run_demo
@@ -452,6 +499,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_model_options(p)
     p.set_defaults(func=cmd_eval)
+
+    from shortlvlm.speed import DEFAULT_PROMPT
+
+    p = sub.add_parser(
+        "bench", help="measure speed and memory of models side by side (e.g. unpruned vs pruned)",
+        description="Load every MODEL, then time them interleaved in one process (A B A B ...) on one "
+        "image + prompt at batch 1: prefill latency, decode tokens/s and benchmark-style samples/s (a "
+        "fixed-length greedy answer, EOS ignored, so every model does the same work), plus peak memory. "
+        "Prints medians over the rounds after warm-up with speedups against the first MODEL next to the "
+        "ideal L0/L, and writes them (with every raw timing) to --out.",
+    )
+    p.add_argument("models", metavar="MODEL", nargs="+", help="hub ids, local model directories, or `toy`; "
+                   "the first is the reference")
+    p.add_argument("--out", required=True, help="results JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--rounds", type=int, default=10, help="measured rounds per model (default: 10)")
+    p.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first (default: 2)")
+    p.add_argument("--answer-tokens", type=int, default=16, help="tokens generated per sample (default: 16)")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"question asked (default: {DEFAULT_PROMPT!r})")
+    p.add_argument("--image", default=None, help="image file to ask about (default: a synthetic test pattern)")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "demo", help="the main job on the bundled toy LVLM, with a report",
