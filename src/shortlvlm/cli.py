@@ -103,6 +103,16 @@ def _alpha(text: str):
         raise argparse.ArgumentTypeError(f"--scp-alpha takes a number or 'fit' (got '{text}')") from None
 
 
+def _add_calibration_options(group) -> None:
+    group.add_argument("--calib", default=None,
+                       help="calibration JSONL (image + LLaVA conversation, or image/prompt/answer); "
+                       "paths inside it are relative to the file. Optional for MODEL=toy (bundled set)")
+    group.add_argument("--allow-outside-root", action="store_true",
+                       help="let image paths in --calib point outside the JSONL file's folder")
+    group.add_argument("--num-samples", type=int, default=None, help="use the first N calibration samples")
+    group.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default: 8)")
+
+
 def _add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
     from shortlvlm.pruning import DEFAULT_TIS_TOP_P
     from shortlvlm.scoring import METHODS
@@ -114,13 +124,7 @@ def _add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
                        "best contiguous block); sleb (greedy, re-evaluated after each removal); taylor (Taylor+, "
                        "Shortened LLaMA); ppl (Shortened LLaMA); last; random (seeded). sleb, ppl and taylor "
                        "measure the loss on the calibration answers")
-    group.add_argument("--calib", default=None,
-                       help="calibration JSONL (image + LLaVA conversation, or image/prompt/answer); "
-                       "paths inside it are relative to the file. Optional for MODEL=toy (bundled set)")
-    group.add_argument("--allow-outside-root", action="store_true",
-                       help="let image paths in --calib point outside the JSONL file's folder")
-    group.add_argument("--num-samples", type=int, default=None, help="use the first N calibration samples")
-    group.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default: 8)")
+    _add_calibration_options(group)
     group.add_argument("--tis-top-p", type=float, default=DEFAULT_TIS_TOP_P,
                        help=f"fraction of each modality's tokens kept as important (default: {DEFAULT_TIS_TOP_P})")
     group.add_argument("--tis-layers", type=_probe_layers, default="all",
@@ -471,13 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch-size", type=int, default=16, help="generation batch size (default: 16)")
     p.add_argument("--out", required=True, help="output directory (resumed if it holds the same comparison)")
     p.add_argument("--overwrite", action="store_true", help="discard a different comparison found in --out")
-    group = p.add_argument_group("calibration")
-    group.add_argument("--calib", default=None,
-                       help="calibration JSONL shared by every method (optional for MODEL=toy: bundled set)")
-    group.add_argument("--allow-outside-root", action="store_true",
-                       help="let image paths in --calib point outside the JSONL file's folder")
-    group.add_argument("--num-samples", type=int, default=None, help="use the first N calibration samples")
-    group.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default: 8)")
+    group = p.add_argument_group("calibration (shared by every method)")
+    _add_calibration_options(group)
     group.add_argument("--seed", type=int, default=0, help="seed of the random method")
     _add_model_options(p)
     p.set_defaults(func=cmd_compare)
