@@ -307,9 +307,14 @@ def cmd_eval(args) -> int:
     _check_output_file(out, args.overwrite, "results", "results.json")
     samples = benchmark_samples(args.bench, args.data, args.limit)  # bad data fails before the load
     model, processor = _load_model(args)
-    metrics, predictions = evaluate(model, processor, args.bench, samples, batch_size=args.batch_size)
+    # Answers are appended to a hidden file beside --out as they come; the same command resumes.
+    partial = out.with_name(f".{out.name}.partial.jsonl")
+    key = {"model": args.model, "bench": args.bench, "data": args.data, "limit": args.limit, "dtype": args.dtype}
+    metrics, predictions = evaluate(model, processor, args.bench, samples, batch_size=args.batch_size,
+                                    resume_file=partial, resume_key=key)
     result = {"model": args.model, **metrics, "predictions": predictions}
     _write_atomically(out, json.dumps(result, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
     print(json.dumps(metrics, indent=2))
     print(f"wrote {out}")
     return 0
@@ -486,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Answer a benchmark's questions with greedy decoding (the model's chat template, "
         "batched with left padding) and score them with the benchmark's official metric. "
         "`shapes` is the toy task (generated, no --data needed); the others read the benchmark's "
-        "official local layout from --data.",
+        "official local layout from --data. Answers are saved as they come (beside --out); if the run is "
+        "killed, the same command continues where it stopped.",
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--bench", required=True,

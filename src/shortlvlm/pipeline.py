@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from shortlvlm.checkpoint import VerifyReport, save, verify
 from shortlvlm.models import Adapter, get_adapter
@@ -95,14 +98,72 @@ def benchmark_samples(bench: str, data: str | os.PathLike | None = None, limit: 
 
 
 def evaluate(
-    model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16, progress: bool = True
+    model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16, progress: bool = True,
+    resume_file: str | os.PathLike | None = None, resume_key: dict | None = None,
 ) -> tuple[dict, dict[str, str]]:
-    """Answer benchmark questions (from benchmark_samples) and score them: (metrics, {id: answer})."""
+    """Answer benchmark questions (from benchmark_samples) and score them: (metrics, {id: answer}).
+
+    With `resume_file`, every answered batch is appended to it (JSON lines, the first holding
+    `resume_key`); answers already there for the same key are reused, so a killed run continues.
+    """
     from shortlvlm.data.benchmarks import score_benchmark
     from shortlvlm.eval.generate import answer_samples
     from shortlvlm.toy import bench as shapes
 
-    predictions = answer_samples(model, processor, samples, batch_size=batch_size, progress=progress)
+    if resume_file is None:
+        predictions = answer_samples(model, processor, samples, batch_size=batch_size, progress=progress)
+    else:
+        predictions = _answer_resumably(model, processor, samples, Path(resume_file), resume_key or {},
+                                        batch_size=batch_size, progress=progress)
     if bench == shapes.NAME:
         return shapes.score_shapes(samples, predictions), predictions
     return score_benchmark(bench, samples, predictions), predictions
+
+
+def read_partial_answers(path: Path, key: dict) -> dict[str, str]:
+    """Answers saved by an interrupted run with the same key ({} if none; torn last lines skipped)."""
+    if not path.exists():
+        return {}
+    lines = path.read_text(errors="replace").splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("key") != key:
+        return {}
+    answers = {}
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the interruption
+        if isinstance(record, dict) and isinstance(record.get("id"), str) and isinstance(record.get("answer"), str):
+            answers[record["id"]] = record["answer"]
+    return answers
+
+
+def _answer_resumably(model, processor, samples, path: Path, key: dict, *, batch_size: int, progress: bool):
+    from shortlvlm.eval.generate import answer_samples
+
+    known = {s.id for s in samples}
+    predictions = {k: v for k, v in read_partial_answers(path, key).items() if k in known}
+    todo = [s for s in samples if s.id not in predictions]
+    if predictions and progress:
+        print(f"resuming: {len(predictions)} of {len(samples)} answers found in {path}", file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Rewrite header + kept answers atomically (a kill here loses nothing), then append as we go.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in [{"key": key}, *(
+        {"id": i, "answer": a} for i, a in predictions.items())]))
+    tmp.replace(path)
+    with path.open("a") as handle:
+        chunk = batch_size * 4
+        for start in tqdm(range(0, len(todo), chunk), desc="answer", unit="chunk", disable=not progress):
+            answers = answer_samples(model, processor, todo[start:start + chunk], batch_size=batch_size,
+                                     progress=False)
+            for sample_id, answer in answers.items():
+                handle.write(json.dumps({"id": sample_id, "answer": answer}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            predictions.update(answers)
+    return predictions
