@@ -204,6 +204,15 @@ def save(
     return out
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write a temporary sibling, then rename: `path` holds either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Fail early (before any expensive work) if out cannot be written."""
     if out.exists() and not overwrite:

@@ -188,16 +188,9 @@ def _check_output_file(out: Path, overwrite: bool, kind: str, example: str) -> N
         raise OutputExistsError(f"--out {out} is a directory; give a file name such as {example}")
 
 
-def _write_atomically(out: Path, text: str) -> None:
-    """Write a temporary sibling, then rename: --out is either the old file or the complete new one."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-
-
 def cmd_score(args) -> int:
     """Score every decoder layer on calibration data and write the plan (removal order) as JSON."""
+    from shortlvlm.checkpoint import write_text_atomically
     from shortlvlm.pruning import score
     from shortlvlm.report import layer_scores_plot
     from shortlvlm.scoring import DATA_FREE, METHODS, NEEDS_COUNT
@@ -217,7 +210,7 @@ def cmd_score(args) -> int:
     plan = score(model, processor, samples, args.method, adapter=adapter, num_remove=num_remove,
                  **{k: v for k, v in kwargs.items() if k != "num_samples"})
     plan.calibration["source"] = args.calib or "toy"
-    _write_atomically(out, json.dumps(plan.to_dict(), indent=2) + "\n")
+    write_text_atomically(out, json.dumps(plan.to_dict(), indent=2) + "\n")
     plot = out.with_suffix(".png")
     layer_scores_plot(plan, plot)
     order = plan.params["removal_order"]
@@ -301,6 +294,7 @@ def cmd_prune(args) -> int:
 
 def cmd_eval(args) -> int:
     """Answer a benchmark with a model and write metrics and per-sample answers."""
+    from shortlvlm.checkpoint import write_text_atomically
     from shortlvlm.pipeline import benchmark_samples, evaluate
 
     out = Path(args.out)
@@ -313,7 +307,7 @@ def cmd_eval(args) -> int:
     metrics, predictions = evaluate(model, processor, args.bench, samples, batch_size=args.batch_size,
                                     resume_file=partial, resume_key=key)
     result = {"model": args.model, **metrics, "predictions": predictions}
-    _write_atomically(out, json.dumps(result, indent=2) + "\n")
+    write_text_atomically(out, json.dumps(result, indent=2) + "\n")
     partial.unlink(missing_ok=True)
     print(json.dumps(metrics, indent=2))
     print(f"wrote {out}")
@@ -357,7 +351,7 @@ def cmd_bench(args) -> int:
 
     import torch
 
-    from shortlvlm.checkpoint import load_skeleton
+    from shortlvlm.checkpoint import load_skeleton, write_text_atomically
     from shortlvlm.speed import markdown_table, run_bench
 
     out = Path(args.out)
@@ -392,7 +386,7 @@ def cmd_bench(args) -> int:
                               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                               "threads": torch.get_num_threads()},
               "rows": rows}
-    _write_atomically(out, json.dumps(result, indent=2) + "\n")
+    write_text_atomically(out, json.dumps(result, indent=2) + "\n")
     print(markdown_table(rows))
     print(f"wrote {out}")
     return 0

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shortlvlm.checkpoint import write_text_atomically
 from shortlvlm.data.calibration import CalibrationSample, calibration_hash
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.plan import Plan
@@ -97,9 +98,7 @@ def headline(bench: str, metrics: dict) -> float:
 
 
 def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 def _ratio_key(ratio: float) -> str:
@@ -290,13 +289,7 @@ def write_report(data: dict, out: Path) -> None:
             f"{config['num_questions']} questions, metric: {metric} (retention = pruned / unpruned). "
             f"Calibration: {config['calibration']['num_samples']} samples (hash {config['calibration']['hash']}).\n\n"
             f"{markdown_table(data)}\n\n![score versus ratio](accuracy_vs_ratio.png)\n")
-    _atomic_text(out / "results.md", text)
+    write_text_atomically(out / "results.md", text)
     tmp = out / ".accuracy_vs_ratio.tmp.png"
     ratio_plot(data, tmp)
     tmp.replace(out / "accuracy_vs_ratio.png")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

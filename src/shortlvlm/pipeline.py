@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shortlvlm.checkpoint import VerifyReport, save, verify
+from shortlvlm.checkpoint import VerifyReport, save, verify, write_text_atomically
 from shortlvlm.models import Adapter, get_adapter
 from shortlvlm.plan import Plan
 from shortlvlm.surgery import drop_layers, validate_layer_selection
@@ -150,12 +150,9 @@ def _answer_resumably(model, processor, samples, path: Path, key: dict, *, batch
     todo = [s for s in samples if s.id not in predictions]
     if predictions and progress:
         print(f"resuming: {len(predictions)} of {len(samples)} answers found in {path}", file=sys.stderr)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Rewrite header + kept answers atomically (a kill here loses nothing), then append as we go.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in [{"key": key}, *(
-        {"id": i, "answer": a} for i, a in predictions.items())]))
-    tmp.replace(path)
+    records = [{"key": key}, *({"id": i, "answer": a} for i, a in predictions.items())]
+    write_text_atomically(path, "".join(json.dumps(r) + "\n" for r in records))
     with path.open("a") as handle:
         chunk = batch_size * 4
         for start in tqdm(range(0, len(todo), chunk), desc="answer", unit="chunk", disable=not progress):
