@@ -191,14 +191,14 @@ def _check_output_file(out: Path, overwrite: bool, kind: str, example: str) -> N
 def cmd_score(args) -> int:
     """Score every decoder layer on calibration data and write the plan (removal order) as JSON."""
     from shortlvlm.checkpoint import write_text_atomically
-    from shortlvlm.pruning import score
+    from shortlvlm.pruning import needs_calibration, score
     from shortlvlm.report import layer_scores_plot
-    from shortlvlm.scoring import DATA_FREE, METHODS, NEEDS_COUNT
+    from shortlvlm.scoring import METHODS, NEEDS_COUNT
 
     out = Path(args.out)
     _check_output_file(out, args.overwrite, "plan", "plan.json")
     _check_method_options(args, args.method)
-    samples = _calibration_first(args, METHODS[args.method][0] not in DATA_FREE)
+    samples = _calibration_first(args, needs_calibration(METHODS[args.method][0], "none"))
     model, processor = _load_model(args)
     adapter = _adapter(args, model)
     kwargs = _method_kwargs(args)
@@ -251,9 +251,9 @@ def cmd_prune(args) -> int:
         method = plan.method if plan is not None else args.method
         _check_method_options(args, method)
         scorer, compensation = _resolve_method(method, args.compensation)
-        from shortlvlm.scoring import DATA_FREE
+        from shortlvlm.pruning import needs_calibration
 
-        needs_data = compensation == "scp" or (plan is None and scorer not in DATA_FREE)
+        needs_data = needs_calibration(scorer, compensation, scored=plan is not None)
         samples = _calibration_first(args, needs_data)
     del skeleton, skeleton_adapter
     model, processor = _load_model(args)
@@ -320,15 +320,12 @@ def cmd_compare(args) -> int:
     from shortlvlm.compare import parse_methods, parse_ratios, run_compare
     from shortlvlm.pipeline import benchmark_samples
     from shortlvlm.pruning import layers_to_remove
-    from shortlvlm.scoring import DATA_FREE
-
     methods = parse_methods(args.methods)
     ratios = parse_ratios(args.ratios)
     if args.num_samples is not None and args.num_samples < 1:
         raise ShortLVLMError(f"--num-samples must be a positive integer, got {args.num_samples}")
     samples = benchmark_samples(args.bench, args.data, args.limit)  # bad data fails before any load
-    needs_data = any(m.scorer not in DATA_FREE or m.compensation == "scp" for m in methods)
-    calibration = _calibration_first(args, needs_data)
+    calibration = _calibration_first(args, any(m.needs_calibration for m in methods))
     skeleton = load_skeleton(args.model, trust_remote_code=args.trust_remote_code)
     for ratio in ratios:
         layers_to_remove(ratio, _adapter(args, skeleton))
@@ -370,10 +367,7 @@ def cmd_bench(args) -> int:
         load_skeleton(name, trust_remote_code=args.trust_remote_code)
 
     def loader(name):
-        def load_one():
-            args.model = name
-            return _load_model(args)
-        return load_one
+        return lambda: _load_model(argparse.Namespace(**{**vars(args), "model": name}))
 
     labels = [name if args.models.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(args.models)]
     rows = run_bench([(label, loader(name)) for label, name in zip(labels, args.models, strict=True)],

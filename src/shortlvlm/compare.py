@@ -20,8 +20,8 @@ from shortlvlm.checkpoint import write_text_atomically
 from shortlvlm.data.calibration import CalibrationSample, calibration_hash
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.plan import Plan
-from shortlvlm.pruning import COMPENSATIONS, layers_to_remove, prune, score
-from shortlvlm.scoring import DATA_FREE, METHODS, NEEDS_COUNT
+from shortlvlm.pruning import COMPENSATIONS, layers_to_remove, needs_calibration, prune, score
+from shortlvlm.scoring import METHODS, NEEDS_COUNT
 
 RESULTS = "results.json"
 # The number a benchmark is judged by (a path into its metrics), as the paper reports it.
@@ -53,6 +53,10 @@ class MethodSpec:
     @property
     def scorer(self) -> str:
         return METHODS[self.method][0]
+
+    @property
+    def needs_calibration(self) -> bool:
+        return needs_calibration(self.scorer, self.compensation)
 
 
 def parse_methods(text: str | list[str]) -> list[MethodSpec]:
@@ -164,7 +168,7 @@ def run_compare(
     from shortlvlm.pipeline import evaluate
 
     get_adapter = make_adapter or default_adapter
-    needs_data = any(m.scorer not in DATA_FREE or m.compensation == "scp" for m in methods)
+    needs_data = any(m.needs_calibration for m in methods)
     if needs_data and not calibration:
         raise CompareError("the compared methods need calibration data (--calib; bundled for toy)")
     config = {"model": model_name, "bench": bench, "data": data, "num_questions": len(samples),
@@ -241,7 +245,7 @@ def markdown_table(data: dict) -> str:
     config = data["config"]
     ratios = config["ratios"]
     base = data["unpruned"]["score"]
-    scorers = {label: METHODS[label.partition("+")[0]][0] for label in config["methods"]}
+    scorers = {spec.label: spec.scorer for spec in parse_methods(config["methods"])}
     lines = [f"| method | {' | '.join(f'{r:.0%}' for r in ratios)} | scoring time (s) |",
              "|---" * (len(ratios) + 2) + "|",
              f"| unpruned | {' | '.join(f'{base:.1f}' for _ in ratios)} | - |"]

@@ -59,6 +59,11 @@ def layers_to_remove(ratio: float, adapter: Adapter) -> int:
     return count
 
 
+def needs_calibration(scorer: str, compensation: str, *, scored: bool = False) -> bool:
+    """Whether pruning needs calibration data: SCP always; scoring unless the scorer is data-free or a plan is given."""
+    return compensation == "scp" or (not scored and scorer not in DATA_FREE)
+
+
 def _resolve_method(method: str, compensation: str | None) -> tuple[str, str]:
     if method not in METHODS:
         raise ScoringError(f"unknown method {method!r}; choose one of: {', '.join(sorted(METHODS))}")
@@ -233,7 +238,7 @@ def prune(
         check_plan_matches(plan, model, adapter)
         method = plan.method
     scorer_name, compensation = _resolve_method(method, compensation)
-    needs_data = compensation == "scp" or (plan is None and scorer_name not in DATA_FREE)
+    needs_data = needs_calibration(scorer_name, compensation, scored=plan is not None)
     samples, calib_info = _calibration(calib, source or None, num_samples) if needs_data else ([], {})
     if batches is None and needs_data:
         batches = encode_calibration(samples, processor, adapter, batch_size=batch_size, progress=progress)

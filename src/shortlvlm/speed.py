@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from shortlvlm.errors import ShortLVLMError
 from shortlvlm.eval.generate import conversation
 
 DEFAULT_PROMPT = "Describe the image in detail."
@@ -124,9 +125,10 @@ def measure_round(entry: BenchModel, answer_tokens: int) -> None:
         output = model.generate(**entry.inputs, max_new_tokens=answer_tokens, min_new_tokens=answer_tokens, **fixed)
         _sync(device)
         entry.rounds["generate_n"].append(time.perf_counter() - start)
-    if output.shape[1] - entry.inputs["input_ids"].shape[1] != answer_tokens:
-        raise RuntimeError(f"{entry.label} generated {output.shape[1] - entry.inputs['input_ids'].shape[1]} tokens "
-                           f"instead of {answer_tokens}")
+    generated = output.shape[1] - entry.inputs["input_ids"].shape[1]
+    if generated != answer_tokens:
+        raise ShortLVLMError(f"{entry.label} generated {generated} tokens instead of {answer_tokens}; "
+                             "its generation config overrides min_new_tokens, so the models did different work")
     if peak.peak_bytes is not None:
         # Other models share the process, so: this model's weights + the growth during its sample.
         entry.rounds["peak_bytes"].append(parameter_bytes(model) + peak.peak_bytes)
