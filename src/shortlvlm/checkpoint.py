@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,12 +176,16 @@ def save(
     Everything is written to a temporary sibling directory that replaces out_dir only once
     complete and, if `check` is given, once check(temp_dir) has returned without raising (e.g.
     a verify() call). On any failure nothing new is left behind and an existing out_dir is kept.
+    An existing out_dir is swapped with the new one in a single atomic rename (Linux
+    renameat2 RENAME_EXCHANGE), so even SIGKILL leaves out_dir holding either the old or the new
+    checkpoint; elsewhere two renames are used and a kill between them is repaired by the next run
+    (`recover_interrupted_save`).
     """
     out = Path(out_dir)
     check_output_dir(out, overwrite)
     created = [p for p in reversed(out.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP_TAG}{os.getpid()}-", dir=out.parent))
     backup = None
     try:
         model.save_pretrained(tmp)
@@ -185,15 +193,22 @@ def save(
             processor.save_pretrained(tmp)
         plan.save(tmp / PLAN_FILENAME)
         (tmp / "README.md").write_text(_model_card(model, plan))
+        _fsync_tree(tmp)
         if check is not None:
             check(tmp)
         if out.exists():
-            backup = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-            out.rename(backup)
-        tmp.rename(out)
+            if exchange_paths(tmp, out):
+                backup = tmp  # now holds the previous checkpoint
+            else:
+                backup = out.with_name(f".{out.name}{_OLD_TAG}{os.getpid()}-{tmp.name.rsplit('-', 1)[-1]}")
+                _move_aside(out, backup)
+                tmp.rename(out)
+        else:
+            tmp.rename(out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if backup is not None and backup.exists() and not out.exists():
+        if backup is None or backup != tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if backup is not None and backup != tmp and backup.exists() and not out.exists():
             backup.rename(out)
         for directory in reversed(created):
             if directory.exists() and not any(directory.iterdir()):
@@ -202,6 +217,83 @@ def save(
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
     return out
+
+
+# Sibling names used while saving `out`: .{out.name}.tmp-{pid}-{random} (the new checkpoint being
+# written) and .{out.name}.old-{pid}-{random} (the previous one, moved aside for an instant).
+_TMP_TAG = ".tmp-"
+_OLD_TAG = ".old-"
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
+        return False  # filesystem or kernel without exchange: fall back to two renames
+    raise OSError(error, f"cannot swap {a} and {b}: {os.strerror(error)}")
+
+
+def _move_aside(out: Path, backup: Path) -> None:
+    """First of the two fallback renames (its own function so interruption tests can stop right after it)."""
+    out.rename(backup)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file of a finished checkpoint to disk before it is renamed into place."""
+    for path in [*root.rglob("*"), root]:
+        if path.is_file() or path == root:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted_save(out: str | os.PathLike) -> list[str]:
+    """Repair what a killed save of `out` left behind; returns what was done, one line each.
+
+    A previous checkpoint moved aside (fallback path) is renamed back when `out` is missing;
+    temporary and backup siblings of processes that no longer run are deleted.
+    """
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    actions = []
+    for tag in (_OLD_TAG, _TMP_TAG):
+        for path in sorted(out.parent.glob(f".{glob.escape(out.name)}{tag}*")):
+            pid_text = path.name[len(f".{out.name}{tag}"):].split("-", 1)[0]
+            if not path.is_dir() or not pid_text.isdigit() or _pid_alive(int(pid_text)):
+                continue
+            if tag == _OLD_TAG and not out.exists():
+                path.rename(out)
+                actions.append(f"restored {out} from {path.name}, left by an interrupted save")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                actions.append(f"removed {path.name}, left by an interrupted save")
+    return actions
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
@@ -214,7 +306,9 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Fail early (before any expensive work) if out cannot be written."""
+    """Fail early (before any expensive work) if out cannot be written; first repair an interrupted save."""
+    for action in recover_interrupted_save(out):
+        print(f"shortlvlm: {action}", file=sys.stderr)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output directory {out} already exists; pass --overwrite to replace it")
     if out.exists() and not out.is_dir():

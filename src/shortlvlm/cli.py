@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from shortlvlm import __version__
@@ -265,15 +267,22 @@ def cmd_prune(args) -> int:
         )
         plan, out, report, before, after = result.plan, result.out_dir, result.report, result.params_before, result.params_after
     else:
+        from shortlvlm.resume import StageCache, partial_dir_for
+
         before = count_parameters(model)
         kwargs = {k: v for k, v in _method_kwargs(args).items() if k != "num_samples"}
+        # Finished stages are kept beside --out until it lands, so a killed run resumes (shortlvlm.resume).
+        cache = StageCache(partial_dir_for(args.out))
+        if args.fresh:
+            cache.clear()
         model, plan = prune(model, processor, samples, args.ratio, args.method, args.compensation, plan=plan,
                             adapter=adapter, scp_rank=args.scp_rank, scp_alpha=args.scp_alpha,
-                            scp_writers=args.scp_writers, **kwargs)
+                            scp_writers=args.scp_writers, cache=cache, **kwargs)
         plan.calibration["source"] = args.calib or "toy"
         after = count_parameters(model)
         out, report = write_checkpoint(model, processor, plan, args.out, overwrite=args.overwrite,
                                        verify_checkpoint=not args.no_verify, trust_remote_code=args.trust_remote_code)
+        cache.clear()
     print(f"removed layers {plan.removed_layers} of {plan.num_layers_before} "
           f"({adapter.spec.name}, method {plan.method}, compensation {plan.compensation}); {adapter.num_layers} remain")
     for entry in plan.params.get("compensation_report", []):
@@ -443,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for the pruned checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
+    p.add_argument("--fresh", action="store_true",
+                   help="do not reuse stages (scores, SCP statistics) saved in .OUT.partial/ by an interrupted "
+                   "run of the same command; by default they are reused when model, data and options match")
     _add_method_options(p, scp=True)
     _add_model_options(p)
     p.set_defaults(func=cmd_prune)
@@ -533,16 +545,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    """SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C, so temporary outputs are removed."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except ShortLVLMError as err:
         print(f"shortlvlm: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("shortlvlm: interrupted; nothing was written to the output location", file=sys.stderr)
+        print("shortlvlm: interrupted; the output location was left as it was (finished stages, if any, "
+              "are kept for the next run of the same command)", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ u_t the edited writers' output, P = V_k V_k^T; it needs two more d x d accumulat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,6 +23,9 @@ from shortlvlm.capture import CalibrationBatch, capture
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.importance import ImportanceAwareCollector, TokenImportance, resolve_probe_layers
 from shortlvlm.models import Adapter
+
+if TYPE_CHECKING:
+    from shortlvlm.resume import StageCache
 
 WRITER_CHOICES = ("mlp", "attn", "both")
 
@@ -146,6 +151,38 @@ def fit_alpha(basis: torch.Tensor, cross: torch.Tensor, gram: torch.Tensor) -> f
     return float(numerator / denominator) if denominator > 0 else 0.0
 
 
+def measure_gaps(
+    model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], runs: list[RemovedRun], names: list[str],
+    *, fit: bool, tokens: str, top_p: float, probe_layers, joint: bool, normalize: bool, progress: bool,
+) -> dict[str, torch.Tensor]:
+    """One capture pass over the unpruned model: per compensated run (keyed by the kept layer below),
+    "hth.{r}" (and "cross.{r}", "gram.{r}" when fitting alpha) in float64 and "tokens.{r}"."""
+    hidden = adapter.config.get_text_config().hidden_size
+    probes = resolve_probe_layers(probe_layers, adapter.num_layers) if tokens == "important" else []
+    importance = TokenImportance(probes, top_p, joint) if tokens == "important" else None
+    stats = GapStatistics(runs, importance, fit=fit, dim=hidden, normalize=normalize)
+    handles = []
+    if fit:
+        for run in stats.runs:
+            for name, module in adapter.residual_writers(run.below).items():
+                if name in names:
+                    handles.append(module.register_forward_hook(
+                        lambda mod, args, out, layer=run.below: stats.writer_output(layer, out)))
+    try:
+        capture(model, adapter, batches, stats, attention_layers=probes, desc="scp", progress=progress)
+    finally:
+        for handle in handles:
+            handle.remove()
+    measured = {}
+    for run in stats.runs:
+        measured[f"hth.{run.below}"] = stats.hth[run.below]
+        measured[f"tokens.{run.below}"] = torch.tensor([stats.tokens[run.below]], dtype=torch.int64)
+        if fit:
+            measured[f"cross.{run.below}"] = stats.cross[run.below]
+            measured[f"gram.{run.below}"] = stats.gram[run.below]
+    return measured
+
+
 def compensate(
     model: nn.Module,
     adapter: Adapter,
@@ -161,15 +198,19 @@ def compensate(
     joint: bool = False,
     normalize: bool = False,
     progress: bool = True,
+    cache: StageCache | None = None,
+    cache_key: dict | None = None,
 ) -> list[dict]:
     """Measure the gaps of `removed` (original indices) on the unpruned model and edit the kept layers below.
 
     Call before the layers are dropped. Returns one report entry per run of removed layers.
+    With `cache`, the measured statistics are saved under `cache_key` (+ the measuring parameters)
+    and reused by a later call with the same key instead of a new capture pass.
     """
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise CompensationError(f"scp rank must be a positive integer, got {rank!r}")
-    if alpha != "fit" and not isinstance(alpha, (int, float)):
-        raise CompensationError(f"scp alpha must be a number or 'fit', got {alpha!r}")
+    if alpha != "fit" and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha)):
+        raise CompensationError(f"scp alpha must be a finite number or 'fit', got {alpha!r}")
     if tokens not in ("important", "all"):
         raise CompensationError(f"scp tokens must be 'important' or 'all', got {tokens!r}")
     names = writer_names(adapter, writers)
@@ -179,33 +220,41 @@ def compensate(
               for run in runs if run.below is None]
     if not compensated:
         return report
-    hidden = adapter.config.get_text_config().hidden_size
-    probes = resolve_probe_layers(probe_layers, adapter.num_layers) if tokens == "important" else []
-    importance = TokenImportance(probes, top_p, joint) if tokens == "important" else None
-    stats = GapStatistics(runs, importance, fit=alpha == "fit", dim=hidden, normalize=normalize)
-    handles = []
-    if alpha == "fit":
-        for run in compensated:
-            for name, module in adapter.residual_writers(run.below).items():
-                if name in names:
-                    handles.append(module.register_forward_hook(
-                        lambda mod, args, out, layer=run.below: stats.writer_output(layer, out)))
-    try:
-        capture(model, adapter, batches, stats, attention_layers=probes, desc="scp", progress=progress)
-    finally:
-        for handle in handles:
-            handle.remove()
+    measured = None
+    stats_key = {**(cache_key or {}), "removed": sorted(removed), "tokens": tokens, "top_p": top_p,
+                 "probe_layers": probe_layers, "joint": joint, "normalize": normalize, "fit": alpha == "fit",
+                 "writers": names if alpha == "fit" else None}
+    if cache is not None:
+        measured = cache.load_tensors("scp", stats_key)
+    if measured is None:
+        measured = measure_gaps(model, adapter, batches, runs, names, fit=alpha == "fit", tokens=tokens,
+                                top_p=top_p, probe_layers=probe_layers, joint=joint, normalize=normalize,
+                                progress=progress)
+        if cache is not None:
+            cache.save_tensors("scp", stats_key, measured)
     for run in compensated:
-        entry = {"removed": run.layers, "edited_layer": run.below, "writers": names, "tokens": stats.tokens[run.below]}
-        if stats.tokens[run.below] == 0:
+        below = run.below
+        hth, tokens_seen = measured[f"hth.{below}"], int(measured[f"tokens.{below}"].item())
+        entry = {"removed": run.layers, "edited_layer": below, "writers": names, "tokens": tokens_seen}
+        if not torch.isfinite(hth).all():
+            raise CompensationError(
+                f"the gap statistics of removed layers {run.layers} contain NaN/Inf; the model overflows in "
+                "its dtype on the calibration set. Load it in bfloat16 or float32 (--dtype)"
+            )
+        if tokens_seen == 0:
             report.append({**entry, "reason": "no calibration tokens selected"})
             continue
-        basis, values = top_subspace(stats.hth[run.below], rank)
-        run_alpha = fit_alpha(basis, stats.cross[run.below], stats.gram[run.below]) if alpha == "fit" else float(alpha)
-        for name, module in adapter.residual_writers(run.below).items():
+        basis, values = top_subspace(hth, rank)
+        if basis.shape[1] == 0:
+            # H = 0: the removed layers changed nothing on these tokens, so there is no gap to bridge.
+            report.append({**entry, "rank": 0, "reason": "the removed layers leave no gap (H = 0): nothing to edit"})
+            continue
+        run_alpha = (fit_alpha(basis, measured[f"cross.{below}"], measured[f"gram.{below}"]) if alpha == "fit"
+                     else float(alpha))
+        for name, module in adapter.residual_writers(below).items():
             if name in names:
                 edit_writer(module, basis, run_alpha)
-        energy = float(values.sum() / torch.trace(stats.hth[run.below]))
+        energy = float(values.sum() / torch.trace(hth))
         entry.update(rank=basis.shape[1], alpha=run_alpha, energy_captured=round(energy, 6))
         if basis.shape[1] < rank:
             entry["note"] = f"H has rank {basis.shape[1]} < requested {rank}; used {basis.shape[1]} directions"

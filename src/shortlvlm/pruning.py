@@ -17,6 +17,7 @@ from shortlvlm.data.encode import encode_calibration
 from shortlvlm.errors import InvalidLayerSelectionError
 from shortlvlm.models import Adapter, get_adapter
 from shortlvlm.plan import Plan, PlanError
+from shortlvlm.resume import StageCache
 from shortlvlm.scoring import DATA_FREE, METHODS, ScoringContext, ScoringError, get_scorer
 from shortlvlm.surgery import drop_layers, validate_layer_selection
 
@@ -225,12 +226,14 @@ def prune(
     batches: list[CalibrationBatch] | None = None,
     source: str = "",
     progress: bool = True,
+    cache: StageCache | None = None,
 ) -> tuple[nn.Module, Plan]:
     """Remove round(ratio * L) layers chosen by `method`, compensate them (scp) and return (model, plan).
 
     With `plan` (from `score`), its removal order is reused and no scoring pass runs; SCP still
     needs one forward pass over the calibration set to measure the gap of the chosen layers.
-    The model is edited in place.
+    The model is edited in place. With `cache` (see shortlvlm.resume), the scored plan and the SCP
+    statistics are saved as they finish and reused when the same job runs again.
     """
     adapter = adapter or get_adapter(model)
     count = layers_to_remove(ratio, adapter)
@@ -242,11 +245,19 @@ def prune(
     samples, calib_info = _calibration(calib, source or None, num_samples) if needs_data else ([], {})
     if batches is None and needs_data:
         batches = encode_calibration(samples, processor, adapter, batch_size=batch_size, progress=progress)
+    scorer_params = dict(tis_top_p=tis_top_p, tis_layers=tis_layers, tis_joint=tis_joint, tis_tokens=tis_tokens,
+                         iterative=iterative, seed=seed)
+    base_key = {"model": model_fingerprint(model), "dtype": str(next(model.parameters()).dtype),
+                "calibration": calib_info.get("hash"), "batch_size": batch_size}
+    plan_key = {**base_key, "method": method, "count": count,
+                "scorer": _scorer_params(scorer_name, **scorer_params)}
+    if plan is None and cache is not None:
+        plan = cache.load_plan(plan_key)
     if plan is None:
         plan = _rank(model, processor, adapter, method, samples, calib_info, batches, num_remove=count,
-                     scorer_params=dict(tis_top_p=tis_top_p, tis_layers=tis_layers, tis_joint=tis_joint,
-                                        tis_tokens=tis_tokens, iterative=iterative, seed=seed),
-                     batch_size=batch_size, source=source, progress=progress)
+                     scorer_params=scorer_params, batch_size=batch_size, source=source, progress=progress)
+        if cache is not None:
+            cache.save_plan(plan_key, plan)
     removed = validate_layer_selection(planned_removal(plan, count), adapter)
     params = dict(plan.params)
     calibration = dict(plan.calibration)
@@ -259,7 +270,7 @@ def prune(
                             tokens=tokens, top_p=params.get("tis_top_p", tis_top_p),
                             probe_layers=params.get("tis_layers", tis_layers),
                             joint=params.get("tis_joint", tis_joint), normalize=scp_normalize,
-                            progress=progress)
+                            progress=progress, cache=cache, cache_key=base_key)
         params.update(scp_rank=scp_rank, scp_alpha=scp_alpha, scp_writers=scp_writers, scp_tokens=tokens,
                       scp_normalize=scp_normalize,
                       compensation_report=report, compensation_seconds=round(time.perf_counter() - started, 3))

@@ -1,0 +1,62 @@
+"""Stage cache: a stage is reused only by a job whose result it would be, and reuse gives the same model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shortlvlm.checkpoint import load
+from shortlvlm.data.calibration import toy_calibration
+from shortlvlm.pruning import prune
+from shortlvlm.resume import StageCache
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return toy_calibration(8)
+
+
+def run(calib, cache, **kwargs):
+    model, processor = load("toy", dtype=torch.float32)
+    model, plan = prune(model, processor, calib, kwargs.pop("ratio", 0.25), cache=cache, progress=False, **kwargs)
+    return model, plan
+
+
+def test_reuse_gives_the_same_model_and_respects_what_the_stages_depend_on(tmp_path, calib):
+    cache = StageCache(tmp_path / "stages", announce=False)
+    first, first_plan = run(calib, cache)
+    assert sorted(p.name for p in cache.directory.iterdir()) == [
+        "plan.json", "plan.key.json", "scp.key.json", "scp.safetensors"]
+
+    again = StageCache(cache.directory, announce=False)
+    second, second_plan = run(calib, again)
+    assert again.reused == ["plan", "scp"]
+    assert second_plan.removed_layers == first_plan.removed_layers
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the reused statistics give the identical edit
+
+    rank = StageCache(cache.directory, announce=False)
+    _, rank_plan = run(calib, rank, scp_rank=2)  # the statistics do not depend on k: reused
+    assert rank.reused == ["plan", "scp"] and rank_plan.params["compensation_report"][0]["rank"] == 2
+
+    top_p = StageCache(cache.directory, announce=False)
+    run(calib, top_p, tis_top_p=0.3)  # a different scorer parameter: both stages recomputed
+    assert top_p.reused == []
+
+    data = StageCache(cache.directory, announce=False)
+    run(calib[:6], data, tis_top_p=0.3)  # other calibration data: recomputed
+    assert data.reused == []
+
+    ratio = StageCache(cache.directory, announce=False)
+    run(calib[:6], ratio, tis_top_p=0.3, ratio=0.3)  # more layers removed: another plan and another gap
+    assert ratio.reused == []
+
+
+def test_stages_are_keyed_before_they_are_trusted(tmp_path):
+    cache = StageCache(tmp_path, announce=False)
+    cache.save_tensors("scp", {"a": 1}, {"hth.1": torch.eye(2, dtype=torch.float64)})
+    assert torch.equal(cache.load_tensors("scp", {"a": 1})["hth.1"], torch.eye(2, dtype=torch.float64))
+    assert cache.load_tensors("scp", {"a": 2}) is None
+    # A rewrite killed before its key lands leaves no key: the old key can never vouch for new data.
+    (tmp_path / "scp.key.json").unlink()
+    assert cache.load_tensors("scp", {"a": 1}) is None
