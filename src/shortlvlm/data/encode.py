@@ -38,6 +38,11 @@ def encode_calibration(
         raise CalibrationError("the calibration set is empty; give at least one sample")
     if batch_size < 1:
         raise CalibrationError(f"batch size must be positive, got {batch_size}")
+    if processor is None:
+        raise CalibrationError(
+            "this model has no processor or tokenizer (none of its files in the checkpoint), so calibration "
+            "samples cannot be encoded; save the processor beside the weights (processor.save_pretrained(DIR))"
+        )
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "right"
     special = set(tokenizer.all_special_ids)

@@ -13,6 +13,7 @@ only for the decoder layers' weights; everything else stays frozen, and `require
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +65,11 @@ class TaylorPlus:
             for group in weights:
                 value = sum(float((p.detach().double() * p.grad.double()).abs().sum()) for p in group
                             if p.grad is not None)
+                if not math.isfinite(value):
+                    raise ScoringError(
+                        f"the Taylor score of decoder layer {len(scores)} is {value} (gradient overflow in "
+                        f"{group[0].dtype}); load the model in bfloat16 or float32 (--dtype) instead of float16"
+                    )
                 scores.append(value)
         finally:
             for p, flag in flags.items():
