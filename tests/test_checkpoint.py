@@ -105,13 +105,14 @@ def test_load_reads_a_local_checkpoint_in_safetensors(tmp_path):
         assert torch.equal(p, q), name
 
 
-def test_load_refuses_pickle_only_checkpoints(tmp_path):
+def test_load_refuses_pickle_only_checkpoints(tmp_path, monkeypatch):
     model = tiny_model("llava", 2)
     model.save_pretrained(tmp_path / "m")
     weights = tmp_path / "m" / "model.safetensors"
     torch.save(model.state_dict(), tmp_path / "m" / "pytorch_model.bin")
     weights.unlink()
-    with pytest.raises(ModelLoadError):
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a pickle was unpickled"))
+    with pytest.raises(ModelLoadError, match=r"only as pickle files \(pytorch_model\.bin\).*safetensors only"):
         load(tmp_path / "m")
 
 

@@ -77,10 +77,21 @@ def resolve_model_name(name_or_path: str | os.PathLike) -> str:
     return str(TOY_CHECKPOINT)
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
 def _check_model_path(name: str) -> None:
     path = Path(name)
     if path.exists() and not (path / "config.json").is_file():
         raise ModelLoadError(f"'{name}' exists but is not a model directory (no config.json in it)")
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
+        if pickled:
+            raise ModelLoadError(
+                f"'{name}' holds its weights only as pickle files ({', '.join(pickled[:3])}), which can run code "
+                "when loaded; shortlvlm reads safetensors only. Convert them once in a trusted environment: "
+                "model = AutoModelForImageTextToText.from_pretrained(DIR); model.save_pretrained(NEW_DIR)"
+            )
 
 
 def load(

@@ -172,12 +172,14 @@ def _check_method_options(args, method: str) -> None:
 
 def _calibration_first(args, needed: bool):
     """Read the calibration set before any weights load, so a bad file fails fast."""
-    from shortlvlm.data.calibration import load_calibration
+    from shortlvlm.data.calibration import check_images, load_calibration
 
     if not needed:
         return None
-    return load_calibration(args.calib, model_name=args.model, limit=args.num_samples,
-                            allow_outside_root=args.allow_outside_root)
+    samples = load_calibration(args.calib, model_name=args.model, limit=args.num_samples,
+                               allow_outside_root=args.allow_outside_root)
+    check_images(samples)
+    return samples
 
 
 def _check_output_file(out: Path, overwrite: bool, kind: str, example: str) -> None:

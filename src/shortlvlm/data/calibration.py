@@ -71,6 +71,22 @@ class CalibrationSample:
             ) from None
 
 
+def check_images(samples: list[CalibrationSample]) -> None:
+    """Open and verify every sample's image file (cheap: no decoding to pixels), so a corrupt or
+    unsupported image fails before a model is loaded rather than hours into a run."""
+    for sample in samples:
+        if sample.image is not None or sample.image_path is None:
+            continue
+        try:
+            with Image.open(sample.image_path) as img:
+                img.verify()
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise CalibrationError(
+                f"calibration sample {sample.id}: cannot read image {sample.image_path}: "
+                f"{exc or type(exc).__name__}; replace the file (PNG, JPEG, WebP, ...) or remove the sample"
+            ) from None
+
+
 def strip_image_placeholder(text: str) -> str:
     """`text` without "<image>" placeholders and the whitespace around them."""
     parts = (part.strip() for part in text.split(IMAGE_PLACEHOLDER))
