@@ -166,3 +166,16 @@ def test_undecodable_image_raises_project_error():
     sample = BenchSample(id="x", image_path=None, image_base64="bm90IGFuIGltYWdl", question="q", answer="A")
     with pytest.raises(BenchmarkDataError, match="sample x: cannot decode image"):
         sample.load_image()
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "1" * 5000])
+def test_pathological_json_is_a_project_error_not_a_crash(tmp_path, text):
+    """json raises RecursionError for deep nesting and ValueError for >4300-digit integers."""
+    from shortlvlm.data.benchmarks.base import read_json, read_jsonl
+
+    path = tmp_path / "data.json"
+    path.write_text(text + "\n")
+    with pytest.raises(BenchmarkDataError, match=r"data\.json: unreadable JSON"):
+        read_json(path)
+    with pytest.raises(BenchmarkDataError, match=r"data\.json, line 1: unreadable JSON line"):
+        read_jsonl(path)

@@ -147,6 +147,10 @@ def decode_line(line: str, where: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise CalibrationError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); "
                                f"expected {FORMATS_HINT}") from None
+    except RecursionError:
+        raise CalibrationError(f"{where}: JSON nested too deeply to read; expected {FORMATS_HINT}") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
+        raise CalibrationError(f"{where}: unreadable JSON value ({exc}); expected {FORMATS_HINT}") from None
     if not isinstance(record, dict):
         raise CalibrationError(f"{where}: expected a JSON object, got {type(record).__name__} "
                                f"{record!r:.60}; expected {FORMATS_HINT}")

@@ -92,6 +92,8 @@ def read_json(path: Path) -> Any:
         ) from None
     except UnicodeDecodeError as exc:
         raise BenchmarkDataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except (RecursionError, ValueError) as exc:  # nesting too deep, a >4300-digit integer
+        raise BenchmarkDataError(f"{path}: unreadable JSON ({exc or type(exc).__name__})") from None
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -106,6 +108,10 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise BenchmarkDataError(f"{path}, line {lineno}: invalid JSON line: {exc.msg}") from None
+                except (RecursionError, ValueError) as exc:
+                    raise BenchmarkDataError(
+                        f"{path}, line {lineno}: unreadable JSON line ({exc or type(exc).__name__})"
+                    ) from None
                 if not isinstance(record, dict):
                     raise BenchmarkDataError(
                         f"{path}, line {lineno}: expected a JSON object, got {record!r:.60}"
