@@ -127,7 +127,7 @@ def read_partial_answers(path: Path, key: dict) -> dict[str, str]:
     lines = path.read_text(errors="replace").splitlines()
     try:
         header = json.loads(lines[0]) if lines else None
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON (JSONDecodeError), a >4300-digit number, deep nesting
         header = None
     if not isinstance(header, dict) or header.get("key") != key:
         return {}
@@ -135,8 +135,8 @@ def read_partial_answers(path: Path, key: dict) -> dict[str, str]:
     for line in lines[1:]:
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by the interruption
+        except (ValueError, RecursionError):
+            continue  # a line cut short by the interruption (or otherwise not ours)
         if isinstance(record, dict) and isinstance(record.get("id"), str) and isinstance(record.get("answer"), str):
             answers[record["id"]] = record["answer"]
     return answers

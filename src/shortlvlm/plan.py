@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from shortlvlm.errors import ShortLVLMError
 
 PLAN_FILENAME = "pruning_plan.json"
+MAX_NESTING = 100  # levels of nested lists/objects a plan may hold (real plans use fewer than 5)
+_FIELD_TYPES = (  # (field, the types it accepts, what the error asks for)
+    ("method", (str,), "a string"),
+    ("compensation", (str,), "a string"),
+    ("ratio", (int, float, type(None)), "a number or null"),
+    ("layer_scores", (list, type(None)), "a list of numbers or null"),
+    ("params", (dict,), "an object"),
+    ("calibration", (dict,), "an object"),
+    ("model", (dict,), "an object"),
+    ("version", (str,), "a string"),
+)
 
 
 class PlanError(ShortLVLMError):
@@ -60,7 +72,7 @@ class Plan:
         missing = [n for n in ("method", "num_layers_before", "removed_layers") if n not in data]
         if missing:
             raise PlanError(f"pruning plan lacks required field(s): {', '.join(missing)}")
-        unknown = sorted(set(data) - names)
+        unknown = sorted(str(name) for name in data if name not in names)
         if unknown:
             raise PlanError(f"pruning plan has unknown field(s): {', '.join(unknown)}")
         num = data["num_layers_before"]
@@ -71,16 +83,57 @@ class Plan:
             isinstance(i, int) and not isinstance(i, bool) and 0 <= i < num for i in removed
         ):
             raise PlanError(f"removed_layers must be a list of layer indices in 0..{num - 1}")
+        repeated = sorted(i for i, n in Counter(removed).items() if n > 1)
+        if repeated:
+            raise PlanError(f"removed_layers lists layer(s) {repeated} more than once; list each layer once")
+        for name, kinds, expected in _FIELD_TYPES:
+            if name in data and not _is_instance(data[name], kinds):
+                raise PlanError(f"pruning plan field {name!r} must be {expected}, got "
+                                f"{type(data[name]).__name__}; fix or remove it (write plans with `shortlvlm score`)")
+        scores = data.get("layer_scores")
+        if scores is not None and not all(_is_instance(s, (int, float)) for s in scores):
+            raise PlanError("pruning plan field 'layer_scores' must be a list of numbers (one score per layer); "
+                            "fix or remove it")
+        if _nested_deeper_than(data, MAX_NESTING):
+            raise PlanError(f"pruning plan is nested more than {MAX_NESTING} levels deep; "
+                            "write plans with `shortlvlm score`")
         return cls(**data)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         try:
-            text = Path(path).read_text()
+            raw = Path(path).read_bytes()
         except OSError as err:
             raise PlanError(f"cannot read pruning plan {path}: {err.strerror}") from err
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise PlanError(f"{path} is not UTF-8 text ({err.reason}); save the plan as UTF-8 JSON") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise PlanError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}") from err
+        except RecursionError:
+            raise PlanError(f"{path} is nested too deeply to read; write plans with `shortlvlm score`") from None
+        except ValueError:  # an integer literal longer than Python's limit (4300 digits)
+            raise PlanError(f"{path} holds a number with too many digits to read; "
+                            "write plans with `shortlvlm score`") from None
         return cls.from_dict(data)
+
+
+
+def _is_instance(value: object, kinds: tuple[type, ...]) -> bool:
+    """isinstance(value, kinds), except that a bool is never a number."""
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    """Whether `value` holds lists/objects more than `limit` levels deep (checked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False

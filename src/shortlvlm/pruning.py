@@ -173,12 +173,20 @@ def check_plan_matches(plan: Plan, model: nn.Module, adapter: Adapter) -> None:
     if plan.removed_layers:
         raise PlanError("this plan already records removed layers; pass the plan written by `shortlvlm score`")
     order = plan.params.get("removal_order") if isinstance(plan.params, dict) else None
-    if not isinstance(order, list) or not all(_is_layer(i, adapter) for i in order):
-        raise PlanError("the plan has no valid params.removal_order; write it with `shortlvlm score`")
+    if not _is_layer_list(order, adapter):
+        raise PlanError("the plan has no valid params.removal_order (distinct layer indices); "
+                        "write it with `shortlvlm score`")
     sets = plan.params.get("removal_sets")
     if sets is not None and not (isinstance(sets, dict) and all(
-            isinstance(v, list) and all(_is_layer(i, adapter) for i in v) for v in sets.values())):
-        raise PlanError("the plan's params.removal_sets must map a count to a list of layer indices")
+            isinstance(k, str) and k.isdigit() and _is_layer_list(v, adapter) and len(v) == int(k)
+            for k, v in sets.items())):
+        raise PlanError("the plan's params.removal_sets must map each count (\"3\") to that many distinct "
+                        "layer indices; write it with `shortlvlm score`")
+
+
+def _is_layer_list(value, adapter: Adapter) -> bool:
+    return (isinstance(value, list) and all(_is_layer(i, adapter) for i in value)
+            and len(set(value)) == len(value))
 
 
 def _is_layer(value, adapter: Adapter) -> bool:
@@ -189,9 +197,12 @@ def planned_removal(plan: Plan, count: int) -> list[int]:
     """The layers a plan removes at `count`: its set for that size if it has one, else its order's prefix."""
     sets = plan.params.get("removal_sets")
     if isinstance(sets, dict) and sets:
-        if str(count) not in sets:
-            raise PlanError(f"the plan has removal sets for {sorted(int(n) for n in sets)} layers, not {count}")
-        return list(sets[str(count)])
+        chosen = sets.get(str(count))
+        if not isinstance(chosen, list) or len(chosen) != count:
+            sizes = ", ".join(sorted(map(str, sets), key=lambda n: (len(n), n)))
+            raise PlanError(f"the plan has removal sets for {sizes} layers, not {count}; score again for this "
+                            "ratio (angular plans hold one block per size)")
+        return list(chosen)
     order = plan.params["removal_order"]
     if len(order) < count:
         raise PlanError(f"the plan ranks only {len(order)} layers but {count} must go (the method ranks only "

@@ -247,7 +247,12 @@ def record_image(
         except BenchmarkDataError as exc:
             raise CalibrationError(f"{exc}; pass --allow-outside-root (allow_outside_root=True) "
                                    "if you trust this file") from None
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # e.g. a name longer than the filesystem allows
+        raise CalibrationError(f"{where}: unusable image path {value!r:.80} ({exc.strerror}); "
+                               f"fix the path (relative to {root})") from None
+    if not found:
         raise CalibrationError(f"{where}: image not found: {path}; fix the path (relative to {root})")
     return path
 
