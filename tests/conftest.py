@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 
+# Tests never reach the Hub; a hub id fails fast instead of retrying a dead network. This must be
+# set before huggingface_hub is first imported (it reads the variable once, at import).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import pytest
 import torch
 
 from shortlvlm.models.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
 
 NUM_LAYERS = 6
-
-# Tests never reach the Hub; a hub id fails fast instead of retrying a dead network.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(params=TINY_MODEL_TYPES)
