@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.models import Adapter
+from shortlvlm.offload import input_device
 
 
 class CaptureError(ShortLVLMError):
@@ -206,7 +207,7 @@ def capture(
             module = adapter.attention_module(index)
             handles.append(module.register_forward_hook(on_attention(index), with_kwargs=True))
         try:
-            device = next(model.parameters()).device
+            device = input_device(model)
             for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
                 batch = batch.to(device)
                 seen_attention.clear()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from shortlvlm.errors import ModelLoadError, OutputExistsError, VerificationError
+from shortlvlm.offload import has_offloaded_weights, input_device
 from shortlvlm.plan import PLAN_FILENAME, Plan
 
 
@@ -199,7 +200,12 @@ def save(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP_TAG}{os.getpid()}-", dir=out.parent))
     backup = None
     try:
-        model.save_pretrained(tmp)
+        if has_offloaded_weights(model):
+            # accelerate-offloaded weights are gathered one shard at a time: keep shards small so the
+            # save never holds much more than one shard in memory.
+            model.save_pretrained(tmp, max_shard_size=OFFLOADED_SHARD_SIZE)
+        else:
+            model.save_pretrained(tmp)
         if processor is not None:
             processor.save_pretrained(tmp)
         plan.save(tmp / PLAN_FILENAME)
@@ -229,6 +235,8 @@ def save(
         shutil.rmtree(backup, ignore_errors=True)
     return out
 
+
+OFFLOADED_SHARD_SIZE = "1GB"
 
 # Sibling names used while saving `out`: .{out.name}.tmp-{pid}-{random} (the new checkpoint being
 # written) and .{out.name}.old-{pid}-{random} (the previous one, moved aside for an instant).
@@ -394,7 +402,7 @@ def verify(
     """Reload out_dir as a user would and check it reproduces `model` (logits, cached generation)."""
     out = Path(out_dir)
     reloaded = _reload(model, out, trust_remote_code)
-    device = next(model.parameters()).device
+    device = input_device(model)
     reloaded.to(device)
     inputs = {k: v.to(device) for k, v in (inputs or text_probe_inputs(model)).items()}
     expected = model(**inputs).logits.float()

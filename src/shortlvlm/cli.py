@@ -35,6 +35,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="weights dtype (default: as stored in the checkpoint)")
     group.add_argument("--device-map", default=None,
                        help="accelerate device map, e.g. 'auto' or 'cpu' (default: load on CPU)")
+    group.add_argument("--max-memory", type=_max_memory, default=None,
+                       help="per-device memory caps for --device-map auto, e.g. '0=70GiB,cpu=200GiB'; what does "
+                       "not fit goes to --offload-folder (scoring, SCP and save work on offloaded models)")
+    group.add_argument("--offload-folder", default=None,
+                       help="folder for weights accelerate offloads to disk (with --device-map auto)")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow the checkpoint's own Python code to run (Qwen-VL-Chat, mPLUG-Owl2); "
                        "only for sources you trust")
@@ -50,14 +55,41 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="token id that marks image positions in input_ids")
 
 
+def _max_memory(text: str) -> dict:
+    """'0=70GiB,cpu=200GiB' -> {0: '70GiB', 'cpu': '200GiB'} (accelerate's max_memory)."""
+    caps = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        device, sep, amount = part.partition("=")
+        if not sep or not device.strip() or not amount.strip():
+            raise argparse.ArgumentTypeError(f"--max-memory takes DEVICE=AMOUNT pairs such as 0=70GiB,cpu=200GiB "
+                                             f"(got '{text}')")
+        device = device.strip()
+        caps[int(device) if device.isdigit() else device] = amount.strip()
+    return caps
+
+
 def _load_model(args):
-    """Load MODEL with the loading options (dtype, device map, remote code)."""
+    """Load MODEL with the loading options (dtype, device map, offload, remote code)."""
     import torch
 
     from shortlvlm.checkpoint import load
 
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    return load(args.model, dtype=dtype, device_map=args.device_map, trust_remote_code=args.trust_remote_code)
+    extra = {}
+    if getattr(args, "max_memory", None) or getattr(args, "offload_folder", None):
+        if args.device_map is None:
+            raise ShortLVLMError("--max-memory and --offload-folder need --device-map auto")
+        extra = {k: v for k, v in (("max_memory", args.max_memory), ("offload_folder", args.offload_folder)) if v}
+    model, processor = load(args.model, dtype=dtype, device_map=args.device_map,
+                            trust_remote_code=args.trust_remote_code, **extra)
+    placement = getattr(model, "hf_device_map", None)
+    if placement:
+        from collections import Counter
+
+        counts = Counter(str(device) for device in placement.values())
+        print("device map: " + ", ".join(f"{n} module group(s) on {d}" for d, n in sorted(counts.items())),
+              file=sys.stderr)
+    return model, processor
 
 
 def _adapter(args, model):

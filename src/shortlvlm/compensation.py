@@ -23,6 +23,7 @@ from shortlvlm.capture import CalibrationBatch, capture
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.importance import ImportanceAwareCollector, TokenImportance, resolve_probe_layers
 from shortlvlm.models import Adapter
+from shortlvlm.offload import read_weight, write_weight
 
 if TYPE_CHECKING:
     from shortlvlm.resume import StageCache
@@ -136,12 +137,13 @@ def edit_writer(linear: nn.Module, basis: torch.Tensor, alpha: float) -> None:
         raise CompensationError(
             f"writer output width {linear.weight.shape[0]} does not match the residual width {basis.shape[0]}"
         )
-    basis = basis.to(device=linear.weight.device, dtype=torch.float64)
-    weight = linear.weight.double()
-    linear.weight.copy_(weight + alpha * basis @ (basis.T @ weight))
-    if linear.bias is not None:
-        bias = linear.bias.double()
-        linear.bias.copy_(bias + alpha * basis @ (basis.T @ bias))
+    for name in ("weight", "bias"):
+        if getattr(linear, name) is None:
+            continue
+        value = read_weight(linear, name)  # the real tensor, also when accelerate offloads the module
+        basis_here = basis.to(device=value.device, dtype=torch.float64)
+        current = value.double()
+        write_weight(linear, name, current + alpha * basis_here @ (basis_here.T @ current))
 
 
 def fit_alpha(basis: torch.Tensor, cross: torch.Tensor, gram: torch.Tensor) -> float:

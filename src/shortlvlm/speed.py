@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.eval.generate import conversation
+from shortlvlm.offload import input_device
 
 DEFAULT_PROMPT = "Describe the image in detail."
 
@@ -57,7 +58,7 @@ def synthetic_image(size: int = 336):
 def bench_inputs(model: nn.Module, processor, image, prompt: str) -> dict:
     """The processor's batch-1 inputs for the image and prompt, on the model's device."""
     text = processor.apply_chat_template(conversation(prompt), add_generation_prompt=True)
-    return processor(images=[image], text=[text], return_tensors="pt").to(next(model.parameters()).device)
+    return processor(images=[image], text=[text], return_tensors="pt").to(input_device(model))
 
 
 def _sync(device: torch.device) -> None:
@@ -108,7 +109,7 @@ def parameter_bytes(model: nn.Module) -> int:
 @torch.inference_mode()
 def measure_round(entry: BenchModel, answer_tokens: int) -> None:
     """One prefill, one 1-token and one `answer_tokens` generation of one model; appends timings."""
-    model, device = entry.model, next(entry.model.parameters()).device
+    model, device = entry.model, input_device(entry.model)
     tokenizer = getattr(entry.processor, "tokenizer", entry.processor)
     fixed = dict(do_sample=False, pad_token_id=tokenizer.pad_token_id)
     _sync(device)

@@ -7,6 +7,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.data.benchmarks.base import BenchSample
+from shortlvlm.offload import input_device
 
 
 def conversation(question: str) -> list[dict]:
@@ -27,7 +28,7 @@ def answer_samples(
     """{sample id: generated answer text} with left-padded batched greedy decoding."""
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
+    device = input_device(model)
     answers = {}
     batches = range(0, len(samples), batch_size)
     for start in tqdm(batches, desc="answer", unit="batch", disable=not progress):

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.capture import CalibrationBatch, bypass_layers
+from shortlvlm.offload import input_device
 from shortlvlm.scoring.base import ScoringContext, ScoringError
 
 
@@ -65,7 +66,7 @@ def count_answer_tokens(batches: Sequence[CalibrationBatch]) -> int:
 @torch.inference_mode()
 def answer_loss(context: ScoringContext, skip: Sequence[int] = (), *, progress_bar: tqdm | None = None) -> float:
     """Mean NLL per answer token over the calibration set with the `skip` layers bypassed."""
-    device = next(context.model.parameters()).device
+    device = input_device(context.model)
     total, count = 0.0, 0
     with bypass_layers(context.adapter, skip):
         for batch in context.batches:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from shortlvlm.offload import has_offloaded_weights
 from shortlvlm.scoring.base import LayerRanking, ScoringContext, ScoringError, order_by
 from shortlvlm.scoring.loss import batch_answer_nll, count_answer_tokens
 
@@ -43,6 +44,12 @@ class TaylorPlus:
     def importance(self, context: ScoringContext) -> list[float]:
         """sum |W * grad| per decoder layer (weights and norm weights; biases skipped)."""
         model, layers = context.model, context.adapter.layers
+        if has_offloaded_weights(model):
+            raise ScoringError(
+                "taylor needs gradients of the weights, but accelerate offloads some of this model's weights "
+                "(CPU/disk offload), so they have none; load the model without offload or use another scorer "
+                "(tis-cosine, block-influence, ppl and sleb work with offload)"
+            )
         weights = [[p for name, p in layer.named_parameters() if name.endswith("weight")] for layer in layers]
         flags = {p: p.requires_grad for p in model.parameters()}
         grads = {p: p.grad for p in model.parameters()}
