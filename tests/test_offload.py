@@ -106,3 +106,16 @@ def test_cli_prune_with_disk_offload_writes_the_same_checkpoint(tmp_path, capsys
     capsys.readouterr()
     assert main([*args, "--max-memory", "cpu=2MiB", "--out", str(tmp_path / "x")]) == 2
     assert "need --device-map auto" in capsys.readouterr().err
+
+
+def test_input_device_without_get_input_embeddings():
+    class NoEmbeddings(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.meta = torch.nn.Linear(2, 2, device="meta")
+            self.real = torch.nn.Linear(2, 2)
+
+        def get_input_embeddings(self):
+            raise NotImplementedError
+
+    assert input_device(NoEmbeddings()) == torch.device("cpu")  # the first non-meta parameter

@@ -53,7 +53,10 @@ def write_weight(module: nn.Module, name: str, value: torch.Tensor) -> None:
 def input_device(model: nn.Module) -> torch.device:
     """Where the model's inputs go: the execution device accelerate gives the input embeddings, else
     the first parameter that is not a meta placeholder, else the CPU."""
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    try:
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # remote-code models may not implement it
+        embeddings = None
     hook = getattr(embeddings, "_hf_hook", None)
     for candidate in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
         device = getattr(candidate, "execution_device", None)
