@@ -13,10 +13,15 @@ import torch
 from torch import nn
 
 
+def _hooks(module: nn.Module) -> list:
+    """The accelerate hooks attached to a module (a SequentialHook unpacked), possibly none."""
+    hook = getattr(module, "_hf_hook", None)
+    return list(getattr(hook, "hooks", None) or ([hook] if hook is not None else []))
+
+
 def _offload_hook(module: nn.Module):
     """The accelerate hook that offloads this module's own weights, or None."""
-    hook = getattr(module, "_hf_hook", None)
-    for candidate in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+    for candidate in _hooks(module):
         if getattr(candidate, "offload", False) and getattr(candidate, "weights_map", None) is not None:
             return candidate
     return None
@@ -28,7 +33,8 @@ def is_offloaded(module: nn.Module) -> bool:
 
 
 def read_weight(module: nn.Module, name: str) -> torch.Tensor:
-    """The real value of `module.<name>` (from the offload map if the module is offloaded), on CPU."""
+    """The real value of `module.<name>`: the parameter itself, or for an offloaded module its value in
+    accelerate's weight map (on the CPU)."""
     hook = _offload_hook(module)
     if hook is None:
         return getattr(module, name).detach()
@@ -57,8 +63,7 @@ def input_device(model: nn.Module) -> torch.device:
         embeddings = model.get_input_embeddings()
     except (AttributeError, NotImplementedError):  # remote-code models may not implement it
         embeddings = None
-    hook = getattr(embeddings, "_hf_hook", None)
-    for candidate in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+    for candidate in _hooks(embeddings) if embeddings is not None else []:
         device = getattr(candidate, "execution_device", None)
         if device is not None:
             return torch.device(device if not isinstance(device, int) else f"cuda:{device}")

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.checkpoint import VerifyReport, save, verify, write_text_atomically
+from shortlvlm.jsontext import loads_json
 from shortlvlm.models import Adapter, get_adapter
 from shortlvlm.plan import Plan
 from shortlvlm.surgery import drop_layers, validate_layer_selection
@@ -126,16 +127,16 @@ def read_partial_answers(path: Path, key: dict) -> dict[str, str]:
         return {}
     lines = path.read_text(errors="replace").splitlines()
     try:
-        header = json.loads(lines[0]) if lines else None
-    except (ValueError, RecursionError):  # not JSON (JSONDecodeError), a >4300-digit number, deep nesting
+        header = loads_json(lines[0]) if lines else None
+    except json.JSONDecodeError:
         header = None
     if not isinstance(header, dict) or header.get("key") != key:
         return {}
     answers = {}
     for line in lines[1:]:
         try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
+            record = loads_json(line)
+        except json.JSONDecodeError:
             continue  # a line cut short by the interruption (or otherwise not ours)
         if isinstance(record, dict) and isinstance(record.get("id"), str) and isinstance(record.get("answer"), str):
             answers[record["id"]] = record["answer"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shortlvlm.errors import ShortLVLMError
+from shortlvlm.jsontext import loads_json
 
 PLAN_FILENAME = "pruning_plan.json"
 MAX_NESTING = 100  # levels of nested lists/objects a plan may hold (real plans use fewer than 5)
@@ -110,17 +111,10 @@ class Plan:
         except UnicodeDecodeError as err:
             raise PlanError(f"{path} is not UTF-8 text ({err.reason}); save the plan as UTF-8 JSON") from None
         try:
-            data = json.loads(text)
+            data = loads_json(text)
         except json.JSONDecodeError as err:
-            raise PlanError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}") from err
-        except RecursionError:
-            raise PlanError(f"{path} is nested too deeply to read; write plans with `shortlvlm score`") from None
-        except ValueError:  # an integer literal longer than Python's limit (4300 digits)
-            raise PlanError(f"{path} holds a number with too many digits to read; "
-                            "write plans with `shortlvlm score`") from None
+            raise PlanError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}") from None
         return cls.from_dict(data)
-
-
 
 def _is_instance(value: object, kinds: tuple[type, ...]) -> bool:
     """isinstance(value, kinds), except that a bool is never a number."""

@@ -175,7 +175,7 @@ def test_pathological_json_is_a_project_error_not_a_crash(tmp_path, text):
 
     path = tmp_path / "data.json"
     path.write_text(text + "\n")
-    with pytest.raises(BenchmarkDataError, match=r"data\.json: unreadable JSON"):
+    with pytest.raises(BenchmarkDataError, match=r"data\.json: invalid JSON at line 1"):
         read_json(path)
-    with pytest.raises(BenchmarkDataError, match=r"data\.json, line 1: unreadable JSON line"):
+    with pytest.raises(BenchmarkDataError, match=r"data\.json, line 1: invalid JSON line"):
         read_jsonl(path)

@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from shortlvlm.data.benchmarks.base import path_inside
 from shortlvlm.data.errors import BenchmarkDataError
 from shortlvlm.errors import ShortLVLMError
+from shortlvlm.jsontext import loads_json
 from shortlvlm.toy.calibration import BUNDLED_CALIBRATION
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -143,14 +144,10 @@ def check_limit(limit: object) -> None:
 def decode_line(line: str, where: str) -> dict[str, Any]:
     """The JSON object on one line, or an error saying what is wrong with it."""
     try:
-        record = json.loads(line)
+        record = loads_json(line)
     except json.JSONDecodeError as exc:
         raise CalibrationError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); "
                                f"expected {FORMATS_HINT}") from None
-    except RecursionError:
-        raise CalibrationError(f"{where}: JSON nested too deeply to read; expected {FORMATS_HINT}") from None
-    except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
-        raise CalibrationError(f"{where}: unreadable JSON value ({exc}); expected {FORMATS_HINT}") from None
     if not isinstance(record, dict):
         raise CalibrationError(f"{where}: expected a JSON object, got {type(record).__name__} "
                                f"{record!r:.60}; expected {FORMATS_HINT}")

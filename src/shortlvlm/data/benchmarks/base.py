@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from shortlvlm.data.errors import BenchmarkDataError
+from shortlvlm.jsontext import loads_json
 
 
 @dataclass(kw_only=True)
@@ -84,16 +85,13 @@ def existing_image(
 def read_json(path: Path) -> Any:
     """Parsed JSON of `path`, or an error naming the file, line and column."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            return json.load(handle)
+        return loads_json(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BenchmarkDataError(
             f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
     except UnicodeDecodeError as exc:
         raise BenchmarkDataError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except (RecursionError, ValueError) as exc:  # nesting too deep, a >4300-digit integer
-        raise BenchmarkDataError(f"{path}: unreadable JSON ({exc or type(exc).__name__})") from None
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -105,13 +103,9 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = loads_json(line)
                 except json.JSONDecodeError as exc:
                     raise BenchmarkDataError(f"{path}, line {lineno}: invalid JSON line: {exc.msg}") from None
-                except (RecursionError, ValueError) as exc:
-                    raise BenchmarkDataError(
-                        f"{path}, line {lineno}: unreadable JSON line ({exc or type(exc).__name__})"
-                    ) from None
                 if not isinstance(record, dict):
                     raise BenchmarkDataError(
                         f"{path}, line {lineno}: expected a JSON object, got {record!r:.60}"
