@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.errors import ShortLVLMError
+from shortlvlm.layerwise import Layerwise, layerwise_options, run_layerwise
 from shortlvlm.models import Adapter
 from shortlvlm.offload import input_device
 
@@ -57,6 +58,18 @@ def batch_from_inputs(adapter: Adapter, inputs: dict[str, torch.Tensor], special
 
 class Collector:
     """Receives what the capture pass sees; subclasses keep only reduced statistics."""
+
+    # Attributes holding the current batch's state (set by begin_batch, used until end_batch). The
+    # layer-by-layer pass (shortlvlm.layerwise) feeds every batch through one layer before the next,
+    # so it keeps one copy of these per batch and swaps it in; None: not declared, not layer-by-layer.
+    batch_state: tuple[str, ...] | None = None
+
+    def get_batch_state(self) -> dict:
+        return {name: getattr(self, name) for name in self.batch_state or ()}
+
+    def set_batch_state(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def begin_batch(self, batch: CalibrationBatch) -> None:
         pass
@@ -154,14 +167,33 @@ def capture(
     skip_layers: Iterable[int] = (),
     desc: str = "capture",
     progress: bool = True,
+    layerwise: Layerwise | bool | None = None,
 ) -> None:
-    """Run every batch through the model once, feeding `collector` from hooks as layers run."""
+    """Run every batch through the model once, feeding `collector` from hooks as layers run.
+
+    `layerwise`: None runs the pass as the model was loaded (layer by layer after
+    `load(..., layerwise=True)` or `use_layerwise`), True/Layerwise(...) forces the layer-by-layer
+    pass, False the whole-model pass. Both give the collector the same results.
+    """
     attention_layers = sorted(set(attention_layers) - set(skip_layers))
     skip = set(skip_layers)
+    if layerwise is None:
+        layerwise = layerwise_options(model)
+    elif layerwise is True:
+        layerwise = Layerwise()
     handles = []
     inputs: dict[int, torch.Tensor] = {}
     seen_attention: set[int] = set()
     current: dict[str, torch.Tensor] = {}
+
+    def check_and_collect(index: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
+        if not torch.isfinite(hidden_out[current["real"]]).all():
+            raise CaptureError(
+                f"decoder layer {index} produced NaN/Inf activations ({hidden_out.dtype}); the statistics "
+                "would be meaningless. Load the model in bfloat16 or float32 (--dtype) instead of float16"
+            )
+        if index not in skip:
+            collector.layer_output(index, hidden_in, hidden_out)
 
     def on_layer_input(index):
         def hook(module, args, kwargs):
@@ -170,14 +202,7 @@ def capture(
 
     def on_layer_output(index):
         def hook(module, args, kwargs, output):
-            hidden_in, hidden_out = inputs.pop(index), _hidden_of(output)
-            if not torch.isfinite(hidden_out[current["real"]]).all():
-                raise CaptureError(
-                    f"decoder layer {index} produced NaN/Inf activations ({hidden_out.dtype}); the statistics "
-                    "would be meaningless. Load the model in bfloat16 or float32 (--dtype) instead of float16"
-                )
-            if index not in skip:
-                collector.layer_output(index, hidden_in, hidden_out)
+            check_and_collect(index, inputs.pop(index), _hidden_of(output))
         return hook
 
     def on_attention(index):
@@ -196,23 +221,46 @@ def capture(
             collector.attention(index, mean, allowed)
         return hook
 
+    @contextlib.contextmanager
+    def attention_hooks():
+        added = [adapter.attention_module(index).register_forward_hook(on_attention(index), with_kwargs=True)
+                 for index in attention_layers]
+        try:
+            yield
+        finally:
+            for handle in added:
+                handle.remove()
+
+    def real_tokens(batch: CalibrationBatch) -> torch.Tensor:
+        mask = batch.inputs.get("attention_mask")
+        return mask.bool() if torch.is_tensor(mask) and mask.dim() == 2 else torch.ones_like(batch.valid)
+
+    device = input_device(model)
     with contextlib.ExitStack() as stack:
         if attention_layers:
             stack.enter_context(eager_attention(model))
+        if layerwise:
+            def layer_done(index, hidden_in, hidden_out, batch):
+                current["real"] = real_tokens(batch).to(hidden_out.device)
+                if index in attention_layers and index not in seen_attention:
+                    raise CaptureError(f"the attention hook of layer {index} never ran during the layer's pass")
+                seen_attention.discard(index)
+                check_and_collect(index, hidden_in, hidden_out)
+
+            run_layerwise(model, adapter.layers, batches, collector, device=device, skip=skip, options=layerwise,
+                          model_inputs=_model_inputs, on_layer_output=layer_done, attention_hooks=attention_hooks,
+                          desc=desc, progress=progress)
+            return
         stack.enter_context(bypass_layers(adapter, skip))
+        stack.enter_context(attention_hooks())
         for index, layer in enumerate(adapter.layers):
             handles.append(layer.register_forward_pre_hook(on_layer_input(index), with_kwargs=True))
             handles.append(layer.register_forward_hook(on_layer_output(index), with_kwargs=True))
-        for index in attention_layers:
-            module = adapter.attention_module(index)
-            handles.append(module.register_forward_hook(on_attention(index), with_kwargs=True))
         try:
-            device = input_device(model)
             for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
                 batch = batch.to(device)
                 seen_attention.clear()
-                mask = batch.inputs.get("attention_mask")
-                current["real"] = mask.bool() if torch.is_tensor(mask) and mask.dim() == 2 else torch.ones_like(batch.valid)
+                current["real"] = real_tokens(batch)
                 collector.begin_batch(batch)
                 model(**_model_inputs(batch))
                 missing = set(attention_layers) - seen_attention

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import errno
 import glob
@@ -9,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,13 @@ import torch
 from torch import nn
 
 from shortlvlm.errors import ModelLoadError, OutputExistsError, VerificationError
+from shortlvlm.layerwise import (
+    Layerwise,
+    default_execution_device,
+    layer_device_map,
+    offloaded_layer_lists,
+    use_layerwise,
+)
 from shortlvlm.offload import has_offloaded_weights, input_device
 from shortlvlm.plan import PLAN_FILENAME, Plan
 
@@ -103,11 +112,18 @@ def load(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
     revision: str | None = None,
+    layerwise: bool | Layerwise = False,
+    layers_path: str | None = None,
     **model_kwargs,
 ) -> tuple[nn.Module, object | None]:
     """Load a model and its processor from a hub id, a local directory or `toy` (safetensors only).
 
     `trust_remote_code` runs code shipped with the checkpoint; it is never enabled implicitly.
+    `layerwise=True` (or Layerwise(activations_dir=...)) leaves every decoder layer in the
+    checkpoint's files (accelerate disk offload, read in place) and puts the rest of the model on
+    `device_map` if it names one device ("cuda:1", "cpu"), else on the first GPU or the CPU; capture
+    passes over it then run one layer at a time (shortlvlm.layerwise). `layers_path` names the
+    decoder layer list for models without a built-in adapter.
     Returns (model, processor); processor is the tokenizer when the checkpoint has no processor,
     or None when it has neither.
     """
@@ -118,6 +134,9 @@ def load(
     hub_kwargs = {"trust_remote_code": trust_remote_code}
     if revision is not None:
         hub_kwargs["revision"] = revision
+    if layerwise:
+        device_map = _layerwise_map(name, device_map, layers_path, trust_remote_code)
+        model_kwargs.setdefault("offload_folder", _scratch_folder())
     try:
         config = AutoConfig.from_pretrained(name, **hub_kwargs)
         model = _auto_model_class(config).from_pretrained(
@@ -133,7 +152,30 @@ def load(
     except (OSError, ValueError, KeyError) as err:
         raise _load_error(name, err) from err
     model.eval()
+    if layerwise:
+        use_layerwise(model, layerwise if isinstance(layerwise, Layerwise) else Layerwise())
     return model, _load_processor(name, hub_kwargs)
+
+
+def _layerwise_map(name: str, device_map, layers_path: str | None, trust_remote_code: bool) -> dict[str, str]:
+    """The device map of a layer-by-layer load: decoder layers on disk, the rest on one device."""
+    from shortlvlm.models import get_adapter
+
+    if device_map is not None and (not isinstance(device_map, (str, torch.device)) or str(device_map) == "auto"):
+        raise ModelLoadError("layer-by-layer loading places the model itself: give --device-map one device "
+                             "(e.g. cuda:0 or cpu) or leave it out, and no --max-memory")
+    skeleton = load_skeleton(name, trust_remote_code=trust_remote_code)
+    path = layers_path or get_adapter(skeleton).layers_path
+    device = torch.device(device_map) if device_map is not None else default_execution_device()
+    return layer_device_map(skeleton, [path], device)
+
+
+def _scratch_folder() -> str:
+    """A folder for accelerate's offload index, removed when the process ends. Safetensors weights
+    are read in place, so normally nothing but an index is written here."""
+    folder = tempfile.mkdtemp(prefix="shortlvlm-offload-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 # Files whose presence means a checkpoint ships a tokenizer or processor.
@@ -203,7 +245,9 @@ def save(
         if has_offloaded_weights(model):
             # accelerate-offloaded weights are gathered one shard at a time: keep shards small so the
             # save never holds much more than one shard in memory.
-            model.save_pretrained(tmp, max_shard_size=OFFLOADED_SHARD_SIZE)
+            with warnings.catch_warnings():  # its advice (memory > shard size) is what the small shards ensure
+                warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
+                model.save_pretrained(tmp, max_shard_size=OFFLOADED_SHARD_SIZE)
         else:
             model.save_pretrained(tmp)
         if processor is not None:
@@ -372,6 +416,12 @@ def _reload(model: nn.Module, out: Path, trust_remote_code: bool) -> nn.Module:
     attn = getattr(model.config, "_attn_implementation", None)
     if attn is not None:
         kwargs["attn_implementation"] = attn
+    offloaded_lists = offloaded_layer_lists(model)
+    if offloaded_lists:
+        # The source did not fit in memory: keep the reloaded copy's layer lists on disk as well.
+        skeleton = load_skeleton(out, trust_remote_code=trust_remote_code)
+        kwargs["device_map"] = layer_device_map(skeleton, offloaded_lists, input_device(model))
+        kwargs["offload_folder"] = _scratch_folder()
     try:
         config = AutoConfig.from_pretrained(out, trust_remote_code=trust_remote_code)
     except (KeyError, ValueError):  # a class not registered with the Auto API (e.g. hand-built)
@@ -403,7 +453,8 @@ def verify(
     out = Path(out_dir)
     reloaded = _reload(model, out, trust_remote_code)
     device = input_device(model)
-    reloaded.to(device)
+    if getattr(reloaded, "hf_device_map", None) is None:
+        reloaded.to(device)
     inputs = {k: v.to(device) for k, v in (inputs or text_probe_inputs(model)).items()}
     expected = model(**inputs).logits.float()
     actual = reloaded(**inputs).logits.float()

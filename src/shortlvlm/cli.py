@@ -29,7 +29,7 @@ def _name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, *, layerwise: bool = False) -> None:
     group = parser.add_argument_group("loading")
     group.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                        help="weights dtype (default: as stored in the checkpoint)")
@@ -40,6 +40,16 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        "not fit goes to --offload-folder (scoring, SCP and save work on offloaded models)")
     group.add_argument("--offload-folder", default=None,
                        help="folder for weights accelerate offloads to disk (with --device-map auto)")
+    if layerwise:
+        group.add_argument("--layerwise", action="store_true",
+                           help="calibrate one decoder layer at a time: the layers stay in the checkpoint's files "
+                           "and are read one by one, every calibration batch goes through a layer before the next "
+                           "is read, so memory holds about one layer plus the activations (results identical to "
+                           "the whole-model pass). For models larger than memory; the rest of the model goes on "
+                           "--device-map if it names one device (cuda:0, cpu), else the first GPU or the CPU")
+        group.add_argument("--activations-dir", default=None,
+                           help="with --layerwise: keep the activations between layers in files under this folder "
+                           "instead of CPU memory")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow the checkpoint's own Python code to run (Qwen-VL-Chat, mPLUG-Owl2); "
                        "only for sources you trust")
@@ -76,7 +86,20 @@ def _load_model(args):
 
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     extra = {}
-    if getattr(args, "max_memory", None) or getattr(args, "offload_folder", None):
+    layerwise = getattr(args, "layerwise", False)
+    if getattr(args, "activations_dir", None) and not layerwise:
+        raise ShortLVLMError("--activations-dir needs --layerwise")
+    if layerwise:
+        from shortlvlm.layerwise import Layerwise
+
+        if args.max_memory:
+            raise ShortLVLMError("--layerwise places the model itself; drop --max-memory")
+        if args.activations_dir and not Path(args.activations_dir).is_dir():
+            raise ShortLVLMError(f"--activations-dir {args.activations_dir} is not an existing folder; create it first")
+        extra = {"layerwise": Layerwise(args.activations_dir), "layers_path": args.layers_path}
+        if args.offload_folder:
+            extra["offload_folder"] = args.offload_folder
+    elif getattr(args, "max_memory", None) or getattr(args, "offload_folder", None):
         if args.device_map is None:
             raise ShortLVLMError("--max-memory and --offload-folder need --device-map auto")
         extra = {k: v for k, v in (("max_memory", args.max_memory), ("offload_folder", args.offload_folder)) if v}
@@ -465,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --iterative or --method sleb (one pass per removed layer and trial): how far to "
                    "rank (fraction of layers, default 0.5)")
     _add_method_options(p, scp=False)
-    _add_model_options(p)
+    _add_model_options(p, layerwise=True)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser(
@@ -490,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not reuse stages (scores, SCP statistics) saved in .OUT.partial/ by an interrupted "
                    "run of the same command; by default they are reused when model, data and options match")
     _add_method_options(p, scp=True)
-    _add_model_options(p)
+    _add_model_options(p, layerwise=True)
     p.set_defaults(func=cmd_prune)
 
     from shortlvlm.compare import DEFAULT_METHODS

@@ -73,6 +73,8 @@ def writer_names(adapter: Adapter, writers: str) -> list[str]:
 class GapStatistics(ImportanceAwareCollector):
     """Streams H^T H (and, for alpha="fit", sum u H^T and sum u u^T) for every compensated run."""
 
+    batch_state = ("batch", "outputs", "writer_outputs")
+
     def __init__(self, runs: list[RemovedRun], importance: TokenImportance | None, fit: bool, dim: int,
                  normalize: bool = False):
         super().__init__(importance)

@@ -85,6 +85,8 @@ def resolve_probe_layers(probe_layers: str | Sequence[int], num_layers: int, ski
 class TokenImportance(Collector):
     """Accumulates TIS over the probe layers of one batch and selects the important tokens."""
 
+    batch_state = ("batch", "total", "layers_seen")
+
     def __init__(self, probe_layers: Sequence[int], top_p: float, joint: bool = False):
         if not 0 < top_p <= 1:
             raise ValueError(f"tis_top_p must be in (0, 1], got {top_p}")
@@ -129,6 +131,18 @@ class ImportanceAwareCollector(Collector):
     def attention(self, layer: int, probs: torch.Tensor, allowed: torch.Tensor) -> None:
         if self.importance is not None:
             self.importance.attention(layer, probs, allowed)
+
+    def get_batch_state(self) -> dict:
+        state = super().get_batch_state()
+        if self.importance is not None:
+            state["importance"] = self.importance.get_batch_state()
+        return state
+
+    def set_batch_state(self, state: dict) -> None:
+        state = dict(state)
+        if self.importance is not None:
+            self.importance.set_batch_state(state.pop("importance"))
+        super().set_batch_state(state)
 
     def selected_tokens(self) -> torch.Tensor:
         """[B, T] tokens of the current batch the statistics use."""

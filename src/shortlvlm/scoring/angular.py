@@ -34,6 +34,8 @@ def last_real_position(batch: CalibrationBatch) -> torch.Tensor:
 class BoundaryDistance(Collector):
     """Streams the summed angular distance between every pair of layer boundaries (last token)."""
 
+    batch_state = ("last", "states")
+
     def __init__(self, num_layers: int):
         self.num_layers = num_layers
         self.sums = torch.zeros(num_layers + 1, num_layers + 1, dtype=torch.float64)

@@ -33,6 +33,8 @@ def real_tokens(batch: CalibrationBatch) -> torch.Tensor:
 class BlockInfluenceCollector(Collector):
     """Streams sum over tokens of 1 - cos(h_in, h_out) per layer, and the token count."""
 
+    batch_state = ("mask",)
+
     def __init__(self, num_layers: int):
         self.sums = torch.zeros(num_layers, dtype=torch.float64)
         self.counts = torch.zeros(num_layers, dtype=torch.float64)

@@ -32,6 +32,7 @@ class LayerSimilarity(ImportanceAwareCollector):
     """Streams per-layer cos(h_in, h_out), averaged per sample over important and over all tokens."""
 
     SELECTIONS = ("important", "all")
+    batch_state = ("batch", "cosines")
 
     def __init__(self, num_layers: int, importance: TokenImportance | None):
         super().__init__(importance)
