@@ -149,6 +149,16 @@ CASES = [
                                               w.path("plan-toy.json")], r"made for a model with 16 decoder layers"),
     Case("plan-other-model-hash", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan",
                                              w.path("plan-other-hash.json")], r"made for another model"),
+    # loading layer by layer
+    Case("activations-dir-without-layerwise", lambda w: ["prune", "toy", "--layers", "1", "--activations-dir",
+                                                         w.path("existing-dir")], r"--activations-dir needs --layerwise"),
+    Case("layerwise-with-max-memory", lambda w: ["prune", "toy", "--layers", "1", "--layerwise", "--device-map", "auto",
+                                                 "--max-memory", "cpu=1GiB"], r"drop --max-memory"),
+    Case("layerwise-with-device-map-auto", lambda w: ["prune", "toy", "--layers", "1", "--layerwise", "--device-map",
+                                                      "auto"], r"give --device-map one device"),
+    Case("layerwise-activations-dir-missing", lambda w: ["prune", "toy", "--layers", "1", "--layerwise",
+                                                         "--activations-dir", w.path("nowhere")],
+         r"is not an existing folder; create it first"),
     # evaluation data
     Case("bench-data-missing", lambda w: ["eval", "toy", "--bench", "pope", "--data", w.path("nowhere")],
          r"data folder not found"),

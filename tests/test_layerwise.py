@@ -156,7 +156,8 @@ def layerwise_toy():
     assert layerwise_options(model) is not None
     assert all(is_offloaded(layer.mlp.down_proj) for layer in adapter.layers)
     assert all(p.device.type == "meta" for layer in adapter.layers for p in layer.parameters())
-    assert model.get_input_embeddings().weight.device.type == "cpu"  # the rest is loaded
+    assert model.get_output_embeddings().weight.device.type == "meta"  # the LM head is not needed to calibrate
+    assert model.get_input_embeddings().weight.device.type == "cpu"  # the embeddings are loaded
     return model, processor
 
 
@@ -247,8 +248,9 @@ def test_verify_reloads_an_offloaded_model_with_its_layers_on_disk(calib, tmp_pa
     model, plan = prune(model, processor, calib, 0.25, compensation="none", progress=False)
     write_checkpoint(model, processor, plan, tmp_path / "out")
     (device_map,) = reloaded_maps
-    on_disk = [name for name, device in device_map.items() if device == "disk"]
-    assert len(on_disk) == 12 and all(".layers." in name for name in on_disk)
+    on_disk = sorted(name for name, device in device_map.items() if device == "disk")
+    assert on_disk == sorted([f"model.language_model.layers.{i}" for i in range(12)]
+                             + ["model.vision_tower.encoder.layers.0", "model.vision_tower.encoder.layers.1", "lm_head"])
 
 
 def test_cli_prune_layerwise_writes_the_same_checkpoint(tmp_path, capsys):
@@ -262,7 +264,7 @@ def test_cli_prune_layerwise_writes_the_same_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--layerwise", "--activations-dir", str(tmp_path / "acts"),
                  "--out", str(tmp_path / "layerwise")]) == 0
-    assert "16 module group(s) on disk" in capsys.readouterr().err
+    assert "19 module group(s) on disk" in capsys.readouterr().err  # 16 decoder + 2 vision layers + LM head
     plain = load_file(tmp_path / "plain" / "model.safetensors")
     layerwise = load_file(tmp_path / "layerwise" / "model.safetensors")
     assert plain.keys() == layerwise.keys()
@@ -287,3 +289,21 @@ def test_ppl_runs_whole_model_forwards_on_a_layerwise_loaded_model(calib):
     actual = get_scorer("ppl").rank(ScoringContext(model, adapter, batches, progress=False), 2)
     assert actual.order == reference.order
     assert actual.scores == pytest.approx(reference.scores, rel=1e-6)
+
+
+@pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
+def test_layerwise_load_of_every_architecture_streams_its_blocks_and_scores_the_same(model_type, tmp_path):
+    """Saved tiny model loaded with layers (decoder and vision) and untied LM head left on disk."""
+    from shortlvlm.layerwise import untied_head
+
+    context = tiny_context(model_type)
+    context.model.save_pretrained(tmp_path)
+    expected = ranked(context, "tis-cosine")
+    model, _ = load(tmp_path, dtype=torch.float32, layerwise=True)
+    adapter = get_adapter(model)
+    disk = {name for name, device in model.hf_device_map.items() if device == "disk"}
+    assert {f"{adapter.layers_path}.{i}" for i in range(adapter.num_layers)} <= disk
+    assert len(disk) > adapter.num_layers  # the vision encoder's blocks are streamed as well
+    assert set(untied_head(model)) <= disk
+    actual = ranked(ScoringContext(model, adapter, context.batches, progress=False), "tis-cosine")
+    assert actual == expected

@@ -24,6 +24,8 @@ from shortlvlm.layerwise import (
     default_execution_device,
     layer_device_map,
     offloaded_layer_lists,
+    streamed_parts,
+    untied_head,
     use_layerwise,
 )
 from shortlvlm.offload import has_offloaded_weights, input_device
@@ -139,16 +141,18 @@ def load(
         model_kwargs.setdefault("offload_folder", _scratch_folder())
     try:
         config = AutoConfig.from_pretrained(name, **hub_kwargs)
-        model = _auto_model_class(config).from_pretrained(
-            name,
-            config=config,
-            dtype=dtype,
-            device_map=device_map,
-            attn_implementation=attn_implementation,
-            use_safetensors=True,
-            **hub_kwargs,
-            **model_kwargs,
-        )
+        with warnings.catch_warnings():  # a map keyed by a parameter (LLaVA-NeXT's image_newline) is valid
+            warnings.filterwarnings("ignore", message="The following device_map keys do not match any submodules")
+            model = _auto_model_class(config).from_pretrained(
+                name,
+                config=config,
+                dtype=dtype,
+                device_map=device_map,
+                attn_implementation=attn_implementation,
+                use_safetensors=True,
+                **hub_kwargs,
+                **model_kwargs,
+            )
     except (OSError, ValueError, KeyError) as err:
         raise _load_error(name, err) from err
     model.eval()
@@ -165,9 +169,9 @@ def _layerwise_map(name: str, device_map, layers_path: str | None, trust_remote_
         raise ModelLoadError("layer-by-layer loading places the model itself: give --device-map one device "
                              "(e.g. cuda:0 or cpu) or leave it out, and no --max-memory")
     skeleton = load_skeleton(name, trust_remote_code=trust_remote_code)
-    path = layers_path or get_adapter(skeleton).layers_path
+    lists, on_disk = streamed_parts(skeleton, layers_path or get_adapter(skeleton).layers_path)
     device = torch.device(device_map) if device_map is not None else default_execution_device()
-    return layer_device_map(skeleton, [path], device)
+    return layer_device_map(skeleton, lists, device, on_disk)
 
 
 def _scratch_folder() -> str:
@@ -420,7 +424,7 @@ def _reload(model: nn.Module, out: Path, trust_remote_code: bool) -> nn.Module:
     if offloaded_lists:
         # The source did not fit in memory: keep the reloaded copy's layer lists on disk as well.
         skeleton = load_skeleton(out, trust_remote_code=trust_remote_code)
-        kwargs["device_map"] = layer_device_map(skeleton, offloaded_lists, input_device(model))
+        kwargs["device_map"] = layer_device_map(skeleton, offloaded_lists, input_device(model), untied_head(skeleton))
         kwargs["offload_folder"] = _scratch_folder()
     try:
         config = AutoConfig.from_pretrained(out, trust_remote_code=trust_remote_code)

@@ -338,23 +338,52 @@ def run_layerwise(
         store.close()
 
 
-def layer_device_map(model: nn.Module, list_paths: list[str], device: str | torch.device) -> dict[str, str]:
-    """An accelerate device map: each element of the given layer lists on "disk" (read from the
-    checkpoint's safetensors when used), every other module on `device`."""
+def layer_device_map(model: nn.Module, list_paths: list[str], device: str | torch.device,
+                     on_disk: tuple[str, ...] = ()) -> dict[str, str]:
+    """An accelerate device map: each element of the given layer lists, and the modules `on_disk`, on
+    "disk" (read from the checkpoint's safetensors when used), every other module on `device`."""
     device = str(device)
     mapping: dict[str, str] = {}
+    targets = [*list_paths, *on_disk]
 
     def walk(module: nn.Module, prefix: str) -> None:
+        for name, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            mapping[f"{prefix}{name}"] = device  # e.g. LLaVA-NeXT's image_newline
         for name, child in module.named_children():
             path = f"{prefix}{name}"
             if path in list_paths:
                 mapping.update({f"{path}.{i}": "disk" for i in range(len(child))})
-            elif any(target.startswith(path + ".") for target in list_paths):
+            elif path in on_disk:
+                mapping[path] = "disk"
+            elif any(target.startswith(path + ".") for target in targets):
                 walk(child, path + ".")
             else:
                 mapping[path] = device
     walk(model, "")
     return mapping
+
+
+def streamed_parts(model: nn.Module, decoder_layers: str) -> tuple[list[str], tuple[str, ...]]:
+    """What a layer-by-layer load leaves on disk: every top-level ModuleList of blocks (the decoder
+    layers, which the capture pass reads once each, and e.g. the vision encoder's layers, which
+    accelerate reads for each prefix pass) and an untied LM head (capture never uses it)."""
+    lists = [path for path, module in model.named_modules()
+             if isinstance(module, nn.ModuleList) and len(module) > 1 and any(p.numel() for p in module.parameters())]
+    lists = [path for path in lists if not any(path.startswith(other + ".") for other in lists)]
+    if decoder_layers not in lists:
+        lists.append(decoder_layers)
+    return lists, untied_head(model)
+
+
+def untied_head(model: nn.Module) -> tuple[str, ...]:
+    """The LM head's module path, unless it shares its weight with the input embeddings (then ())."""
+    try:
+        head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return ()
+    if head is None or head.weight is getattr(embeddings, "weight", None):
+        return ()
+    return tuple(name for name, module in model.named_modules() if module is head)[:1]
 
 
 def offloaded_layer_lists(model: nn.Module) -> list[str]:
