@@ -278,15 +278,16 @@ def test_layerwise_refuses_a_device_map_it_cannot_honour():
         load("toy", layerwise=True, device_map="auto")
 
 
-def test_ppl_runs_whole_model_forwards_on_a_layerwise_loaded_model(calib):
-    """ppl runs whole-model forwards; on a layer-by-layer model they still work (accelerate loads each layer)."""
+@pytest.mark.parametrize("method", ["ppl", "sleb"])
+def test_loss_scorers_run_whole_model_forwards_on_a_layerwise_loaded_model(calib, method):
+    """ppl and sleb run whole-model forwards; on a layer-by-layer model accelerate loads each layer for them."""
     model, processor = layerwise_toy()
     adapter = get_adapter(model)
-    batches = encode_calibration(calib[:4], processor, adapter, batch_size=4, progress=False)
+    batches = encode_calibration(calib[:2], processor, adapter, batch_size=2, progress=False)
     reference_model, _ = load("toy", dtype=torch.float32)
-    reference = get_scorer("ppl").rank(ScoringContext(reference_model, get_adapter(reference_model), batches,
-                                                      progress=False), 2)
-    actual = get_scorer("ppl").rank(ScoringContext(model, adapter, batches, progress=False), 2)
+    reference = get_scorer(method).rank(ScoringContext(reference_model, get_adapter(reference_model), batches,
+                                                       progress=False), 1)
+    actual = get_scorer(method).rank(ScoringContext(model, adapter, batches, progress=False), 1)
     assert actual.order == reference.order
     assert actual.scores == pytest.approx(reference.scores, rel=1e-6)
 
