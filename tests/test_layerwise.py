@@ -192,18 +192,24 @@ def test_layerwise_activations_in_a_folder_equal_and_are_removed(calib, tmp_path
     written: list[str] = []
     from shortlvlm import layerwise
 
-    original = layerwise._ActivationStore.put
+    original_put, original_keep = layerwise._ActivationStore.put, layerwise._ActivationStore.keep_inputs
+    spilled: list[bool] = []
 
     def put(self, batch, hidden):
-        original(self, batch, hidden)
+        original_put(self, batch, hidden)
         written.append(str(self.folder))
 
-    layerwise._ActivationStore.put = put
+    def keep_inputs(self, batch, recording):
+        original_keep(self, batch, recording)
+        spilled.append((self.folder / f"{batch}-inputs.safetensors").is_file() and not recording.tensors)
+
+    layerwise._ActivationStore.put, layerwise._ActivationStore.keep_inputs = put, keep_inputs
     try:
         plan = score(model, processor, calib, "tis-cosine", progress=False)
     finally:
-        layerwise._ActivationStore.put = original
+        layerwise._ActivationStore.put, layerwise._ActivationStore.keep_inputs = original_put, original_keep
     assert written and all(w.startswith(str(tmp_path)) for w in written)  # the folder was used
+    assert spilled and all(spilled)  # masks and position embeddings went there too, not CPU memory
     assert plan.layer_scores == reference.layer_scores
     assert list(tmp_path.iterdir()) == []  # scratch removed
 
@@ -308,3 +314,15 @@ def test_layerwise_load_of_every_architecture_streams_its_blocks_and_scores_the_
     assert set(untied_head(model)) <= disk
     actual = ranked(ScoringContext(model, adapter, context.batches, progress=False), "tis-cosine")
     assert actual == expected
+
+
+@pytest.mark.parametrize("model_type", ["gemma3", "qwen3_vl"])
+def test_layerwise_with_an_activation_folder_equals_whole_model(model_type, tmp_path):
+    """Per-layer masks (Gemma 3), M-RoPE and deepstack (Qwen3-VL) survive the round trip through files."""
+    from shortlvlm.layerwise import Layerwise
+
+    context = tiny_context(model_type)
+    expected = ranked(context, "tis-cosine")
+    use_layerwise(context.model, Layerwise(str(tmp_path)))
+    assert ranked(context, "tis-cosine") == expected
+    assert list(tmp_path.iterdir()) == []

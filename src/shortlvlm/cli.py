@@ -48,8 +48,8 @@ def _add_model_options(parser: argparse.ArgumentParser, *, layerwise: bool = Fal
                            "the whole-model pass). For models larger than memory; the rest of the model goes on "
                            "--device-map if it names one device (cuda:0, cpu), else the first GPU or the CPU")
         group.add_argument("--activations-dir", default=None,
-                           help="with --layerwise: keep the activations between layers in files under this folder "
-                           "instead of CPU memory")
+                           help="with --layerwise: keep the activations between layers (and each batch's masks and "
+                           "position embeddings) in files under this folder instead of CPU memory")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow the checkpoint's own Python code to run (Qwen-VL-Chat, mPLUG-Owl2); "
                        "only for sources you trust")

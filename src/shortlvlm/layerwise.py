@@ -69,6 +69,7 @@ class _Recording:
         self.tensors: list[torch.Tensor] = []
         self.layers: dict[int, tuple[bool, tuple, dict]] = {}  # layer -> (hidden positional?, args, kwargs)
         self.deltas: dict[int, torch.Tensor] = {}  # layer -> what the model adds to its output (CPU)
+        self.spilled = 0  # how many tensors were moved to the activation folder
         self._ids: dict[int, int] = {}
         self._originals: list[torch.Tensor] = []  # keeps ids unique while recording
 
@@ -87,15 +88,16 @@ class _Recording:
             return {k: self.pack(v) for k, v in value.items()}
         return value
 
-    def unpack(self, value, device: torch.device):
+    def unpack(self, value, device: torch.device, tensors: list[torch.Tensor] | None = None):
+        tensors = self.tensors if tensors is None else tensors
         if isinstance(value, _Ref):
-            return self.tensors[value.index].to(device)
+            return tensors[value.index].to(device)
         if isinstance(value, tuple):
-            return tuple(self.unpack(v, device) for v in value)
+            return tuple(self.unpack(v, device, tensors) for v in value)
         if isinstance(value, list):
-            return [self.unpack(v, device) for v in value]
+            return [self.unpack(v, device, tensors) for v in value]
         if isinstance(value, dict):
-            return {k: self.unpack(v, device) for k, v in value.items()}
+            return {k: self.unpack(v, device, tensors) for k, v in value.items()}
         return value
 
     def done(self) -> None:
@@ -115,7 +117,8 @@ def _to(value, device: torch.device):
 
 
 class _ActivationStore:
-    """Each batch's residual stream between two layers, in CPU memory or as safetensors files."""
+    """Each batch's residual stream between two layers and its recorded layer inputs (masks, position
+    embeddings), in CPU memory or as safetensors files."""
 
     def __init__(self, folder: str | None):
         self.memory: dict[int, torch.Tensor] = {}
@@ -136,6 +139,25 @@ class _ActivationStore:
         from safetensors.torch import load_file
 
         return load_file(self.folder / f"{batch}.safetensors")["hidden"].to(device)
+
+    def keep_inputs(self, batch: int, recording: _Recording) -> None:
+        """With a folder, move a batch's recorded layer-input tensors there (out of CPU memory)."""
+        if self.folder is None or not recording.tensors:
+            return
+        from safetensors.torch import save_file
+
+        # clone: recorded CPU tensors may share storage (cos/sin views), which safetensors refuses
+        save_file({str(i): t.clone(memory_format=torch.contiguous_format) for i, t in enumerate(recording.tensors)},
+                  self.folder / f"{batch}-inputs.safetensors")
+        recording.spilled, recording.tensors = len(recording.tensors), []
+
+    def inputs_of(self, batch: int, recording: _Recording) -> list[torch.Tensor]:
+        if not recording.spilled:
+            return recording.tensors
+        from safetensors.torch import load_file
+
+        loaded = load_file(self.folder / f"{batch}-inputs.safetensors")
+        return [loaded[str(i)] for i in range(recording.spilled)]
 
     def close(self) -> None:
         self.memory.clear()
@@ -302,6 +324,7 @@ def run_layerwise(
             if number == 0:
                 check_replay(model, layers, model_inputs(on_device), recording)
             store.put(number, hidden)
+            store.keep_inputs(number, recording)
             recordings.append(recording)
             collector.begin_batch(on_device)
             states.append(_to(collector.get_batch_state(), cpu))
@@ -318,7 +341,8 @@ def run_layerwise(
                         if index not in skip:
                             collector.set_batch_state(_to(states[number], device))
                             positional, args, kwargs = recording.layers[index]
-                            args, kwargs = recording.unpack(args, device), recording.unpack(kwargs, device)
+                            tensors = store.inputs_of(number, recording)
+                            args, kwargs = recording.unpack(args, device, tensors), recording.unpack(kwargs, device, tensors)
                             if positional:
                                 output = layer(hidden_in, *args, **kwargs)
                             else:
