@@ -184,15 +184,14 @@ def test_layerwise_load_scores_equal_the_in_memory_scores(calib, method):
     assert plan.params["removal_order"] == reference.params["removal_order"]
 
 
-def test_layerwise_activations_in_a_folder_equal_and_are_removed(calib, tmp_path):
-    from shortlvlm.layerwise import Layerwise
-
-    reference = score(*load("toy", dtype=torch.float32), calib, "tis-cosine", progress=False)
-    model, processor = load("toy", dtype=torch.float32, layerwise=Layerwise(str(tmp_path)))
-    written: list[str] = []
+def test_layerwise_activations_in_a_folder_equal_and_are_removed(calib, tmp_path, monkeypatch):
     from shortlvlm import layerwise
 
-    original_put, original_keep = layerwise._ActivationStore.put, layerwise._ActivationStore.keep_inputs
+    reference = score(*load("toy", dtype=torch.float32), calib, "tis-cosine", progress=False)
+    model, processor = load("toy", dtype=torch.float32, layerwise=layerwise.Layerwise(str(tmp_path)))
+    store = layerwise._ActivationStore
+    original_put, original_keep = store.put, store.keep_inputs
+    written: list[str] = []
     spilled: list[bool] = []
 
     def put(self, batch, hidden):
@@ -203,11 +202,9 @@ def test_layerwise_activations_in_a_folder_equal_and_are_removed(calib, tmp_path
         original_keep(self, batch, recording)
         spilled.append((self.folder / f"{batch}-inputs.safetensors").is_file() and not recording.tensors)
 
-    layerwise._ActivationStore.put, layerwise._ActivationStore.keep_inputs = put, keep_inputs
-    try:
-        plan = score(model, processor, calib, "tis-cosine", progress=False)
-    finally:
-        layerwise._ActivationStore.put, layerwise._ActivationStore.keep_inputs = original_put, original_keep
+    monkeypatch.setattr(store, "put", put)
+    monkeypatch.setattr(store, "keep_inputs", keep_inputs)
+    plan = score(model, processor, calib, "tis-cosine", progress=False)
     assert written and all(w.startswith(str(tmp_path)) for w in written)  # the folder was used
     assert spilled and all(spilled)  # masks and position embeddings went there too, not CPU memory
     assert plan.layer_scores == reference.layer_scores

@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.errors import ShortLVLMError
-from shortlvlm.layerwise import Layerwise, layerwise_options, run_layerwise
 from shortlvlm.models import Adapter
 from shortlvlm.offload import input_device
+
+if TYPE_CHECKING:
+    from shortlvlm.layerwise import Layerwise
 
 
 class CaptureError(ShortLVLMError):
@@ -37,6 +40,12 @@ class CalibrationBatch:
     @property
     def text(self) -> torch.Tensor:
         return self.valid & ~self.image
+
+    @property
+    def real(self) -> torch.Tensor:
+        """[B, T] every non-padding position (special tokens included)."""
+        mask = self.inputs.get("attention_mask")
+        return mask.bool() if torch.is_tensor(mask) and mask.dim() == 2 else torch.ones_like(self.valid)
 
     def to(self, device: torch.device | str) -> CalibrationBatch:
         moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.inputs.items()}
@@ -175,6 +184,8 @@ def capture(
     `load(..., layerwise=True)` or `use_layerwise`), True/Layerwise(...) forces the layer-by-layer
     pass, False the whole-model pass. Both give the collector the same results.
     """
+    from shortlvlm.layerwise import Layerwise, layerwise_options, run_layerwise
+
     attention_layers = sorted(set(attention_layers) - set(skip_layers))
     skip = set(skip_layers)
     if layerwise is None:
@@ -231,17 +242,13 @@ def capture(
             for handle in added:
                 handle.remove()
 
-    def real_tokens(batch: CalibrationBatch) -> torch.Tensor:
-        mask = batch.inputs.get("attention_mask")
-        return mask.bool() if torch.is_tensor(mask) and mask.dim() == 2 else torch.ones_like(batch.valid)
-
     device = input_device(model)
     with contextlib.ExitStack() as stack:
         if attention_layers:
             stack.enter_context(eager_attention(model))
         if layerwise:
             def layer_done(index, hidden_in, hidden_out, batch):
-                current["real"] = real_tokens(batch).to(hidden_out.device)
+                current["real"] = batch.real.to(hidden_out.device)
                 if index in attention_layers and index not in seen_attention:
                     raise CaptureError(f"the attention hook of layer {index} never ran during the layer's pass")
                 seen_attention.discard(index)
@@ -260,7 +267,7 @@ def capture(
             for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
                 batch = batch.to(device)
                 seen_attention.clear()
-                current["real"] = real_tokens(batch)
+                current["real"] = batch.real
                 collector.begin_batch(batch)
                 model(**_model_inputs(batch))
                 missing = set(attention_layers) - seen_attention

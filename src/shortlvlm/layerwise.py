@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from shortlvlm.capture import CaptureError, _hidden_of, _layer_input
 from shortlvlm.offload import _offload_hook
 
 LAYERWISE_ATTR = "_shortlvlm_layerwise"
@@ -208,19 +209,11 @@ def _stubbed_layers(layers: nn.ModuleList, record) -> Iterator[None]:
                 layer.forward = forward
 
 
-def _refuse_replay(model: nn.Module, index: int, why: str):
-    from shortlvlm.capture import CaptureError
-
+def _refuse_replay(model: nn.Module, index: int, why: str) -> CaptureError:
     return CaptureError(
         f"{type(model).__name__} {why} between decoder layers {index - 1} and {index}, which the layer-by-layer "
         "pass cannot replay; run without --layerwise (accelerate offload, --device-map auto, also bounds memory)"
     )
-
-
-def _hidden_argument(args: tuple, kwargs: dict) -> torch.Tensor:
-    from shortlvlm.capture import _hidden_of
-
-    return _hidden_of(args[0] if args else kwargs["hidden_states"])
 
 
 def _run_stubbed(model: nn.Module, layers: nn.ModuleList, inputs: dict, record) -> None:
@@ -241,7 +234,7 @@ def record_layer_inputs(model: nn.Module, layers: nn.ModuleList, inputs: dict,
     last = len(layers) - 1
 
     def record(index, args, kwargs):
-        hidden = _hidden_argument(args, kwargs)
+        hidden = _layer_input(args, kwargs)
         if index == 0:
             seen["first"] = hidden.detach().to("cpu")
         elif hidden is not seen["returned"]:
@@ -249,10 +242,9 @@ def record_layer_inputs(model: nn.Module, layers: nn.ModuleList, inputs: dict,
                 raise _refuse_replay(model, index, "reshapes the hidden states (or its layers return tuples)")
             if torch.count_nonzero(hidden):
                 recording.deltas[index - 1] = hidden.detach().to("cpu")
-        if index not in skip:
-            rest_args = args[1:] if args else args
+        if index not in skip:  # everything but the hidden states (positional, or the hidden_states keyword)
             rest_kwargs = {k: v for k, v in kwargs.items() if args or k != "hidden_states"}
-            recording.layers[index] = (bool(args), recording.pack(rest_args), recording.pack(rest_kwargs))
+            recording.layers[index] = (bool(args), recording.pack(args[1:]), recording.pack(rest_kwargs))
         if index == last:
             raise _StopForward
         seen["returned"] = torch.zeros_like(hidden)
@@ -261,8 +253,6 @@ def record_layer_inputs(model: nn.Module, layers: nn.ModuleList, inputs: dict,
     _run_stubbed(model, layers, inputs, record)
     recording.done()
     if "first" not in seen:
-        from shortlvlm.capture import CaptureError
-
         raise CaptureError("the model's forward pass never reached its first decoder layer")
     return seen["first"], recording
 
@@ -274,7 +264,7 @@ def check_replay(model: nn.Module, layers: nn.ModuleList, inputs: dict, recordin
     last = len(layers) - 1
 
     def record(index, args, kwargs):
-        hidden = _hidden_argument(args, kwargs)
+        hidden = _layer_input(args, kwargs)
         if index > 0:
             previous = seen["returned"]
             delta = recording.deltas.get(index - 1)
@@ -307,8 +297,6 @@ def run_layerwise(
     """The layer-major capture loop. `on_layer_output(index, hidden_in, hidden_out, batch)` checks each
     result and hands it to the collector; `attention_hooks()` (a context manager) attaches the attention
     hooks for the layer loop only, so the prefix passes feed the collector nothing."""
-    from shortlvlm.capture import CaptureError, _hidden_of
-
     if getattr(collector, "batch_state", None) is None:
         raise CaptureError(f"{type(collector).__name__} does not declare its per-batch state (batch_state), "
                            "so it cannot run layer by layer; use a whole-model pass")

@@ -21,12 +21,11 @@ import torch.nn.functional as F
 
 from shortlvlm.capture import CalibrationBatch, Collector, capture
 from shortlvlm.scoring.base import LayerRanking, ScoringContext, order_by
-from shortlvlm.scoring.block_influence import real_tokens
 
 
 def last_real_position(batch: CalibrationBatch) -> torch.Tensor:
     """[B] index of each row's last non-padding token."""
-    mask = real_tokens(batch)
+    mask = batch.real
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     return torch.where(mask, positions, torch.full_like(positions, -1)).max(dim=1).values
 

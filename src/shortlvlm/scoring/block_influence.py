@@ -22,14 +22,6 @@ from shortlvlm.capture import CalibrationBatch, Collector, capture
 from shortlvlm.scoring.base import LayerRanking, ScoringContext, order_by
 
 
-def real_tokens(batch: CalibrationBatch) -> torch.Tensor:
-    """[B, T] True on every non-padding position (special tokens included)."""
-    mask = batch.inputs.get("attention_mask")
-    if torch.is_tensor(mask) and mask.dim() == 2:
-        return mask.bool()
-    return torch.ones_like(batch.valid)
-
-
 class BlockInfluenceCollector(Collector):
     """Streams sum over tokens of 1 - cos(h_in, h_out) per layer, and the token count."""
 
@@ -41,7 +33,7 @@ class BlockInfluenceCollector(Collector):
         self.mask: torch.Tensor | None = None
 
     def begin_batch(self, batch: CalibrationBatch) -> None:
-        self.mask = real_tokens(batch)
+        self.mask = batch.real
 
     def layer_output(self, layer: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
         dtype = torch.promote_types(hidden_in.dtype, torch.float32)
