@@ -20,7 +20,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shortlvlm.toy.data import COLORS, GRID, LETTERS, SHAPES, ToySample, content_class, make_split, mentions
+from shortlvlm.toy.data import (
+    COLORS,
+    GRID,
+    LETTERS,
+    NEIGHBOURS,
+    SHAPES,
+    ToySample,
+    content_class,
+    make_split,
+    mentions,
+)
 from shortlvlm.toy.model import build_model, build_processor
 
 COLOR_LIST, NUM_CELL_CLASSES = list(COLORS), 1 + len(SHAPES) * len(COLORS)  # empty + each object
@@ -57,7 +67,7 @@ def word_targets(model, processor, targets: torch.Tensor) -> torch.Tensor:
     shape_ids = torch.tensor(tok.convert_tokens_to_ids(list(SHAPES)))
     table = model.get_input_embeddings().weight.detach()
     words = table[shape_ids].repeat_interleave(len(COLOR_LIST), 0) + table[color_ids].repeat(len(SHAPES), 1)
-    words = torch.cat([torch.zeros(1, table.shape[1]), words])  # class 0: empty cell
+    words = torch.cat([torch.zeros(1, table.shape[1], device=table.device), words])  # class 0: empty cell
     return words[targets]
 
 
@@ -93,6 +103,32 @@ def option_targets(samples: list[ToySample], seq_len: int, tail: int) -> tuple[t
             positions.append(first_word + at)
             correct.append(int(letter == sample.answer))
     return torch.tensor(rows), torch.tensor(positions), torch.tensor(correct)
+
+
+def relation_targets(samples: list[ToySample], seq_len: int, tail: int) -> tuple[torch.Tensor, ...]:
+    """(batch index, position, first cell, second cell) at the last prompt token of two-object questions.
+
+    Spatial questions: the cells of the object asked about and of the reference object; neighbour
+    (compositional) questions: the reference's cell and the cell the answer must be read from. The
+    answer token is predicted from there, so it must gather both positions first.
+    """
+    rows, firsts, seconds = [], [], []
+    for row, sample in enumerate(samples):
+        meta, scene = sample.meta, sample.scene
+        if meta["kind"] == "spatial":
+            (a,) = scene.cells_where(color=meta["color"], shape=meta["shape"])
+            (b,) = scene.cells_where(color=meta["ref_color"], shape=meta["ref_shape"])
+        elif meta["kind"] == "neighbour":
+            (a,) = scene.cells_where(color=meta["ref_color"], shape=meta["ref_shape"])
+            dr, dc = NEIGHBOURS[meta["relation"]]
+            b = (a[0] + dr, a[1] + dc)
+        else:
+            continue
+        rows.append(row)
+        firsts.append(a[0] * GRID + a[1])
+        seconds.append(b[0] * GRID + b[1])
+    positions = torch.full((len(rows),), seq_len - tail - 1)
+    return torch.tensor(rows, dtype=torch.long), positions, torch.tensor(firsts), torch.tensor(seconds)
 
 
 def cell_targets(samples: list[ToySample]) -> torch.Tensor:
@@ -149,7 +185,8 @@ def teacher_forced_accuracy(model, processor, samples: list[ToySample], batch_si
     hits = defaultdict(list)
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        logits = model(**encode_batch(processor, chunk, with_answers=False)).logits[:, -1]
+        batch = {k: v.to(model.device) for k, v in encode_batch(processor, chunk, with_answers=False).items()}
+        logits = model(**batch).logits[:, -1]
         predicted = processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
         for sample, word in zip(chunk, predicted, strict=True):
             hits[sample.family].append(word == sample.answer.split()[0])
@@ -162,6 +199,7 @@ def teacher_forced_accuracy(model, processor, samples: list[ToySample], batch_si
 def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     processor = build_processor()
     if args.init:  # continue from a saved toy checkpoint (its standardisation is already folded in)
         from transformers import LlavaForConditionalGeneration
@@ -169,9 +207,9 @@ def train(args) -> dict:
         model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
     else:
         model = build_model(args.layers)
-    model.train()
+    model.to(device).train()
     dim = model.config.vision_config.hidden_size
-    standardizer = VisionStandardizer(dim)
+    standardizer = VisionStandardizer(dim).to(device)
     projector = model.model.multi_modal_projector
     # A saved checkpoint has the standardisation folded into its projector already (the projector
     # takes raw features); standardising again on --init sent a trained model back to chance.
@@ -184,7 +222,10 @@ def train(args) -> dict:
     ground_cell_head = nn.Linear(model.config.text_config.hidden_size, GRID * GRID + 1)  # a cell, or absent
     position_head = nn.Linear(model.config.text_config.hidden_size, GRID * GRID)
     option_head = nn.Linear(model.config.text_config.hidden_size, 2)
-    heads = [aux_head, ground_head, ground_cell_head, position_head, option_head]
+    relation_heads = [nn.Linear(model.config.text_config.hidden_size, GRID * GRID) for _ in range(2)]
+    heads = [aux_head, ground_head, ground_cell_head, position_head, option_head, *relation_heads]
+    for head in heads:
+        head.to(device)
     head_params = [p for head in heads for p in head.parameters()]
     vision_params = [*model.model.vision_tower.parameters(), *projector.parameters()]
     vision_ids = {id(p) for p in vision_params}
@@ -210,41 +251,52 @@ def train(args) -> dict:
         crowd = min(6, int(6 * (args.start_step + step) / max(1, args.curriculum_steps)))  # 0 at first
         offset = (args.start_step + step - 1) * args.batch_size  # fresh questions when continuing
         samples = make_split("train", args.batch_size, start=offset, crowd=crowd)
-        batch = encode_batch(processor, samples, with_answers=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            outputs = model(**batch, output_hidden_states=args.ground_weight > 0 or args.option_weight > 0)
+        batch = {k: v.to(device) for k, v in encode_batch(processor, samples, with_answers=True).items()}
+        hidden_states = args.ground_weight > 0 or args.option_weight > 0 or args.relation_weight > 0
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            outputs = model(**batch, output_hidden_states=hidden_states)
             answer_loss = outputs.loss
-            ground_loss = torch.zeros(())
+            ground_loss = torch.zeros((), device=device)
             if args.ground_weight > 0:  # the word naming an object predicts what that object is
                 rows, positions, contents, named_cells = grounding_targets(
                     samples, batch["input_ids"].shape[1], tail=2)
                 hidden = outputs.hidden_states[args.ground_layer][rows, positions].float()
-                ground_loss = nn.functional.cross_entropy(ground_head(hidden), contents)
+                ground_loss = nn.functional.cross_entropy(ground_head(hidden), contents.to(device))
                 if args.ground_cells:  # ... and where it is (spatial questions compare positions)
-                    ground_loss = ground_loss + nn.functional.cross_entropy(ground_cell_head(hidden), named_cells)
+                    ground_loss = ground_loss + nn.functional.cross_entropy(
+                        ground_cell_head(hidden), named_cells.to(device))
             tokens = captured["tokens"].reshape(len(samples), GRID * GRID, -1).float()
-            cells = cell_targets(samples)
+            cells = cell_targets(samples).to(device)
             aux_loss = nn.functional.cross_entropy(aux_head(tokens).flatten(0, 1), cells.flatten())
             # Each image token also says which cell it is, so position survives the word alignment.
-            where = torch.arange(GRID * GRID).repeat(len(samples))
+            where = torch.arange(GRID * GRID, device=device).repeat(len(samples))
             aux_loss = aux_loss + nn.functional.cross_entropy(position_head(tokens).flatten(0, 1), where)
             occupied = cells > 0  # direction is what survives the LM's input RMSNorm
             align_loss = 1 - nn.functional.cosine_similarity(
                 tokens[occupied], word_targets(model, processor, cells)[occupied], dim=-1).mean()
-            option_loss = torch.zeros(())
+            option_loss = torch.zeros((), device=device)
             if args.option_weight > 0:  # each option's shape word says whether it is the right one
                 rows, positions, correct = option_targets(samples, batch["input_ids"].shape[1], tail=2)
                 if len(rows):
                     hidden = outputs.hidden_states[args.option_layer][rows, positions].float()
-                    option_loss = nn.functional.cross_entropy(option_head(hidden), correct)
+                    option_loss = nn.functional.cross_entropy(option_head(hidden), correct.to(device))
+            relation_loss = torch.zeros((), device=device)
+            if args.relation_weight > 0:  # the last prompt token gathers both positions a relation needs
+                rows, positions, firsts, seconds = relation_targets(samples, batch["input_ids"].shape[1], tail=2)
+                if len(rows):
+                    hidden = outputs.hidden_states[args.relation_layer][rows, positions].float()
+                    relation_loss = (nn.functional.cross_entropy(relation_heads[0](hidden), firsts.to(device))
+                                     + nn.functional.cross_entropy(relation_heads[1](hidden), seconds.to(device)))
         loss = (answer_loss + args.aux_weight * aux_loss + args.align_weight * align_loss
-                + args.ground_weight * ground_loss + args.option_weight * option_loss)
+                + args.ground_weight * ground_loss + args.option_weight * option_loss
+                + args.relation_weight * relation_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         progress.set_postfix(crowd=crowd, loss=f"{answer_loss.item():.3f}", aux=f"{aux_loss.item():.3f}",
-                             align=f"{align_loss.item():.4f}", ground=f"{ground_loss.item():.3f}")
+                             align=f"{align_loss.item():.4f}", ground=f"{ground_loss.item():.3f}",
+                             relation=f"{relation_loss.item():.3f}")
         if step % args.eval_every == 0 or step == args.steps:
             standardizer.eval()  # not a submodule of the model, so model.eval() does not reach it
             accuracy = teacher_forced_accuracy(model, processor, val)
@@ -252,6 +304,7 @@ def train(args) -> dict:
             entry = {"step": step, "minutes": round((time.time() - started) / 60, 1),
                      "answer_loss": round(answer_loss.item(), 4), "aux_loss": round(aux_loss.item(), 4),
                      "align_loss": round(align_loss.item(), 5), "ground_loss": round(ground_loss.item(), 4),
+                     "relation_loss": round(relation_loss.item(), 4),
                      "val_accuracy": accuracy}
             log["evals"].append(entry)
             tqdm.write(json.dumps(entry))
@@ -259,7 +312,7 @@ def train(args) -> dict:
     if hook is not None:
         hook.remove()
         fold_standardizer(model, standardizer)
-    model.eval()
+    model.to("cpu").eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -290,6 +343,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="hidden state the option head reads (default: 3/4 of the depth)")
     parser.add_argument("--ground-layer", type=int, default=None,
                         help="hidden state the grounding head reads (default: half the depth)")
+    parser.add_argument("--relation-weight", type=float, default=0.0,
+                        help="weight of the relation target (the last prompt token of spatial and "
+                             "neighbour questions predicts the two cells the answer depends on)")
+    parser.add_argument("--relation-layer", type=int, default=None,
+                        help="hidden state the relation heads read (default: 5/8 of the depth)")
     parser.add_argument("--curriculum-steps", type=int, default=1000,
                         help="steps over which the distractor cap ramps from 0 to 6")
     parser.add_argument("--eval-every", type=int, default=250)
@@ -301,10 +359,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", default=None, help="start from this saved toy checkpoint instead of scratch")
     parser.add_argument("--start-step", type=int, default=0,
                         help="offset into the training stream (use the previous run's steps with --init)")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device to train on (the shipped checkpoint: cpu); cuda explores recipes faster")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (measure: often slower at this size)")
     args = parser.parse_args(argv)
     args.ground_layer = args.layers // 2 if args.ground_layer is None else args.ground_layer
     args.option_layer = 3 * args.layers // 4 if args.option_layer is None else args.option_layer
+    args.relation_layer = 5 * args.layers // 8 if args.relation_layer is None else args.relation_layer
     log = train(args)
     print(json.dumps(log["final_val_accuracy_after_fold"]))
 
