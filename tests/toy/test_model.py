@@ -74,12 +74,41 @@ def test_grounding_targets_point_at_the_named_words():
             assert (obj.shape, obj.color) == (SHAPES[shape], list(COLORS)[color])
 
 
+def test_relation_targets_name_the_cells_each_answer_depends_on():
+    from shortlvlm.toy.data import NEIGHBOURS, relation_holds
+    from shortlvlm.toy.train import relation_targets
+
+    processor = build_processor()
+    samples = make_split("test", 60)
+    batch = encode_batch(processor, samples, with_answers=True)
+    rows, positions, firsts, seconds = relation_targets(samples, batch["input_ids"].shape[1], tail=2)
+    kinds = [samples[r].meta["kind"] for r in rows.tolist()]
+    assert sorted(set(kinds)) == ["neighbour", "spatial"] and len(kinds) == 20  # 10 of each in 60
+    # the position is the prompt's last token, right before the answer
+    assert set(processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][rows, positions].tolist())) == {":"}
+    assert (batch["labels"][rows, positions + 1] >= 0).all() and (batch["labels"][rows, positions] < 0).all()
+    for row, first, second in zip(rows.tolist(), firsts.tolist(), seconds.tolist(), strict=True):
+        sample, a, b = samples[row], divmod(first, 4), divmod(second, 4)
+        meta = sample.meta
+        if meta["kind"] == "spatial":  # the two compared objects, and the answer follows from their cells
+            assert (sample.scene.objects[a].color, sample.scene.objects[a].shape) == (meta["color"], meta["shape"])
+            assert (sample.scene.objects[b].color, sample.scene.objects[b].shape) == (
+                meta["ref_color"], meta["ref_shape"])
+            assert sample.answer == ("yes" if relation_holds(a, b, meta["relation"]) else "no")
+        else:  # the reference object, and the neighbouring cell whose object is the answer
+            assert (sample.scene.objects[a].color, sample.scene.objects[a].shape) == (
+                meta["ref_color"], meta["ref_shape"])
+            dr, dc = NEIGHBOURS[meta["relation"]]
+            assert b == (a[0] + dr, a[1] + dc)
+            assert sample.answer == getattr(sample.scene.objects[b], meta["attribute"])
+
+
 @pytest.mark.slow
 def test_training_then_continuing_with_frozen_model_keeps_its_function(tmp_path):
     from shortlvlm.toy.train import main as train_main
 
     common = ["--layers", "2", "--batch-size", "4", "--val-size", "6", "--eval-every", "100", "--threads", "1"]
-    train_main(["--out", str(tmp_path / "a"), "--steps", "3", *common])
+    train_main(["--out", str(tmp_path / "a"), "--steps", "3", "--relation-weight", "1", "--option-weight", "1", *common])
     train_main(["--out", str(tmp_path / "b"), "--steps", "2", "--init", str(tmp_path / "a"),
                 "--heads-only-steps", "2", "--ground-cells", *common])
     processor = AutoProcessor.from_pretrained(tmp_path / "a")

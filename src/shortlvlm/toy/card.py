@@ -75,7 +75,10 @@ the checkpoint): each projected image token classifies its cell's content and it
 pulled (cosine) towards the sum of the language model's input embeddings of its colour and shape
 words; the question word naming an object predicts, from layer {args['ground_layer']}'s hidden state,
 what that object is (and, with `--ground-cells`, where); with `--option-weight`, each
-multiple-choice option's shape word predicts whether it is the right option. The distractor count
+multiple-choice option's shape word predicts whether it is the right option; with `--relation-weight`,
+the last prompt token of spatial and neighbour questions predicts, from layer {args.get('relation_layer')}'s
+hidden state, the two cells the answer depends on (the two objects compared, or the reference
+object and the cell next to it). The distractor count
 ramps from 0 to 6 over the first {args['curriculum_steps']} steps. Without the grounding target the
 model stayed at the text-only level (about 36% validation) through 750 steps, and with a first
 variant that asked for the named object's cell instead of its content through 1000 steps; with
