@@ -93,6 +93,44 @@ def test_a_different_comparison_in_the_same_folder_is_refused(tmp_path):
     assert list(data["cells"]["last"]) == ["0.2"]
 
 
+def test_weights_fingerprint_follows_the_weights_not_the_path(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from shortlvlm.checkpoint import weights_fingerprint
+    from shortlvlm.toy import TOY_CHECKPOINT
+
+    copy = tmp_path / "toy-copy"
+    shutil.copytree(TOY_CHECKPOINT, copy)
+    assert weights_fingerprint("toy") == weights_fingerprint(copy) is not None
+    tensors = load_file(copy / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3  # same names, shapes and config: a retrained model
+    save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
+    assert weights_fingerprint(copy) != weights_fingerprint("toy")
+    assert weights_fingerprint("no-such-org/no-such-model") is None  # not cached: no download, no crash
+
+
+def test_a_comparison_of_other_weights_at_the_same_path_is_refused(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from shortlvlm.toy import TOY_CHECKPOINT
+
+    model_dir, out = tmp_path / "model", tmp_path / "cmp"
+    shutil.copytree(TOY_CHECKPOINT, model_dir)
+    kwargs = dict(methods=parse_methods("last"), ratios=[0.1], bench="shapes", samples=load_shapes(12),
+                  calibration=None, eval_batch_size=12, progress=False, log=lambda text: None)
+    first = run_compare(lambda: load(str(model_dir)), str(model_dir), out, **kwargs)
+    assert first["config"]["weights"]
+    tensors = load_file(model_dir / "model.safetensors")
+    save_file({k: v * 0.5 for k, v in tensors.items()}, model_dir / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CompareError, match="weights"):  # the old results are not the new model's
+        run_compare(lambda: load(str(model_dir)), str(model_dir), out, **kwargs)
+
+
 def test_retention_is_relative_to_the_unpruned_score():
     data = {"config": {"ratios": [0.1], "methods": ["last"]}, "unpruned": {"score": 80.0},
             "scoring": {"last": {"seconds": 0.0}}, "cells": {"last": {"0.1": {"score": 60.0}}}}

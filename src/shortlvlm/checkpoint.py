@@ -6,6 +6,7 @@ import atexit
 import ctypes
 import errno
 import glob
+import hashlib
 import os
 import shutil
 import sys
@@ -87,6 +88,38 @@ def resolve_model_name(name_or_path: str | os.PathLike) -> str:
             "reinstall shortlvlm or train it with `python -m shortlvlm.toy.train --out DIR`"
         )
     return str(TOY_CHECKPOINT)
+
+
+def weights_fingerprint(name_or_path: str | os.PathLike) -> str | None:
+    """sha256 over a checkpoint's safetensors files (names and contents): which weights, not just which config.
+
+    A local folder (and `toy`) is hashed file by file (about a second per GB); a hub id uses the
+    content hashes its local cache already names its files by. None where the weights cannot be
+    found locally (nothing is downloaded for this).
+    """
+    name = resolve_model_name(name_or_path)
+    folder = Path(name)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(name, local_files_only=True, allow_patterns=["*.safetensors"]))
+        except Exception:  # not in the local cache, or not a hub id: no fingerprint, never a download
+            return None
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        target = file.resolve()
+        if file.is_symlink() and len(target.name) == 64:  # hub cache: blobs are named by their sha256
+            digest.update(target.name.encode())
+            continue
+        with open(target, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")

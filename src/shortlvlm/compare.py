@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shortlvlm.checkpoint import write_text_atomically
+from shortlvlm.checkpoint import weights_fingerprint, write_text_atomically
 from shortlvlm.data.calibration import CalibrationSample, calibration_hash
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.plan import Plan
@@ -171,7 +171,7 @@ def run_compare(
     needs_data = any(m.needs_calibration for m in methods)
     if needs_data and not calibration:
         raise CompareError("the compared methods need calibration data (--calib; bundled for toy)")
-    config = {"model": model_name, "bench": bench, "data": data, "num_questions": len(samples),
+    config = {"model": model_name, "weights": weights_fingerprint(model_name), "bench": bench, "data": data, "num_questions": len(samples),
               "methods": [m.label for m in methods], "ratios": ratios, "seed": seed,
               "calibration": {"num_samples": len(calibration or []),
                               "hash": calibration_hash(calibration) if calibration else None}}
