@@ -97,8 +97,8 @@ def test_cli_reports_the_overflow_in_one_line(tmp_path, capsys):
     from shortlvlm.checkpoint import load
 
     model, processor = load("toy", dtype=torch.float32)
-    with torch.no_grad():  # finite in float32 (~1e5 in the residual stream), inf in float16
-        get_adapter(model).layers[OVERFLOWING_LAYER].mlp.down_proj.weight.mul_(1e4)
+    with torch.no_grad():  # finite in float32 (>1e5 in the residual stream), inf in float16
+        get_adapter(model).layers[OVERFLOWING_LAYER].mlp.down_proj.weight.mul_(1e6)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     argv = ["score", str(tmp_path / "model"), "--method", "block-influence", "--calib", "toy", "--num-samples", "8"]
