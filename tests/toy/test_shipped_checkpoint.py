@@ -13,7 +13,7 @@ from shortlvlm.toy.data import make_split
 from shortlvlm.toy.train import encode_batch
 
 # The card reports the full test split; this guards a fixed slice against a broken checkpoint.
-MIN_SLICE_ACCURACY = 80.0
+MIN_SLICE_ACCURACY = 90.0  # 97.5 measured on this slice (2026-11-25 checkpoint)
 
 
 @pytest.fixture(scope="module")
