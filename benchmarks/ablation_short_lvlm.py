@@ -6,7 +6,9 @@ Writes ablation_short_lvlm.json (resumable: finished runs are kept and skipped o
 ablation_short_lvlm.md (tables) and ablation_short_lvlm.png (accuracy vs ratio). Calibration:
 the bundled toy set (256 samples, calibration split); evaluation: the shapes test split.
 Grid:
-- main 2x2 at 10/20/30/40%: {tis-cosine (important tokens), plain cosine (all tokens)} x {none, scp};
+- main 2x2 at 10/20/30/40%: {tis-cosine (important tokens), plain cosine (all tokens)} x {none, scp},
+  plus tis-cosine with the shared chat template kept among the text tokens (the rule before
+  `tis_skip_template`);
 - sweeps at 30%: tis_top_p, scp rank k, scp alpha (incl. "fit"), scp writers, per-token
   normalised gaps, iterative scoring.
 """
@@ -33,6 +35,7 @@ ARMS = {
     "tis-cosine": {"tis_tokens": "important", "compensation": "none"},
     "cosine, all tokens + scp": {"tis_tokens": "all", "compensation": "scp"},
     "cosine, all tokens": {"tis_tokens": "all", "compensation": "none"},
+    "tis-cosine, chat template kept": {"tis_tokens": "important", "tis_skip_template": False, "compensation": "none"},
 }
 
 
@@ -114,7 +117,7 @@ def write_report(results: dict, out: Path) -> None:
              f"Command: `.venv/bin/python benchmarks/ablation_short_lvlm.py --limit {results['limit']}`  ",
              f"Shapes test questions: {results['limit']}; calibration: bundled toy set (256 samples); "
              f"unpruned accuracy {base:.2f}%. Defaults: tis_top_p={DEFAULT_TIS_TOP_P}, k={DEFAULT_SCP_RANK}, "
-             "alpha=1, writers=mlp. Retention = pruned / unpruned accuracy.", "",
+             "alpha=1, writers=mlp, chat template skipped. Retention = pruned / unpruned accuracy.", "",
              "## Components (accuracy %, retention %)", "",
              "| method | " + " | ".join(f"{int(r * 100)}%" for r in RATIOS) + " |",
              "|---|" + "---|" * len(RATIOS)]

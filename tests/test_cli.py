@@ -122,6 +122,24 @@ def test_score_then_prune_many_ratios_from_the_plan(tmp_path, capsys):
         assert written["removed_layers"] == sorted(order[:count]) and written["compensation"] == "none"
 
 
+def test_template_skip_is_on_by_default_and_can_be_turned_off(tmp_path, capsys):
+    plans = {}
+    for flag in ("--tis-skip-template", "--no-tis-skip-template"):
+        path = tmp_path / f"{flag}.json"
+        assert run_cli(capsys, "score", "toy", "--num-samples", "8", flag, "--out", path)[0] == 0
+        plans[flag] = json.loads(path.read_text())["params"]
+    assert plans["--tis-skip-template"]["tis_skip_template"] is True
+    assert plans["--tis-skip-template"]["template_tokens_skipped"] == 3  # <s> USER :
+    assert plans["--no-tis-skip-template"]["tis_skip_template"] is False
+    assert plans["--no-tis-skip-template"]["template_tokens_skipped"] == 0
+    default = tmp_path / "default.json"
+    assert run_cli(capsys, "score", "toy", "--num-samples", "8", "--out", default)[0] == 0
+    assert json.loads(default.read_text())["params"]["tis_skip_template"] is True
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    assert "--tis-skip-template" in capsys.readouterr().out
+
+
 def test_sleb_plan_is_ranked_up_to_max_ratio_and_angular_plan_prunes_its_block(tmp_path, capsys):
     sleb = tmp_path / "sleb.json"
     code, _, _ = run_cli(capsys, "score", "toy", "--method", "sleb", "--num-samples", "8", "--max-ratio", "0.2",

@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from shortlvlm import get_adapter
-from shortlvlm.capture import batch_from_inputs, capture
-from shortlvlm.importance import TokenImportance, important_token_mask, select_top
+from shortlvlm.capture import CalibrationBatch, batch_from_inputs, capture
+from shortlvlm.importance import (
+    TokenImportance,
+    important_token_mask,
+    select_top,
+    template_length,
+    template_mask,
+)
 from shortlvlm.models.tiny import tiny_inputs, tiny_model
 from shortlvlm.scoring.tis_cosine import LayerSimilarity
 
@@ -178,3 +184,59 @@ def test_probe_layer_subset_uses_only_those_layers():
     expected = naive_tis([out.attentions[1], out.attentions[4]], batch.image, batch.text)
     members = batch.image | batch.text
     torch.testing.assert_close(recorder.last_scores[members].double(), expected[members], rtol=1e-6, atol=1e-9)
+
+
+IMG, PAD = 99, 0
+
+
+def hand_batch(rows, left=False):
+    """A CalibrationBatch of token rows (IMG marks image placeholders), padded right or left."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), PAD)
+    attention = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row)
+        attention[i, span] = 1
+    valid = attention.bool()
+    return CalibrationBatch({"input_ids": ids, "attention_mask": attention}, valid, (ids == IMG) & valid)
+
+
+def test_template_length_is_the_shared_prefix_before_the_first_image():
+    right = hand_batch([[1, 5, 6, IMG, IMG, 7, 8], [1, 5, 6, IMG, IMG, 9]])
+    left = hand_batch([[1, 5, 6, IMG, IMG, 7], [1, 5, 6, IMG, IMG, 7, 8, 9]], left=True)
+    # identical rows still stop before the first image token
+    assert template_length([right, left]) == 3
+    assert template_length([right, hand_batch([[1, 5, 4, IMG, IMG, 7]])]) == 2
+    # text before the image: the question words differ, so they are not template
+    assert template_length([hand_batch([[1, 5, 6, 11, 12, IMG], [1, 5, 6, 13, IMG]])]) == 3
+    # one sample: nothing to compare, nothing skipped
+    assert template_length([hand_batch([[1, 5, 6, IMG, 7]])]) == 0
+    assert template_length([hand_batch([[IMG, 5], [IMG, 6]])]) == 0
+    mask = template_mask(left, 3)
+    assert mask.tolist() == [[False, False, True, True, True, False, False, False],
+                             [True, True, True, False, False, False, False, False]]
+
+
+def test_skipped_template_tokens_are_neither_queries_nor_candidates():
+    model, inputs = tiny_float64("llava")
+    adapter = get_adapter(model)
+    batch = batch_from_inputs(adapter, inputs)
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True, use_cache=False)
+    layers = list(range(adapter.num_layers))
+    recorder = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P, template=2))
+    capture(model, adapter, [batch], recorder, attention_layers=layers, progress=False)
+    skipped = template_mask(batch, 2)
+    assert (skipped & batch.text).sum() == 2 * batch.text.shape[0]  # the first two tokens are text
+    text = batch.text & ~skipped
+    expected = naive_tis(out.attentions, batch.image, text)  # the skipped tokens are no text queries either
+    members = batch.image | text
+    torch.testing.assert_close(recorder.last_scores[members].double(), expected[members], rtol=1e-6, atol=1e-9)
+    assert torch.isnan(recorder.last_scores[skipped]).all()
+    assert not (recorder.last_mask & skipped).any()
+    assert torch.equal(recorder.last_mask, naive_top(expected, batch.image, TOP_P) | naive_top(expected, text, TOP_P))
+    # without the skip, these leading tokens (attention sinks here too) are among the important ones
+    plain = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P))
+    capture(model, adapter, [batch], plain, attention_layers=layers, progress=False)
+    assert (plain.last_mask & skipped).any()

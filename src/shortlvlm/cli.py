@@ -187,6 +187,9 @@ def _add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
     group.add_argument("--tis-layers", type=_probe_layers, default="all",
                        help="layers whose attention defines token importance: 'all' (mean) or e.g. 4,8")
     group.add_argument("--tis-joint", action="store_true", help="one top-p over image and text tokens together")
+    group.add_argument("--tis-skip-template", action=argparse.BooleanOptionalAction, default=True,
+                       help="leave the chat template every calibration sample shares (system prompt, 'USER:'; "
+                            "attention sinks) out of the text tokens TIS ranks (default: on)")
     group.add_argument("--tis-tokens", default="important", choices=["important", "all"],
                        help="'all' scores layers on every token (the ablation without TIS)")
     group.add_argument("--iterative", action="store_true", help="re-score after each removal (one pass per layer)")
@@ -206,7 +209,8 @@ def _add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
 
 def _method_kwargs(args) -> dict:
     return dict(tis_top_p=args.tis_top_p, tis_layers=args.tis_layers, tis_joint=args.tis_joint,
-                tis_tokens=args.tis_tokens, iterative=args.iterative, seed=args.seed,
+                tis_tokens=args.tis_tokens, tis_skip_template=args.tis_skip_template,
+                iterative=args.iterative, seed=args.seed,
                 num_samples=args.num_samples, batch_size=args.batch_size, source=args.model)
 
 
@@ -218,6 +222,7 @@ def _check_method_options(args, method: str) -> None:
     scorer, _ = _resolve_method(method, getattr(args, "compensation", None))
     get_scorer(scorer, **_scorer_params(scorer, tis_top_p=args.tis_top_p, tis_layers=args.tis_layers,
                                         tis_joint=args.tis_joint, tis_tokens=args.tis_tokens,
+                                        tis_skip_template=args.tis_skip_template,
                                         iterative=args.iterative, seed=args.seed))
     if getattr(args, "scp_rank", 1) < 1:
         raise ShortLVLMError(f"--scp-rank must be a positive integer, got {args.scp_rank}")

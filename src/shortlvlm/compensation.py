@@ -21,7 +21,12 @@ from torch import nn
 
 from shortlvlm.capture import CalibrationBatch, capture
 from shortlvlm.errors import ShortLVLMError
-from shortlvlm.importance import ImportanceAwareCollector, TokenImportance, resolve_probe_layers
+from shortlvlm.importance import (
+    ImportanceAwareCollector,
+    TokenImportance,
+    resolve_probe_layers,
+    template_length,
+)
 from shortlvlm.models import Adapter
 from shortlvlm.offload import read_weight, write_weight
 
@@ -158,12 +163,15 @@ def fit_alpha(basis: torch.Tensor, cross: torch.Tensor, gram: torch.Tensor) -> f
 def measure_gaps(
     model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], runs: list[RemovedRun], names: list[str],
     *, fit: bool, tokens: str, top_p: float, probe_layers, joint: bool, normalize: bool, progress: bool,
+    skip_template: bool = True,
 ) -> dict[str, torch.Tensor]:
     """One capture pass over the unpruned model: per compensated run (keyed by the kept layer below),
     "hth.{r}" (and "cross.{r}", "gram.{r}" when fitting alpha) in float64 and "tokens.{r}"."""
     hidden = adapter.config.get_text_config().hidden_size
     probes = resolve_probe_layers(probe_layers, adapter.num_layers) if tokens == "important" else []
-    importance = TokenImportance(probes, top_p, joint) if tokens == "important" else None
+    importance = None
+    if tokens == "important":
+        importance = TokenImportance(probes, top_p, joint, template_length(batches) if skip_template else 0)
     stats = GapStatistics(runs, importance, fit=fit, dim=hidden, normalize=normalize)
     handles = []
     if fit:
@@ -200,6 +208,7 @@ def compensate(
     top_p: float = 0.5,
     probe_layers: str | list[int] = "all",
     joint: bool = False,
+    skip_template: bool = True,
     normalize: bool = False,
     progress: bool = True,
     cache: StageCache | None = None,
@@ -226,14 +235,14 @@ def compensate(
         return report
     measured = None
     stats_key = {**(cache_key or {}), "removed": sorted(removed), "tokens": tokens, "top_p": top_p,
-                 "probe_layers": probe_layers, "joint": joint, "normalize": normalize, "fit": alpha == "fit",
+                 "probe_layers": probe_layers, "joint": joint, "skip_template": skip_template, "normalize": normalize, "fit": alpha == "fit",
                  "writers": names if alpha == "fit" else None}
     if cache is not None:
         measured = cache.load_tensors("scp", stats_key)
     if measured is None:
         measured = measure_gaps(model, adapter, batches, runs, names, fit=alpha == "fit", tokens=tokens,
                                 top_p=top_p, probe_layers=probe_layers, joint=joint, normalize=normalize,
-                                progress=progress)
+                                progress=progress, skip_template=skip_template)
         if cache is not None:
             cache.save_tensors("scp", stats_key, measured)
     for run in compensated:

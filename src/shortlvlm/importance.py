@@ -11,6 +11,12 @@ queries) and only the entries the layer's own mask allows (causal entries for a 
 for sitting early in the sequence. A component with no allowed entries is left out of the mean.
 Scores are averaged over the probe layers; the important tokens are the top `top_p` fraction of
 each modality per sample (or of both together, `joint=True`).
+
+The shared chat template (`template_length`: the leading tokens every calibration sample has in
+common, before the first image, e.g. LLaVA's system prompt and "USER:") is not vision-language
+content: with `skip_template` its tokens are neither text queries nor candidates. Measured on the
+toy, they act as attention sinks (twice the TIS of any question word) and would otherwise be
+picked as the most important text tokens.
 """
 
 from __future__ import annotations
@@ -69,6 +75,36 @@ def important_token_mask(
     return select_top(scores, image, top_p) | select_top(scores, text, top_p)
 
 
+def template_length(batches: Sequence[CalibrationBatch]) -> int:
+    """How many leading non-padding tokens every sample shares, stopping before the first image token.
+
+    That shared prefix is the chat template (system prompt, role words); 0 with fewer than two
+    samples, since one sample gives nothing to compare.
+    """
+    rows = []
+    for batch in batches:
+        ids, real = batch.inputs["input_ids"], batch.real
+        for row in range(ids.shape[0]):
+            tokens = ids[row][real[row]]
+            image = batch.image[row][real[row]]
+            stop = int(image.float().argmax()) if image.any() else len(tokens)
+            rows.append(tokens[:stop].tolist())
+    if len(rows) < 2:
+        return 0
+    length = min(len(r) for r in rows)
+    first = rows[0]
+    for other in rows[1:]:
+        length = next((i for i in range(length) if other[i] != first[i]), length)
+    return length
+
+
+def template_mask(batch: CalibrationBatch, length: int) -> torch.Tensor:
+    """[B, T] the first `length` non-padding positions of each row (padding on either side)."""
+    real = batch.real
+    order = real.long().cumsum(dim=1) - 1
+    return real & (order < length)
+
+
 def resolve_probe_layers(probe_layers: str | Sequence[int], num_layers: int, skip: Sequence[int] = ()) -> list[int]:
     """Probe layer indices: "all" = every (not skipped) layer, or an explicit list, validated."""
     if probe_layers == "all":
@@ -85,25 +121,28 @@ def resolve_probe_layers(probe_layers: str | Sequence[int], num_layers: int, ski
 class TokenImportance(Collector):
     """Accumulates TIS over the probe layers of one batch and selects the important tokens."""
 
-    batch_state = ("batch", "total", "layers_seen")
+    batch_state = ("batch", "text", "total", "layers_seen")
 
-    def __init__(self, probe_layers: Sequence[int], top_p: float, joint: bool = False):
+    def __init__(self, probe_layers: Sequence[int], top_p: float, joint: bool = False, template: int = 0):
         if not 0 < top_p <= 1:
             raise ValueError(f"tis_top_p must be in (0, 1], got {top_p}")
         self.probe_layers = list(probe_layers)
         self.top_p = top_p
         self.joint = joint
+        self.template = template  # leading shared tokens left out of the text tokens (template_length)
         self.batch: CalibrationBatch | None = None
+        self.text: torch.Tensor | None = None
         self.total: torch.Tensor | None = None
         self.layers_seen = 0
 
     def begin_batch(self, batch: CalibrationBatch) -> None:
         self.batch, self.total, self.layers_seen = batch, None, 0
+        self.text = batch.text & ~template_mask(batch, self.template) if self.template else batch.text
 
     def attention(self, layer: int, probs: torch.Tensor, allowed: torch.Tensor) -> None:
         if layer not in self.probe_layers:
             return
-        scores = token_importance(probs, allowed, self.batch.image, self.batch.text)
+        scores = token_importance(probs, allowed, self.batch.image, self.text)
         self.total = scores if self.total is None else self.total + scores
         self.layers_seen += 1
 
@@ -113,7 +152,7 @@ class TokenImportance(Collector):
 
     def mask(self) -> torch.Tensor:
         """[B, T] important tokens of the current batch."""
-        return important_token_mask(self.scores(), self.batch.image, self.batch.text, self.top_p, self.joint)
+        return important_token_mask(self.scores(), self.batch.image, self.text, self.top_p, self.joint)
 
 
 class ImportanceAwareCollector(Collector):

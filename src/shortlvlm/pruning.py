@@ -75,10 +75,11 @@ def _resolve_method(method: str, compensation: str | None) -> tuple[str, str]:
     return scorer, compensation
 
 
-def _scorer_params(scorer: str, *, tis_top_p, tis_layers, tis_joint, tis_tokens, iterative, seed) -> dict:
+def _scorer_params(scorer: str, *, tis_top_p, tis_layers, tis_joint, tis_tokens, iterative, seed,
+                   tis_skip_template=True) -> dict:
     if scorer == "tis-cosine":
         return {"top_p": tis_top_p, "probe_layers": tis_layers, "joint": tis_joint, "tokens": tis_tokens,
-                "iterative": iterative}
+                "iterative": iterative, "skip_template": tis_skip_template}
     if scorer == "random":
         return {"seed": seed}
     return {}
@@ -105,6 +106,7 @@ def score(
     tis_layers: str | Sequence[int] = "all",
     tis_joint: bool = False,
     tis_tokens: str = "important",
+    tis_skip_template: bool = True,
     iterative: bool = False,
     seed: int = 0,
     num_samples: int | None = None,
@@ -123,7 +125,8 @@ def score(
     samples, calib_info = _calibration(calib, source or None, num_samples)
     return _rank(model, processor, adapter, method, samples, calib_info, batches, num_remove=num_remove,
                  scorer_params=dict(tis_top_p=tis_top_p, tis_layers=tis_layers, tis_joint=tis_joint,
-                                    tis_tokens=tis_tokens, iterative=iterative, seed=seed),
+                                    tis_tokens=tis_tokens, tis_skip_template=tis_skip_template,
+                                    iterative=iterative, seed=seed),
                  batch_size=batch_size, source=source, progress=progress)
 
 
@@ -229,6 +232,7 @@ def prune(
     tis_layers: str | Sequence[int] = "all",
     tis_joint: bool = False,
     tis_tokens: str = "important",
+    tis_skip_template: bool = True,
     iterative: bool = False,
     seed: int = 0,
     num_samples: int | None = None,
@@ -257,7 +261,7 @@ def prune(
     if batches is None and needs_data:
         batches = encode_calibration(samples, processor, adapter, batch_size=batch_size, progress=progress)
     scorer_params = dict(tis_top_p=tis_top_p, tis_layers=tis_layers, tis_joint=tis_joint, tis_tokens=tis_tokens,
-                         iterative=iterative, seed=seed)
+                         tis_skip_template=tis_skip_template, iterative=iterative, seed=seed)
     base_key = {"model": model_fingerprint(model), "dtype": str(next(model.parameters()).dtype),
                 "calibration": calib_info.get("hash"), "batch_size": batch_size}
     plan_key = {**base_key, "method": method, "count": count,
@@ -280,7 +284,8 @@ def prune(
         report = compensate(model, adapter, batches, removed, rank=scp_rank, alpha=scp_alpha, writers=scp_writers,
                             tokens=tokens, top_p=params.get("tis_top_p", tis_top_p),
                             probe_layers=params.get("tis_layers", tis_layers),
-                            joint=params.get("tis_joint", tis_joint), normalize=scp_normalize,
+                            joint=params.get("tis_joint", tis_joint),
+                            skip_template=params.get("tis_skip_template", tis_skip_template), normalize=scp_normalize,
                             progress=progress, cache=cache, cache_key=base_key)
         params.update(scp_rank=scp_rank, scp_alpha=scp_alpha, scp_writers=scp_writers, scp_tokens=tokens,
                       scp_normalize=scp_normalize,

@@ -113,3 +113,25 @@ def test_capture_collects_only_probe_layers_attention():
     batch, length = context.batches[0].inputs["input_ids"].shape
     assert seen == [(0, (batch, length, length), True), (4, (batch, length, length), True)]
     assert context.model.config._attn_implementation == original
+
+
+def test_toy_chat_template_is_found_and_left_out_of_the_important_tokens():
+    from shortlvlm import load
+    from shortlvlm.data.calibration import toy_calibration
+    from shortlvlm.data.encode import encode_calibration
+    from shortlvlm.importance import template_length
+
+    model, processor = load("toy")
+    adapter = get_adapter(model)
+    batches = encode_calibration(toy_calibration()[:16], processor, adapter, progress=False)
+    length = template_length(batches)
+    first = batches[0].inputs["input_ids"][0, :length].tolist()
+    assert processor.tokenizer.convert_ids_to_tokens(first) == ["<s>", "USER", ":"]
+    context = ScoringContext(model, adapter, batches, progress=False)
+    skipped = get_scorer("tis-cosine").rank(context, 5)
+    kept = get_scorer("tis-cosine", skip_template=False).rank(context, 5)
+    assert skipped.details["template_tokens_skipped"] == 3 and kept.details["template_tokens_skipped"] == 0
+    assert skipped.scores != kept.scores
+    # "all" tokens (the ablation without TIS) is untouched by the option
+    assert get_scorer("tis-cosine", tokens="all").rank(context, 5).scores == pytest.approx(
+        get_scorer("tis-cosine", tokens="all", skip_template=False).rank(context, 5).scores)

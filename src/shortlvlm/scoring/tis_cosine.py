@@ -5,6 +5,8 @@ s_l = mean over samples of (mean over the sample's important tokens of cos(h_in^
 with h_in/h_out the residual stream entering and leaving layer l (forward hooks on the layer
 modules, not `output_hidden_states`, whose last entry is after the final norm).
 `tokens="all"` is the ablation without TIS: every real token counts (plain cosine).
+`skip_template` (default) leaves the chat template shared by all calibration samples out of the
+text tokens TIS ranks (shortlvlm.importance.template_length).
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from shortlvlm.capture import CalibrationBatch, capture
-from shortlvlm.importance import ImportanceAwareCollector, TokenImportance, resolve_probe_layers
+from shortlvlm.importance import (
+    ImportanceAwareCollector,
+    TokenImportance,
+    resolve_probe_layers,
+    template_length,
+)
 from shortlvlm.scoring.base import LayerRanking, ScoringContext, ScoringError, order_by
 
 
@@ -79,6 +86,7 @@ class TISCosine:
     probe_layers: str | Sequence[int] = "all"
     joint: bool = False
     iterative: bool = False
+    skip_template: bool = True
 
     def __post_init__(self) -> None:
         if self.tokens not in LayerSimilarity.SELECTIONS:
@@ -89,7 +97,7 @@ class TISCosine:
     def params(self) -> dict:
         probe = self.probe_layers if isinstance(self.probe_layers, str) else list(self.probe_layers)
         return {"tokens": self.tokens, "tis_top_p": self.top_p, "tis_layers": probe,
-                "tis_joint": self.joint, "iterative": self.iterative}
+                "tis_joint": self.joint, "tis_skip_template": self.skip_template, "iterative": self.iterative}
 
     def measure(self, context: ScoringContext, skip: Sequence[int] = (), desc: str = "score") -> LayerSimilarity:
         """One capture pass over the calibration batches with `skip` layers bypassed."""
@@ -101,7 +109,8 @@ class TISCosine:
                 probes = resolve_probe_layers(self.probe_layers, num_layers, skip)
             except ValueError as err:
                 raise ScoringError(str(err)) from err
-            importance = TokenImportance(probes, self.top_p, self.joint)
+            template = template_length(context.batches) if self.skip_template else 0
+            importance = TokenImportance(probes, self.top_p, self.joint, template)
         collector = LayerSimilarity(num_layers, importance)
         capture(context.model, context.adapter, context.batches, collector, attention_layers=probes,
                 skip_layers=skip, desc=desc, progress=context.progress)
@@ -111,6 +120,8 @@ class TISCosine:
         first = self.measure(context)
         scores = first.similarity(self.tokens)
         details = {"all_token_similarity": first.similarity("all")}
+        if first.importance is not None:
+            details["template_tokens_skipped"] = first.importance.template
         if first.visual_share:
             details["visual_share_of_important_tokens"] = sum(first.visual_share) / len(first.visual_share)
         meaning = f"mean cos(h_in, h_out) on {self.tokens} tokens; the highest go first"

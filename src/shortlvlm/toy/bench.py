@@ -11,10 +11,10 @@ NAME = "shapes"
 DEFAULT_SIZE = 600  # 100 questions per family
 
 
-def load_shapes(limit: int | None = None, split: str = "test") -> list[BenchSample]:
-    """The first `limit` (default 600) questions of a split; families are interleaved, so balanced."""
+def load_shapes(limit: int | None = None, split: str = "test", start: int = 0) -> list[BenchSample]:
+    """`limit` (default 600) questions of a split from index `start`; families are interleaved, so balanced."""
     samples = []
-    for toy in make_split(split, limit or DEFAULT_SIZE):
+    for toy in make_split(split, limit or DEFAULT_SIZE, start=start):
         meta = {"family": toy.family, **({"pope": toy.meta["pope"]} if "pope" in toy.meta else {})}
         samples.append(BenchSample(id=toy.id, image_path=None, image=toy.image(), question=toy.question,
                                    answer=toy.answer, meta=meta))
