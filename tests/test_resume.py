@@ -60,3 +60,42 @@ def test_stages_are_keyed_before_they_are_trusted(tmp_path):
     # A rewrite killed before its key lands leaves no key: the old key can never vouch for new data.
     (tmp_path / "scp.key.json").unlink()
     assert cache.load_tensors("scp", {"a": 1}) is None
+
+
+
+def test_other_weights_at_the_same_path_do_not_reuse_stages(tmp_path, capsys):
+    """A model retrained into the same folder has the same config hash; its weights stamp differs."""
+    import os
+    import shutil
+
+    from shortlvlm.checkpoint import weights_stamp
+    from shortlvlm.cli import main
+    from shortlvlm.resume import partial_dir_for
+    from shortlvlm.toy import TOY_CHECKPOINT
+    from shortlvlm.toy.calibration import BUNDLED_CALIBRATION
+
+    model_dir = shutil.copytree(TOY_CHECKPOINT, tmp_path / "model")
+    stamp = weights_stamp(model_dir)
+    assert stamp is not None and weights_stamp(model_dir) == stamp
+    out = tmp_path / "pruned"
+    argv = ["prune", str(model_dir), "--ratio", "0.25", "--num-samples", "4", "--calib", str(BUNDLED_CALIBRATION),
+            "--out", str(out), "--no-verify"]
+
+    def interrupted_job_stages(identity):  # what a killed `prune` of these weights leaves behind
+        model, processor = load(str(model_dir), dtype=torch.float32)
+        prune(model, processor, toy_calibration(4), 0.25, cache=StageCache(partial_dir_for(out), announce=False,
+                                                                          identity={"weights": identity}),
+              source=str(model_dir), progress=False)
+
+    interrupted_job_stages(stamp)
+    weights = next(model_dir.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten in place
+    assert weights_stamp(model_dir) != stamp
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "reusing" not in capsys.readouterr().err  # stale stages of the old weights are recomputed
+
+    interrupted_job_stages(weights_stamp(model_dir))  # stages of these very weights are reused
+    assert main([*argv, "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "reusing the plan stage" in err and "reusing the scp stage" in err

@@ -90,13 +90,8 @@ def resolve_model_name(name_or_path: str | os.PathLike) -> str:
     return str(TOY_CHECKPOINT)
 
 
-def weights_fingerprint(name_or_path: str | os.PathLike) -> str | None:
-    """sha256 over a checkpoint's safetensors files (names and contents): which weights, not just which config.
-
-    A local folder (and `toy`) is hashed file by file (about a second per GB); a hub id uses the
-    content hashes its local cache already names its files by. None where the weights cannot be
-    found locally (nothing is downloaded for this).
-    """
+def _local_safetensors(name_or_path: str | os.PathLike) -> list[Path] | None:
+    """A checkpoint's safetensors files on this machine (a folder, `toy`, or the hub cache), never downloaded."""
     name = resolve_model_name(name_or_path)
     folder = Path(name)
     if not folder.is_dir():
@@ -104,21 +99,52 @@ def weights_fingerprint(name_or_path: str | os.PathLike) -> str | None:
             from huggingface_hub import snapshot_download
 
             folder = Path(snapshot_download(name, local_files_only=True, allow_patterns=["*.safetensors"]))
-        except Exception:  # not in the local cache, or not a hub id: no fingerprint, never a download
+        except Exception:  # not in the local cache, or not a hub id: nothing to identify
             return None
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
+    return sorted(folder.glob("*.safetensors")) or None
+
+
+def _hub_blob_hash(file: Path) -> str | None:
+    """The sha256 a hub-cache symlink's blob is named by (the file's content hash), else None."""
+    target = file.resolve()
+    return target.name if file.is_symlink() and len(target.name) == 64 else None
+
+
+def weights_fingerprint(name_or_path: str | os.PathLike) -> str | None:
+    """sha256 over a checkpoint's safetensors files (names and contents): which weights, not just which config.
+
+    A local folder (and `toy`) is hashed file by file (about a second per GB); a hub id uses the
+    content hashes its local cache already names its files by. None where the weights cannot be
+    found locally (nothing is downloaded for this).
+    """
+    files = _local_safetensors(name_or_path)
+    if files is None:
         return None
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())
-        target = file.resolve()
-        if file.is_symlink() and len(target.name) == 64:  # hub cache: blobs are named by their sha256
-            digest.update(target.name.encode())
+        if blob := _hub_blob_hash(file):
+            digest.update(blob.encode())
             continue
-        with open(target, "rb") as handle:
+        with open(file.resolve(), "rb") as handle:
             while chunk := handle.read(1 << 24):
                 digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def weights_stamp(name_or_path: str | os.PathLike) -> str | None:
+    """A cheap identity of a checkpoint's weights, reading no weights: each safetensors file's name,
+    size and modification time (hub cache: its content hash). Weights rewritten at the same path
+    (a retrained model) get a new stamp; for keys of transient caches, where hashing every byte of
+    a 70B checkpoint on each run would cost minutes. None where the weights are not local.
+    """
+    files = _local_safetensors(name_or_path)
+    if files is None:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.resolve().stat()
+        digest.update(f"{file.name}\0{_hub_blob_hash(file) or (stat.st_size, stat.st_mtime_ns)}\0".encode())
     return digest.hexdigest()[:16]
 
 

@@ -329,12 +329,13 @@ def cmd_prune(args) -> int:
         )
         plan, out, report, before, after = result.plan, result.out_dir, result.report, result.params_before, result.params_after
     else:
+        from shortlvlm.checkpoint import weights_stamp
         from shortlvlm.resume import StageCache, partial_dir_for
 
         before = count_parameters(model)
         kwargs = {k: v for k, v in _method_kwargs(args).items() if k != "num_samples"}
         # Finished stages are kept beside --out until it lands, so a killed run resumes (shortlvlm.resume).
-        cache = StageCache(partial_dir_for(args.out))
+        cache = StageCache(partial_dir_for(args.out), identity={"weights": weights_stamp(args.model)})
         if args.fresh:
             cache.clear()
         model, plan = prune(model, processor, samples, args.ratio, args.method, args.compensation, plan=plan,

@@ -3,8 +3,8 @@
 A `prune --ratio` job has two expensive stages before the save: scoring (one or more capture
 passes over the calibration set) and, for SCP, the gap statistics (one more pass). Each finished
 stage is written to a hidden sibling of the output, `.{out}.partial/`, under a key that names
-everything its result depends on (model config hash and dtype, calibration hash, method and its
-parameters). The same command run again after an interruption reuses the stages whose key
+everything its result depends on (model config hash and dtype, the weights' files
+(`identity`, checkpoint.weights_stamp), calibration hash, method and its parameters). The same command run again after an interruption reuses the stages whose key
 matches and recomputes the rest; the folder is deleted once the checkpoint has landed.
 
 Only JSON and safetensors are read back (nothing executable); a file that does not parse or
@@ -39,17 +39,21 @@ def _canonical(value) -> str:
 class StageCache:
     """Finished stages of one job: `plan` (a scored Plan) and named tensor sets (safetensors)."""
 
-    def __init__(self, directory: str | os.PathLike, *, announce: bool = True):
+    def __init__(self, directory: str | os.PathLike, *, announce: bool = True, identity: dict | None = None):
         self.directory = Path(directory)
         self.announce = announce
+        self.identity = dict(identity or {})  # added to every key, e.g. {"weights": weights_stamp(model)}
         self.reused: list[str] = []
+
+    def _full_key(self, key: dict) -> str:
+        return _canonical({**key, "_identity": self.identity} if self.identity else key)
 
     def _key_matches(self, name: str, key: dict) -> bool:
         try:
             stored = json.loads((self.directory / f"{name}.key.json").read_text())
         except (OSError, ValueError):
             return False
-        return _canonical(stored) == _canonical(key)
+        return _canonical(stored) == self._full_key(key)
 
     def _note(self, name: str) -> None:
         self.reused.append(name)
@@ -76,7 +80,7 @@ class StageCache:
     def save_plan(self, key: dict, plan: Plan) -> None:
         self._forget("plan")
         write_text_atomically(self.directory / "plan.json", json.dumps(plan.to_dict(), indent=2) + "\n")
-        write_text_atomically(self.directory / "plan.key.json", _canonical(key))
+        write_text_atomically(self.directory / "plan.key.json", self._full_key(key))
 
     def load_tensors(self, name: str, key: dict) -> dict[str, torch.Tensor] | None:
         """The tensors saved under this name and key, or None."""
@@ -97,7 +101,7 @@ class StageCache:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
         tmp.replace(path)
         # The key goes last: a kill before it leaves an unkeyed file, which is never reused.
-        write_text_atomically(self.directory / f"{name}.key.json", _canonical(key))
+        write_text_atomically(self.directory / f"{name}.key.json", self._full_key(key))
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
