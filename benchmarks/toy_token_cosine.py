@@ -6,7 +6,9 @@ Runs the bundled calibration set (256 samples) through the toy with hooks on the
 and averages, per layer, the cosine between the layer's input and output hidden states over:
 image tokens, text tokens (non-padding, non-image, including the answer), all of these, and the
 last prompt token (the position that predicts the answer). Prints each group's five most
-redundant layers (highest cosine, what a 30% cut removes) next to tis-cosine's plan, and writes
+redundant layers (highest cosine, what a 30% cut removes) next to tis-cosine's plans (with the
+shared chat template skipped, the default, and kept), and which tokens TIS ranks important: mean
+TIS and the share of each token role selected, with the template kept and skipped. Writes
 benchmarks/results/toy_token_cosine.{json,md}.
 """
 
@@ -18,12 +20,54 @@ from pathlib import Path
 import torch
 
 from shortlvlm import get_adapter, load
+from shortlvlm.capture import capture
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.data.encode import encode_calibration
-from shortlvlm.pruning import score
+from shortlvlm.importance import ImportanceAwareCollector, TokenImportance, template_length, template_mask
+from shortlvlm.pruning import DEFAULT_TIS_TOP_P, score
 
 RESULTS = Path(__file__).parent / "results"
 GROUPS = ("image", "text", "all", "last prompt token")
+ROLES = ("template text", "question", "last prompt token", "answer", "image")
+
+
+def role_masks(batch, template: int) -> dict[str, torch.Tensor]:
+    """[B, T] masks of the token roles (the template measured on the calibration set)."""
+    skipped = template_mask(batch, template) & batch.text
+    last = torch.zeros_like(batch.valid)
+    last[torch.arange(len(last)), batch.answer.float().argmax(dim=1) - 1] = True
+    question = batch.text & ~skipped & ~last & ~batch.answer
+    return {"template text": skipped, "question": question, "last prompt token": last & batch.valid,
+            "answer": batch.answer & batch.valid, "image": batch.image}
+
+
+class RoleImportance(ImportanceAwareCollector):
+    """Mean TIS and the fraction selected as important, per token role."""
+
+    def __init__(self, importance: TokenImportance, template: int):
+        super().__init__(importance)
+        self.template = template
+        self.score_sum = dict.fromkeys(ROLES, 0.0)
+        self.selected = dict.fromkeys(ROLES, 0)
+        self.count = dict.fromkeys(ROLES, 0)
+
+    def end_batch(self) -> None:
+        scores, chosen = self.importance.scores(), self.importance.mask()
+        for role, mask in role_masks(self.batch, self.template).items():
+            self.count[role] += int(mask.sum())
+            self.selected[role] += int((chosen & mask).sum())
+            self.score_sum[role] += float(scores[mask].nan_to_num(0.0).sum())
+
+    def table(self) -> dict[str, dict[str, float]]:
+        return {r: {"tokens": self.count[r], "mean_tis": self.score_sum[r] / max(self.count[r], 1),
+                    "selected": self.selected[r] / max(self.count[r], 1)} for r in ROLES}
+
+
+def role_importance(model, adapter, batches, template: int, skip: bool) -> dict:
+    layers = list(range(adapter.num_layers))
+    collector = RoleImportance(TokenImportance(layers, DEFAULT_TIS_TOP_P, template=template if skip else 0), template)
+    capture(model, adapter, batches, collector, attention_layers=layers, progress=False)
+    return collector.table()
 
 
 @torch.no_grad()
@@ -74,12 +118,19 @@ def main() -> None:
     calibration = toy_calibration()
     batches = encode_calibration(calibration, processor, adapter, batch_size=8, progress=False)
     cosines = token_cosines(model, adapter, batches)
-    plan = score(model, processor, calibration, "tis-cosine", adapter=adapter, source="toy", progress=False)
     cut = round(0.3 * adapter.num_layers)
     top = {g: sorted(sorted(range(adapter.num_layers), key=lambda i: -v[i])[:cut]) for g, v in cosines.items()}
-    top["tis-cosine (important tokens)"] = sorted(plan.params["removal_order"][:cut])
+    for label, skip in (("tis-cosine, template skipped (default)", True), ("tis-cosine, template kept", False)):
+        plan = score(model, processor, calibration, "tis-cosine", adapter=adapter, source="toy", progress=False,
+                     tis_skip_template=skip, batches=batches)
+        top[label] = sorted(plan.params["removal_order"][:cut])
+    template = template_length(batches)
+    template_words = processor.tokenizer.convert_ids_to_tokens(batches[0].inputs["input_ids"][0, :template].tolist())
+    roles = {"template kept": role_importance(model, adapter, batches, template, skip=False),
+             "template skipped": role_importance(model, adapter, batches, template, skip=True)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "toy_token_cosine.json").write_text(json.dumps({"cosines": cosines, "top": top}, indent=2) + "\n")
+    (RESULTS / "toy_token_cosine.json").write_text(json.dumps(
+        {"cosines": cosines, "top": top, "template": template_words, "roles": roles}, indent=2) + "\n")
     lines = ["# Per-layer cos(h_in, h_out) on the toy by token group",
              "", "`.venv/bin/python benchmarks/toy_token_cosine.py` (bundled 256-sample calibration set)", "",
              "| layer | " + " | ".join(GROUPS) + " |", "|---" * (len(GROUPS) + 1) + "|"]
@@ -87,6 +138,15 @@ def main() -> None:
         lines.append(f"| {i} | " + " | ".join(f"{cosines[g][i]:.4f}" for g in GROUPS) + " |")
     lines += ["", f"The {cut} most redundant layers (a 30% cut) by group:", ""]
     lines += [f"- {g}: {v}" for g, v in top.items()]
+    lines += ["", f"Which tokens TIS ranks important (top_p {DEFAULT_TIS_TOP_P} per modality, all probe layers). "
+              f"The shared chat template is {template_words}; its text tokens are 'template text'; 'question' is "
+              "the text between the image and the last prompt token (ASSISTANT included).", "",
+              "| token role | tokens | mean TIS | selected, template kept | selected, template skipped |",
+              "|---|---|---|---|---|"]
+    for role in ROLES:
+        kept, skipped = roles["template kept"][role], roles["template skipped"][role]
+        lines.append(f"| {role} | {kept['tokens']} | {kept['mean_tis']:.4f} | {100 * kept['selected']:.0f}% | "
+                     f"{100 * skipped['selected']:.0f}% |")
     text = "\n".join(lines) + "\n"
     (RESULTS / "toy_token_cosine.md").write_text(text)
     print(text)
