@@ -173,12 +173,17 @@ def test_top_p_selection_per_modality_and_joint():
     assert select_top(scores, image, 0.01).sum() == 1
 
 
-def test_probe_layer_subset_uses_only_those_layers():
+def llava_with_attentions():
+    """A float64 tiny LLaVA, its batch masks and the reference forward pass with output_attentions."""
     model, inputs = tiny_float64("llava")
     adapter = get_adapter(model)
-    batch = batch_from_inputs(adapter, inputs)
     with torch.no_grad():
         out = model(**inputs, output_attentions=True, use_cache=False)
+    return model, adapter, batch_from_inputs(adapter, inputs), out
+
+
+def test_probe_layer_subset_uses_only_those_layers():
+    model, adapter, batch, out = llava_with_attentions()
     recorder = Recorder(adapter.num_layers, TokenImportance([1, 4], TOP_P))
     capture(model, adapter, [batch], recorder, attention_layers=[1, 4], progress=False)
     expected = naive_tis([out.attentions[1], out.attentions[4]], batch.image, batch.text)
@@ -219,11 +224,7 @@ def test_template_length_is_the_shared_prefix_before_the_first_image():
 
 
 def test_skipped_template_tokens_are_neither_queries_nor_candidates():
-    model, inputs = tiny_float64("llava")
-    adapter = get_adapter(model)
-    batch = batch_from_inputs(adapter, inputs)
-    with torch.no_grad():
-        out = model(**inputs, output_attentions=True, use_cache=False)
+    model, adapter, batch, out = llava_with_attentions()
     layers = list(range(adapter.num_layers))
     recorder = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P, template=2))
     capture(model, adapter, [batch], recorder, attention_layers=layers, progress=False)
