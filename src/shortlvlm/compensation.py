@@ -235,8 +235,8 @@ def compensate(
         return report
     measured = None
     stats_key = {**(cache_key or {}), "removed": sorted(removed), "tokens": tokens, "top_p": top_p,
-                 "probe_layers": probe_layers, "joint": joint, "skip_template": skip_template, "normalize": normalize, "fit": alpha == "fit",
-                 "writers": names if alpha == "fit" else None}
+                 "probe_layers": probe_layers, "joint": joint, "skip_template": skip_template, "normalize": normalize,
+                 "fit": alpha == "fit", "writers": names if alpha == "fit" else None}
     if cache is not None:
         measured = cache.load_tensors("scp", stats_key)
     if measured is None:

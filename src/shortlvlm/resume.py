@@ -3,9 +3,10 @@
 A `prune --ratio` job has two expensive stages before the save: scoring (one or more capture
 passes over the calibration set) and, for SCP, the gap statistics (one more pass). Each finished
 stage is written to a hidden sibling of the output, `.{out}.partial/`, under a key that names
-everything its result depends on (model config hash and dtype, the weights' files
-(`identity`, checkpoint.weights_stamp), calibration hash, method and its parameters). The same command run again after an interruption reuses the stages whose key
-matches and recomputes the rest; the folder is deleted once the checkpoint has landed.
+everything its result depends on (model config hash and dtype, the weights files through the
+cache's `identity` (checkpoint.weights_stamp), calibration hash, method and its parameters). The
+same command run again after an interruption reuses the stages whose key matches and recomputes
+the rest; the folder is deleted once the checkpoint has landed.
 
 Only JSON and safetensors are read back (nothing executable); a file that does not parse or
 whose key differs is ignored and recomputed, never trusted.
