@@ -36,6 +36,9 @@ def stop_after(*args, **kwargs):
     os.kill(os.getpid(), getattr(signal, signame))
     return result
 setattr(owner, name, stop_after)
+# A shell starts background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt;
+# a terminal's Ctrl-C, which this simulates, always has the default handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 if no_exchange:  # a filesystem without renameat2 RENAME_EXCHANGE: the two-rename fallback
     import shortlvlm.checkpoint
     shortlvlm.checkpoint.exchange_paths = lambda a, b: False
