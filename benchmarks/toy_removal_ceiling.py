@@ -43,6 +43,11 @@ def selection_split(size: int) -> list[BenchSample]:
     return load_shapes(size, split="calibration", start=SELECT_START)
 
 
+def in_pool(key: str, pool) -> bool:
+    """Whether a measured set (its JSON key) uses only layers of the searched pool."""
+    return set(json.loads(key)) <= set(pool)
+
+
 def accuracy(model, processor, samples) -> tuple[float, dict]:
     metrics, _ = evaluate(model, processor, "shapes", samples, batch_size=100, progress=False)
     return metrics["accuracy"], metrics["per_family"]
@@ -126,7 +131,7 @@ def main() -> None:
                 started = time.perf_counter()
     save()
 
-    ranked = sorted((k for k in sets if set(json.loads(k)) <= set(pool)), key=lambda k: -sets[k])
+    ranked = sorted((k for k in sets if in_pool(k, pool)), key=lambda k: -sets[k])
     tested = results.setdefault("test", {})
     test = load_shapes(args.limit)
     if "none" not in tested:
@@ -144,12 +149,11 @@ def main() -> None:
             continue
         model = copy.deepcopy(base)
         if label.startswith("scp"):
-            alpha = "fit" if label.endswith("fit") else 1.0
-            compensate(model, get_adapter(model), batches, best, alpha=alpha, progress=False)
-            drop_layers(model, best)
+            compensate(model, get_adapter(model), batches, best, alpha="fit" if label.endswith("fit") else 1.0,
+                       progress=False)
         else:
             linear_bridge(model, batches, best, 8 if "rank 8" in label else None)
-            drop_layers(model, best)
+        drop_layers(model, best)
         acc, families = accuracy(model, processor, test)
         bridges[label] = {"removed": best, "accuracy": acc, "per_family": families}
         save()
@@ -159,7 +163,7 @@ def main() -> None:
 def write_report(results: dict, out: Path, count: int) -> None:
     cfg = results["config"]
     single, sets, tested = results["single"], results["sets"], results["test"]
-    pool = set(results["pool_layers"])
+    pool = results["pool_layers"]
     base = tested["none"]["accuracy"]
     lines = ["# The best 30% layer removal on the toy (exhaustive reference)", "",
              f"Command: `.venv/bin/python benchmarks/toy_removal_ceiling.py --select {cfg['select']} "
@@ -172,16 +176,16 @@ def write_report(results: dict, out: Path, count: int) -> None:
              "|---|" + "---|" * (len(single) - 1),
              "| accuracy | " + " | ".join(f"{single[str(i)]:.1f}" for i in range(len(single) - 1)) + " |", "",
              f"Searched: every {count}-layer set from the {cfg['pool']} cheapest layers {results['pool_layers']} "
-             f"({sum(set(json.loads(k)) <= pool for k in sets)} sets).", "",
+             f"({sum(in_pool(k, pool) for k in sets)} sets).", "",
              "## Best sets (selection split, then test split)", "",
              "| removed | selection | test | test retention |", "|---|---|---|---|"]
     for key in sorted(sets, key=lambda k: -sets[k]):
-        if key in tested and set(json.loads(key)) <= pool:
+        if key in tested and in_pool(key, pool):
             acc = tested[key]["accuracy"]
             lines.append(f"| {key} | {sets[key]:.2f} | {acc:.2f} | {100 * acc / base:.1f}% |")
     lines += ["", "## Bridging the best set's gaps with weight edits (test split)", "",
               "| edit of the kept layers | accuracy | retention |", "|---|---|---|"]
-    best_key = max((k for k in sets if set(json.loads(k)) <= pool), key=lambda k: sets[k])
+    best_key = max((k for k in sets if in_pool(k, pool)), key=lambda k: sets[k])
     lines.append(f"| none ({best_key}) | {tested[best_key]['accuracy']:.2f} | "
                  f"{100 * tested[best_key]['accuracy'] / base:.1f}% |")
     for label, entry in results["bridges"].items():

@@ -31,11 +31,17 @@ GROUPS = ("image", "text", "all", "last prompt token")
 ROLES = ("template text", "question", "last prompt token", "answer", "image")
 
 
+def last_prompt_mask(batch) -> torch.Tensor:
+    """[B, T] the position just before each row's first answer token (the one that predicts it)."""
+    last = torch.zeros_like(batch.valid)
+    last[torch.arange(len(last)), batch.answer.float().argmax(dim=1) - 1] = True
+    return last
+
+
 def role_masks(batch, template: int) -> dict[str, torch.Tensor]:
     """[B, T] masks of the token roles (the template measured on the calibration set)."""
     skipped = template_mask(batch, template) & batch.text
-    last = torch.zeros_like(batch.valid)
-    last[torch.arange(len(last)), batch.answer.float().argmax(dim=1) - 1] = True
+    last = last_prompt_mask(batch)
     question = batch.text & ~skipped & ~last & ~batch.answer
     return {"template text": skipped, "question": question, "last prompt token": last & batch.valid,
             "answer": batch.answer & batch.valid, "image": batch.image}
@@ -98,11 +104,9 @@ def token_cosines(model, adapter, batches) -> dict[str, list[float]]:
         for batch in batches:
             real = batch.real
             image = batch.image & real
-            last = torch.zeros_like(real)
-            first_answer = batch.answer.float().argmax(dim=1)  # answers follow the prompt
-            last[torch.arange(len(last)), first_answer - 1] = True
             masks.clear()
-            masks.update({"image": image, "text": real & ~image, "all": real, "last prompt token": last})
+            masks.update({"image": image, "text": real & ~image, "all": real,
+                          "last prompt token": last_prompt_mask(batch)})
             for group, mask in masks.items():
                 counts[group] += int(mask.sum())
             model(**batch.inputs)
