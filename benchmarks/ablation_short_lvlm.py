@@ -22,12 +22,9 @@ from pathlib import Path
 
 import torch
 
-from shortlvlm import get_adapter, load
-from shortlvlm.data.calibration import toy_calibration
+from shortlvlm import SCP, TIS, Calibration, TISCosine, evaluate, get_adapter, load, load_benchmark, prune
+from shortlvlm.data.calibration_set import read_calibration
 from shortlvlm.data.encode import encode_calibration
-from shortlvlm.pipeline import evaluate
-from shortlvlm.pruning import DEFAULT_SCP_RANK, DEFAULT_TIS_TOP_P, prune
-from shortlvlm.toy.bench import load_shapes
 
 RATIOS = (0.1, 0.2, 0.3, 0.4)
 ARMS = {
@@ -52,6 +49,15 @@ def sweeps() -> list[tuple[str, str, dict]]:
     return runs
 
 
+def method_options(kwargs: dict) -> tuple[TISCosine, SCP | None]:
+    """The scorer and compensation a run's kwargs (the names results.json keeps) describe."""
+    tis = TIS(tokens=kwargs.get("tis_tokens", "important"), top_p=kwargs.get("tis_top_p", TIS().top_p),
+              joint=kwargs.get("tis_joint", False), skip_template=kwargs.get("tis_skip_template", True))
+    scp = SCP(rank=kwargs.get("scp_rank", SCP().rank), alpha=kwargs.get("scp_alpha", SCP().alpha),
+              writers=kwargs.get("scp_writers", SCP().writers), normalize=kwargs.get("scp_normalize", False))
+    return TISCosine(tis=tis, iterative=kwargs.get("iterative", False)), scp if kwargs["compensation"] == "scp" else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=1200, help="shapes test questions (default 1200)")
@@ -66,10 +72,10 @@ def main() -> None:
     results.update(limit=args.limit, torch=torch.__version__)
     runs = results.setdefault("runs", {})
 
-    samples = load_shapes(args.limit)
-    calib = toy_calibration()
+    samples = load_benchmark("shapes", limit=args.limit)
+    calib = read_calibration(Calibration(), "toy")
     base, processor = load("toy")
-    batches = encode_calibration(calib, processor, get_adapter(base), progress=False)
+    calib = calib.with_batches(encode_calibration(list(calib.samples), processor, get_adapter(base), progress=False))
 
     def save() -> None:
         tmp = path.with_suffix(".tmp")
@@ -83,10 +89,10 @@ def main() -> None:
         started = time.perf_counter()
         plan = None
         if ratio is not None:
-            kwargs = dict(kwargs)
-            compensation = kwargs.pop("compensation")
-            model, plan = prune(model, processor, calib, ratio, compensation=compensation, batches=batches,
-                                source="toy", progress=False, **kwargs)
+            scorer, compensation = method_options(kwargs)
+            model, plan = prune(model, processor, ratio, scorer=scorer, compensation=compensation, calibration=calib,
+                                source="toy", progress=False)
+            kwargs = {k: v for k, v in kwargs.items() if k != "compensation"}
         seconds = time.perf_counter() - started
         metrics, _ = evaluate(model, processor, "shapes", samples, batch_size=50)
         runs[key] = {"ratio": ratio, "kwargs": {k: v for k, v in kwargs.items()}, "accuracy": metrics["accuracy"],
@@ -116,7 +122,7 @@ def write_report(results: dict, out: Path) -> None:
     lines = ["# Short-LVLM ablation on the toy LVLM", "",
              f"Command: `.venv/bin/python benchmarks/ablation_short_lvlm.py --limit {results['limit']}`  ",
              f"Shapes test questions: {results['limit']}; calibration: bundled toy set (256 samples); "
-             f"unpruned accuracy {base:.2f}%. Defaults: tis_top_p={DEFAULT_TIS_TOP_P}, k={DEFAULT_SCP_RANK}, "
+             f"unpruned accuracy {base:.2f}%. Defaults: tis_top_p={TIS().top_p}, k={SCP().rank}, "
              "alpha=1, writers=mlp, chat template skipped. Retention = pruned / unpruned accuracy.", "",
              "## Components (accuracy %, retention %)", "",
              "| method | " + " | ".join(f"{int(r * 100)}%" for r in RATIOS) + " |",

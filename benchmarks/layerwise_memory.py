@@ -11,7 +11,7 @@ seconds and work seconds. Modes:
 - accelerate-offload: `load(device_map="auto", max_memory={"cpu": "2MiB"})`: accelerate keeps the
   language model on disk and loads each layer for every batch's forward pass; same scoring;
 - layerwise: `load(layerwise=True)`: decoder layers stay in the checkpoint's safetensors and the
-  capture pass reads each one once, running every batch through it (shortlvlm.layerwise);
+  capture pass reads each one once, running every batch through it (shortlvlm.capture.layerwise);
 - naive: `load()` into memory, then per batch one forward with output_attentions and
   output_hidden_states, TIS and cosines computed from the returned maps (what a non-streaming
   implementation does; its last layer is compared on the post-norm state, the usual peer convention);
@@ -46,9 +46,9 @@ from capture_memory import PeakRSS
 
 from shortlvlm import get_adapter
 from shortlvlm.capture import batch_from_inputs
-from shortlvlm.checkpoint import load
-from shortlvlm.compensation import compensate
-from shortlvlm.importance import important_token_mask, token_importance
+from shortlvlm.compensation import SCP, compensate
+from shortlvlm.importance import TIS, important_token_mask, token_importance
+from shortlvlm.io.load import load
 from shortlvlm.plan import Plan
 from shortlvlm.scoring import ScoringContext, get_scorer
 from shortlvlm.surgery import drop_layers
@@ -111,9 +111,9 @@ def synthetic_batches(adapter, config: LlavaConfig, samples: int, batch_size: in
 
 
 def calibration_batches(model_name: str, large_dir: Path, samples: int, batch_size: int) -> list:
-    from shortlvlm.checkpoint import load_skeleton
     from shortlvlm.data.calibration import toy_calibration
     from shortlvlm.data.encode import encode_calibration
+    from shortlvlm.io.load import load_skeleton
 
     if model_name == "toy":
         skeleton = load_skeleton("toy")
@@ -162,13 +162,13 @@ def run_work(mode: str, model, batches, out_dir: str) -> list[float]:
     context = ScoringContext(model, adapter, batches, progress=False)
     if mode == "naive":
         return naive_tis_cosine(model, adapter, batches)
-    ranking = get_scorer("tis-cosine", top_p=TOP_P).rank(context, 1)
+    ranking = get_scorer("tis-cosine", tis=TIS(top_p=TOP_P)).rank(context, 1)
     if not mode.endswith("prune"):
         return ranking.scores
-    from shortlvlm.pipeline import write_checkpoint
+    from shortlvlm.jobs.checkpoint import write_checkpoint
 
     removed = sorted(ranking.order[:round(PRUNE_RATIO * adapter.num_layers)])
-    report = compensate(model, adapter, batches, removed, rank=8, alpha=1.0, progress=False)
+    report = compensate(model, adapter, batches, removed, SCP(rank=8, alpha=1.0), progress=False)
     drop_layers(model, removed, adapter)
     plan = Plan(method="short-lvlm", num_layers_before=adapter.num_layers, removed_layers=removed, compensation="scp",
                 layer_scores=ranking.scores, params={"compensation_report": report})

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from shortlvlm import drop_layers, get_adapter, load
+from shortlvlm.data.benchmarks.shapes import load_shapes, score_shapes
 from shortlvlm.eval.generate import answer_samples
 from shortlvlm.report import accuracy_table
-from shortlvlm.toy.bench import load_shapes, score_shapes
 from shortlvlm.toy.data import BACKGROUND, IMAGE_SIZE, make_split
 
 

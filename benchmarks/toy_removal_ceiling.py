@@ -29,11 +29,12 @@ import torch
 from tqdm import tqdm
 
 from shortlvlm import drop_layers, get_adapter, load
-from shortlvlm.compensation import compensate, measure_gaps, removed_runs, top_subspace, writer_names
+from shortlvlm.compensation import SCP, compensate, measure_gaps, removed_runs, top_subspace, writer_names
+from shortlvlm.data.benchmarks.shapes import BenchSample, load_shapes
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.data.encode import encode_calibration
-from shortlvlm.pipeline import evaluate
-from shortlvlm.toy.bench import BenchSample, load_shapes
+from shortlvlm.eval.evaluate import evaluate
+from shortlvlm.importance import TIS
 
 SELECT_START = 100_000
 
@@ -60,8 +61,7 @@ def linear_bridge(model, batches, removed: list[int], rank: int | None) -> None:
     adapter = get_adapter(model)
     names = writer_names(adapter, "mlp")
     runs = removed_runs(removed)
-    stats = measure_gaps(model, adapter, batches, runs, names, fit=True, tokens="important", top_p=0.5,
-                         probe_layers="all", joint=False, normalize=False, progress=False)
+    stats = measure_gaps(model, adapter, batches, removed, SCP(alpha="fit", writers="mlp", tis=TIS()), progress=False)
     dim = adapter.config.get_text_config().hidden_size
     for run in runs:
         if run.below is None:
@@ -149,7 +149,7 @@ def main() -> None:
             continue
         model = copy.deepcopy(base)
         if label.startswith("scp"):
-            compensate(model, get_adapter(model), batches, best, alpha="fit" if label.endswith("fit") else 1.0,
+            compensate(model, get_adapter(model), batches, best, SCP(alpha="fit" if label.endswith("fit") else 1.0),
                        progress=False)
         else:
             linear_bridge(model, batches, best, 8 if "rank 8" in label else None)

@@ -23,7 +23,8 @@ import torch
 
 from shortlvlm import drop_layers, get_adapter, load
 from shortlvlm.data.calibration import toy_calibration
-from shortlvlm.pruning import layers_to_remove, score
+from shortlvlm.pruning import score
+from shortlvlm.selection import layers_to_remove
 from shortlvlm.speed import bench_inputs, markdown_table, run_bench, synthetic_image
 
 RESULTS = Path(__file__).parent / "results"
@@ -90,7 +91,7 @@ def main() -> None:
 
     model, processor = load("toy", dtype=torch.float32)
     adapter = get_adapter(model)
-    plan = score(model, processor, toy_calibration(), "short-lvlm", adapter=adapter, source="toy", progress=False)
+    plan = score(model, processor, calibration=toy_calibration(), adapter=adapter, source="toy", progress=False)
     order = plan.params["removal_order"]
     settings = [("toy (unpruned)", [])]
     for ratio in RATIOS:

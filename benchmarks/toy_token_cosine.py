@@ -22,9 +22,17 @@ import torch
 from shortlvlm import get_adapter, load
 from shortlvlm.capture import capture
 from shortlvlm.data.calibration import toy_calibration
+from shortlvlm.data.calibration_set import calibration_set
 from shortlvlm.data.encode import encode_calibration
-from shortlvlm.importance import ImportanceAwareCollector, TokenImportance, template_length, template_mask
-from shortlvlm.pruning import DEFAULT_TIS_TOP_P, score
+from shortlvlm.importance import (
+    TIS,
+    ImportanceAwareCollector,
+    TokenImportance,
+    template_length,
+    template_mask,
+)
+from shortlvlm.pruning import score
+from shortlvlm.scoring import TISCosine
 
 RESULTS = Path(__file__).parent / "results"
 GROUPS = ("image", "text", "all", "last prompt token")
@@ -71,7 +79,7 @@ class RoleImportance(ImportanceAwareCollector):
 
 def role_importance(model, adapter, batches, template: int, skip: bool) -> dict:
     layers = list(range(adapter.num_layers))
-    collector = RoleImportance(TokenImportance(layers, DEFAULT_TIS_TOP_P, template=template if skip else 0), template)
+    collector = RoleImportance(TokenImportance(layers, TIS().top_p, template=template if skip else 0), template)
     capture(model, adapter, batches, collector, attention_layers=layers, progress=False)
     return collector.table()
 
@@ -125,8 +133,9 @@ def main() -> None:
     cut = round(0.3 * adapter.num_layers)
     top = {g: sorted(sorted(range(adapter.num_layers), key=lambda i: -v[i])[:cut]) for g, v in cosines.items()}
     for label, skip in (("tis-cosine, template skipped (default)", True), ("tis-cosine, template kept", False)):
-        plan = score(model, processor, calibration, "tis-cosine", adapter=adapter, source="toy", progress=False,
-                     tis_skip_template=skip, batches=batches)
+        encoded = calibration_set(calibration).with_batches(batches)
+        plan = score(model, processor, scorer=TISCosine(tis=TIS(skip_template=skip)), calibration=encoded,
+                     method="tis-cosine", adapter=adapter, source="toy", progress=False)
         top[label] = sorted(plan.params["removal_order"][:cut])
     template = template_length(batches)
     template_words = processor.tokenizer.convert_ids_to_tokens(batches[0].inputs["input_ids"][0, :template].tolist())
@@ -142,7 +151,7 @@ def main() -> None:
         lines.append(f"| {i} | " + " | ".join(f"{cosines[g][i]:.4f}" for g in GROUPS) + " |")
     lines += ["", f"The {cut} most redundant layers (a 30% cut) by group:", ""]
     lines += [f"- {g}: {v}" for g, v in top.items()]
-    lines += ["", f"Which tokens TIS ranks important (top_p {DEFAULT_TIS_TOP_P} per modality, all probe layers). "
+    lines += ["", f"Which tokens TIS ranks important (top_p {TIS().top_p} per modality, all probe layers). "
               f"The shared chat template is {template_words}; its text tokens are 'template text'; 'question' is "
               "the text between the image and the last prompt token (ASSISTANT included).", "",
               "| token role | tokens | mean TIS | selected, template kept | selected, template skipped |",

@@ -8,6 +8,7 @@ import torch
 from shortlvlm import get_adapter
 from shortlvlm.capture import batch_from_inputs, capture
 from shortlvlm.compensation import (
+    SCP,
     CompensationError,
     GapStatistics,
     compensate,
@@ -15,6 +16,7 @@ from shortlvlm.compensation import (
     removed_runs,
     top_subspace,
 )
+from shortlvlm.importance import TIS
 from shortlvlm.models.tiny import tiny_inputs, tiny_model
 
 
@@ -79,7 +81,7 @@ def test_edit_in_bfloat16_is_computed_in_float64_then_cast():
 def test_compensate_edits_only_the_layer_below_each_run_by_the_formula():
     model, adapter, batch, inputs = float64_llava()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    report = compensate(model, adapter, [batch], [2, 3], rank=4, alpha=1.0, tokens="all", progress=False)
+    report = compensate(model, adapter, [batch], [2, 3], SCP(rank=4, alpha=1.0, tis=TIS(tokens="all")), progress=False)
     assert report[0]["edited_layer"] == 1 and report[0]["rank"] == 4 and report[0]["alpha"] == 1.0
     changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
     assert changed == ["model.language_model.layers.1.mlp.down_proj.weight"]
@@ -104,7 +106,7 @@ def test_fitted_alpha_is_the_least_squares_solution():
     basis = torch.linalg.svd(gap, full_matrices=False).Vh[:3].T
     projected = u @ projector(basis)
     expected = float((gap * projected).sum() / (projected * projected).sum())
-    report = compensate(model, adapter, [batch], [2, 3], rank=3, alpha="fit", tokens="all", progress=False)
+    report = compensate(model, adapter, [batch], [2, 3], SCP(rank=3, alpha="fit", tis=TIS(tokens="all")), progress=False)
     assert report[0]["alpha"] == pytest.approx(expected, rel=1e-8)
 
 
@@ -116,7 +118,7 @@ def test_fitted_alpha_does_not_increase_the_gap_residual():
 
     def residual(alpha):
         edited = tiny_model("llava", 6).double()
-        compensate(edited, get_adapter(edited), [batch], [2, 3], rank=3, alpha=alpha, tokens="all", progress=False)
+        compensate(edited, get_adapter(edited), [batch], [2, 3], SCP(rank=3, alpha=alpha, tis=TIS(tokens="all")), progress=False)
         with torch.no_grad():
             out = edited(**inputs, output_hidden_states=True, use_cache=False).hidden_states[2][batch.valid]
         return float(((target - out) ** 2).sum())
@@ -127,7 +129,7 @@ def test_fitted_alpha_does_not_increase_the_gap_residual():
 def test_run_starting_at_layer_zero_is_left_alone_and_reported():
     model, adapter, batch, _ = float64_llava()
     before = [p.detach().clone() for p in model.parameters()]
-    report = compensate(model, adapter, [batch], [0, 1], rank=2, tokens="all", progress=False)
+    report = compensate(model, adapter, [batch], [0, 1], SCP(rank=2, tis=TIS(tokens="all")), progress=False)
     assert report == [{"removed": [0, 1], "edited_layer": None, "reason": "run starts at layer 0: nothing below"}]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
@@ -136,7 +138,7 @@ def test_rank_deficient_gap_uses_fewer_directions_and_says_so():
     model, adapter, batch, _ = float64_llava()
     batch.valid = torch.zeros_like(batch.valid)
     batch.valid[0, -2:] = True  # two tokens: H has rank <= 2
-    report = compensate(model, adapter, [batch], [3], rank=8, tokens="all", progress=False)
+    report = compensate(model, adapter, [batch], [3], SCP(rank=8, tis=TIS(tokens="all")), progress=False)
     assert report[0]["rank"] <= 2 and "rank" in report[0]["note"]
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -149,10 +151,11 @@ def test_gemma3_post_norm_writers_are_refused():
         compensate(model, adapter, [batch], [3], progress=False)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"rank": 0}, "rank"), ({"alpha": "big"}, "alpha"), ({"writers": "qkv"}, "writers"), ({"tokens": "some"}, "tokens"),
+@pytest.mark.parametrize(("options", "message"), [
+    (lambda: SCP(rank=0), "rank"), (lambda: SCP(alpha="big"), "alpha"), (lambda: SCP(writers="qkv"), "writers"),
+    (lambda: SCP(tis=TIS(tokens="some")), "tokens"),
 ])
-def test_bad_parameters_are_refused(kwargs, message):
+def test_bad_parameters_are_refused(options, message):
     model, adapter, batch, _ = float64_llava()
     with pytest.raises(CompensationError, match=message):
-        compensate(model, adapter, [batch], [3], progress=False, **kwargs)
+        compensate(model, adapter, [batch], [3], options(), progress=False)

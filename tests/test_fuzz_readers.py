@@ -27,11 +27,12 @@ from PIL import Image
 
 from shortlvlm.data.calibration import read_calibration_jsonl
 from shortlvlm.errors import ShortLVLMError
+from shortlvlm.io.fingerprint import model_fingerprint
 from shortlvlm.models import get_adapter
 from shortlvlm.models.tiny import tiny_model
-from shortlvlm.pipeline import read_partial_answers
 from shortlvlm.plan import Plan, PlanError
-from shortlvlm.pruning import check_plan_matches, model_fingerprint, planned_removal
+from shortlvlm.resume.answers import read_partial_answers
+from shortlvlm.selection import check_plan_matches, planned_removal
 
 TINY_LAYERS = 6
 
@@ -342,7 +343,7 @@ BAD_FIELD_VALUES = {
     "layer_scores": st.lists(json_scalars, min_size=1, max_size=3) | json_values,
 }
 PLAN_FIELDS = ("method", "num_layers_before", "removed_layers", "compensation", "ratio", "layer_scores",
-               "params", "calibration", "model", "version", "unexpected")
+               "scorer", "scp", "params", "calibration", "model", "version", "format", "unexpected")
 
 
 @st.composite

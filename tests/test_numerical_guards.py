@@ -10,8 +10,9 @@ import torch
 from shortlvlm import get_adapter
 from shortlvlm.capture import batch_from_inputs
 from shortlvlm.cli import main
-from shortlvlm.compensation import compensate
+from shortlvlm.compensation import SCP, compensate
 from shortlvlm.errors import ShortLVLMError
+from shortlvlm.importance import TIS
 from shortlvlm.models.tiny import tiny_inputs, tiny_model
 from shortlvlm.scoring import ScoringContext, get_scorer
 from tests.scoring.conftest import with_answers
@@ -51,7 +52,7 @@ def test_scp_with_float16_overflow_is_refused_not_applied():
     context = overflowing_context(torch.float16)
     before = {k: v.clone() for k, v in context.model.state_dict().items()}
     with pytest.raises(ShortLVLMError, match=f"decoder layer {OVERFLOWING_LAYER} produced NaN/Inf"):
-        compensate(context.model, context.adapter, context.batches, [3, 4], tokens="all", progress=False)
+        compensate(context.model, context.adapter, context.batches, [3, 4], SCP(tis=TIS(tokens="all")), progress=False)
     after = context.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing edited
 
@@ -69,7 +70,7 @@ def test_scp_statistics_with_nan_are_refused(monkeypatch):
 
     monkeypatch.setattr(compensation, "measure_gaps", poisoned)
     with pytest.raises(ShortLVLMError, match=r"removed layers \[3, 4\] contain NaN/Inf.*--dtype"):
-        compensate(context.model, context.adapter, context.batches, [3, 4], tokens="all", progress=False)
+        compensate(context.model, context.adapter, context.batches, [3, 4], SCP(tis=TIS(tokens="all")), progress=False)
 
 
 def test_scp_over_layers_that_change_nothing_edits_nothing():
@@ -80,7 +81,7 @@ def test_scp_over_layers_that_change_nothing_edits_nothing():
         layer.self_attn.o_proj.weight.zero_()
         layer.mlp.down_proj.weight.zero_()
     before = {k: v.clone() for k, v in context.model.state_dict().items()}
-    (entry,) = compensate(context.model, context.adapter, context.batches, [4], tokens="all", progress=False)
+    (entry,) = compensate(context.model, context.adapter, context.batches, [4], SCP(tis=TIS(tokens="all")), progress=False)
     assert entry["edited_layer"] == 3 and entry["rank"] == 0 and "no gap" in entry["reason"]
     assert all(torch.equal(before[k], v) for k, v in context.model.state_dict().items())
     assert "nan" not in repr(entry).lower()
@@ -90,11 +91,11 @@ def test_scp_over_layers_that_change_nothing_edits_nothing():
 def test_non_finite_alpha_is_refused(alpha):
     context = overflowing_context(torch.float32)
     with pytest.raises(ShortLVLMError, match="finite number"):
-        compensate(context.model, context.adapter, context.batches, [3], alpha=alpha, progress=False)
+        compensate(context.model, context.adapter, context.batches, [3], SCP(alpha=alpha), progress=False)
 
 
 def test_cli_reports_the_overflow_in_one_line(tmp_path, capsys):
-    from shortlvlm.checkpoint import load
+    from shortlvlm.io.load import load
 
     model, processor = load("toy", dtype=torch.float32)
     with torch.no_grad():  # finite in float32 (>1e5 in the residual stream), inf in float16

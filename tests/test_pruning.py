@@ -7,13 +7,16 @@ import torch
 
 from shortlvlm import get_adapter, load
 from shortlvlm.capture import CalibrationBatch
+from shortlvlm.compensation import SCP
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.errors import InvalidLayerSelectionError
-from shortlvlm.pipeline import write_checkpoint
+from shortlvlm.io.fingerprint import model_fingerprint
+from shortlvlm.jobs.checkpoint import write_checkpoint
 from shortlvlm.plan import Plan, PlanError
-from shortlvlm.pruning import layers_to_remove, model_fingerprint, prune, score
-from shortlvlm.scoring import ScoringError
+from shortlvlm.pruning import prune, score
+from shortlvlm.scoring import ScoringError, get_scorer
+from shortlvlm.selection import layers_to_remove
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def calib():
 @pytest.fixture(scope="module")
 def toy_plan(toy, calib):
     model, processor = toy
-    return score(model, processor, calib, source="toy", progress=False)
+    return score(model, processor, calibration=calib, source="toy", progress=False)
 
 
 def test_encoded_batches_mark_image_and_answer_tokens(toy, calib):
@@ -60,7 +63,7 @@ def test_pruning_from_a_plan_does_not_recalibrate(toy_plan, calib, monkeypatch):
     monkeypatch.setattr(pruning, "encode_calibration", lambda *a, **k: calls.append(1))
     for ratio, count in ((0.1, 2), (0.3, 5)):
         model, processor = load("toy")
-        model, plan = prune(model, processor, None, ratio, compensation="none", plan=toy_plan, progress=False)
+        model, plan = prune(model, processor, ratio, compensation=None, plan=toy_plan, progress=False)
         assert plan.removed_layers == sorted(toy_plan.params["removal_order"][:count])
         assert get_adapter(model).num_layers == 16 - count
     assert calls == []
@@ -69,7 +72,7 @@ def test_pruning_from_a_plan_does_not_recalibrate(toy_plan, calib, monkeypatch):
 def test_short_lvlm_prune_compensates_saves_reloads_and_generates(toy_plan, calib, tmp_path):
     model, processor = load("toy")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model, plan = prune(model, processor, calib, 0.3, plan=toy_plan, progress=False)
+    model, plan = prune(model, processor, 0.3, calibration=calib, plan=toy_plan, progress=False)
     assert plan.method == "short-lvlm" and plan.compensation == "scp"
     edited = [e["edited_layer"] for e in plan.params["compensation_report"] if e["edited_layer"] is not None]
     assert edited and all(layer not in plan.removed_layers for layer in edited)
@@ -82,8 +85,8 @@ def test_short_lvlm_prune_compensates_saves_reloads_and_generates(toy_plan, cali
     assert report.max_abs_logit_diff < 1e-4 and report.generation_agrees
     reloaded, reloaded_processor = load(out)
     assert reloaded.config.text_config.num_hidden_layers == 11
+    from shortlvlm.data.benchmarks.shapes import load_shapes
     from shortlvlm.eval.generate import answer_samples
-    from shortlvlm.toy.bench import load_shapes
 
     questions = load_shapes(6)
     answers = answer_samples(reloaded, reloaded_processor, questions, progress=False)
@@ -105,19 +108,19 @@ def test_plan_for_another_model_is_refused(toy_plan, toy):
     model, processor = load("toy")
     other = Plan.from_dict({**toy_plan.to_dict(), "num_layers_before": 12})
     with pytest.raises(PlanError, match="12 decoder layers"):
-        prune(model, processor, None, 0.3, compensation="none", plan=other, progress=False)
+        prune(model, processor, 0.3, compensation=None, plan=other, progress=False)
     foreign = Plan.from_dict({**toy_plan.to_dict(), "model": {**toy_plan.model, "fingerprint": "0" * 16}})
     with pytest.raises(PlanError, match="another model"):
-        prune(model, processor, None, 0.3, compensation="none", plan=foreign, progress=False)
+        prune(model, processor, 0.3, compensation=None, plan=foreign, progress=False)
     assert toy_plan.model["fingerprint"] == model_fingerprint(model)
 
 
 def test_unknown_method_and_compensation(toy):
     model, processor = load("toy")
     with pytest.raises(ScoringError, match="unknown method"):
-        prune(model, processor, None, 0.3, method="nope", progress=False)
+        prune(model, processor, 0.3, method="nope", progress=False)
     with pytest.raises(ScoringError, match="unknown compensation"):
-        prune(model, processor, None, 0.3, compensation="magic", progress=False)
+        prune(model, processor, 0.3, compensation="magic", progress=False)
 
 
 def test_batches_are_reused_for_scoring_and_compensation(toy, calib, monkeypatch):
@@ -127,7 +130,7 @@ def test_batches_are_reused_for_scoring_and_compensation(toy, calib, monkeypatch
     original = pruning.encode_calibration
     monkeypatch.setattr(pruning, "encode_calibration", lambda *a, **k: encoded.append(original(*a, **k)) or encoded[-1])
     model, processor = load("toy")
-    prune(model, processor, calib[:8], 0.2, progress=False)
+    prune(model, processor, 0.2, calibration=calib[:8], progress=False)
     assert len(encoded) == 1
 
 
@@ -136,9 +139,10 @@ def test_batches_are_reused_for_scoring_and_compensation(toy, calib, monkeypatch
 def test_every_baseline_combines_with_every_compensation(calib, method, compensation):
     model, processor = load("toy")
     count = layers_to_remove(0.2, get_adapter(model))
-    model, plan = prune(model, processor, calib[:8], 0.2, method, compensation, progress=False)
+    model, plan = prune(model, processor, 0.2, scorer=get_scorer(method),
+                        compensation=SCP() if compensation == "scp" else None, calibration=calib[:8], progress=False)
     assert len(plan.removed_layers) == count and get_adapter(model).num_layers == 16 - count
-    assert plan.compensation == compensation and plan.params["scorer"] == method
+    assert plan.compensation == compensation and plan.scorer["name"] == method
     assert ("compensation_report" in plan.params) == (compensation == "scp")
     if method == "angular":
         assert plan.removed_layers == plan.params["removal_sets"][str(count)]

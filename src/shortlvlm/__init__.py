@@ -1,20 +1,64 @@
-"""shortlvlm: prune redundant decoder layers of vision-language models without training."""
+"""shortlvlm: prune redundant decoder layers of vision-language models without training.
 
-__version__ = "0.1.0"
+The method: `score` ranks the decoder layers once, `prune` removes round(ratio x L) of them and bridges
+each cut (Short-LVLM: `TISCosine` scoring on Token Importance Scores, `SCP` compensation). Every
+choice is an options object whose fields carry their defaults and help (`TIS`, `SCP`, `Calibration`,
+`Layerwise`, the scorers). Surgery and checkpoints: `drop_layers`, `load`, `save`, `verify`.
+"""
 
-from shortlvlm.checkpoint import load, save, verify
+from shortlvlm.compensation import SCP
+from shortlvlm.data.benchmarks import load_benchmark
+from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.errors import ShortLVLMError
+from shortlvlm.eval.evaluate import evaluate
+from shortlvlm.importance import TIS
+from shortlvlm.io.load import load
+from shortlvlm.io.placement import Layerwise
+from shortlvlm.io.save import save
+from shortlvlm.io.verify import verify
 from shortlvlm.models import get_adapter
 from shortlvlm.plan import Plan
+from shortlvlm.pruning import prune, score
+from shortlvlm.scoring import (
+    SCORERS,
+    SLEB,
+    AngularBlock,
+    BlockInfluence,
+    LastLayers,
+    Perplexity,
+    RandomLayers,
+    TaylorPlus,
+    TISCosine,
+)
 from shortlvlm.surgery import drop_layers
+from shortlvlm.version import __version__
 
 __all__ = [
+    "SCORERS",
+    "SCP",
+    "SLEB",
+    "TIS",
+    "AngularBlock",
+    "BlockInfluence",
+    "Calibration",
+    "CalibrationSet",
+    "LastLayers",
+    "Layerwise",
+    "Perplexity",
     "Plan",
+    "RandomLayers",
     "ShortLVLMError",
+    "TISCosine",
+    "TaylorPlus",
     "__version__",
     "drop_layers",
+    "evaluate",
     "get_adapter",
     "load",
+    "load_benchmark",
+    "prune",
+    "read_calibration",
     "save",
+    "score",
     "verify",
 ]

@@ -1,4 +1,4 @@
-"""Subspace-Compensated Pruning (DESIGN §2.3): bridge the gap a removed run of layers leaves.
+"""Subspace-Compensated Pruning (docs/design.md §2.3): bridge the gap a removed run of layers leaves.
 
 For each maximal run of removed layers p1..pm with kept layer r directly below it, H stacks
 X^{pm} - X^{r} (the residual stream after the run minus after r, unpruned model, on the
@@ -12,32 +12,52 @@ u_t the edited writers' output, P = V_k V_k^T; it needs two more d x d accumulat
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch, capture
-from shortlvlm.errors import ShortLVLMError
-from shortlvlm.importance import (
-    ImportanceAwareCollector,
-    TokenImportance,
-    resolve_probe_layers,
-    template_length,
-)
+from shortlvlm.errors import CompensationError
+from shortlvlm.importance import TIS, ImportanceAwareCollector, TokenImportance
+from shortlvlm.io.offload import read_weight, write_weight
 from shortlvlm.models import Adapter
-from shortlvlm.offload import read_weight, write_weight
-
-if TYPE_CHECKING:
-    from shortlvlm.resume import StageCache
+from shortlvlm.options import Options, finite_or, is_bool, option, options, positive_int
 
 WRITER_CHOICES = ("mlp", "attn", "both")
 
 
-class CompensationError(ShortLVLMError):
-    """SCP cannot be applied as asked (bad parameter, non-linear writer path, ...)."""
+def parse_alpha(text: str) -> float | str:
+    """A number, or 'fit'."""
+    if text == "fit":
+        return "fit"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("takes a number or 'fit'") from None
+
+
+@options
+class SCP(Options):
+    """Subspace-Compensated Pruning: how the kept layer below each removed run is edited."""
+
+    flag_prefix = "scp"
+    error = CompensationError
+
+    rank: int = option(8, check=positive_int, help="directions k of the gap subspace")
+    alpha: float | str = option(1.0, parse=parse_alpha, check=finite_or("fit"),
+                                help="edit strength, or 'fit' for least squares")
+    writers: str = option("mlp", choices=WRITER_CHOICES, help="which projections of the kept layer are edited")
+    tis: TIS | None = option(None, flag=None,
+                             help="tokens the gap is measured on; None: the scorer's (its TIS for tis-cosine, "
+                                  "every real token otherwise)")
+    normalize: bool = option(False, flag=None, check=is_bool,
+                             help="weigh each token's gap by 1/|X^r_t| (an experiment; the paper's form is off)")
+
+    @property
+    def fit(self) -> bool:
+        return self.alpha == "fit"
 
 
 @dataclass
@@ -160,21 +180,18 @@ def fit_alpha(basis: torch.Tensor, cross: torch.Tensor, gram: torch.Tensor) -> f
     return float(numerator / denominator) if denominator > 0 else 0.0
 
 
-def measure_gaps(
-    model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], runs: list[RemovedRun], names: list[str],
-    *, fit: bool, tokens: str, top_p: float, probe_layers, joint: bool, normalize: bool, progress: bool,
-    skip_template: bool = True,
-) -> dict[str, torch.Tensor]:
+def measure_gaps(model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int],
+                 scp: SCP, *, progress: bool = True) -> dict[str, torch.Tensor]:
     """One capture pass over the unpruned model: per compensated run (keyed by the kept layer below),
     "hth.{r}" (and "cross.{r}", "gram.{r}" when fitting alpha) in float64 and "tokens.{r}"."""
+    tis = scp.tis or TIS()
+    names = writer_names(adapter, scp.writers)
     hidden = adapter.config.get_text_config().hidden_size
-    probes = resolve_probe_layers(probe_layers, adapter.num_layers) if tokens == "important" else []
-    importance = None
-    if tokens == "important":
-        importance = TokenImportance(probes, top_p, joint, template_length(batches) if skip_template else 0)
-    stats = GapStatistics(runs, importance, fit=fit, dim=hidden, normalize=normalize)
+    importance = tis.importance(batches, adapter.num_layers)
+    probes = importance.probe_layers if importance is not None else []
+    stats = GapStatistics(removed_runs(removed), importance, fit=scp.fit, dim=hidden, normalize=scp.normalize)
     handles = []
-    if fit:
+    if scp.fit:
         for run in stats.runs:
             for name, module in adapter.residual_writers(run.below).items():
                 if name in names:
@@ -189,7 +206,7 @@ def measure_gaps(
     for run in stats.runs:
         measured[f"hth.{run.below}"] = stats.hth[run.below]
         measured[f"tokens.{run.below}"] = torch.tensor([stats.tokens[run.below]], dtype=torch.int64)
-        if fit:
+        if scp.fit:
             measured[f"cross.{run.below}"] = stats.cross[run.below]
             measured[f"gram.{run.below}"] = stats.gram[run.below]
     return measured
@@ -200,51 +217,25 @@ def compensate(
     adapter: Adapter,
     batches: list[CalibrationBatch],
     removed: list[int],
+    scp: SCP = SCP(),
     *,
-    rank: int = 8,
-    alpha: float | str = 1.0,
-    writers: str = "mlp",
-    tokens: str = "important",
-    top_p: float = 0.5,
-    probe_layers: str | list[int] = "all",
-    joint: bool = False,
-    skip_template: bool = True,
-    normalize: bool = False,
     progress: bool = True,
-    cache: StageCache | None = None,
-    cache_key: dict | None = None,
+    gaps: Callable[[], dict[str, torch.Tensor]] | None = None,
 ) -> list[dict]:
     """Measure the gaps of `removed` (original indices) on the unpruned model and edit the kept layers below.
 
     Call before the layers are dropped. Returns one report entry per run of removed layers.
-    With `cache`, the measured statistics are saved under `cache_key` (+ the measuring parameters)
-    and reused by a later call with the same key instead of a new capture pass.
+    `scp.tis` None measures on TIS() (the caller resolves "follow the scorer"). `gaps` supplies the
+    statistics instead of a new capture pass (e.g. a resumed job's saved ones, shortlvlm.resume).
     """
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise CompensationError(f"scp rank must be a positive integer, got {rank!r}")
-    if alpha != "fit" and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha)):
-        raise CompensationError(f"scp alpha must be a finite number or 'fit', got {alpha!r}")
-    if tokens not in ("important", "all"):
-        raise CompensationError(f"scp tokens must be 'important' or 'all', got {tokens!r}")
-    names = writer_names(adapter, writers)
+    names = writer_names(adapter, scp.writers)
     runs = removed_runs(removed)
     compensated = [run for run in runs if run.below is not None]
     report = [{"removed": run.layers, "edited_layer": None, "reason": "run starts at layer 0: nothing below"}
               for run in runs if run.below is None]
     if not compensated:
         return report
-    measured = None
-    stats_key = {**(cache_key or {}), "removed": sorted(removed), "tokens": tokens, "top_p": top_p,
-                 "probe_layers": probe_layers, "joint": joint, "skip_template": skip_template, "normalize": normalize,
-                 "fit": alpha == "fit", "writers": names if alpha == "fit" else None}
-    if cache is not None:
-        measured = cache.load_tensors("scp", stats_key)
-    if measured is None:
-        measured = measure_gaps(model, adapter, batches, runs, names, fit=alpha == "fit", tokens=tokens,
-                                top_p=top_p, probe_layers=probe_layers, joint=joint, normalize=normalize,
-                                progress=progress, skip_template=skip_template)
-        if cache is not None:
-            cache.save_tensors("scp", stats_key, measured)
+    measured = gaps() if gaps is not None else measure_gaps(model, adapter, batches, removed, scp, progress=progress)
     for run in compensated:
         below = run.below
         hth, tokens_seen = measured[f"hth.{below}"], int(measured[f"tokens.{below}"].item())
@@ -257,19 +248,19 @@ def compensate(
         if tokens_seen == 0:
             report.append({**entry, "reason": "no calibration tokens selected"})
             continue
-        basis, values = top_subspace(hth, rank)
+        basis, values = top_subspace(hth, scp.rank)
         if basis.shape[1] == 0:
             # H = 0: the removed layers changed nothing on these tokens, so there is no gap to bridge.
             report.append({**entry, "rank": 0, "reason": "the removed layers leave no gap (H = 0): nothing to edit"})
             continue
-        run_alpha = (fit_alpha(basis, measured[f"cross.{below}"], measured[f"gram.{below}"]) if alpha == "fit"
-                     else float(alpha))
+        run_alpha = (fit_alpha(basis, measured[f"cross.{below}"], measured[f"gram.{below}"]) if scp.fit
+                     else float(scp.alpha))
         for name, module in adapter.residual_writers(below).items():
             if name in names:
                 edit_writer(module, basis, run_alpha)
         energy = float(values.sum() / torch.trace(hth))
         entry.update(rank=basis.shape[1], alpha=run_alpha, energy_captured=round(energy, 6))
-        if basis.shape[1] < rank:
-            entry["note"] = f"H has rank {basis.shape[1]} < requested {rank}; used {basis.shape[1]} directions"
+        if basis.shape[1] < scp.rank:
+            entry["note"] = f"H has rank {basis.shape[1]} < requested {scp.rank}; used {basis.shape[1]} directions"
         report.append(entry)
     return sorted(report, key=lambda e: e["removed"][0])

@@ -27,3 +27,19 @@ class ModelLoadError(ShortLVLMError):
 
 class VerificationError(ShortLVLMError):
     """A saved checkpoint does not reproduce the in-memory model."""
+
+
+class CaptureError(ShortLVLMError):
+    """The capture pass cannot produce trustworthy statistics (no attention weights, NaN/Inf, ...)."""
+
+
+class ScoringError(ShortLVLMError):
+    """A scorer was asked for something it cannot do (unknown name, bad parameter, ...)."""
+
+
+class CompensationError(ShortLVLMError):
+    """SCP cannot be applied as asked (bad parameter, non-linear writer path, ...)."""
+
+
+class TokenImportanceError(ScoringError, CompensationError):
+    """A TIS setting is invalid; TIS is read by the layer scorer and by SCP, so it is an error of both."""

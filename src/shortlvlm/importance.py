@@ -1,4 +1,4 @@
-"""Token Importance Scores (DESIGN §2.1): which vision-language tokens a layer should be judged on.
+"""Token Importance Scores (docs/design.md §2.1): which vision-language tokens a layer should be judged on.
 
 For one sample and one probe layer, with A the head-averaged attention probabilities (rows are
 queries) and only the entries the layer's own mask allows (causal entries for a causal LM):
@@ -17,6 +17,8 @@ common, before the first image, e.g. LLaVA's system prompt and "USER:") is not v
 content: with `skip_template` its tokens are neither text queries nor candidates. Measured on the
 toy, they act as attention sinks (twice the TIS of any question word) and would otherwise be
 picked as the most important text tokens.
+
+`TIS` holds these settings; the layer scorer (`TISCosine`) and SCP read the same object.
 """
 
 from __future__ import annotations
@@ -27,6 +29,63 @@ from collections.abc import Sequence
 import torch
 
 from shortlvlm.capture import CalibrationBatch, Collector
+from shortlvlm.errors import TokenImportanceError
+from shortlvlm.options import Options, fraction, is_bool, option, options
+
+TOKEN_CHOICES = ("important", "all")
+
+
+def parse_probe_layers(text: str) -> str | tuple[int, ...]:
+    """'all', or comma-separated layer indices such as '8,12'."""
+    if text == "all":
+        return "all"
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("takes 'all' or indices such as 8,12") from None
+
+
+def _probe_layers(value) -> str | None:
+    if value == "all" or (isinstance(value, tuple) and value and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)):
+        return None
+    return "must be 'all' or a list of layer indices"
+
+
+@options
+class TIS(Options):
+    """Token Importance Scores: which tokens a layer is judged on (Short-LVLM's first insight)."""
+
+    flag_prefix = "tis"
+    error = TokenImportanceError
+
+    tokens: str = option("important", choices=TOKEN_CHOICES,
+                         help="'important': the top-p tokens of each modality by TIS; 'all': every real token "
+                              "(the ablation without TIS)")
+    top_p: float = option(0.5, check=fraction, help="fraction of each modality's tokens kept as important")
+    layers: str | tuple[int, ...] = option("all", parse=parse_probe_layers, check=_probe_layers,
+                                           help="layers whose attention defines token importance: 'all' (mean) "
+                                                "or e.g. 4,8")
+    joint: bool = option(False, check=is_bool, help="one top-p over image and text tokens together")
+    skip_template: bool = option(True, check=is_bool,
+                                 help="leave the chat template every calibration sample shares (system prompt, "
+                                      "'USER:'; attention sinks) out of the text tokens TIS ranks")
+
+    @property
+    def important(self) -> bool:
+        """Whether the statistics use the TIS-selected tokens (else every real token)."""
+        return self.tokens == "important"
+
+    def importance(self, batches: Sequence[CalibrationBatch], num_layers: int,
+                   skip: Sequence[int] = ()) -> TokenImportance | None:
+        """The collector that selects the important tokens (None with tokens="all"), probes resolved."""
+        if not self.important:
+            return None
+        try:
+            probes = resolve_probe_layers(self.layers, num_layers, skip)
+        except ValueError as err:
+            raise TokenImportanceError(str(err)) from err
+        return TokenImportance(probes, self.top_p, self.joint, template_length(batches) if self.skip_template else 0)
 
 
 def _mean_over(values: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor, dim: int) -> torch.Tensor:
@@ -110,11 +169,11 @@ def resolve_probe_layers(probe_layers: str | Sequence[int], num_layers: int, ski
     if probe_layers == "all":
         return [i for i in range(num_layers) if i not in set(skip)]
     if isinstance(probe_layers, str):
-        raise ValueError(f"tis_layers must be 'all' or a list of layer indices, got {probe_layers!r}")
+        raise ValueError(f"TIS.layers must be 'all' or a list of layer indices, got {probe_layers!r}")
     layers = sorted(set(probe_layers))
     bad = [i for i in layers if not 0 <= i < num_layers]
     if bad or not layers:
-        raise ValueError(f"tis_layers {list(probe_layers)} must be indices in 0..{num_layers - 1}")
+        raise ValueError(f"TIS.layers (--tis-layers) {list(probe_layers)} must be indices in 0..{num_layers - 1}")
     return [i for i in layers if i not in set(skip)] or layers
 
 

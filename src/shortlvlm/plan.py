@@ -1,4 +1,11 @@
-"""The pruning plan: which layers go, why, and how; saved as pruning_plan.json beside a checkpoint."""
+"""The pruning plan: which layers go, why, and how; saved as pruning_plan.json beside a checkpoint.
+
+Format 2 stores each options object as one sub-dict under its own field names: `scorer` (the
+scorer's options plus its `name`), `scp` (SCP's options, null without compensation) and
+`calibration` (the calibration options, with the count of samples used and their hash).
+`params` holds what scoring and compensation found. Plans written before (format 1, flat
+`params`) are converted on reading (shortlvlm.plan_v1).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +17,24 @@ from pathlib import Path
 
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.jsontext import loads_json
+from shortlvlm.plan_v1 import upgrade
+from shortlvlm.version import __version__
 
 PLAN_FILENAME = "pruning_plan.json"
+FORMAT = 2
 MAX_NESTING = 100  # levels of nested lists/objects a plan may hold (real plans use fewer than 5)
 _FIELD_TYPES = (  # (field, the types it accepts, what the error asks for)
     ("method", (str,), "a string"),
     ("compensation", (str,), "a string"),
     ("ratio", (int, float, type(None)), "a number or null"),
     ("layer_scores", (list, type(None)), "a list of numbers or null"),
+    ("scorer", (dict,), "an object"),
+    ("scp", (dict, type(None)), "an object or null"),
     ("params", (dict,), "an object"),
     ("calibration", (dict,), "an object"),
     ("model", (dict,), "an object"),
     ("version", (str,), "a string"),
+    ("format", (int,), "an integer"),
 )
 
 
@@ -31,7 +44,7 @@ class PlanError(ShortLVLMError):
 
 @dataclass
 class Plan:
-    """Everything needed to reproduce a pruning decision (DESIGN §6)."""
+    """Everything needed to reproduce a pruning decision (docs/design.md §5)."""
 
     method: str
     num_layers_before: int
@@ -39,15 +52,16 @@ class Plan:
     compensation: str = "none"
     ratio: float | None = None
     layer_scores: list[float] | None = None
-    params: dict = field(default_factory=dict)
-    calibration: dict = field(default_factory=dict)
+    scorer: dict = field(default_factory=dict)  # the scorer's options: {"name": ..., field: value, ...}
+    scp: dict | None = None  # SCP's options when compensation is "scp"
+    params: dict = field(default_factory=dict)  # what scoring and compensation found (removal order, report)
+    calibration: dict = field(default_factory=dict)  # the calibration options, num_samples used, hash
     model: dict = field(default_factory=dict)
     version: str = ""
+    format: int = FORMAT
 
     def __post_init__(self) -> None:
         if not self.version:
-            from shortlvlm import __version__
-
             self.version = __version__
         if self.ratio is None and self.num_layers_before:
             self.ratio = len(self.removed_layers) / self.num_layers_before
@@ -98,7 +112,10 @@ class Plan:
         if _nested_deeper_than(data, MAX_NESTING):
             raise PlanError(f"pruning plan is nested more than {MAX_NESTING} levels deep; "
                             "write plans with `shortlvlm score`")
-        return cls(**data)
+        if data.get("format", 1) > FORMAT:
+            raise PlanError(f"pruning plan has format {data['format']}, newer than this shortlvlm reads "
+                            f"({FORMAT}); upgrade shortlvlm")
+        return cls(**upgrade(data))
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
@@ -115,6 +132,7 @@ class Plan:
         except json.JSONDecodeError as err:
             raise PlanError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}") from None
         return cls.from_dict(data)
+
 
 def _is_instance(value: object, kinds: tuple[type, ...]) -> bool:
     """isinstance(value, kinds), except that a bool is never a number."""

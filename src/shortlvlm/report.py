@@ -32,7 +32,7 @@ def layer_scores_plot(plan, path) -> None:
         low, high = min(finite), max(finite)
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
     ax.set_xlabel("decoder layer")
-    ax.set_ylabel(plan.params.get("scorer", plan.method))
+    ax.set_ylabel(plan.scorer.get("name", plan.method))
     label = "removed" if plan.removed_layers else f"first {count} in removal order"
     ax.set_title(f"{plan.method}: red = {label}")
     fig.tight_layout()

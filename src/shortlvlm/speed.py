@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.eval.generate import conversation
-from shortlvlm.offload import input_device
+from shortlvlm.io.offload import input_device
 
 DEFAULT_PROMPT = "Describe the image in detail."
 

@@ -7,9 +7,11 @@ import torch
 from tests.scoring.conftest import forbid_model_copies
 from tests.scoring.test_ppl import dropped_perplexity
 
+from shortlvlm.data.calibration_set import Calibration, CalibrationSet
 from shortlvlm.plan import PlanError
-from shortlvlm.pruning import planned_removal, score
-from shortlvlm.scoring import get_scorer
+from shortlvlm.pruning import score
+from shortlvlm.scoring import SLEB, get_scorer
+from shortlvlm.selection import planned_removal
 
 
 def test_first_pick_equals_exhaustive_single_removal_search(make_context):
@@ -35,7 +37,8 @@ def test_greedy_steps_equal_naive_greedy_on_dropped_models(make_context):
 def test_a_plan_ranks_only_the_requested_count(make_context, monkeypatch):
     context = make_context()
     forbid_model_copies(monkeypatch, "sleb")
-    plan = score(context.model, None, [], "sleb", num_remove=2, adapter=context.adapter, batches=context.batches,
+    encoded = CalibrationSet(Calibration(), ()).with_batches(context.batches)
+    plan = score(context.model, None, scorer=SLEB(), calibration=encoded, num_remove=2, adapter=context.adapter,
                  progress=False)
     assert len(plan.params["removal_order"]) == 2
     assert planned_removal(plan, 2) == plan.params["removal_order"]

@@ -9,6 +9,7 @@ import torch
 
 from shortlvlm import drop_layers, get_adapter
 from shortlvlm.capture import CaptureError, batch_from_inputs, bypass_layers, capture
+from shortlvlm.importance import TIS
 from shortlvlm.models.tiny import tiny_inputs, tiny_model
 from shortlvlm.scoring import ScoringContext, ScoringError, get_scorer
 
@@ -23,7 +24,7 @@ def context_for(model_type="llava", num_layers=6):
 @pytest.mark.parametrize("tokens", ["important", "all"])
 def test_one_shot_order_sorts_layers_by_similarity(tokens):
     context = context_for()
-    ranking = get_scorer("tis-cosine", tokens=tokens).rank(context, 2)
+    ranking = get_scorer("tis-cosine", tis=TIS(tokens=tokens)).rank(context, 2)
     assert sorted(ranking.order) == list(range(6))
     ordered = [ranking.scores[i] for i in ranking.order]
     assert ordered == sorted(ordered, reverse=True)
@@ -32,8 +33,8 @@ def test_one_shot_order_sorts_layers_by_similarity(tokens):
 
 def test_tokens_choice_changes_the_statistic():
     context = context_for()
-    important = get_scorer("tis-cosine", tokens="important", top_p=0.2).rank(context, 2).scores
-    everything = get_scorer("tis-cosine", tokens="all").rank(context, 2).scores
+    important = get_scorer("tis-cosine", tis=TIS(tokens="important", top_p=0.2)).rank(context, 2).scores
+    everything = get_scorer("tis-cosine", tis=TIS(tokens="all")).rank(context, 2).scores
     assert important != everything
 
 
@@ -91,8 +92,8 @@ def test_last_and_random_floors():
 def test_unknown_scorer_and_bad_parameters():
     with pytest.raises(ScoringError, match="unknown scoring method"):
         get_scorer("magic")
-    with pytest.raises(ScoringError, match="tis_top_p"):
-        get_scorer("tis-cosine", top_p=0)
+    with pytest.raises(ScoringError, match=r"TIS\.top_p \(--tis-top-p\) must be in \(0, 1\]"):
+        get_scorer("tis-cosine", tis=TIS(top_p=0))
     with pytest.raises(ScoringError, match="bad parameter"):
         get_scorer("tis-cosine", rank=3)
 
@@ -129,9 +130,9 @@ def test_toy_chat_template_is_found_and_left_out_of_the_important_tokens():
     assert processor.tokenizer.convert_ids_to_tokens(first) == ["<s>", "USER", ":"]
     context = ScoringContext(model, adapter, batches, progress=False)
     skipped = get_scorer("tis-cosine").rank(context, 5)
-    kept = get_scorer("tis-cosine", skip_template=False).rank(context, 5)
+    kept = get_scorer("tis-cosine", tis=TIS(skip_template=False)).rank(context, 5)
     assert skipped.details["template_tokens_skipped"] == 3 and kept.details["template_tokens_skipped"] == 0
     assert skipped.scores != kept.scores
     # "all" tokens (the ablation without TIS) is untouched by the option
-    assert get_scorer("tis-cosine", tokens="all").rank(context, 5).scores == pytest.approx(
-        get_scorer("tis-cosine", tokens="all", skip_template=False).rank(context, 5).scores)
+    assert get_scorer("tis-cosine", tis=TIS(tokens="all")).rank(context, 5).scores == pytest.approx(
+        get_scorer("tis-cosine", tis=TIS(tokens="all", skip_template=False)).rank(context, 5).scores)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from shortlvlm import get_adapter, load
+from shortlvlm.data.benchmarks.shapes import load_shapes, score_shapes
 from shortlvlm.eval.generate import answer_samples
 from shortlvlm.toy import TOY_CHECKPOINT
-from shortlvlm.toy.bench import load_shapes, score_shapes
 from shortlvlm.toy.data import make_split
 from shortlvlm.toy.train import encode_batch
 

@@ -7,7 +7,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.data.benchmarks.base import BenchSample
-from shortlvlm.offload import input_device
+from shortlvlm.io.offload import input_device
 
 
 def conversation(question: str) -> list[dict]:

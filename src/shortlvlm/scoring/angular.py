@@ -14,13 +14,13 @@ original "heals" the cut with QLoRA; this project does not train (use --compensa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from shortlvlm.capture import CalibrationBatch, Collector, capture
-from shortlvlm.scoring.base import LayerRanking, ScoringContext, order_by
+from shortlvlm.options import options
+from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, order_by
 
 
 def last_real_position(batch: CalibrationBatch) -> torch.Tensor:
@@ -79,14 +79,12 @@ def best_blocks(distance: torch.Tensor, candidates: list[int], max_size: int) ->
     return blocks
 
 
-@dataclass
-class AngularBlock:
+@options
+class AngularBlock(Scorer):
     """Remove the contiguous block whose input and output are closest in angle (last token)."""
 
-    name: str = "angular"
-
-    def params(self) -> dict:
-        return {}
+    name = "angular"
+    needs_count = True
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         num_layers = context.adapter.num_layers

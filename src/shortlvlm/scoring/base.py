@@ -1,19 +1,17 @@
-"""The interface every layer scorer implements, and the ranking it returns."""
+"""The interface every layer scorer implements (`Scorer`), what it may use, and the ranking it returns."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch
-from shortlvlm.errors import ShortLVLMError
+from shortlvlm.errors import ScoringError
 from shortlvlm.models import Adapter
-
-
-class ScoringError(ShortLVLMError):
-    """A scorer was asked for something it cannot do (unknown name, bad parameter, ...)."""
+from shortlvlm.options import Options
 
 
 @dataclass
@@ -39,6 +37,20 @@ class ScoringContext:
         """Layers that may be removed: not protected by the adapter, not already excluded."""
         protected = set(self.adapter.protected_layers())
         return [i for i in range(self.adapter.num_layers) if i not in protected and i not in exclude]
+
+
+class Scorer(Options):
+    """A layer scorer: its fields are its options (frozen, with help text), `rank` orders the layers."""
+
+    error = ScoringError
+    name: ClassVar[str] = ""
+    # Whether the ranking depends on how many layers go, so scoring needs the count (sleb, angular).
+    needs_count: ClassVar[bool] = False
+    # Whether the scorer reads the calibration set (last and random do not).
+    needs_data: ClassVar[bool] = True
+
+    def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
+        raise NotImplementedError
 
 
 def order_by(scores: list[float], candidates: list[int], *, descending: bool) -> list[int]:

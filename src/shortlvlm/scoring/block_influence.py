@@ -13,13 +13,12 @@ first. Differences from the original, and why:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from shortlvlm.capture import CalibrationBatch, Collector, capture
-from shortlvlm.scoring.base import LayerRanking, ScoringContext, order_by
+from shortlvlm.options import options
+from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, order_by
 
 
 class BlockInfluenceCollector(Collector):
@@ -45,14 +44,11 @@ class BlockInfluenceCollector(Collector):
         return (self.sums / self.counts).tolist()
 
 
-@dataclass
-class BlockInfluence:
+@options
+class BlockInfluence(Scorer):
     """Rank layers by ShortGPT's Block Influence; the least influential go first."""
 
-    name: str = "block-influence"
-
-    def params(self) -> dict:
-        return {}
+    name = "block-influence"
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         collector = BlockInfluenceCollector(context.adapter.num_layers)

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.capture import CalibrationBatch, bypass_layers
-from shortlvlm.offload import input_device
+from shortlvlm.io.offload import input_device
 from shortlvlm.scoring.base import ScoringContext, ScoringError
 
 

@@ -11,22 +11,19 @@ criterion in the paper and is not applied here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from shortlvlm.scoring.base import LayerRanking, ScoringContext, order_by
+from shortlvlm.options import options
+from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, order_by
 from shortlvlm.scoring.loss import answer_loss
 
 
-@dataclass
-class Perplexity:
+@options
+class Perplexity(Scorer):
     """Rank layers by the answer perplexity of the model without that one layer."""
 
-    name: str = "ppl"
-
-    def params(self) -> dict:
-        return {}
+    name = "ppl"
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         candidates = context.candidates()

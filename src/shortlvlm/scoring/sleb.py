@@ -11,22 +11,20 @@ Differences from the original: the metric is the perplexity of multimodal calibr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from shortlvlm.scoring.base import LayerRanking, ScoringContext
+from shortlvlm.options import options
+from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext
 from shortlvlm.scoring.loss import answer_loss
 
 
-@dataclass
-class SLEB:
+@options
+class SLEB(Scorer):
     """Greedily remove the layer whose removal least raises the answer perplexity, then repeat."""
 
-    name: str = "sleb"
-
-    def params(self) -> dict:
-        return {}
+    name = "sleb"
+    needs_count = True
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         candidates = context.candidates()

@@ -14,32 +14,24 @@ only for the decoder layers' weights; everything else stays frozen, and `require
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
-from shortlvlm.offload import has_offloaded_weights
-from shortlvlm.scoring.base import LayerRanking, ScoringContext, ScoringError, order_by
+from shortlvlm.io.offload import has_offloaded_weights
+from shortlvlm.options import non_negative_int, option, options
+from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, ScoringError, order_by
 from shortlvlm.scoring.loss import batch_answer_nll, count_answer_tokens
 
 
-@dataclass
-class TaylorPlus:
+@options
+class TaylorPlus(Scorer):
     """Rank layers by first-order Taylor importance of their weights; protect the ends."""
 
-    name: str = "taylor"
-    keep_first: int = 4
-    keep_last: int = 2
+    name = "taylor"
 
-    def __post_init__(self) -> None:
-        for field_name in ("keep_first", "keep_last"):
-            value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ScoringError(f"taylor {field_name} must be a non-negative integer, got {value!r}")
-
-    def params(self) -> dict:
-        return {"keep_first": self.keep_first, "keep_last": self.keep_last}
+    keep_first: int = option(4, flag=None, check=non_negative_int, help="the first layers, never removed (\"+\")")
+    keep_last: int = option(2, flag=None, check=non_negative_int, help="the last layers, never removed (\"+\")")
 
     def importance(self, context: ScoringContext) -> list[float]:
         """sum |W * grad| per decoder layer (weights and norm weights; biases skipped)."""

@@ -1,31 +1,26 @@
-"""Short-LVLM's localizer (DESIGN §2.2): cosine similarity between a layer's input and output,
+"""Short-LVLM's localizer (docs/design.md §2.2): cosine similarity between a layer's input and output,
 measured on the important tokens only; the most similar (least transforming) layers go first.
 
 s_l = mean over samples of (mean over the sample's important tokens of cos(h_in^l, h_out^l)),
 with h_in/h_out the residual stream entering and leaving layer l (forward hooks on the layer
 modules, not `output_hidden_states`, whose last entry is after the final norm).
-`tokens="all"` is the ablation without TIS: every real token counts (plain cosine).
-`skip_template` (default) leaves the chat template shared by all calibration samples out of the
-text tokens TIS ranks (shortlvlm.importance.template_length).
+Which tokens count is the scorer's `tis` (shortlvlm.importance.TIS): `tokens="all"` is the ablation
+without TIS (plain cosine on every real token); `skip_template` (default) leaves the chat template
+shared by all calibration samples out of the text tokens TIS ranks.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from shortlvlm.capture import CalibrationBatch, capture
-from shortlvlm.importance import (
-    ImportanceAwareCollector,
-    TokenImportance,
-    resolve_probe_layers,
-    template_length,
-)
-from shortlvlm.scoring.base import LayerRanking, ScoringContext, ScoringError, order_by
+from shortlvlm.importance import TIS, ImportanceAwareCollector, TokenImportance
+from shortlvlm.options import is_bool, option, options
+from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, order_by
 
 
 def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,41 +71,25 @@ class LayerSimilarity(ImportanceAwareCollector):
         return [v if self.samples[selection][i] > 0 else math.nan for i, v in enumerate(values.tolist())]
 
 
-@dataclass
-class TISCosine:
+@options
+class TISCosine(Scorer):
     """Rank layers by input/output cosine similarity on TIS-selected tokens (one-shot or iterative)."""
 
-    name: str = "tis-cosine"
-    tokens: str = "important"  # "important" (TIS top-p) or "all" (ablation: plain cosine)
-    top_p: float = 0.5
-    probe_layers: str | Sequence[int] = "all"
-    joint: bool = False
-    iterative: bool = False
-    skip_template: bool = True
+    name = "tis-cosine"
 
-    def __post_init__(self) -> None:
-        if self.tokens not in LayerSimilarity.SELECTIONS:
-            raise ScoringError(f"tis tokens must be 'important' or 'all', got {self.tokens!r}")
-        if not 0 < self.top_p <= 1:
-            raise ScoringError(f"tis_top_p must be in (0, 1], got {self.top_p}")
+    tis: TIS = option(default_factory=TIS, help="which tokens the layers are judged on (Token Importance Scores)")
+    iterative: bool = option(False, check=is_bool, help="re-score after each removal (one pass per layer)")
 
-    def params(self) -> dict:
-        probe = self.probe_layers if isinstance(self.probe_layers, str) else list(self.probe_layers)
-        return {"tokens": self.tokens, "tis_top_p": self.top_p, "tis_layers": probe,
-                "tis_joint": self.joint, "tis_skip_template": self.skip_template, "iterative": self.iterative}
+    @property
+    def needs_count(self) -> bool:
+        """Iterative scoring ranks only as many layers as will go (one pass per layer)."""
+        return self.iterative
 
     def measure(self, context: ScoringContext, skip: Sequence[int] = (), desc: str = "score") -> LayerSimilarity:
         """One capture pass over the calibration batches with `skip` layers bypassed."""
         num_layers = context.adapter.num_layers
-        importance = None
-        probes: list[int] = []
-        if self.tokens == "important":
-            try:
-                probes = resolve_probe_layers(self.probe_layers, num_layers, skip)
-            except ValueError as err:
-                raise ScoringError(str(err)) from err
-            template = template_length(context.batches) if self.skip_template else 0
-            importance = TokenImportance(probes, self.top_p, self.joint, template)
+        importance = self.tis.importance(context.batches, num_layers, skip)
+        probes = importance.probe_layers if importance is not None else []
         collector = LayerSimilarity(num_layers, importance)
         capture(context.model, context.adapter, context.batches, collector, attention_layers=probes,
                 skip_layers=skip, desc=desc, progress=context.progress)
@@ -118,13 +97,13 @@ class TISCosine:
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         first = self.measure(context)
-        scores = first.similarity(self.tokens)
+        scores = first.similarity(self.tis.tokens)
         details = {"all_token_similarity": first.similarity("all")}
         if first.importance is not None:
             details["template_tokens_skipped"] = first.importance.template
         if first.visual_share:
             details["visual_share_of_important_tokens"] = sum(first.visual_share) / len(first.visual_share)
-        meaning = f"mean cos(h_in, h_out) on {self.tokens} tokens; the highest go first"
+        meaning = f"mean cos(h_in, h_out) on {self.tis.tokens} tokens; the highest go first"
         if not self.iterative:
             return LayerRanking(scores, order_by(scores, context.candidates(), descending=True), meaning, details)
         order: list[int] = []
@@ -132,7 +111,7 @@ class TISCosine:
         steps = []
         for step in range(num_remove):
             if step:
-                current = self.measure(context, skip=order, desc=f"rescore {step + 1}/{num_remove}").similarity(self.tokens)
+                current = self.measure(context, skip=order, desc=f"rescore {step + 1}/{num_remove}").similarity(self.tis.tokens)
             pick = order_by(current, context.candidates(set(order)), descending=True)[0]
             order.append(pick)
             steps.append({"removed": pick, "similarity": current[pick]})

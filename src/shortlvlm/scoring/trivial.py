@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
-from shortlvlm.scoring.base import LayerRanking, ScoringContext
+from shortlvlm.options import is_bool, option, options
+from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext
 
 
-@dataclass
-class LastLayers:
+@options
+class LastLayers(Scorer):
     """Remove layers from the top of the stack down (the final layer is kept: it feeds the head)."""
 
-    name: str = "last"
-    keep_final: bool = True
+    name = "last"
+    needs_data = False
+
+    keep_final: bool = option(True, flag=None, check=is_bool, help="never remove the final layer (it feeds the head)")
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         last = context.adapter.num_layers - 1
@@ -22,16 +24,15 @@ class LastLayers:
         scores = [float(i) for i in range(context.adapter.num_layers)]
         return LayerRanking(scores, order, "layer index; the highest go first (final layer kept)")
 
-    def params(self) -> dict:
-        return {"keep_final": self.keep_final}
 
-
-@dataclass
-class RandomLayers:
+@options
+class RandomLayers(Scorer):
     """A seeded random removal order (never the first or the final layer)."""
 
-    name: str = "random"
-    seed: int = 0
+    name = "random"
+    needs_data = False
+
+    seed: int = option(0, help="seed of --method random")
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         last = context.adapter.num_layers - 1
@@ -41,6 +42,3 @@ class RandomLayers:
         for position, layer in enumerate(order):
             scores[layer] = float(position)
         return LayerRanking(scores, order, "position in a seeded random order; the lowest go first")
-
-    def params(self) -> dict:
-        return {"seed": self.seed}

@@ -1,6 +1,6 @@
 """Train the toy LVLM on the synthetic shapes task: `python -m shortlvlm.toy.train --out DIR`.
 
-Recipe (DESIGN §5 lessons): objects aligned with the patch grid; loss on the answer tokens plus
+Recipe (docs/design.md §9): objects aligned with the patch grid; loss on the answer tokens plus
 a dense auxiliary target (each image token predicts its cell's colour and shape) so the vision
 side learns from the first step; a higher learning rate on the vision tower and projector; and
 vision features standardised before the projector with running statistics, folded exactly

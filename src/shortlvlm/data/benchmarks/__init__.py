@@ -1,5 +1,8 @@
-"""Benchmarks for `shortlvlm eval`: load the official local layout, prompt LLaVA-1.5 style, score officially.
+"""Benchmarks for `shortlvlm eval` and `compare`: load, prompt LLaVA-1.5 style, score officially.
 
+The registry is the only way to a benchmark. Each module has NAME, LAYOUT (the files it expects),
+NEEDS_DATA (whether it reads a data folder; `shapes`, the toy task, is generated), HEADLINE (the
+metric a comparison reports), `load(root, limit)` and `score(samples, predictions)`.
 The generation loop calls `load_benchmark`, answers each `BenchSample.question` about
 `BenchSample.load_image()`, and passes `{sample.id: answer_text}` to `score_benchmark`.
 A sample without a prediction is scored as an empty answer and counted in `num_missing`.
@@ -7,18 +10,20 @@ A sample without a prediction is scored as an empty answer and counted in `num_m
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
-from shortlvlm.data.benchmarks import aokvqa, mmbench, mme, pope, scienceqa, seed
+from shortlvlm.data.benchmarks import aokvqa, mmbench, mme, pope, scienceqa, seed, shapes
 from shortlvlm.data.benchmarks.base import BenchSample
 from shortlvlm.data.errors import BenchmarkDataError
 
 REGISTRY: dict[str, ModuleType] = {
-    module.NAME: module for module in (pope, mme, mmbench, scienceqa, seed, aokvqa)
+    module.NAME: module for module in (shapes, pope, mme, mmbench, scienceqa, seed, aokvqa)
 }
-BENCHMARKS: tuple[str, ...] = tuple(REGISTRY)
+NAMES: tuple[str, ...] = tuple(REGISTRY)  # every benchmark, `shapes` (the default) first
+BENCHMARKS: tuple[str, ...] = tuple(name for name, module in REGISTRY.items() if module.NEEDS_DATA)  # read from files
 
 
 def _benchmark(name: str) -> ModuleType:
@@ -32,11 +37,15 @@ def expected_layout(name: str) -> str:
     return _benchmark(name).LAYOUT
 
 
-def load_benchmark(name: str, data_root: str | Path, limit: int | None = None) -> list[BenchSample]:
+def load_benchmark(name: str, data_root: str | Path | None = None, limit: int | None = None) -> list[BenchSample]:
     """The benchmark's samples read from `data_root` (its folder in LLaVA's playground/data/eval layout)."""
     module = _benchmark(name)
     if limit is not None and limit < 1:
         raise BenchmarkDataError(f"limit must be a positive number of questions, got {limit}")
+    if not module.NEEDS_DATA:
+        return module.load(None, limit)
+    if data_root is None:
+        raise BenchmarkDataError(f"--data is required for {name}: the folder holding its files")
     root = Path(data_root).expanduser().absolute()
     if not root.is_dir():
         raise BenchmarkDataError(f"{name} data folder not found: {root}\nIt should contain:\n{module.LAYOUT}")
@@ -56,11 +65,26 @@ def score_benchmark(name: str, samples: list[BenchSample], predictions: dict[str
     return {"benchmark": name, "num_samples": len(samples), "num_missing": missing, **result}
 
 
+def headline(name: str, metrics: dict) -> float:
+    """The benchmark's main number from its metrics (NaN if absent)."""
+    value = metrics
+    for key in headline_path(name):
+        value = value.get(key, math.nan) if isinstance(value, dict) else math.nan
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def headline_path(name: str) -> tuple[str, ...]:
+    """Where a benchmark's main number sits in its metrics (accuracy for unknown names)."""
+    return REGISTRY[name].HEADLINE if name in REGISTRY else ("accuracy",)
+
+
 __all__ = [
     "BENCHMARKS",
+    "NAMES",
     "BenchSample",
     "BenchmarkDataError",
     "expected_layout",
+    "headline",
     "load_benchmark",
     "score_benchmark",
 ]

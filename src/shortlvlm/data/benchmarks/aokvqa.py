@@ -17,6 +17,8 @@ from shortlvlm.data.benchmarks.prompts import OPTION_LETTERS, multiple_choice_pr
 from shortlvlm.data.errors import BenchmarkDataError
 
 NAME = "aokvqa"
+NEEDS_DATA = True
+HEADLINE = ("mc_accuracy",)  # the number the paper reports (a path into the metrics)
 ANNOTATIONS = "aokvqa_v1p0_val.json"
 IMAGE_FOLDERS = ("val2017", "coco/val2017")
 LAYOUT = """\

@@ -12,6 +12,8 @@ from shortlvlm.data.benchmarks.prompts import OPTION_LETTERS, multiple_choice_pr
 from shortlvlm.data.errors import BenchmarkDataError
 
 NAME = "mmbench"
+NEEDS_DATA = True
+HEADLINE = ("circular_accuracy",)  # the number the paper reports (a path into the metrics)
 TSV = "mmbench_dev_20230712.tsv"
 REQUIRED_COLUMNS = ("index", "question", "A", "B", "answer", "image")
 LAYOUT = """\

@@ -12,6 +12,8 @@ from shortlvlm.data.benchmarks.prompts import SHORT_ANSWER, short_answer_prompt
 from shortlvlm.data.errors import BenchmarkDataError
 
 NAME = "mme"
+NEEDS_DATA = True
+HEADLINE = ("total",)  # the number the paper reports (a path into the metrics)
 RELEASE = "MME_Benchmark_release_version"
 QUESTIONS = "llava_mme.jsonl"
 PERCEPTION = (

@@ -18,6 +18,8 @@ from shortlvlm.data.benchmarks.prompts import short_answer_prompt
 from shortlvlm.data.errors import BenchmarkDataError
 
 NAME = "pope"
+NEEDS_DATA = True
+HEADLINE = ("mean", "f1")  # the number the paper reports (a path into the metrics)
 QUESTIONS = "llava_pope_test.jsonl"
 LAYOUT = """\
   llava_pope_test.jsonl                 {"question_id", "image", "text", "category"} per line

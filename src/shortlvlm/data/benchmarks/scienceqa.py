@@ -17,6 +17,8 @@ from shortlvlm.data.benchmarks.prompts import MULTIPLE_CHOICE, OPTION_LETTERS, w
 from shortlvlm.data.errors import BenchmarkDataError
 
 NAME = "scienceqa-img"
+NEEDS_DATA = True
+HEADLINE = ("accuracy",)  # the number the paper reports (a path into the metrics)
 QUESTIONS = "llava_test_CQM-A.json"
 PROBLEMS = "problems.json"
 IMAGES = "images/test"

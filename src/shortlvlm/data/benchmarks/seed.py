@@ -19,6 +19,8 @@ from shortlvlm.data.benchmarks.prompts import MULTIPLE_CHOICE, multiple_choice_p
 from shortlvlm.data.errors import BenchmarkDataError
 
 NAME = "seed-img"
+NEEDS_DATA = True
+HEADLINE = ("accuracy",)  # the number the paper reports (a path into the metrics)
 ANNOTATIONS = "SEED-Bench.json"
 QUESTIONS = "llava-seed-bench.jsonl"
 IMAGES = "SEED-Bench-image"

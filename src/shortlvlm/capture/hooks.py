@@ -1,0 +1,165 @@
+"""What both calibration passes attach to a model: the collector interface, the hidden-state helpers,
+and `LayerTaps`, which checks each decoder layer's output and reduces its attention for the collector."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from shortlvlm.capture.batch import CalibrationBatch
+from shortlvlm.errors import CaptureError
+from shortlvlm.models import Adapter
+
+
+class Collector:
+    """Receives what the capture pass sees; subclasses keep only reduced statistics."""
+
+    # Attributes holding the current batch's state (set by begin_batch, used until end_batch). The
+    # layer-by-layer pass feeds every batch through one layer before the next, so it keeps one copy
+    # of these per batch and swaps it in; None: not declared, not layer-by-layer.
+    batch_state: tuple[str, ...] | None = None
+
+    def get_batch_state(self) -> dict:
+        return {name: getattr(self, name) for name in self.batch_state or ()}
+
+    def set_batch_state(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def begin_batch(self, batch: CalibrationBatch) -> None:
+        pass
+
+    def attention(self, layer: int, probs: torch.Tensor, allowed: torch.Tensor) -> None:
+        """probs: [B, T, T] head-averaged attention (query rows); allowed: where the mask lets it attend."""
+
+    def layer_output(self, layer: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
+        """Residual stream entering and leaving decoder layer `layer`, [B, T, d]."""
+
+    def end_batch(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Run with eager attention (the only kernel that returns probabilities), then restore."""
+    original = getattr(model.config, "_attn_implementation", None)
+    if original in (None, "eager") or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(original)
+
+
+def hidden_of(value) -> torch.Tensor:
+    """The hidden-state tensor in a layer's positional input or output (tensor or tuple)."""
+    return value if torch.is_tensor(value) else value[0]
+
+
+def layer_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden states among a decoder layer's call arguments (first positional, or `hidden_states`)."""
+    if args:
+        return hidden_of(args[0])
+    if "hidden_states" in kwargs:
+        return kwargs["hidden_states"]
+    raise CaptureError("cannot find the hidden states among the decoder layer's inputs")
+
+
+def _replace_hidden(output, hidden: torch.Tensor):
+    """`output` with its hidden-state tensor replaced, same structure."""
+    if torch.is_tensor(output):
+        return hidden
+    return (hidden, *output[1:])
+
+
+def _allowed_entries(kwargs: dict, probs: torch.Tensor) -> torch.Tensor:
+    """[B, T, T] bool: entries the layer's own attention mask permits (causal if it passes none)."""
+    mask = kwargs.get("attention_mask")
+    batch, _, queries, keys = probs.shape
+    if torch.is_tensor(mask) and mask.dim() == 4 and mask.shape[-2:] == (queries, keys):
+        allowed = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
+        return allowed.expand(batch, queries, keys)
+    causal = torch.ones(queries, keys, dtype=torch.bool, device=probs.device).tril(keys - queries)
+    return causal.expand(batch, queries, keys)
+
+
+@contextlib.contextmanager
+def bypass_layers(adapter: Adapter, indices: Iterable[int]) -> Iterator[None]:
+    """Make the given decoder layers pass their input through unchanged (in place, no copies)."""
+    handles = []
+    for index in sorted(set(indices)):
+        inputs: dict[str, torch.Tensor] = {}
+
+        def remember(module, args, kwargs, store=inputs):
+            store["h"] = layer_input(args, kwargs)
+
+        def pass_through(module, args, kwargs, output, store=inputs):
+            return _replace_hidden(output, store.pop("h"))
+
+        layer = adapter.layers[index]
+        handles.append(layer.register_forward_pre_hook(remember, with_kwargs=True))
+        handles.append(layer.register_forward_hook(pass_through, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class LayerTaps:
+    """Checks every decoder layer's output and feeds a collector, for whichever pass runs the layers.
+
+    `layer_output` refuses NaN/Inf on the batch's real tokens (set `real` per batch) and hands the
+    streams of the layers not skipped to the collector; `attention_hooks()` attaches hooks that reduce
+    the probe layers' attention to a head average inside the hook, so no T x T map outlives its layer.
+    """
+
+    def __init__(self, adapter: Adapter, collector: Collector, attention_layers: Iterable[int] = (),
+                 skip_layers: Iterable[int] = ()):
+        self.adapter = adapter
+        self.collector = collector
+        self.skip = set(skip_layers)
+        self.attention_layers = sorted(set(attention_layers) - self.skip)
+        self.seen_attention: set[int] = set()
+        self.real: torch.Tensor | None = None  # [B, T] non-padding positions of the current batch
+
+    def layer_output(self, index: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
+        if not torch.isfinite(hidden_out[self.real.to(hidden_out.device)]).all():
+            raise CaptureError(
+                f"decoder layer {index} produced NaN/Inf activations ({hidden_out.dtype}); the statistics "
+                "would be meaningless. Load the model in bfloat16 or float32 (--dtype) instead of float16"
+            )
+        if index not in self.skip:
+            self.collector.layer_output(index, hidden_in, hidden_out)
+
+    def _on_attention(self, index: int):
+        def hook(module, args, kwargs, output):
+            probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if not torch.is_tensor(probs) or probs.dim() != 4:
+                raise CaptureError(
+                    f"the attention module of layer {index} returned no attention probabilities even with "
+                    "eager attention; token importance cannot be computed for this architecture. Use a "
+                    "scorer that does not need attention (e.g. --method tis-cosine --tis-tokens all)"
+                )
+            self.seen_attention.add(index)
+            allowed = _allowed_entries(kwargs, probs)
+            # Fully masked rows (padding queries) can hold NaN; only allowed entries are defined.
+            mean = probs.to(torch.promote_types(probs.dtype, torch.float32)).mean(dim=1).masked_fill_(~allowed, 0.0)
+            self.collector.attention(index, mean, allowed)
+        return hook
+
+    @contextlib.contextmanager
+    def attention_hooks(self) -> Iterator[None]:
+        added = [self.adapter.attention_module(index).register_forward_hook(self._on_attention(index),
+                                                                            with_kwargs=True)
+                 for index in self.attention_layers]
+        try:
+            yield
+        finally:
+            for handle in added:
+                handle.remove()

@@ -1,0 +1,65 @@
+"""`shortlvlm compare`: several pruning methods at several ratios, evaluated on one benchmark."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from shortlvlm.cli.flags import add_options, options_from_args
+from shortlvlm.cli.loading import add_model_options, source_from_args
+from shortlvlm.data.benchmarks import NAMES, load_benchmark
+from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.jobs.compare import run_compare
+from shortlvlm.jobs.compare_report import markdown_table
+from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, parse_methods, parse_ratios
+from shortlvlm.jobs.source import stderr
+from shortlvlm.scoring import RandomLayers
+from shortlvlm.selection import layers_to_remove
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="run several pruning methods at several ratios and compare them on a benchmark",
+        description="Score MODEL's layers once per method on the same calibration data, prune a fresh copy "
+        "at every ratio (with the method's compensation), evaluate each on --bench, and write --out/"
+        "results.json, results.md (score and retention per method x ratio, scoring time) and "
+        "accuracy_vs_ratio.png. Plans are kept in --out/plans. Progress is saved after every step: "
+        "run the same command again to resume a killed comparison.",
+    )
+    p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated methods; append +scp or +none to override a method's compensation, "
+                   f"e.g. block-influence+scp (default: {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--ratios", default="0.1,0.2,0.3", help="fractions of layers to remove (default: 0.1,0.2,0.3)")
+    p.add_argument("--bench", default=NAMES[0], choices=NAMES, help=f"benchmark (default: {NAMES[0]})")
+    p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N questions only")
+    p.add_argument("--eval-batch-size", type=int, default=16, help="generation batch size (default: 16)")
+    p.add_argument("--out", required=True, help="output directory (resumed if it holds the same comparison)")
+    p.add_argument("--overwrite", action="store_true", help="discard a different comparison found in --out")
+    group = p.add_argument_group("calibration (shared by every method)")
+    add_options(group, Calibration)
+    add_options(group, RandomLayers)
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score, prune and evaluate every method at every ratio; write results JSON, table and plot."""
+    methods = parse_methods(args.methods)
+    ratios = parse_ratios(args.ratios)
+    calibration = options_from_args(Calibration, args)
+    seed = options_from_args(RandomLayers, args).seed
+    samples = load_benchmark(args.bench, args.data, args.limit)  # bad data fails before any load
+    source = source_from_args(args)
+    calib = read_calibration(calibration, source.name) if any(m.needs_calibration for m in methods) else None
+    skeleton = source.skeleton()
+    for ratio in ratios:
+        layers_to_remove(ratio, source.adapter(skeleton))
+    del skeleton
+    data = run_compare(source, args.out, methods=methods, ratios=ratios, bench=args.bench, samples=samples,
+                       calibration=calib, data=args.data, eval_batch_size=args.eval_batch_size, seed=seed,
+                       overwrite=args.overwrite, log=stderr)
+    print(markdown_table(data))
+    print(f"wrote {Path(args.out) / 'results.json'}, results.md and accuracy_vs_ratio.png")
+    return 0

@@ -1,0 +1,40 @@
+"""`shortlvlm eval`: answer a benchmark with a model and score it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from shortlvlm.cli.loading import add_model_options, source_from_args
+from shortlvlm.data.benchmarks import NAMES
+from shortlvlm.jobs.eval import run_eval
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate a model on a benchmark",
+        description="Answer a benchmark's questions with greedy decoding (the model's chat template, "
+        "batched with left padding) and score them with the benchmark's official metric. "
+        "`shapes` is the toy task (generated, no --data needed); the others read the benchmark's "
+        "official local layout from --data. Answers are saved as they come (beside --out); if the run is "
+        "killed, the same command continues where it stopped.",
+    )
+    p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
+    p.add_argument("--bench", required=True, choices=NAMES)
+    p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
+    p.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", required=True, help="results JSON (metrics and per-sample answers)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Answer a benchmark with a model and write metrics and per-sample answers."""
+    metrics = run_eval(source_from_args(args), args.bench, Path(args.out), data=args.data, limit=args.limit,
+                       batch_size=args.batch_size, overwrite=args.overwrite)
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,53 @@
+"""The `shortlvlm` command: one parser per subcommand (a module each), errors as one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from shortlvlm.cli import bench, compare, demo, models, prune, score
+from shortlvlm.cli import eval as evaluate
+from shortlvlm.errors import ShortLVLMError
+from shortlvlm.version import __version__
+
+EXIT_USER_ERROR = 2
+SUBCOMMANDS = (models, score, prune, compare, evaluate, bench, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shortlvlm",
+        description="Make vision-language models smaller and faster by removing redundant decoder "
+        "layers, without training (Short-LVLM). MODEL is a hub id or a local directory.",
+    )
+    parser.add_argument("--version", action="version", version=f"shortlvlm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in SUBCOMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def _terminate(signum, frame):
+    """SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C, so temporary outputs are removed."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.func(args)
+    except ShortLVLMError as err:
+        print(f"shortlvlm: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("shortlvlm: interrupted; the output location was left as it was (finished stages, if any, "
+              "are kept for the next run of the same command)", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,41 @@
+"""The method flags `score` and `prune` share: --method, the calibration set, and every scorer's options."""
+
+from __future__ import annotations
+
+import argparse
+
+from shortlvlm.cli.flags import add_options, options_from_args
+from shortlvlm.compensation import SCP
+from shortlvlm.data.calibration_set import Calibration
+from shortlvlm.methods import METHODS, SHORT_LVLM, resolve_method
+from shortlvlm.scoring import SCORERS, Scorer
+
+METHOD_HELP = (
+    "layer-selection rule: short-lvlm (default) = tis-cosine scoring + scp compensation; tis-cosine (Short-LVLM's "
+    "scorer alone); block-influence (ShortGPT); angular (Gromov et al., best contiguous block); sleb (greedy, "
+    "re-evaluated after each removal); taylor (Taylor+, Shortened LLaMA); ppl (Shortened LLaMA); last; random "
+    "(seeded). sleb, ppl and taylor measure the loss on the calibration answers")
+
+
+def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
+    group = parser.add_argument_group("method")
+    group.add_argument("--method", default=SHORT_LVLM, choices=sorted(METHODS), help=METHOD_HELP)
+    add_options(group, Calibration)
+    seen: set[str] = set()
+    for scorer in SCORERS.values():
+        add_options(group, scorer, seen)
+    if scp:
+        group.add_argument("--compensation", default=None, choices=["scp", "none"],
+                           help="gap compensation (default: scp for short-lvlm, none for the others)")
+        add_options(group, SCP)
+
+
+def method_from_args(args: argparse.Namespace, method: str) -> tuple[Scorer, SCP | None]:
+    """`method`'s scorer with the flags' options, and SCP with its flags (None without compensation)."""
+    scorer_class, compensation = resolve_method(method, getattr(args, "compensation", None))
+    scorer, scp = options_from_args(scorer_class, args), options_from_args(SCP, args)  # both checked
+    return scorer, scp if compensation == "scp" else None
+
+
+def calibration_from_args(args: argparse.Namespace) -> Calibration:
+    return options_from_args(Calibration, args)

@@ -1,0 +1,46 @@
+"""`shortlvlm score`: rank decoder layers on calibration data; write a reusable plan."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from shortlvlm.cli.loading import add_model_options, source_from_args
+from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args
+from shortlvlm.jobs.score import run_score
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score", help="rank decoder layers on calibration data; write a reusable plan",
+        description="Run the calibration set through MODEL once (one pass per removed layer with "
+        "--iterative), score every decoder layer with --method, and write the plan (scores and "
+        "removal order) to --out plus a bar chart beside it (.png). `shortlvlm prune --plan` then "
+        "prunes any ratio from it without scoring again.",
+    )
+    p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
+    p.add_argument("--out", required=True, help="plan JSON to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--max-ratio", type=float, default=0.5,
+                   help="with --iterative or --method sleb (one pass per removed layer and trial): how far to "
+                   "rank (fraction of layers, default 0.5)")
+    add_method_options(p, scp=False)
+    add_model_options(p, layerwise=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score every decoder layer on calibration data and write the plan (removal order) as JSON."""
+    scorer, _ = method_from_args(args, args.method)
+    out = Path(args.out)
+    plan = run_score(source_from_args(args), out, scorer=scorer, method=args.method,
+                     calibration=calibration_from_args(args), max_ratio=args.max_ratio, overwrite=args.overwrite)
+    order = plan.params["removal_order"]
+    print(f"{plan.params['score_meaning']}")
+    for layer in range(plan.num_layers_before):
+        rank = order.index(layer) + 1 if layer in order else "-"
+        print(f"  layer {layer:3d}  score {plan.layer_scores[layer]: .5f}  removal rank {rank}")
+    print(f"removal order: {order}")
+    plot = out.with_suffix(".png")
+    print(f"wrote {out} and {plot}; prune from it with: shortlvlm prune {args.model} --plan {out} --ratio R --out DIR")
+    return 0

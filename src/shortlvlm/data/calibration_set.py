@@ -1,0 +1,86 @@
+"""The calibration options (`Calibration`) and the set they name, read once (`CalibrationSet`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from shortlvlm.data.calibration import (
+    CalibrationError,
+    CalibrationSample,
+    calibration_hash,
+    check_images,
+    load_calibration,
+)
+from shortlvlm.options import Options, is_bool, option, optional_positive_int, options, positive_int
+
+if TYPE_CHECKING:
+    from shortlvlm.capture import CalibrationBatch
+
+SAMPLES_SOURCE = "<samples>"  # how a plan names a calibration set given as a list of samples
+
+
+@options
+class Calibration(Options):
+    """Which calibration samples the statistics are measured on, and how they are batched."""
+
+    error = CalibrationError
+
+    source: str | None = option(
+        None, flag="--calib",
+        help="calibration JSONL (image + LLaVA conversation, or image/prompt/answer); paths inside it are "
+             "relative to the file. Optional for MODEL=toy (bundled set)")
+    num_samples: int | None = option(None, check=optional_positive_int, help="use the first N calibration samples")
+    batch_size: int = option(8, check=positive_int, help="calibration batch size")
+    allow_outside_root: bool = option(False, check=is_bool,
+                                      help="let image paths in --calib point outside the JSONL file's folder")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, os.PathLike):
+            object.__setattr__(self, "source", os.fspath(self.source))
+        super().__post_init__()
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationSet:
+    """Calibration samples read once, the options they were read with, and (once encoded) their batches."""
+
+    options: Calibration
+    samples: tuple[CalibrationSample, ...]
+    # Batches encoded for one model's processor and adapter (shared by the jobs that prune that model).
+    batches: tuple[CalibrationBatch, ...] | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def hash(self) -> str:
+        return calibration_hash(list(self.samples))
+
+    def info(self) -> dict:
+        """The plan's record: the options (num_samples = how many were used) and the samples' hash."""
+        return {**self.options.to_dict(), "source": self.options.source or "toy", "num_samples": len(self.samples),
+                "hash": self.hash}
+
+    def with_batches(self, batches: Sequence[CalibrationBatch]) -> CalibrationSet:
+        return dataclasses.replace(self, batches=tuple(batches))
+
+
+def read_calibration(options: Calibration, model_name: str | None = None) -> CalibrationSet:
+    """Read and check the set `options` names (every image opened), before any model is loaded."""
+    samples = load_calibration(options.source, model_name=model_name, limit=options.num_samples,
+                               allow_outside_root=options.allow_outside_root)
+    check_images(samples)
+    return CalibrationSet(options, tuple(samples))
+
+
+def calibration_set(calibration: Calibration | CalibrationSet | Sequence[CalibrationSample] | None,
+                    model_name: str | None = None) -> CalibrationSet:
+    """A CalibrationSet from options (read now), a set (as is), or a list of samples (all of them)."""
+    if calibration is None:
+        raise CalibrationError("this needs calibration data: give Calibration(source=...) or a list of samples")
+    if isinstance(calibration, CalibrationSet):
+        return calibration
+    if isinstance(calibration, Calibration):
+        return read_calibration(calibration, model_name)
+    return CalibrationSet(Calibration(source=SAMPLES_SOURCE), tuple(calibration))

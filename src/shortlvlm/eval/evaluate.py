@@ -1,0 +1,47 @@
+"""Answer a benchmark's questions with a model and score them by the benchmark's official metric."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from torch import nn
+from tqdm import tqdm
+
+from shortlvlm.data.benchmarks import score_benchmark
+from shortlvlm.eval import generate
+from shortlvlm.resume.answers import append_answers, read_partial_answers, start_answer_file
+
+
+def evaluate(
+    model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16, progress: bool = True,
+    resume_file: str | os.PathLike | None = None, resume_key: dict | None = None,
+) -> tuple[dict, dict[str, str]]:
+    """Answer benchmark questions (from load_benchmark) and score them: (metrics, {id: answer}).
+
+    With `resume_file`, every answered batch is appended to it (JSON lines, the first holding
+    `resume_key`); answers already there for the same key are reused, so a killed run continues.
+    """
+    if resume_file is None:
+        predictions = generate.answer_samples(model, processor, samples, batch_size=batch_size, progress=progress)
+    else:
+        predictions = _answer_resumably(model, processor, samples, Path(resume_file), resume_key or {},
+                                        batch_size=batch_size, progress=progress)
+    return score_benchmark(bench, samples, predictions), predictions
+
+
+def _answer_resumably(model, processor, samples, path: Path, key: dict, *, batch_size: int, progress: bool):
+    known = {s.id for s in samples}
+    predictions = {k: v for k, v in read_partial_answers(path, key).items() if k in known}
+    todo = [s for s in samples if s.id not in predictions]
+    if predictions and progress:
+        print(f"resuming: {len(predictions)} of {len(samples)} answers found in {path}", file=sys.stderr)
+    with start_answer_file(path, key, predictions) as handle:
+        chunk = batch_size * 4
+        for start in tqdm(range(0, len(todo), chunk), desc="answer", unit="chunk", disable=not progress):
+            answers = generate.answer_samples(model, processor, todo[start:start + chunk], batch_size=batch_size,
+                                              progress=False)
+            append_answers(handle, answers)
+            predictions.update(answers)
+    return predictions

@@ -1,0 +1,54 @@
+"""Where a model comes from: the `toy` name, local folders, and the checks made before any weights load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shortlvlm.errors import ModelLoadError
+
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def resolve_model_name(name_or_path: str | os.PathLike) -> str:
+    """`toy` names the bundled toy LVLM; anything else is a hub id or a local path."""
+    from shortlvlm.toy import TOY_CHECKPOINT, TOY_NAME
+
+    name = str(name_or_path)
+    if name != TOY_NAME:
+        return name
+    if not (TOY_CHECKPOINT / "config.json").is_file():
+        raise ModelLoadError(
+            f"the bundled toy LVLM is missing from this installation ({TOY_CHECKPOINT}); "
+            "reinstall shortlvlm or train it with `python -m shortlvlm.toy.train --out DIR`"
+        )
+    return str(TOY_CHECKPOINT)
+
+
+def check_model_path(name: str) -> None:
+    """Refuse a folder that is not a model, or one that holds its weights only as pickle files."""
+    path = Path(name)
+    if path.exists() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"'{name}' exists but is not a model directory (no config.json in it)")
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
+        if pickled:
+            raise ModelLoadError(
+                f"'{name}' holds its weights only as pickle files ({', '.join(pickled[:3])}), which can run code "
+                "when loaded; shortlvlm reads safetensors only. Convert them once in a trusted environment: "
+                "model = AutoModelForImageTextToText.from_pretrained(DIR); model.save_pretrained(NEW_DIR)"
+            )
+
+
+def local_safetensors(name_or_path: str | os.PathLike) -> list[Path] | None:
+    """A checkpoint's safetensors files on this machine (a folder, `toy`, or the hub cache), never downloaded."""
+    name = resolve_model_name(name_or_path)
+    folder = Path(name)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(name, local_files_only=True, allow_patterns=["*.safetensors"]))
+        except Exception:  # not in the local cache, or not a hub id: nothing to identify
+            return None
+    return sorted(folder.glob("*.safetensors")) or None

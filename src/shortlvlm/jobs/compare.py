@@ -1,0 +1,125 @@
+"""`shortlvlm compare`: every layer-selection rule on the same calibration data, side by side.
+
+Each scorer ranks the layers once (one plan per scorer, saved under plans/); every method then
+prunes a fresh copy of the model at every ratio from its plan (compensating where asked), and the
+result is evaluated on the benchmark. The unpruned model is evaluated once as the reference.
+Progress is saved after every step (results.json, written atomically), so a killed run continues
+where it stopped when started again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from shortlvlm.compensation import SCP
+from shortlvlm.data.benchmarks import headline
+from shortlvlm.data.calibration import CalibrationSample
+from shortlvlm.data.calibration_set import CalibrationSet, calibration_set
+from shortlvlm.data.encode import encode_calibration
+from shortlvlm.eval.evaluate import evaluate
+from shortlvlm.jobs.compare_report import ratio_key, write_report
+from shortlvlm.jobs.compare_results import Comparison, write_json
+from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
+from shortlvlm.jobs.source import ModelSource
+from shortlvlm.plan import Plan
+from shortlvlm.pruning import prune, score
+from shortlvlm.resume.keys import comparison_key
+from shortlvlm.scoring import SCORERS, Scorer
+from shortlvlm.selection import layers_to_remove
+
+
+def compared_scorer(name: str, seed: int) -> Scorer:
+    """A scorer with its default options; `seed` goes to the scorers that have one (random)."""
+    cls = SCORERS[name]
+    return cls(**{"seed": seed} if "seed" in {f.name for f in dataclasses.fields(cls)} else {})
+
+
+def run_compare(
+    source: ModelSource,
+    out: str | Path,
+    *,
+    methods: list[MethodSpec],
+    ratios: list[float],
+    bench: str,
+    samples: list,
+    calibration: CalibrationSet | Sequence[CalibrationSample] | None,
+    data: str | None = None,
+    eval_batch_size: int = 16,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Score once per scorer, prune every (method, ratio) from a fresh load of `source`, evaluate; resumable."""
+    needs_data = any(m.needs_calibration for m in methods)
+    if needs_data and not calibration:
+        raise CompareError("the compared methods need calibration data (--calib; bundled for toy)")
+    calib = calibration_set(calibration) if calibration else None
+    config = comparison_key(source.name, bench=bench, data=data, num_questions=len(samples),
+                            methods=[m.label for m in methods], ratios=ratios, seed=seed, calibration=calib)
+    results = Comparison(Path(out), config, overwrite=overwrite)
+    model = processor = None
+
+    def encoded(processor, adapter) -> CalibrationSet | None:
+        """The calibration set encoded once (batches are plain tensors, shared by every copy of the model)."""
+        nonlocal calib
+        if needs_data and calib.batches is None:
+            calib = calib.with_batches(encode_calibration(list(calib.samples), processor, adapter,
+                                                          batch_size=calib.options.batch_size, progress=progress))
+        return calib
+
+    def scoring_model():
+        nonlocal model, processor
+        if model is None:
+            model, processor = source.load()
+        return model, processor
+
+    for name in dict.fromkeys(m.scorer for m in methods):
+        if name in results.data["scoring"] and results.plan_path(name).exists():
+            continue
+        model, processor = scoring_model()
+        adapter = source.adapter(model)
+        log(f"scoring layers with {name} ...")
+        scorer = compared_scorer(name, seed)
+        num_remove = max(layers_to_remove(r, adapter) for r in ratios) if scorer.needs_count else None
+        plan = score(model, processor, scorer=scorer, calibration=encoded(processor, adapter), num_remove=num_remove,
+                     method=name, adapter=adapter, source=source.name, progress=progress)
+        write_json(results.plan_path(name), plan.to_dict())
+        results.data["scoring"][name] = {"seconds": plan.params["scoring_seconds"],
+                                         "removal_order": plan.params["removal_order"]}
+        results.save()
+
+    if results.data["unpruned"] is None:
+        model, processor = scoring_model()
+        log("evaluating the unpruned model ...")
+        started = time.perf_counter()
+        metrics, _ = evaluate(model, processor, bench, samples, batch_size=eval_batch_size, progress=progress)
+        results.data["unpruned"] = {"metrics": metrics, "score": headline(bench, metrics),
+                                    "eval_seconds": round(time.perf_counter() - started, 1)}
+        results.save()
+    del model, processor
+
+    todo = [(m, r) for m in methods for r in ratios if results.cell(m.label, r) is None]
+    for index, (spec, ratio) in enumerate(todo, 1):
+        log(f"[{index}/{len(todo)}] {spec.label} at {ratio_key(ratio)} ...")
+        plan = Plan.load(results.plan_path(spec.scorer))
+        model, processor = source.load()
+        adapter = source.adapter(model)
+        compensation = SCP() if spec.compensation == "scp" else None
+        started = time.perf_counter()
+        model, pruned = prune(model, processor, ratio, compensation=compensation,
+                              calibration=encoded(processor, adapter) if compensation else None, plan=plan,
+                              method=spec.method, adapter=adapter, source=source.name, progress=progress)
+        prune_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        metrics, _ = evaluate(model, processor, bench, samples, batch_size=eval_batch_size, progress=progress)
+        results.set_cell(spec.label, ratio, {
+            "removed_layers": pruned.removed_layers, "metrics": metrics, "score": headline(bench, metrics),
+            "prune_seconds": round(prune_seconds, 2), "eval_seconds": round(time.perf_counter() - started, 1),
+        })
+        del model, processor
+    write_report(results.data, Path(out))
+    return results.data

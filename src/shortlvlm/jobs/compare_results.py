@@ -1,0 +1,50 @@
+"""The results file of one comparison (results.json): created, or resumed if its configuration matches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shortlvlm.io.atomic import write_text_atomically
+from shortlvlm.jobs.compare_report import ratio_key
+from shortlvlm.jobs.compare_spec import CompareError
+
+RESULTS = "results.json"
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
+
+
+class Comparison:
+    """Scores, the unpruned result and every finished cell, saved after each step (atomically)."""
+
+    def __init__(self, out: Path, config: dict, *, overwrite: bool):
+        self.out, self.path = out, out / RESULTS
+        if out.exists() and not out.is_dir():
+            raise CompareError(f"--out {out} exists and is not a directory; choose another --out")
+        existing = json.loads(self.path.read_text()) if self.path.exists() else None
+        if existing is not None and existing.get("config") != config and not overwrite:
+            changed = sorted(k for k in config if existing.get("config", {}).get(k) != config[k])
+            raise CompareError(
+                f"{out} holds a comparison with different settings ({', '.join(changed) or 'format'}); "
+                "resume it with the same arguments, choose another --out, or pass --overwrite to start over"
+            )
+        if existing is None or existing.get("config") != config:
+            existing = {"config": config, "scoring": {}, "unpruned": None, "cells": {}}
+        self.data = existing
+        (out / "plans").mkdir(parents=True, exist_ok=True)
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+    def plan_path(self, scorer: str) -> Path:
+        return self.out / "plans" / f"{scorer}.json"
+
+    def cell(self, label: str, ratio: float) -> dict | None:
+        return self.data["cells"].get(label, {}).get(ratio_key(ratio))
+
+    def set_cell(self, label: str, ratio: float, row: dict) -> None:
+        self.data["cells"].setdefault(label, {})[ratio_key(ratio)] = row
+        self.save()

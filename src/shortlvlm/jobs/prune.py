@@ -1,0 +1,91 @@
+"""The prune job: every check that needs no weights first (on the skeleton), then load, prune, save and verify.
+
+Either listed layers are removed, or `ratio` of them chosen by the method (Short-LVLM by default).
+Finished stages (scores, SCP statistics) are kept beside the output until it lands, so the same
+job run again after an interruption resumes (shortlvlm.resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from shortlvlm.compensation import SCP
+from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.errors import ShortLVLMError
+from shortlvlm.io.fingerprint import weights_stamp
+from shortlvlm.io.save import check_output_dir
+from shortlvlm.jobs.checkpoint import (
+    PruneResult,
+    count_parameters,
+    prune_layers_to_checkpoint,
+    write_checkpoint,
+)
+from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.plan import Plan
+from shortlvlm.pruning import needs_calibration, prune
+from shortlvlm.resume import StageCache, partial_dir_for
+from shortlvlm.scoring import Scorer, scorer_from_dict
+from shortlvlm.selection import check_removal
+from shortlvlm.surgery import validate_layer_selection
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneRequest:
+    """What to remove from `source` and where the checkpoint goes.
+
+    Give `layers` (explicit indices) or `ratio` (chosen by `method`: its `scorer`, or the `plan`'s
+    ranking and scorer, with `compensation` SCP(...) or None, calibrated on `calibration`).
+    """
+
+    source: ModelSource
+    out: Path
+    layers: list[int] | None = None
+    ratio: float | None = None
+    method: str = "short-lvlm"
+    scorer: Scorer | None = None
+    compensation: SCP | None = None
+    calibration: Calibration = Calibration()
+    plan: Plan | None = None
+    overwrite: bool = False
+    verify: bool = True
+    fresh: bool = False
+
+
+def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> PruneResult:
+    """Check, load, prune, save and verify; nothing lands at `request.out` unless every step succeeds."""
+    source, out = request.source, Path(request.out)
+    if (request.layers is None) == (request.ratio is None):
+        raise ShortLVLMError("give exactly one of --layers (explicit indices) or --ratio (fraction chosen by --method)")
+    # Every check that needs no weights runs first, so a bad request never waits for a large load.
+    check_output_dir(out, request.overwrite)
+    skeleton = source.skeleton()
+    calibration = request.calibration
+    if request.layers is not None:
+        validate_layer_selection(request.layers, source.adapter(skeleton))
+    else:
+        check_removal(skeleton, source.adapter(skeleton), request.ratio, request.plan)
+        scorer = scorer_from_dict(request.plan.scorer) if request.plan is not None else request.scorer
+        if needs_calibration(scorer, request.compensation, scored=request.plan is not None):
+            calibration = read_calibration(calibration, source.name)
+    del skeleton
+    model, processor = source.load(log)
+    adapter = source.adapter(model)
+    if request.layers is not None:
+        return prune_layers_to_checkpoint(model, processor, request.layers, out, adapter=adapter,
+                                          overwrite=request.overwrite, verify_checkpoint=request.verify,
+                                          trust_remote_code=source.loading.trust_remote_code, source=source.name)
+    before = count_parameters(model)
+    cache = StageCache(partial_dir_for(out), identity={"weights": weights_stamp(source.name)})
+    if request.fresh:
+        cache.clear()
+    model, plan = prune(model, processor, request.ratio, scorer=None if request.plan else request.scorer,
+                        compensation=request.compensation, calibration=calibration, plan=request.plan, cache=cache,
+                        method=request.method, adapter=adapter, source=source.name)
+    after = count_parameters(model)
+    out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
+                                   verify_checkpoint=request.verify,
+                                   trust_remote_code=source.loading.trust_remote_code)
+    cache.clear()
+    return PruneResult(out, plan, before, after, report, adapter)

@@ -1,0 +1,33 @@
+"""The score job: rank every decoder layer once and write the plan (JSON) and a bar chart of the scores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.io.atomic import write_text_atomically
+from shortlvlm.io.save import check_output_file
+from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.plan import Plan
+from shortlvlm.pruning import score
+from shortlvlm.report import layer_scores_plot
+from shortlvlm.scoring import Scorer
+from shortlvlm.selection import layers_to_remove
+
+
+def run_score(source: ModelSource, out: Path, *, scorer: Scorer, method: str, calibration: Calibration = Calibration(),
+              max_ratio: float = 0.5, overwrite: bool = False, log: Callable[[str], None] = stderr) -> Plan:
+    """Score `source` with `scorer`; scorers that need the count rank up to `max_ratio` of the layers."""
+    out = Path(out)
+    check_output_file(out, overwrite, "plan", "plan.json")
+    calib = read_calibration(calibration, source.name) if scorer.needs_data else None
+    model, processor = source.load(log)
+    adapter = source.adapter(model)
+    num_remove = layers_to_remove(max_ratio, adapter) if scorer.needs_count else None
+    plan = score(model, processor, scorer=scorer, calibration=calib, num_remove=num_remove, method=method,
+                 adapter=adapter, source=source.name)
+    write_text_atomically(out, json.dumps(plan.to_dict(), indent=2) + "\n")
+    layer_scores_plot(plan, out.with_suffix(".png"))
+    return plan

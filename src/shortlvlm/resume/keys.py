@@ -1,0 +1,52 @@
+"""Every resume key in one place: what each saved result depends on, so a result is reused only by the job
+whose result it would be. Algorithms never build keys; the jobs that cache their results do, here.
+
+Keys name the model (config fingerprint and dtype; the weights files through a StageCache's
+`identity` or the comparison's weights fingerprint), the calibration samples (their hash, not
+where they were read from) and batching, and the options the result depends on, and nothing
+else: SCP's gap statistics do not depend on its rank or a numeric alpha, so those may change
+between runs of the same job.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from shortlvlm.compensation import SCP
+from shortlvlm.data.calibration_set import CalibrationSet
+from shortlvlm.io.fingerprint import model_fingerprint, weights_fingerprint
+from shortlvlm.scoring import Scorer, scorer_to_dict
+
+
+def _model_and_data(model: nn.Module, calibration: CalibrationSet | None, batch_size: int) -> dict:
+    return {"model": model_fingerprint(model), "dtype": str(next(model.parameters()).dtype),
+            "calibration": calibration.hash if calibration is not None else None, "batch_size": batch_size}
+
+
+def plan_key(model: nn.Module, calibration: CalibrationSet | None, batch_size: int, *, method: str, count: int,
+             scorer: Scorer) -> dict:
+    """A scored plan: model, data, the method and its scorer's options, and how many layers go."""
+    return {**_model_and_data(model, calibration, batch_size), "method": method, "count": count,
+            "scorer": scorer_to_dict(scorer)}
+
+
+def gaps_key(model: nn.Module, calibration: CalibrationSet, batch_size: int, *, removed: list[int], scp: SCP) -> dict:
+    """SCP's gap statistics: model, data, the removed layers, the tokens measured on, normalisation, and for
+    a fitted alpha the writers whose outputs were accumulated (not the rank, not a numeric alpha)."""
+    return {**_model_and_data(model, calibration, batch_size), "removed": sorted(removed),
+            "tis": scp.tis.to_dict() if scp.tis is not None else None, "normalize": scp.normalize, "fit": scp.fit,
+            "writers": scp.writers if scp.fit else None}
+
+
+def answers_key(model_name: str, bench: str, data: str | None, limit: int | None, dtype: str) -> dict:
+    """An evaluation's answers: which model (as named), benchmark, data folder, question count and dtype."""
+    return {"model": model_name, "bench": bench, "data": data, "limit": limit, "dtype": dtype}
+
+
+def comparison_key(model_name: str, *, bench: str, data: str | None, num_questions: int, methods: list[str],
+                   ratios: list[float], seed: int, calibration: CalibrationSet | None) -> dict:
+    """A comparison's results file: the model and its weights, the benchmark, every setting compared."""
+    return {"model": model_name, "weights": weights_fingerprint(model_name), "bench": bench, "data": data,
+            "num_questions": num_questions, "methods": methods, "ratios": ratios, "seed": seed,
+            "calibration": {"num_samples": len(calibration.samples) if calibration else 0,
+                            "hash": calibration.hash if calibration else None}}

@@ -1,0 +1,212 @@
+"""The bad-input table of docs/errors.md, row by row, through the CLI a user runs.
+
+Every row: exit code 2, the message names the problem (and the fix), one line, no traceback,
+nothing written at --out, and, where the row says so, no weights were loaded first.
+`test_the_docs_table_and_these_cases_agree` keeps docs/errors.md and CASES in step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from shortlvlm.cli import main
+from shortlvlm.models.tiny import tiny_model
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+
+
+@dataclass
+class World:
+    """Files the cases point at, built once: images, calibration files, models, plans."""
+
+    root: Path
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
+
+    def calib(self, name: str, lines: list, images: dict[str, Callable[[Path], None]] | None = None) -> str:
+        folder = self.root / f"calib-{name}"
+        (folder / "img").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / "img" / "ok.png")
+        for image, make in (images or {}).items():
+            make(folder / image)
+        text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+        (folder / "c.jsonl").write_bytes(text.encode("utf-8", "surrogateescape"))
+        return str(folder / "c.jsonl")
+
+
+GOOD = {"image": "img/ok.png", "prompt": "What colour is the square?", "answer": "red"}
+
+
+def truncated_png(path: Path) -> None:
+    Image.new("RGB", (64, 64), (0, 90, 200)).save(path)
+    path.write_bytes(path.read_bytes()[:60])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    w = World(tmp_path_factory.mktemp("world"))
+    tiny_model("llava", 6).save_pretrained(w.root / "llava6")
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=64)).save_pretrained(w.root / "gpt2")
+    (w.root / "not-a-model").mkdir()
+    (w.root / "not-a-model" / "notes.txt").write_text("hello")
+    pickle_only = w.root / "pickle-only"
+    tiny_model("llava", 4).save_pretrained(pickle_only)
+    (pickle_only / "model.safetensors").rename(pickle_only / "pytorch_model.bin")
+    remote = w.root / "remote"
+    remote.mkdir()
+    (remote / "config.json").write_text(json.dumps({
+        "model_type": "mystery_vlm", "architectures": ["MysteryModel"],
+        "auto_map": {"AutoConfig": "configuration_mystery.MysteryConfig"}}))
+    (remote / "configuration_mystery.py").write_text("raise SystemExit('remote code ran')\n")
+    (w.root / "existing-file").write_text("x")
+    (w.root / "existing-dir").mkdir()
+    (w.root / "plan-broken.json").write_text('{"method": "short-lvlm", ')
+    toy_plan = w.root / "plan-toy.json"
+    assert main(["score", "toy", "--method", "last", "--out", str(toy_plan)]) == 0
+    plan = json.loads(toy_plan.read_text())
+    plan["model"]["fingerprint"] = "0123456789abcdef"  # as if scored on another 16-layer model
+    (w.root / "plan-other-hash.json").write_text(json.dumps(plan))
+    return w
+
+
+@dataclass
+class Case:
+    id: str
+    argv: Callable[[World], list[str]]
+    message: str  # regular expression the error line must match
+    before_load: bool = True  # refused before any weights are read
+
+
+def prune_toy(calib: Callable[[World], str], *extra: str) -> Callable[[World], list[str]]:
+    return lambda w: ["prune", "toy", "--ratio", "0.25", "--calib", calib(w), *extra]
+
+
+CASES = [
+    # calibration files
+    Case("calib-file-missing", prune_toy(lambda w: w.path("nowhere.jsonl")), r"calibration file not found"),
+    Case("calib-malformed-jsonl", prune_toy(lambda w: w.calib("json", [GOOD, '{"image": "img/ok.png", "pro'])),
+         r"c\.jsonl, line 2: not valid JSON"),
+    Case("calib-not-an-object", prune_toy(lambda w: w.calib("array", ["[1, 2]"])), r"line 1: expected a JSON object"),
+    Case("calib-not-utf8", prune_toy(lambda w: w.calib("latin1", ['{"prompt": "caf\udce9"}'])), r"not UTF-8"),
+    Case("calib-empty", prune_toy(lambda w: w.calib("empty", ["", "  "])), r"calibration set is empty"),
+    Case("calib-duplicate-id", prune_toy(lambda w: w.calib("dup", [{**GOOD, "id": 1}, {**GOOD, "id": 1}])),
+         r"line 2: duplicate id '1' \(also on line 1\)"),
+    Case("calib-no-prompt", prune_toy(lambda w: w.calib("noprompt", [{"image": "img/ok.png"}])), r"line 1: no prompt"),
+    Case("calib-sample-without-image", prune_toy(lambda w: w.calib("noimage", [{"prompt": "What is it?"}])),
+         r"line 1: no 'image' field"),
+    Case("calib-image-missing", prune_toy(lambda w: w.calib("gone", [{**GOOD, "image": "img/gone.png"}])),
+         r"line 1: image not found: .*gone\.png"),
+    Case("calib-image-corrupt", prune_toy(lambda w: w.calib("trunc", [{**GOOD, "image": "img/t.png"}],
+                                                            {"img/t.png": truncated_png})),
+         r"sample line1: cannot read image .*t\.png.*replace the file"),
+    Case("calib-image-unsupported", prune_toy(lambda w: w.calib("svg", [{**GOOD, "image": "img/a.svg"}], {
+        "img/a.svg": lambda p: p.write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')})),
+         r"cannot read image .*a\.svg"),
+    Case("calib-image-outside-root", prune_toy(lambda w: w.calib("escape", [{**GOOD, "image": "../calib-json/img/ok.png"}])),
+         r"outside the data folder.*--allow-outside-root"),
+    Case("calib-prompt-longer-than-context", prune_toy(lambda w: w.calib("long", [{**GOOD, "prompt": "square " * 300}])),
+         r"tokens long, more than the model's context of 128", before_load=False),
+    Case("calib-num-samples-zero", prune_toy(lambda w: "toy", "--num-samples", "0"),
+         r"Calibration\.num_samples \(--num-samples\) must be a positive integer"),
+    # ratios and layers
+    Case("ratio-zero", lambda w: ["prune", "toy", "--ratio", "0"], r"strictly between 0 and 1"),
+    Case("ratio-negative", lambda w: ["prune", "toy", "--ratio", "-0.3"], r"strictly between 0 and 1"),
+    Case("ratio-one", lambda w: ["prune", "toy", "--ratio", "1"], r"strictly between 0 and 1"),
+    Case("ratio-removes-every-layer", lambda w: ["prune", "toy", "--ratio", "0.99"], r"at most 15 can go"),
+    Case("ratio-removes-nothing", lambda w: ["prune", "toy", "--ratio", "0.01"], r"removes no layer"),
+    Case("layers-all", lambda w: ["prune", w.path("llava6"), "--layers", "0,1,2,3,4,5"], r"at least one"),
+    Case("layers-out-of-range", lambda w: ["prune", w.path("llava6"), "--layers", "6"], r"out of range"),
+    Case("layers-and-ratio", lambda w: ["prune", "toy", "--layers", "1", "--ratio", "0.3"], r"exactly one of"),
+    # methods and architectures
+    Case("method-unknown", lambda w: ["prune", "toy", "--ratio", "0.3", "--method", "shortgpt"],
+         r"argument --method: invalid choice: 'shortgpt'"),
+    Case("method-bad-parameter", lambda w: ["prune", "toy", "--ratio", "0.3", "--tis-top-p", "1.5"], r"TIS\.top_p \(--tis-top-p\) must be in \(0, 1\]"),
+    Case("scp-rank-zero", lambda w: ["prune", "toy", "--ratio", "0.3", "--scp-rank", "0"], r"SCP\.rank \(--scp-rank\) must be a positive integer"),
+    Case("architecture-unknown", lambda w: ["prune", w.path("gpt2"), "--layers", "1"], r"--generic"),
+    # models, outputs, plans
+    Case("model-path-not-a-model", lambda w: ["prune", w.path("not-a-model"), "--layers", "1"],
+         r"not a model directory \(no config\.json"),
+    Case("model-not-found", lambda w: ["prune", "no-such-org/no-such-model", "--layers", "1"],
+         r"cannot load 'no-such-org/no-such-model'"),
+    Case("model-pickle-only", lambda w: ["prune", w.path("pickle-only"), "--layers", "1"],
+         r"weights only as pickle files \(pytorch_model\.bin\).*safetensors only"),
+    Case("model-remote-code-without-flag", lambda w: ["prune", w.path("remote"), "--layers", "1"],
+         r"needs its own Python code.*--trust-remote-code"),
+    Case("output-exists", lambda w: ["prune", "toy", "--layers", "1", "--out-existing"], r"--overwrite"),
+    Case("output-is-a-file", lambda w: ["prune", "toy", "--layers", "1", "--overwrite", "--out-file"],
+         r"not a directory"),
+    Case("plan-malformed", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan", w.path("plan-broken.json")],
+         r"not valid JSON"),
+    Case("plan-other-layer-count", lambda w: ["prune", w.path("llava6"), "--ratio", "0.3", "--plan",
+                                              w.path("plan-toy.json")], r"made for a model with 16 decoder layers"),
+    Case("plan-other-model-hash", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan",
+                                             w.path("plan-other-hash.json")], r"made for another model"),
+    # loading layer by layer
+    Case("activations-dir-without-layerwise", lambda w: ["prune", "toy", "--layers", "1", "--activations-dir",
+                                                         w.path("existing-dir")], r"--activations-dir needs --layerwise"),
+    Case("layerwise-with-max-memory", lambda w: ["prune", "toy", "--layers", "1", "--layerwise", "--device-map", "auto",
+                                                 "--max-memory", "cpu=1GiB"], r"drop --max-memory"),
+    Case("layerwise-with-device-map-auto", lambda w: ["prune", "toy", "--layers", "1", "--layerwise", "--device-map",
+                                                      "auto"], r"give --device-map one device"),
+    Case("layerwise-activations-dir-missing", lambda w: ["prune", "toy", "--layers", "1", "--layerwise",
+                                                         "--activations-dir", w.path("nowhere")],
+         r"is not an existing folder; create it first"),
+    # evaluation data
+    Case("bench-data-missing", lambda w: ["eval", "toy", "--bench", "pope", "--data", w.path("nowhere")],
+         r"data folder not found"),
+    Case("bench-data-not-given", lambda w: ["eval", "toy", "--bench", "mme"], r"--data is required"),
+]
+
+
+def run(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def with_out(argv: list[str], w: World, out: Path) -> list[str]:
+    if "--out-existing" in argv:
+        return [a for a in argv if a != "--out-existing"] + ["--out", w.path("existing-dir")]
+    if "--out-file" in argv:
+        return [a for a in argv if a != "--out-file"] + ["--out", w.path("existing-file")]
+    return [*argv, "--out", str(out)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gives_one_clear_line_and_leaves_nothing(world, tmp_path, capsys, monkeypatch, case):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out" / ("results.json" if case.argv(world)[0] == "eval" else "pruned")
+    code, err = run(with_out(case.argv(world), world, out), capsys)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and re.search(case.message, lines[0]), err
+    assert "Traceback" not in err and "remote code ran" not in err
+    assert not (tmp_path / "out").exists()  # nothing written, not even the parent folder
+    if case.before_load:
+        assert "Loading weights" not in err
+    assert (world.root / "existing-file").read_text() == "x" and not any((world.root / "existing-dir").iterdir())
+
+
+def test_the_docs_table_and_these_cases_agree():
+    """Every table row names a test that exists here (by case id) or elsewhere (file::function)."""
+    rows = [line for line in DOC.read_text().splitlines() if line.startswith("| ") and "`" in line.split("|")[-2]]
+    referenced = [re.findall(r"`([^`]+)`", line.split("|")[-2])[0] for line in rows]
+    case_ids = {c.id for c in CASES}
+    here = {r for r in referenced if "::" not in r}
+    assert here == case_ids, f"in docs only: {sorted(here - case_ids)}; in tests only: {sorted(case_ids - here)}"
+    root = DOC.parents[1]
+    for ref in referenced:
+        if "::" in ref:
+            file, function = ref.split("::")
+            assert re.search(rf"^def {re.escape(function)}\(", (root / file).read_text(), re.M), ref

@@ -1,0 +1,186 @@
+"""The CLI: prune writes a verified checkpoint; every bad request is one line on stderr, exit 2, no output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from shortlvlm.cli import main
+from shortlvlm.models.tiny import tiny_model
+from shortlvlm.plan import PLAN_FILENAME
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    for model_type in ("llava", "qwen3_vl"):
+        tiny_model(model_type, 6).save_pretrained(root / model_type)
+    text_only = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                             num_hidden_layers=4, num_attention_heads=2))
+    text_only.save_pretrained(root / "llama")
+    return root
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_prune_writes_a_verified_checkpoint(saved_models, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    code, stdout, _ = run_cli(capsys, "prune", saved_models / "llava", "--layers", "1,3", "--out", out)
+    assert code == 0
+    assert "removed layers [1, 3] of 6" in stdout
+    assert "verified" in stdout and "agree" in stdout
+    plan = json.loads((out / PLAN_FILENAME).read_text())
+    assert plan["removed_layers"] == [1, 3] and plan["num_layers_before"] == 6
+    assert plan["method"] == "manual" and plan["model"]["adapter"] == "LLaVA"
+    assert json.loads((out / "config.json").read_text())["text_config"]["num_hidden_layers"] == 4
+
+
+@pytest.mark.parametrize(
+    ("model", "layers", "message"),
+    [
+        ("llava", "6", "out of range"),
+        ("llava", "2,2", "more than once"),
+        ("llava", "0,1,2,3,4,5", "cannot remove all 6"),
+        ("qwen3_vl", "0,3", "deepstack"),
+        ("llama", "1", "no adapter for LlamaForCausalLM"),
+        ("missing-dir", "1", "could not be fetched"),
+    ],
+)
+def test_bad_requests_give_one_line_exit_2_and_leave_nothing(saved_models, tmp_path, capsys, model, layers, message):
+    code, _, stderr = run_cli(capsys, "prune", saved_models / model, "--layers", layers,
+                                   "--out", tmp_path / "out")
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1 and message in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(saved_models, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+    code, _, stderr = run_cli(capsys, "prune", saved_models / "llava", "--layers", "1", "--out", out)
+    assert code == 2 and "--overwrite" in stderr
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    code, _, _ = run_cli(capsys, "prune", saved_models / "llava", "--layers", "1", "--out", out, "--overwrite")
+    assert code == 0 and (out / "model.safetensors").exists() and not (out / "old.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_generic_flag_handles_an_unregistered_class(saved_models, tmp_path, capsys):
+    code, stdout, stderr = run_cli(capsys, "prune", saved_models / "llama", "--layers", "1", "--generic",
+                                   "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert "generic (LlamaForCausalLM)" in stdout
+
+
+def test_malformed_layer_list_is_a_usage_error(saved_models, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", str(saved_models / "llava"), "--layers", "1,x", "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_models_lists_every_architecture(capsys):
+    code, stdout, _ = run_cli(capsys, "models")
+    assert code == 0
+    for name in ("LLaVA", "LLaVA-NeXT", "Qwen2-VL", "Qwen2.5-VL", "Qwen3-VL", "Idefics3", "SmolVLM",
+                 "Gemma 3", "InternVL", "PaliGemma", "Mistral 3", "Qwen-VL-Chat", "mPLUG-Owl2"):
+        assert f"\n{name}" in "\n" + stdout
+
+
+@pytest.mark.slow
+def test_console_script_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "shortlvlm.cli", "prune", str(tmp_path / "nope"),
+                             "--layers", "1", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert result.returncode == 2
+    assert result.stderr.startswith("shortlvlm: error:") and "Traceback" not in result.stderr
+
+
+def test_score_then_prune_many_ratios_from_the_plan(tmp_path, capsys):
+    plan_path = tmp_path / "plan.json"
+    code, stdout, _ = run_cli(capsys, "score", "toy", "--num-samples", "8", "--out", plan_path)
+    assert code == 0 and "removal order" in stdout
+    plan = json.loads(plan_path.read_text())
+    assert plan_path.with_suffix(".png").stat().st_size > 0
+    order = plan["params"]["removal_order"]
+    for ratio, count in (("0.1", 2), ("0.3", 5)):
+        out = tmp_path / f"pruned-{ratio}"
+        code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", ratio, "--plan", plan_path,
+                                  "--compensation", "none", "--out", out)
+        assert code == 0, stdout
+        written = json.loads((out / PLAN_FILENAME).read_text())
+        assert written["removed_layers"] == sorted(order[:count]) and written["compensation"] == "none"
+
+
+def test_template_skip_is_on_by_default_and_can_be_turned_off(tmp_path, capsys):
+    plans = {}
+    for flag in ("--tis-skip-template", "--no-tis-skip-template"):
+        path = tmp_path / f"{flag}.json"
+        assert run_cli(capsys, "score", "toy", "--num-samples", "8", flag, "--out", path)[0] == 0
+        plans[flag] = json.loads(path.read_text())
+    assert plans["--tis-skip-template"]["scorer"]["tis"]["skip_template"] is True
+    assert plans["--tis-skip-template"]["params"]["template_tokens_skipped"] == 3  # <s> USER :
+    assert plans["--no-tis-skip-template"]["scorer"]["tis"]["skip_template"] is False
+    assert plans["--no-tis-skip-template"]["params"]["template_tokens_skipped"] == 0
+    default = tmp_path / "default.json"
+    assert run_cli(capsys, "score", "toy", "--num-samples", "8", "--out", default)[0] == 0
+    assert json.loads(default.read_text())["scorer"]["tis"]["skip_template"] is True
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    assert "--tis-skip-template" in capsys.readouterr().out
+
+
+def test_sleb_plan_is_ranked_up_to_max_ratio_and_angular_plan_prunes_its_block(tmp_path, capsys):
+    sleb = tmp_path / "sleb.json"
+    code, _, _ = run_cli(capsys, "score", "toy", "--method", "sleb", "--num-samples", "8", "--max-ratio", "0.2",
+                         "--out", sleb)
+    assert code == 0 and len(json.loads(sleb.read_text())["params"]["removal_order"]) == 3
+    code, _, err = run_cli(capsys, "prune", "toy", "--plan", sleb, "--ratio", "0.3", "--out", tmp_path / "x")
+    assert code == 2 and "ranks only 3 layers" in err and not (tmp_path / "x").exists()
+    angular = tmp_path / "angular.json"
+    assert run_cli(capsys, "score", "toy", "--method", "angular", "--num-samples", "8", "--out", angular)[0] == 0
+    block = json.loads(angular.read_text())["params"]["removal_sets"]["5"]
+    out = tmp_path / "angular-30"
+    code, _, _ = run_cli(capsys, "prune", "toy", "--plan", angular, "--ratio", "0.3", "--out", out)
+    assert code == 0 and json.loads((out / PLAN_FILENAME).read_text())["removed_layers"] == block
+
+
+def test_prune_short_lvlm_by_ratio_compensates_and_verifies(tmp_path, capsys):
+    out = tmp_path / "short"
+    code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--num-samples", "8", "--out", out)
+    assert code == 0
+    assert "method short-lvlm, compensation scp" in stdout and "edited layer" in stdout and "verified" in stdout
+    plan = json.loads((out / PLAN_FILENAME).read_text())
+    assert len(plan["removed_layers"]) == 3 and plan["calibration"]["num_samples"] == 8
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--layers", "1", "--ratio", "0.3"], "exactly one of --layers"),
+    (["--ratio", "0"], "strictly between 0 and 1"),
+    (["--ratio", "0.3", "--calib", "missing.jsonl"], "missing.jsonl"),
+    (["--ratio", "0.3", "--method", "tis-cosine", "--tis-top-p", "0"], "TIS.top_p (--tis-top-p) must be in (0, 1]"),
+])
+def test_bad_method_requests_exit_2_and_leave_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "pruned"
+    code, _, err = run_cli(capsys, "prune", "toy", *argv, "--out", out)
+    assert code == 2 and err.count("shortlvlm: error:") == 1 and message in err
+    assert "Loading weights" not in err  # refused before any weights were loaded
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_plan_from_another_model_is_refused_before_loading(saved_models, tmp_path, capsys):
+    plan_path = tmp_path / "plan.json"
+    assert run_cli(capsys, "score", "toy", "--num-samples", "4", "--out", plan_path)[0] == 0
+    code, _, err = run_cli(capsys, "prune", saved_models / "llava", "--ratio", "0.3", "--plan", plan_path,
+                           "--out", tmp_path / "x")
+    assert code == 2 and "16 decoder layers" in err

@@ -1,0 +1,164 @@
+"""`compare`: argument parsing, one scoring pass per scorer, resumption, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from shortlvlm import get_adapter, load
+from shortlvlm.cli import main
+from shortlvlm.data.benchmarks import headline
+from shortlvlm.data.benchmarks.shapes import load_shapes
+from shortlvlm.data.calibration import toy_calibration
+from shortlvlm.jobs.compare import run_compare
+from shortlvlm.jobs.compare_report import markdown_table
+from shortlvlm.jobs.compare_spec import CompareError, parse_methods, parse_ratios
+from shortlvlm.jobs.source import ModelSource
+
+
+def test_methods_take_a_compensation_suffix():
+    specs = parse_methods("short-lvlm,block-influence+scp,tis-cosine+none")
+    assert [(s.method, s.compensation, s.scorer) for s in specs] == [
+        ("short-lvlm", "scp", "tis-cosine"), ("block-influence", "scp", "block-influence"),
+        ("tis-cosine", "none", "tis-cosine")]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "empty"), ("shortgpt", "unknown method 'shortgpt'"), ("sleb+lora", "unknown compensation"),
+    ("last,last", "twice"),
+])
+def test_bad_methods_are_named(text, message):
+    with pytest.raises(CompareError, match=message):
+        parse_methods(text)
+
+
+@pytest.mark.parametrize("text", ["0,0.2", "0.2,1", "a,b", "", "0.1,0.1"])
+def test_bad_ratios_are_refused(text):
+    with pytest.raises(CompareError, match="ratio"):
+        parse_ratios(text)
+
+
+def test_headline_metric_per_benchmark():
+    assert headline("pope", {"mean": {"f1": 85.5}}) == 85.5
+    assert headline("mme", {"total": 1500.0}) == 1500.0
+    assert headline("mmbench", {"circular_accuracy": 60.0, "vanilla_accuracy": 70.0}) == 60.0
+    assert math.isnan(headline("shapes", {}))
+
+
+class CountingLoader:
+    """The toy as a model source that counts its loads; can be told to fail (a "kill") after a number of them."""
+
+    name = "toy"
+
+    def __init__(self, fail_after: int | None = None):
+        self.loads, self.fail_after = 0, fail_after
+
+    def load(self, log=None):
+        if self.fail_after is not None and self.loads >= self.fail_after:
+            raise KeyboardInterrupt
+        self.loads += 1
+        return load("toy")
+
+    def adapter(self, model):
+        return get_adapter(model)
+
+
+def small_run(out, loader, **overrides):
+    kwargs = dict(methods=parse_methods("block-influence+scp,last"), ratios=[0.1, 0.2], bench="shapes",
+                  samples=load_shapes(24), calibration=toy_calibration(8), eval_batch_size=24, progress=False,
+                  log=lambda text: None)
+    kwargs.update(overrides)
+    return run_compare(loader, out, **kwargs)
+
+
+def test_an_interrupted_comparison_resumes_without_redoing_finished_steps(tmp_path):
+    out = tmp_path / "cmp"
+    with pytest.raises(KeyboardInterrupt):
+        small_run(out, CountingLoader(fail_after=3))  # scoring model + 2 cells, then "killed"
+    partial = json.loads((out / "results.json").read_text())
+    done = sum(len(v) for v in partial["cells"].values())
+    assert done == 2 and partial["unpruned"] is not None and set(partial["scoring"]) == {"block-influence", "last"}
+    loader = CountingLoader()
+    data = small_run(out, loader)
+    assert loader.loads == 4 - done  # only the missing cells; no re-scoring, no re-evaluation of the base
+    assert data["cells"]["block-influence+scp"]["0.1"] == partial["cells"]["block-influence+scp"]["0.1"]
+    for label in ("block-influence+scp", "last"):
+        assert [len(data["cells"][label][r]["removed_layers"]) for r in ("0.1", "0.2")] == [2, 3]
+    assert data["cells"]["last"]["0.2"]["removed_layers"] == [12, 13, 14]
+    table = (out / "results.md").read_text()
+    assert "| block-influence+scp |" in table and "…" not in table
+    assert (out / "accuracy_vs_ratio.png").stat().st_size > 1000
+    assert (out / "plans" / "block-influence.json").exists()
+
+
+def test_a_different_comparison_in_the_same_folder_is_refused(tmp_path):
+    out = tmp_path / "cmp"
+    small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.1])
+    with pytest.raises(CompareError, match="ratios"):
+        small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.2])
+    data = small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.2], overwrite=True)
+    assert list(data["cells"]["last"]) == ["0.2"]
+
+
+def test_weights_fingerprint_follows_the_weights_not_the_path(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from shortlvlm.io.fingerprint import weights_fingerprint
+    from shortlvlm.toy import TOY_CHECKPOINT
+
+    copy = tmp_path / "toy-copy"
+    shutil.copytree(TOY_CHECKPOINT, copy)
+    assert weights_fingerprint("toy") == weights_fingerprint(copy) is not None
+    tensors = load_file(copy / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3  # same names, shapes and config: a retrained model
+    save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
+    assert weights_fingerprint(copy) != weights_fingerprint("toy")
+    assert weights_fingerprint("no-such-org/no-such-model") is None  # not cached: no download, no crash
+
+
+def test_a_comparison_of_other_weights_at_the_same_path_is_refused(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from shortlvlm.toy import TOY_CHECKPOINT
+
+    model_dir, out = tmp_path / "model", tmp_path / "cmp"
+    shutil.copytree(TOY_CHECKPOINT, model_dir)
+    kwargs = dict(methods=parse_methods("last"), ratios=[0.1], bench="shapes", samples=load_shapes(12),
+                  calibration=None, eval_batch_size=12, progress=False, log=lambda text: None)
+    first = run_compare(ModelSource(str(model_dir)), out, **kwargs)
+    assert first["config"]["weights"]
+    tensors = load_file(model_dir / "model.safetensors")
+    save_file({k: v * 0.5 for k, v in tensors.items()}, model_dir / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CompareError, match="weights"):  # the old results are not the new model's
+        run_compare(ModelSource(str(model_dir)), out, **kwargs)
+
+
+def test_retention_is_relative_to_the_unpruned_score():
+    data = {"config": {"ratios": [0.1], "methods": ["last"]}, "unpruned": {"score": 80.0},
+            "scoring": {"last": {"seconds": 0.0}}, "cells": {"last": {"0.1": {"score": 60.0}}}}
+    assert "| last | 60.0 (75%) | 0.0 |" in markdown_table(data)
+
+
+def test_cli_checks_everything_before_loading(tmp_path, capsys):
+    code = main(["compare", "toy", "--methods", "short-lvlm,nope", "--out", str(tmp_path / "c")])
+    assert code == 2 and "unknown method 'nope'" in capsys.readouterr().err
+    code = main(["compare", "toy", "--ratios", "0.99", "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 2 and "would remove" in err and "Loading weights" not in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_runs_and_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "c"
+    code = main(["compare", "toy", "--methods", "random,tis-cosine", "--ratios", "0.2", "--limit", "12",
+                 "--num-samples", "8", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0 and "| tis-cosine |" in stdout and "| random |" in stdout
+    assert json.loads((out / "results.json").read_text())["config"]["num_questions"] == 12

@@ -1,0 +1,37 @@
+"""The demo: self-check of every architecture plus the toy LVLM pruned by naive rules, reported atomically."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shortlvlm.errors import OutputExistsError
+from shortlvlm.jobs.compare_spec import DEFAULT_METHODS
+from shortlvlm.jobs.demo import run_demo
+from shortlvlm.models.tiny import TINY_MODEL_TYPES
+
+
+@pytest.mark.slow
+def test_demo_reports_every_architecture_and_the_toy(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run_demo(out, limit=60, num_samples=16) == 0
+    report = json.loads((out / "demo_report.json").read_text())
+    rows = {r["model_type"]: r for r in report["architectures"]}
+    assert set(rows) == set(TINY_MODEL_TYPES)
+    for r in rows.values():
+        assert (r["layers_before"], r["layers_after"]) == (6, 4)
+        assert r["reload_max_abs_logit_diff"] == 0.0 and r["cached_generation_agrees"] is True
+    toy = report["toy"]
+    assert toy["config"]["methods"] == list(DEFAULT_METHODS) and toy["config"]["ratios"] == [0.1, 0.2, 0.3]
+    assert toy["unpruned"]["metrics"]["num_samples"] == 60
+    for method in DEFAULT_METHODS:
+        removed = [len(toy["cells"][method][r]["removed_layers"]) for r in ("0.1", "0.2", "0.3")]
+        assert removed == [2, 3, 5], method
+    assert (out / "toy-short-lvlm-30" / "model.safetensors").exists()
+    assert (out / "compare" / "accuracy_vs_ratio.png").stat().st_size > 1000
+    text = (out / "demo_report.md").read_text()
+    assert "| unpruned |" in text and "| sleb |" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temporary directory left
+    with pytest.raises(OutputExistsError):
+        run_demo(out)
