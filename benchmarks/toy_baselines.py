@@ -1,8 +1,8 @@
 """Toy LVLM: accuracy per family, text-only baselines, and how much naive layer cuts cost.
 
-    .venv/bin/python benchmarks/toy_baselines.py [--model toy] [--limit 1200] [--out benchmarks/results]
+    .venv/bin/python benchmarks/toy_baselines.py [--model toy|smol-llava] [--limit 1200] [--out benchmarks/results]
 
-Writes toy_baselines.json and toy_baselines.md. Measured, never asserted (see tests for guards).
+Writes toy_baselines.{json,md} (smol_baselines.{json,md} for --model smol-llava). Measured, never asserted (see tests for guards).
 - question-majority: the best text-only predictor, i.e. for each exact question string the most
   frequent answer over 30,000 training questions (family majority when the question is unseen);
 - blank-image: the trained model answering with every image replaced by an empty background;
@@ -72,11 +72,12 @@ def main() -> None:
               "seconds": round(time.time() - start, 1), "rows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "toy_baselines.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "smol_baselines" if args.model == "smol-llava" else "toy_baselines"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = accuracy_table(rows)
-    (out / "toy_baselines.md").write_text(
-        f"# Toy LVLM baselines ({len(samples)} test questions, {num_layers} layers)\n\n"
-        f"Command: `.venv/bin/python benchmarks/toy_baselines.py --limit {args.limit}`\n\n{table}\n"
+    (out / f"{name}.md").write_text(
+        f"# {args.model} baselines ({len(samples)} test questions, {num_layers} layers)\n\n"
+        f"Command: `.venv/bin/python benchmarks/toy_baselines.py --model {args.model} --limit {args.limit}`\n\n{table}\n"
     )
     print(table)
 

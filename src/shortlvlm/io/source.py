@@ -11,10 +11,15 @@ PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
 def resolve_model_name(name_or_path: str | os.PathLike) -> str:
-    """`toy` names the bundled toy LVLM; anything else is a hub id or a local path."""
+    """`toy` names the bundled toy LVLM, `smol-llava` the testbed on SmolLM2; anything else is a hub id or a path."""
+    from shortlvlm.smol import SMOL_NAME
     from shortlvlm.toy import TOY_CHECKPOINT, TOY_NAME
 
     name = str(name_or_path)
+    if name == SMOL_NAME:  # assembled once into the user's cache (docs/testbed.md)
+        from shortlvlm.smol.assemble import assemble
+
+        return str(assemble())
     if name != TOY_NAME:
         return name
     if not (TOY_CHECKPOINT / "config.json").is_file():

