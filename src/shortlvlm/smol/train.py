@@ -31,8 +31,8 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.smol.parts import lora_factors, save_parts
-from shortlvlm.toy.data import COLORS, GRID, LETTERS, NEIGHBOURS, SHAPES, ToySample, make_split
-from shortlvlm.toy.train import VisionStandardizer, fold_standardizer
+from shortlvlm.toy.data import COLORS, GRID, LETTERS, SHAPES, ToySample, make_split
+from shortlvlm.toy.train import VisionStandardizer, cell_targets, fold_standardizer, relation_targets
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -81,17 +81,6 @@ def cell_word_targets(embeddings: torch.Tensor, tokenizer) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def cell_classes(samples: list[ToySample]) -> torch.Tensor:
-    """[B, 16] content class per cell, in the order image tokens come (row-major)."""
-    from shortlvlm.toy.data import content_class
-
-    targets = torch.zeros(len(samples), GRID * GRID, dtype=torch.long)
-    for i, sample in enumerate(samples):
-        for (row, col), obj in sample.scene.objects.items():
-            targets[i, row * GRID + col] = content_class(obj)
-    return targets
-
-
 def align(model, processor, args, log) -> None:
     """Stage 1: vision tower + projector onto the frozen LM's word embeddings; standardiser folded in."""
     projector, tower = model.model.multi_modal_projector, model.model.vision_tower
@@ -112,7 +101,7 @@ def align(model, processor, args, log) -> None:
         tokens = model.model.get_image_features(pixel_values=pixels).pooler_output
         tokens = torch.stack(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
         tokens = tokens.reshape(len(samples), GRID * GRID, -1)
-        wanted = targets[cell_classes(samples)]
+        wanted = targets[cell_targets(samples)]
         cosine = nn.functional.cosine_similarity(tokens, wanted, dim=-1).mean()
         relative = ((tokens - wanted).pow(2).sum(-1) / wanted.pow(2).sum(-1)).mean()
         loss = (1 - cosine) + relative
@@ -136,7 +125,7 @@ def alignment_quality(model, processor, targets: torch.Tensor, size: int = 256) 
     tokens = model.model.get_image_features(pixel_values=pixels).pooler_output
     tokens = torch.stack(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
     tokens = tokens.reshape(-1, tokens.shape[-1])
-    classes = cell_classes(samples).flatten()
+    classes = cell_targets(samples).flatten()
     cosine = nn.functional.cosine_similarity(tokens, targets[classes], dim=-1).mean().item()
     nearest = nn.functional.cosine_similarity(tokens[:, None], targets[None], dim=-1).argmax(-1)
     return {"cosine": round(cosine, 5), "nearest_target_accuracy": round((nearest == classes).float().mean().item(), 4)}
@@ -152,35 +141,22 @@ def question_span(input_ids: torch.Tensor, question_ids: list[int]) -> int:
     raise ValueError("question tokens not found in the prompt")
 
 
-def auxiliary_positions(processor, samples, input_ids: torch.Tensor, prompt_length: int) -> dict:
-    """Rows/positions/targets of the relation target (last prompt token) and the option target."""
+def option_positions(processor, samples, input_ids: torch.Tensor, prompt_length: int) -> dict:
+    """Rows, positions and is-correct targets of each option's shape word in multiple-choice questions."""
     tok = processor.tokenizer
-    relation = {"rows": [], "first": [], "second": []}
     option = {"rows": [], "positions": [], "correct": []}
     for row, sample in enumerate(samples):
-        meta, scene = sample.meta, sample.scene
-        if meta["kind"] in ("spatial", "neighbour"):
-            if meta["kind"] == "spatial":
-                (a,) = scene.cells_where(color=meta["color"], shape=meta["shape"])
-                (b,) = scene.cells_where(color=meta["ref_color"], shape=meta["ref_shape"])
-            else:
-                (a,) = scene.cells_where(color=meta["ref_color"], shape=meta["ref_shape"])
-                dr, dc = NEIGHBOURS[meta["relation"]]
-                b = (a[0] + dr, a[1] + dc)
-            relation["rows"].append(row)
-            relation["first"].append(a[0] * GRID + a[1])
-            relation["second"].append(b[0] * GRID + b[1])
-        if meta["kind"] == "choice":
-            encoded = tok(sample.question, add_special_tokens=False, return_offsets_mapping=True)
-            start = question_span(input_ids[row, :prompt_length], encoded["input_ids"])
-            for letter, shape in zip(LETTERS, meta["options"], strict=True):
-                at = sample.question.index(f" {letter} . {shape}") + len(f" {letter} . ")
-                token = next(i for i, (lo, hi) in enumerate(encoded["offset_mapping"]) if lo <= at < hi or lo == at - 1)
-                option["rows"].append(row)
-                option["positions"].append(start + token)
-                option["correct"].append(int(letter == sample.answer))
-    return {"relation": {k: torch.tensor(v, dtype=torch.long) for k, v in relation.items()},
-            "option": {k: torch.tensor(v, dtype=torch.long) for k, v in option.items()}}
+        if sample.meta["kind"] != "choice":
+            continue
+        encoded = tok(sample.question, add_special_tokens=False, return_offsets_mapping=True)
+        start = question_span(input_ids[row, :prompt_length], encoded["input_ids"])
+        for letter, shape in zip(LETTERS, sample.meta["options"], strict=True):
+            at = sample.question.index(f" {letter} . {shape}") + len(f" {letter} . ")
+            token = next(i for i, (lo, hi) in enumerate(encoded["offset_mapping"]) if lo <= at < hi or lo == at - 1)
+            option["rows"].append(row)
+            option["positions"].append(start + token)
+            option["correct"].append(int(letter == sample.answer))
+    return {k: torch.tensor(v, dtype=torch.long) for k, v in option.items()}
 
 
 @torch.no_grad()
@@ -247,16 +223,16 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
         samples = make_split("train", args.batch_size, start=(step - 1) * args.batch_size, crowd=crowd)
         batch = encode(processor, samples, with_answers=True)
         prompt_length = batch.pop("prompt_length")
-        aux = auxiliary_positions(processor, samples, batch["input_ids"], prompt_length)
+        width = batch["input_ids"].shape[1]  # the answer tail follows the prompt: last prompt token = width - tail - 1
+        rows, positions, firsts, seconds = relation_targets(samples, width, tail=width - prompt_length)
+        opt = option_positions(processor, samples, batch["input_ids"], prompt_length)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             outputs = peft_model(**batch, output_hidden_states=True)
             relation_loss = option_loss = torch.zeros(())
-            rel = aux["relation"]
-            if len(rel["rows"]):
-                states = _normed(outputs.hidden_states[relation_layer][rel["rows"], prompt_length - 1])
-                relation_loss = (nn.functional.cross_entropy(heads["first"](states), rel["first"])
-                                 + nn.functional.cross_entropy(heads["second"](states), rel["second"]))
-            opt = aux["option"]
+            if len(rows):
+                states = _normed(outputs.hidden_states[relation_layer][rows, positions])
+                relation_loss = (nn.functional.cross_entropy(heads["first"](states), firsts)
+                                 + nn.functional.cross_entropy(heads["second"](states), seconds))
             if len(opt["rows"]):
                 states = _normed(outputs.hidden_states[option_layer][opt["rows"], opt["positions"]])
                 option_loss = nn.functional.cross_entropy(heads["option"](states), opt["correct"])
