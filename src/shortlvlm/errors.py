@@ -21,6 +21,14 @@ class OutputExistsError(ShortLVLMError):
     """The output location exists and overwriting was not requested."""
 
 
+class OutputWriteError(ShortLVLMError):
+    """The output location cannot be written (permissions, read-only mount, full disk, file-size limit)."""
+
+
+class OutputLockedError(ShortLVLMError):
+    """Another run is writing the same output location."""
+
+
 class ModelLoadError(ShortLVLMError):
     """A model or processor could not be loaded from the given name or path."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -10,9 +11,11 @@ import threading
 from shortlvlm.cli import bench, compare, demo, models, prune, score
 from shortlvlm.cli import eval as evaluate
 from shortlvlm.errors import ShortLVLMError
+from shortlvlm.io.output import is_write_failure, os_error_of, write_error
 from shortlvlm.version import __version__
 
 EXIT_USER_ERROR = 2
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)
 SUBCOMMANDS = (models, score, prune, compare, evaluate, bench, demo)
 
 
@@ -43,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ShortLVLMError as err:
         print(f"shortlvlm: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as err:
+        # A full disk, a quota, a read-only mount or a permission met where no job foresaw it: one line.
+        code, _ = os_error_of(err)
+        if not is_write_failure(err) or code not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"shortlvlm: error: {write_error(getattr(err, 'filename', None) or 'the output', err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("shortlvlm: interrupted; the output location was left as it was (finished stages, if any, "

@@ -10,14 +10,18 @@ import shutil
 import sys
 from pathlib import Path
 
+from shortlvlm.errors import OutputExistsError
+from shortlvlm.io.output import writing
+
 # Sibling names used while saving `out`: .{out.name}.tmp-{pid}-{random} (the new checkpoint being
 # written) and .{out.name}.old-{pid}-{random} (the previous one, moved aside for an instant).
 TMP_TAG = ".tmp-"
 OLD_TAG = ".old-"
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 
 
-def exchange_paths(a: Path, b: Path) -> bool:
-    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+def _renameat2(a: Path, b: Path, flags: int) -> bool:
+    """Linux renameat2(a, b, flags); False where the kernel or filesystem lacks it."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -25,14 +29,36 @@ def exchange_paths(a: Path, b: Path) -> bool:
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
-    at_fdcwd, rename_exchange = -100, 2
+    at_fdcwd = -100
     renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), flags) == 0:
         return True
     error = ctypes.get_errno()
     if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
-        return False  # filesystem or kernel without exchange: fall back to two renames
-    raise OSError(error, f"cannot swap {a} and {b}: {os.strerror(error)}")
+        return False  # filesystem or kernel without this flag: the caller falls back
+    raise OSError(error, f"cannot rename {a} to {b}: {os.strerror(error)}", str(b))
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    return _renameat2(a, b, RENAME_EXCHANGE)
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename `src` to `dst` unless `dst` exists (FileExistsError): the exists-check made at the swap itself.
+
+    Atomic with renameat2 RENAME_NOREPLACE, or a hard link for files; elsewhere a folder is checked
+    just before the rename.
+    """
+    if _renameat2(src, dst, RENAME_NOREPLACE):
+        return
+    if src.is_dir():
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+        src.rename(dst)
+    else:
+        os.link(src, dst)  # fails with FileExistsError if dst appeared
+        src.unlink()
 
 
 def move_aside(out: Path, backup: Path) -> None:
@@ -87,12 +113,25 @@ def recover_interrupted_save(out: str | os.PathLike) -> list[str]:
     return actions
 
 
-def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write a temporary sibling, then rename: `path` holds either the old file or the complete new one."""
+def write_text_atomically(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> None:
+    """Write a temporary sibling, then rename: `path` holds either the old file or the complete new one.
+
+    Without `overwrite`, a file that appeared at `path` meanwhile is kept (OutputExistsError). A
+    failing write (full disk, permissions) leaves no temporary file and raises OutputWriteError.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text)
+            if overwrite:
+                tmp.replace(path)
+            else:
+                try:
+                    rename_noreplace(tmp, path)
+                except FileExistsError:
+                    raise OutputExistsError(f"{path} appeared while this run was writing it (another program "
+                                            "wrote it); pass --overwrite to replace it") from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from torch import nn
 from shortlvlm.errors import OutputExistsError
 from shortlvlm.io import atomic
 from shortlvlm.io.offload import has_offloaded_weights
+from shortlvlm.io.output import follow_umask, writing
 from shortlvlm.plan import PLAN_FILENAME, Plan
 
 OFFLOADED_SHARD_SIZE = "1GB"
@@ -53,41 +54,50 @@ def save(
     An existing out_dir is swapped with the new one in a single atomic rename (Linux
     renameat2 RENAME_EXCHANGE), so even SIGKILL leaves out_dir holding either the old or the new
     checkpoint; elsewhere two renames are used and a kill between them is repaired by the next run
-    (`recover_interrupted_save`).
+    (`recover_interrupted_save`). Without `overwrite`, an out_dir that appeared during the run is
+    kept (the check is the rename itself: renameat2 RENAME_NOREPLACE). Files and folders get the
+    modes the umask gives. A failing write (full disk, permissions) raises OutputWriteError.
     """
     out = Path(out_dir)
     check_output_dir(out, overwrite)
     created = [p for p in reversed(out.parents) if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{atomic.TMP_TAG}{os.getpid()}-", dir=out.parent))
-    backup = None
+    backup = tmp = None
     try:
-        if has_offloaded_weights(model):
-            # accelerate-offloaded weights are gathered one shard at a time: keep shards small so the
-            # save never holds much more than one shard in memory.
-            with warnings.catch_warnings():  # its advice (memory > shard size) is what the small shards ensure
-                warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
-                model.save_pretrained(tmp, max_shard_size=OFFLOADED_SHARD_SIZE)
-        else:
-            model.save_pretrained(tmp)
-        if processor is not None:
-            processor.save_pretrained(tmp)
-        plan.save(tmp / PLAN_FILENAME)
-        (tmp / "README.md").write_text(_model_card(model, plan))
-        atomic.fsync_tree(tmp)
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{atomic.TMP_TAG}{os.getpid()}-", dir=out.parent))
+            if has_offloaded_weights(model):
+                # accelerate-offloaded weights are gathered one shard at a time: keep shards small so the
+                # save never holds much more than one shard in memory.
+                with warnings.catch_warnings():  # its advice (memory > shard size) is what the small shards ensure
+                    warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
+                    model.save_pretrained(tmp, max_shard_size=OFFLOADED_SHARD_SIZE)
+            else:
+                model.save_pretrained(tmp)
+            if processor is not None:
+                processor.save_pretrained(tmp)
+            plan.save(tmp / PLAN_FILENAME)
+            (tmp / "README.md").write_text(_model_card(model, plan))
+            follow_umask(tmp)  # mkdtemp makes 0700 and safetensors 0600; save_pretrained into a new folder would not
+            atomic.fsync_tree(tmp)
         if check is not None:
             check(tmp)
-        if out.exists():
-            if atomic.exchange_paths(tmp, out):
-                backup = tmp  # now holds the previous checkpoint
+        with writing(out):
+            if out.exists() and overwrite:
+                if atomic.exchange_paths(tmp, out):
+                    backup = tmp  # now holds the previous checkpoint
+                else:
+                    backup = out.with_name(f".{out.name}{atomic.OLD_TAG}{os.getpid()}-{tmp.name.rsplit('-', 1)[-1]}")
+                    atomic.move_aside(out, backup)
+                    tmp.rename(out)
             else:
-                backup = out.with_name(f".{out.name}{atomic.OLD_TAG}{os.getpid()}-{tmp.name.rsplit('-', 1)[-1]}")
-                atomic.move_aside(out, backup)
-                tmp.rename(out)
-        else:
-            tmp.rename(out)
+                try:
+                    atomic.rename_noreplace(tmp, out)
+                except FileExistsError:
+                    raise OutputExistsError(f"{out} appeared while this run was writing it (another program wrote "
+                                            "it); it was kept. Pass --overwrite to replace it") from None
     except BaseException:
-        if backup is None or backup != tmp:
+        if tmp is not None and (backup is None or backup != tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         if backup is not None and backup != tmp and backup.exists() and not out.exists():
             backup.rename(out)

@@ -10,6 +10,7 @@ import torch
 
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.io.atomic import write_text_atomically
+from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
 from shortlvlm.jobs.source import ModelSource, stderr
 from shortlvlm.speed import run_bench
@@ -35,15 +36,16 @@ def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, wa
     names = [source.name for source in sources]
     labels = [name if names.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(names)]
     first = sources[0]
-    rows = run_bench([(label, lambda s=source: s.load(log)) for label, source in zip(labels, sources, strict=True)],
-                     rounds=rounds, warmup=warmup, answer_tokens=answer_tokens, prompt=prompt, image=picture,
-                     layer_count=lambda model: first.adapter(model).num_layers)
-    result = {"config": {"models": names, "rounds": rounds, "warmup": warmup, "answer_tokens": answer_tokens,
-                         "prompt": prompt, "image": image, "dtype": first.loading.dtype,
-                         "device_map": first.loading.device_map},
-              "environment": {"torch": torch.__version__, "platform": platform.platform(),
-                              "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                              "threads": torch.get_num_threads()},
-              "rows": rows}
-    write_text_atomically(out, json.dumps(result, indent=2) + "\n")
+    with claim_output(out, overwrite=overwrite):
+        rows = run_bench([(label, lambda s=source: s.load(log)) for label, source in zip(labels, sources, strict=True)],
+                         rounds=rounds, warmup=warmup, answer_tokens=answer_tokens, prompt=prompt, image=picture,
+                         layer_count=lambda model: first.adapter(model).num_layers)
+        result = {"config": {"models": names, "rounds": rounds, "warmup": warmup, "answer_tokens": answer_tokens,
+                             "prompt": prompt, "image": image, "dtype": first.loading.dtype,
+                             "device_map": first.loading.device_map},
+                  "environment": {"torch": torch.__version__, "platform": platform.platform(),
+                                  "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                                  "threads": torch.get_num_threads()},
+                  "rows": rows}
+        write_text_atomically(out, json.dumps(result, indent=2) + "\n", overwrite=overwrite)
     return rows

@@ -32,6 +32,18 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def checkpoint_bytes(skeleton: nn.Module, adapter: Adapter, num_removed: int, dtype: str = "auto") -> int:
+    """About how many bytes the pruned checkpoint's weights take: the skeleton's parameters without the
+    `num_removed` smallest decoder layers, in `dtype` ("auto": the dtype the config records)."""
+    if dtype == "auto":
+        dtype = getattr(skeleton.config, "dtype", None) or torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, torch.float32)
+    layer_sizes = sorted(sum(p.numel() for p in layer.parameters()) for layer in adapter.layers)
+    kept = count_parameters(skeleton) - sum(layer_sizes[:num_removed])
+    return kept * torch.empty((), dtype=dtype).element_size()
+
+
 def prune_layers_to_checkpoint(
     model: nn.Module,
     processor: object | None,

@@ -20,6 +20,7 @@ from shortlvlm.data.calibration import CalibrationSample
 from shortlvlm.data.calibration_set import CalibrationSet, calibration_set
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.eval.evaluate import evaluate
+from shortlvlm.io.output import claim_output
 from shortlvlm.jobs.compare_report import ratio_key, write_report
 from shortlvlm.jobs.compare_results import Comparison, write_json
 from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
@@ -57,6 +58,16 @@ def run_compare(
     needs_data = any(m.needs_calibration for m in methods)
     if needs_data and not calibration:
         raise CompareError("the compared methods need calibration data (--calib; bundled for toy)")
+    with claim_output(out, overwrite=overwrite, resumable=True):
+        return _compare(source, Path(out), methods=methods, ratios=ratios, bench=bench, samples=samples,
+                        calibration=calibration, data=data, eval_batch_size=eval_batch_size, seed=seed,
+                        overwrite=overwrite, progress=progress, log=log)
+
+
+def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratios: list[float], bench: str,
+             samples: list, calibration: CalibrationSet | Sequence[CalibrationSample] | None, data: str | None,
+             eval_batch_size: int, seed: int, overwrite: bool, progress: bool, log: Callable[[str], None]) -> dict:
+    needs_data = any(m.needs_calibration for m in methods)
     calib = calibration_set(calibration) if calibration else None
     config = comparison_key(source.name, bench=bench, data=data, num_questions=len(samples),
                             methods=[m.label for m in methods], ratios=ratios, seed=seed, calibration=calib)

@@ -20,6 +20,9 @@ from tqdm import tqdm
 
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.errors import OutputExistsError
+from shortlvlm.io.atomic import rename_noreplace
+from shortlvlm.io.output import claim_output, follow_umask, writing
 from shortlvlm.io.save import check_output_dir
 from shortlvlm.jobs.checkpoint import write_checkpoint
 from shortlvlm.jobs.compare import run_compare
@@ -54,29 +57,35 @@ def run_demo(out: Path, overwrite: bool = False, limit: int = 600, num_samples: 
 
     check_output_dir(out, overwrite)
     hf_logging.disable_progress_bar()  # our bars instead of two per checkpoint
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        archs = [prune_one(t, work) for t in tqdm(TINY_MODEL_TYPES, desc="self-check", unit="arch")]
-        shutil.rmtree(work / "sources")
-        toy = toy_comparison(work, limit, num_samples)
-        report = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
-                  "architectures": archs, "toy": toy}
-        (work / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        text = ("# shortlvlm demo\n\n## Toy LVLM: shapes accuracy (retention) after removing 10/20/30% of the "
-                f"layers, every method on the same {toy['config']['calibration']['num_samples']} calibration "
-                f"samples ({limit} questions)\n\n"
-                f"{compare_table(toy)}\n\n![accuracy versus ratio](compare/accuracy_vs_ratio.png)\n\n"
-                "Short-LVLM at 30%, saved and verified: `toy-short-lvlm-30/`.\n\n"
-                "## Self-check: every supported architecture pruned, saved, reloaded and verified\n\n"
-                f"{markdown_table(archs)}")
-        (work / "demo_report.md").write_text(text)
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with claim_output(out, overwrite=overwrite):
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            with writing(out):
+                archs = [prune_one(t, work) for t in tqdm(TINY_MODEL_TYPES, desc="self-check", unit="arch")]
+                shutil.rmtree(work / "sources")
+                toy = toy_comparison(work, limit, num_samples)
+                report = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
+                          "architectures": archs, "toy": toy}
+                (work / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n")
+                text = ("# shortlvlm demo\n\n## Toy LVLM: shapes accuracy (retention) after removing 10/20/30% of "
+                        f"the layers, every method on the same {toy['config']['calibration']['num_samples']} "
+                        f"calibration samples ({limit} questions)\n\n"
+                        f"{compare_table(toy)}\n\n![accuracy versus ratio](compare/accuracy_vs_ratio.png)\n\n"
+                        "Short-LVLM at 30%, saved and verified: `toy-short-lvlm-30/`.\n\n"
+                        "## Self-check: every supported architecture pruned, saved, reloaded and verified\n\n"
+                        f"{markdown_table(archs)}")
+                (work / "demo_report.md").write_text(text)
+                follow_umask(work)  # mkdtemp made it 0700
+                if out.exists() and overwrite:
+                    shutil.rmtree(out)
+                try:
+                    rename_noreplace(work, out)
+                except FileExistsError:
+                    raise OutputExistsError(f"{out} appeared while the demo ran (another program wrote it); "
+                                            "it was kept. Pass --overwrite to replace it") from None
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     print(compare_table(toy))
     print(f"\nself-check: {len(archs)} architectures pruned and verified")
     print(f"report: {out / 'demo_report.md'} (plot: {out / 'compare' / 'accuracy_vs_ratio.png'})")

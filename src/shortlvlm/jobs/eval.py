@@ -9,23 +9,27 @@ from pathlib import Path
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.eval.evaluate import evaluate
 from shortlvlm.io.atomic import write_text_atomically
+from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
 from shortlvlm.jobs.source import ModelSource, stderr
 from shortlvlm.resume.keys import answers_key
 
 
 def run_eval(source: ModelSource, bench: str, out: Path, *, data: str | None = None, limit: int | None = None,
-             batch_size: int = 16, overwrite: bool = False, log: Callable[[str], None] = stderr) -> dict:
+             batch_size: int = 16, overwrite: bool = False, log: Callable[[str], None] = stderr,
+             lenient: bool = False) -> dict:
     """The benchmark's metrics; results (with answers) go to `out`, answers so far beside it while running."""
     out = Path(out)
     check_output_file(out, overwrite, "results", "results.json")
     samples = load_benchmark(bench, data, limit)  # bad data fails before the load
-    model, processor = source.load(log)
-    # Answers are appended to a hidden file beside `out` as they come; the same job resumes from it.
-    partial = out.with_name(f".{out.name}.partial.jsonl")
-    key = answers_key(source.name, bench, data, limit, source.loading.dtype)
-    metrics, predictions = evaluate(model, processor, bench, samples, batch_size=batch_size,
-                                    resume_file=partial, resume_key=key)
-    write_text_atomically(out, json.dumps({"model": source.name, **metrics, "predictions": predictions}, indent=2) + "\n")
-    partial.unlink(missing_ok=True)
+    with claim_output(out, overwrite=overwrite):
+        model, processor = source.load(log)
+        # Answers are appended to a hidden file beside `out` as they come; the same job resumes from it.
+        partial = out.with_name(f".{out.name}.partial.jsonl")
+        key = answers_key(source.name, bench, data, limit, source.loading.dtype)
+        metrics, predictions = evaluate(model, processor, bench, samples, batch_size=batch_size,
+                                        resume_file=partial, resume_key=key, lenient=lenient)
+        write_text_atomically(out, json.dumps({"model": source.name, **metrics, "predictions": predictions},
+                                              indent=2) + "\n", overwrite=overwrite)
+        partial.unlink(missing_ok=True)
     return metrics

@@ -15,9 +15,11 @@ from shortlvlm.compensation import SCP
 from shortlvlm.data.calibration_set import Calibration, read_calibration
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.io.fingerprint import weights_stamp
+from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_dir
 from shortlvlm.jobs.checkpoint import (
     PruneResult,
+    checkpoint_bytes,
     count_parameters,
     prune_layers_to_checkpoint,
     write_checkpoint,
@@ -63,29 +65,32 @@ def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> Pru
     skeleton = source.skeleton()
     calibration = request.calibration
     if request.layers is not None:
-        validate_layer_selection(request.layers, source.adapter(skeleton))
+        num_removed = len(validate_layer_selection(request.layers, source.adapter(skeleton)))
     else:
-        check_removal(skeleton, source.adapter(skeleton), request.ratio, request.plan)
+        num_removed = check_removal(skeleton, source.adapter(skeleton), request.ratio, request.plan)
         scorer = scorer_from_dict(request.plan.scorer) if request.plan is not None else request.scorer
         if needs_calibration(scorer, request.compensation, scored=request.plan is not None):
             calibration = read_calibration(calibration, source.name)
+    expected = checkpoint_bytes(skeleton, source.adapter(skeleton), num_removed, source.loading.dtype)
     del skeleton
-    model, processor = source.load(log)
-    adapter = source.adapter(model)
-    if request.layers is not None:
-        return prune_layers_to_checkpoint(model, processor, request.layers, out, adapter=adapter,
-                                          overwrite=request.overwrite, verify_checkpoint=request.verify,
-                                          trust_remote_code=source.loading.trust_remote_code, source=source.name)
-    before = count_parameters(model)
-    cache = StageCache(partial_dir_for(out), identity={"weights": weights_stamp(source.name)})
-    if request.fresh:
+    with claim_output(out, overwrite=request.overwrite, expected_bytes=expected):
+        model, processor = source.load(log)
+        adapter = source.adapter(model)
+        if request.layers is not None:
+            return prune_layers_to_checkpoint(model, processor, request.layers, out, adapter=adapter,
+                                              overwrite=request.overwrite, verify_checkpoint=request.verify,
+                                              trust_remote_code=source.loading.trust_remote_code,
+                                              source=source.name)
+        before = count_parameters(model)
+        cache = StageCache(partial_dir_for(out), identity={"weights": weights_stamp(source.name)})
+        if request.fresh:
+            cache.clear()
+        model, plan = prune(model, processor, request.ratio, scorer=None if request.plan else request.scorer,
+                            compensation=request.compensation, calibration=calibration, plan=request.plan,
+                            cache=cache, method=request.method, adapter=adapter, source=source.name)
+        after = count_parameters(model)
+        out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
+                                       verify_checkpoint=request.verify,
+                                       trust_remote_code=source.loading.trust_remote_code)
         cache.clear()
-    model, plan = prune(model, processor, request.ratio, scorer=None if request.plan else request.scorer,
-                        compensation=request.compensation, calibration=calibration, plan=request.plan, cache=cache,
-                        method=request.method, adapter=adapter, source=source.name)
-    after = count_parameters(model)
-    out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
-                                   verify_checkpoint=request.verify,
-                                   trust_remote_code=source.loading.trust_remote_code)
-    cache.clear()
     return PruneResult(out, plan, before, after, report, adapter)

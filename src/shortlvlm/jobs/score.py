@@ -8,6 +8,7 @@ from pathlib import Path
 
 from shortlvlm.data.calibration_set import Calibration, read_calibration
 from shortlvlm.io.atomic import write_text_atomically
+from shortlvlm.io.output import claim_output, writing
 from shortlvlm.io.save import check_output_file
 from shortlvlm.jobs.source import ModelSource, stderr
 from shortlvlm.plan import Plan
@@ -23,11 +24,18 @@ def run_score(source: ModelSource, out: Path, *, scorer: Scorer, method: str, ca
     out = Path(out)
     check_output_file(out, overwrite, "plan", "plan.json")
     calib = read_calibration(calibration, source.name) if scorer.needs_data else None
-    model, processor = source.load(log)
-    adapter = source.adapter(model)
-    num_remove = layers_to_remove(max_ratio, adapter) if scorer.needs_count else None
-    plan = score(model, processor, scorer=scorer, calibration=calib, num_remove=num_remove, method=method,
-                 adapter=adapter, source=source.name)
-    write_text_atomically(out, json.dumps(plan.to_dict(), indent=2) + "\n")
-    layer_scores_plot(plan, out.with_suffix(".png"))
+    with claim_output(out, overwrite=overwrite):
+        model, processor = source.load(log)
+        adapter = source.adapter(model)
+        num_remove = layers_to_remove(max_ratio, adapter) if scorer.needs_count else None
+        plan = score(model, processor, scorer=scorer, calibration=calib, num_remove=num_remove, method=method,
+                     adapter=adapter, source=source.name)
+        plot = out.with_suffix(".png")
+        try:  # the plot first: a plan lands only with its plot
+            with writing(plot):
+                layer_scores_plot(plan, plot)
+            write_text_atomically(out, json.dumps(plan.to_dict(), indent=2) + "\n", overwrite=overwrite)
+        except BaseException:
+            plot.unlink(missing_ok=True)
+            raise
     return plan

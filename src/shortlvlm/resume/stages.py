@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from shortlvlm.io.atomic import write_text_atomically
+from shortlvlm.io.output import writing
 from shortlvlm.plan import Plan, PlanError
 
 
@@ -100,8 +101,12 @@ class StageCache:
         self._forget(name)
         path = self.directory / f"{name}.safetensors"
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-        tmp.replace(path)
+        try:
+            with writing(path):
+                save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+                tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
         # The key goes last: a kill before it leaves an unkeyed file, which is never reused.
         write_text_atomically(self.directory / f"{name}.key.json", self._full_key(key))
 
