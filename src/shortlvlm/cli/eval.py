@@ -25,6 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
     p.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lenient", action="store_true",
+                   help="read answers leniently ('B.', '(b)', an option's text, normalised short answers) instead "
+                   "of exactly as the official scripts do; the results say \"parser\": \"lenient\" and are not "
+                   "comparable with published numbers")
     p.add_argument("--out", required=True, help="results JSON (metrics and per-sample answers)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_model_options(p)
@@ -34,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Answer a benchmark with a model and write metrics and per-sample answers."""
     metrics = run_eval(source_from_args(args), args.bench, Path(args.out), data=args.data, limit=args.limit,
-                       batch_size=args.batch_size, overwrite=args.overwrite)
+                       batch_size=args.batch_size, overwrite=args.overwrite, lenient=args.lenient)
     print(json.dumps(metrics, indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -16,19 +16,21 @@ from shortlvlm.resume.answers import append_answers, read_partial_answers, start
 
 def evaluate(
     model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16, progress: bool = True,
-    resume_file: str | os.PathLike | None = None, resume_key: dict | None = None,
+    resume_file: str | os.PathLike | None = None, resume_key: dict | None = None, lenient: bool = False,
 ) -> tuple[dict, dict[str, str]]:
     """Answer benchmark questions (from load_benchmark) and score them: (metrics, {id: answer}).
 
     With `resume_file`, every answered batch is appended to it (JSON lines, the first holding
     `resume_key`); answers already there for the same key are reused, so a killed run continues.
+    Scores use the official scripts' answer parsing; `lenient` swaps in forgiving readers (recorded
+    in the metrics as `"parser": "lenient"`).
     """
     if resume_file is None:
         predictions = generate.answer_samples(model, processor, samples, batch_size=batch_size, progress=progress)
     else:
         predictions = _answer_resumably(model, processor, samples, Path(resume_file), resume_key or {},
                                         batch_size=batch_size, progress=progress)
-    return score_benchmark(bench, samples, predictions), predictions
+    return score_benchmark(bench, samples, predictions, lenient=lenient), predictions
 
 
 def _answer_resumably(model, processor, samples, path: Path, key: dict, *, batch_size: int, progress: bool):

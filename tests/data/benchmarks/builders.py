@@ -124,14 +124,38 @@ MMBENCH_COLUMNS = (
     "index", "question", "hint", "A", "B", "C", "D", "answer",
     "category", "image", "source", "l2-category", "comment", "split",
 )  # fmt: skip
-MMBENCH_ROWS = (  # index, question, hint, options, answer, category, l2-category
-    (0, "What is the main colour?", "The picture was taken indoors.", ["red", "green", "blue", "yellow"], "B",
-     "attribute_recognition", "finegrained_perception (instance-level)"),
-    (1, "How many objects are there?", "", ["one", "two", "three"], "C",
-     "attribute_recognition", "finegrained_perception (instance-level)"),
-    (2, "Is the image bright?", "nan", ["yes", "no"], "A",
-     "image_quality", "coarse_perception"),
+ATTRIBUTE = ("attribute_recognition", "finegrained_perception (instance-level)")
+QUALITY = ("image_quality", "coarse_perception")
+SPATIAL = ("spatial_relationship", "finegrained_perception (cross-instance)")
+MMBENCH_QUESTIONS = (  # index, question, hint, options, answer, (category, l2-category), fixed last option
+    (0, "What is the main colour?", "The picture was taken indoors.", ["red", "green", "purple", "yellow"], "C",
+     ATTRIBUTE, False),
+    (1, "How many objects are there?", "", ["one", "two", "three"], "B", ATTRIBUTE, False),
+    (2, "Is the image bright?", "nan", ["yes", "no"], "A", QUALITY, False),
+    (3, "Which animal is left of the tree?", "", ["cat", "dog", "bird", "None of the above"], "B", SPATIAL, True),
+    (4, "Which shape is red?", "", ["circle", "square", "triangle", "star"], "A", ATTRIBUTE, False),
+    (5, "Where is the circle?", "", ["left", "right", "top", "bottom"], "C", SPATIAL, False),
 )  # fmt: skip
+
+
+def mmbench_rows(with_copies: bool = True) -> list[tuple[int, str, str, list[str], str, tuple[str, str]]]:
+    """The TSV's rows as MMBench releases them: every question, then its circular copies (index + k * 1e6).
+
+    Copy k shows the options shifted left by k, with the answer letter moved along; a question whose
+    last option is fixed ("None of the above") rotates only the others, so it has one copy fewer.
+    """
+    rows = [(i, q, hint, options, answer, cat) for i, q, hint, options, answer, cat, _ in MMBENCH_QUESTIONS]
+    if not with_copies:
+        return rows
+    for k in (1, 2, 3):
+        for index, question, hint, options, answer, category, fixed in MMBENCH_QUESTIONS:
+            moving = options[:-1] if fixed else options
+            if k >= len(moving):
+                continue
+            shown = moving[k:] + moving[:k] + (options[-1:] if fixed else [])
+            letter = "ABCD"[shown.index(options["ABCD".index(answer)])]
+            rows.append((index + k * 1_000_000, question, hint, shown, letter, category))
+    return rows
 
 
 def png_base64(index: int = 0) -> str:
@@ -140,29 +164,16 @@ def png_base64(index: int = 0) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def build_mmbench(root: Path) -> Path:
-    """mmbench/: mmbench_dev_20230712.tsv with base64 images."""
+def build_mmbench(root: Path, with_copies: bool = True) -> Path:
+    """mmbench/: mmbench_dev_20230712.tsv with base64 images and (by default) the released copy rows."""
     root.mkdir(parents=True, exist_ok=True)
     with (root / "mmbench_dev_20230712.tsv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(MMBENCH_COLUMNS)
-        for index, question, hint, options, answer, category, l2 in MMBENCH_ROWS:
+        for index, question, hint, options, answer, (category, l2) in mmbench_rows(with_copies):
             padded = [*options, "", "", "", ""][:4]
-            writer.writerow(
-                [
-                    index,
-                    question,
-                    hint,
-                    *padded,
-                    answer,
-                    category,
-                    png_base64(index),
-                    "synthetic",
-                    l2,
-                    "",
-                    "dev",
-                ]
-            )
+            image = png_base64(index % 1_000_000)
+            writer.writerow([index, question, hint, *padded, answer, category, image, "synthetic", l2, "", "dev"])
     return root
 
 
@@ -208,6 +219,7 @@ SEED_TYPES = {
     "Instances Counting": 5, "Spatial Relation": 6, "Instance Interaction": 7, "Visual Reasoning": 8,
     "Text Understanding": 9, "Action Recognition": 10, "Action Prediction": 11, "Procedure Understanding": 12,
 }  # fmt: skip
+SEED_CHOICES = {"101670": ["Two", "Three", "Four", "Five"]}
 SEED_QUESTIONS = (  # question_id, data_id, type id, answer
     ("101669", "1454426_2591111986", 5, "A"),
     ("101670", "1454426_2591111987", 5, "C"),
@@ -221,7 +233,7 @@ def build_seed(root: Path, with_llava_questions: bool = True) -> Path:
     questions, records = [], []
     for number, (question_id, data_id, type_id, answer) in enumerate(SEED_QUESTIONS):
         is_image = type_id <= 9
-        choices = [f"choice {letter} of {question_id}" for letter in "abcd"]
+        choices = SEED_CHOICES.get(question_id, [f"choice {letter} of {question_id}" for letter in "abcd"])
         questions.append(
             {
                 "answer": answer, "choice_a": choices[0], "choice_b": choices[1], "choice_c": choices[2],
@@ -236,7 +248,10 @@ def build_seed(root: Path, with_llava_questions: bool = True) -> Path:
             image = f"SEED-Bench-video-image/{data_id.split('.')[0]}.png"
         options = "\n".join(f"{letter}. {c}" for letter, c in zip("ABCD", choices, strict=True))
         text = f"What about {question_id}?\n{options}\nAnswer with the option's letter from the given choices directly."
-        records.append({"image": image, "text": text, "category": "x", "question_id": question_id})
+        # convert_seed_for_submission.py looks answers up by int(question_id) (str when that fails), so
+        # LLaVA's file carries numeric ids as JSON integers.
+        file_id = int(question_id) if question_id.isdigit() else question_id
+        records.append({"image": image, "text": text, "category": "x", "question_id": file_id})
     write_json(root / "SEED-Bench.json", {"questions": questions, "question_type": SEED_TYPES})
     if with_llava_questions:
         write_jsonl(root / "llava-seed-bench.jsonl", records)
@@ -245,8 +260,8 @@ def build_seed(root: Path, with_llava_questions: bool = True) -> Path:
 
 # ---------------------------------------------------------------- A-OKVQA
 AOKVQA_QUESTIONS = (  # question_id, image_id, choices, correct, direct answers, difficult
-    ("22MexNkBPpdZGX6sxbxVBH", 299207, ["cat", "dog", "horse", "cow"], 1,
-     ["the dog", "dog", "dogs", "puppy", "puppy", "animal", "pet", "pet", "pet", "cat"], False),
+    ("22MexNkBPpdZGX6sxbxVBH", 299207, ["skateboarder", "train", "delivery", "cab"], 3,
+     ["cab"] * 6 + ["taxi"] * 3 + ["bus"], False),
     ("2Bg3YkQyzGQeNhtjGNfq4C", 461751, ["rain", "sun", "umbrella", "snow"], 2,
      ["umbrella"] * 10, True),
     ("3Yx1dFcX7W7w6Q5m4Zb8Vh", 123, ["red", "blue", "green", "white"], 1,
@@ -254,11 +269,15 @@ AOKVQA_QUESTIONS = (  # question_id, image_id, choices, correct, direct answers,
 )  # fmt: skip
 
 
-def build_aokvqa(root: Path) -> Path:
-    """aokvqa/: aokvqa_v1p0_val.json and val2017/<image_id:012d>.jpg."""
+def build_aokvqa(datasets: Path) -> Path:
+    """allenai/aokvqa's README layout: datasets/aokvqa/aokvqa_v1p0_val.json beside datasets/coco/val2017/.
+
+    Returns AOKVQA_DIR (datasets/aokvqa), the folder eval_predictions.py's --aokvqa-dir names.
+    """
+    aokvqa_dir, coco_dir = datasets / "aokvqa", datasets / "coco"
     data = []
     for number, (question_id, image_id, choices, correct, direct, difficult) in enumerate(AOKVQA_QUESTIONS):
-        write_image(root / "val2017" / f"{image_id:012d}.jpg", number)
+        write_image(coco_dir / "val2017" / f"{image_id:012d}.jpg", number)
         data.append(
             {
                 "split": "val", "image_id": image_id, "question_id": question_id,
@@ -267,5 +286,5 @@ def build_aokvqa(root: Path) -> Path:
                 "rationales": ["Because it is."] * 3,
             }
         )  # fmt: skip
-    write_json(root / "aokvqa_v1p0_val.json", data)
-    return root
+    write_json(aokvqa_dir / "aokvqa_v1p0_val.json", data)
+    return aokvqa_dir

@@ -9,7 +9,7 @@ import pytest
 from shortlvlm.data.benchmarks import BENCHMARKS, BenchSample, expected_layout, load_benchmark
 from shortlvlm.data.errors import BenchmarkDataError
 from shortlvlm.errors import ShortLVLMError
-from tests.data.builders import (
+from tests.data.benchmarks.builders import (
     build_mmbench,
     build_mme,
     build_pope,
@@ -141,8 +141,8 @@ def test_mmbench_bad_rows(tmp_path):
     path.write_text("\n".join([lines[0], lines[1], "\t".join(fields)]) + "\n")
     with pytest.raises(BenchmarkDataError, match="answer among them, got 'D'"):
         load_benchmark("mmbench", root)
-    path.write_text(lines[0].replace("\tanswer", "\tanswers") + "\n" + lines[1] + "\n")
-    with pytest.raises(BenchmarkDataError, match=r"header lacks columns \['answer'\]"):
+    path.write_text(lines[0].replace("\timage", "\timages") + "\n" + lines[1] + "\n")
+    with pytest.raises(BenchmarkDataError, match=r"header lacks columns \['image'\]"):
         load_benchmark("mmbench", root)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shortlvlm.data.benchmarks import load_benchmark, score_benchmark
-from tests.data.builders import MME_FOLDERED, MME_SUBTASKS, build_mme
+from tests.data.benchmarks.builders import MME_FOLDERED, MME_SUBTASKS, build_mme
 
 PROMPT = "Is this existence picture 0001 red?\nAnswer the question using a single word or phrase."
 
@@ -72,3 +72,18 @@ def test_mme_scores(mme_root):
     assert result["subtasks"]["text_translation"]["score"] == 50.0
     assert result["cognition"] == 450.0 and result["total"] == 2225.0
     assert result["subtasks_not_scored"] == []
+    # code_reasoning has no yes/no answer at all: calculation.py stops there; the formula's 0 comes with a note.
+    assert len(result["notes"]) == 1 and result["notes"][0].startswith("code_reasoning: no answer reads as yes or no")
+
+
+def test_mme_subtask_without_a_yes_or_no_answer(mme_root):
+    samples = load_benchmark("mme", mme_root)
+    predictions = {s.id: "Yes" if s.answer == "yes" else "No" for s in samples}
+    predictions.update({"OCR/0001.png#0": "I cannot tell", "OCR/0001.png#1": "Maybe"})  # both 'other'
+    result = score_benchmark("mme", samples, predictions)
+    # calculation.py stops in compute_metric (sklearn on no yes/no answers); acc 0 + acc+ 0 = 0.
+    assert result["subtasks"]["OCR"]["score"] == 0.0 and result["subtasks"]["OCR"]["num_other"] == 2
+    assert result["notes"] == ["OCR: no answer reads as yes or no; calculation.py stops in compute_metric "
+                               "(sklearn on empty lists), the formula gives score 0"]
+    # The other 9 perception subtasks are all right: 9 * 200.
+    assert result["perception"] == 1800.0 and result["cognition"] == 800.0

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shortlvlm.data.benchmarks import load_benchmark, score_benchmark
-from tests.data.builders import IMAGE_SIZE, build_scienceqa
+from tests.data.benchmarks.builders import IMAGE_SIZE, build_scienceqa
 
 
 @pytest.fixture
@@ -34,3 +34,26 @@ def test_scienceqa_accuracy(sqa_root):
     json.dumps(result)
     # 2 of the 3 image questions right.
     assert result["accuracy"] == pytest.approx(200 / 3) and result["num_correct"] == 2
+
+
+@pytest.mark.parametrize("answer", ["A.", "(A)", "A)", "Answer: A", "a", "The answer is A"])
+def test_scienceqa_formats_eval_science_qa_marks_failed(sqa_root, answer):
+    samples = load_benchmark("scienceqa-img", sqa_root)
+    predictions = {"1": "A", "3": "E", "4": answer}  # question 4's answer is A
+    # eval_science_qa.py parses each of these as FAILED: 2 of 3.
+    assert score_benchmark("scienceqa-img", samples, predictions)["accuracy"] == pytest.approx(200 / 3)
+    # The lenient reader accepts them: 3 of 3, and says it was lenient.
+    lenient = score_benchmark("scienceqa-img", samples, predictions, lenient=True)
+    assert lenient["accuracy"] == 100.0 and lenient["parser"] == "lenient"
+
+
+def test_scienceqa_letter_beyond_the_choices_and_a_missing_answer(sqa_root):
+    samples = load_benchmark("scienceqa-img", sqa_root)
+    # "E" for a 2-choice question: parsed, get_pred_idx -> -1 -> wrong; "B. dog"-style -> B.
+    result = score_benchmark("scienceqa-img", samples, {"1": "E", "3": "E. Antarctica", "4": "A"})
+    assert result["accuracy"] == pytest.approx(200 / 3)
+    # Question 4 unanswered: eval_science_qa.py gives it the prompt 'Unknown' (no '<image>'), so
+    # IMG-Accuracy is over the 2 answered image questions: 1 of 2.
+    result = score_benchmark("scienceqa-img", samples, {"1": "A", "3": "B"})
+    assert result["accuracy"] == 50.0 and result["num_questions"] == 2 and result["num_missing"] == 1
+    assert "leaves them out" in result["notes"][0]

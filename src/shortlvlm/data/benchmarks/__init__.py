@@ -2,10 +2,14 @@
 
 The registry is the only way to a benchmark. Each module has NAME, LAYOUT (the files it expects),
 NEEDS_DATA (whether it reads a data folder; `shapes`, the toy task, is generated), HEADLINE (the
-metric a comparison reports), `load(root, limit)` and `score(samples, predictions)`.
+metric a comparison reports), `load(root, limit)` and `score(samples, predictions, lenient)`.
 The generation loop calls `load_benchmark`, answers each `BenchSample.question` about
 `BenchSample.load_image()`, and passes `{sample.id: answer_text}` to `score_benchmark`.
-A sample without a prediction is scored as an empty answer and counted in `num_missing`.
+A sample without a prediction is scored as its official script scores a missing answer and counted
+in `num_missing`. Scores follow the official scripts' answer parsing bit for bit; `lenient=True`
+(`shortlvlm eval --lenient`) swaps in forgiving readers and the metrics then say
+`"parser": "lenient"`. Where an official script would stop with an error (a division by zero, an
+empty metric), the formula's value is returned and `notes` says so.
 """
 
 from __future__ import annotations
@@ -58,11 +62,14 @@ def load_benchmark(name: str, data_root: str | Path | None = None, limit: int | 
     return samples
 
 
-def score_benchmark(name: str, samples: list[BenchSample], predictions: dict[str, str]) -> dict:
+def score_benchmark(
+    name: str, samples: list[BenchSample], predictions: dict[str, str], *, lenient: bool = False
+) -> dict:
     """The official metrics of `name` for `predictions` ({sample id: generated text}); rates are percentages."""
-    result = _benchmark(name).score(samples, predictions)
+    result = _benchmark(name).score(samples, predictions, lenient=lenient)
     missing = sum(sample.id not in predictions for sample in samples)
-    return {"benchmark": name, "num_samples": len(samples), "num_missing": missing, **result}
+    parser = "lenient" if lenient else "official"
+    return {"benchmark": name, "num_samples": len(samples), "num_missing": missing, "parser": parser, **result}
 
 
 def headline(name: str, metrics: dict) -> float:

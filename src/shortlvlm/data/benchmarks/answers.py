@@ -1,65 +1,100 @@
-"""Reading a model's free-text answer the way each official evaluator does."""
+"""Reading a model's answer exactly as each benchmark's official script does (the default parsers).
+
+Each function restates one upstream rule in our own code; the docstring names the file and
+function it follows. The generation loop strips answers (`eval/generate.py`), as LLaVA's answer
+scripts do (`model_vqa_loader.py`, `model_vqa_science.py`, `model_vqa_mmbench.py` all `.strip()`
+the decoded text), so the rules below see the same text the official scripts see.
+"""
 
 from __future__ import annotations
 
 import re
-import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from shortlvlm.data.benchmarks.prompts import OPTION_LETTERS
+# OpenCompass tools/eval_mmbench.py `can_infer_option(answer, num_choice=5)`: letters A-E are looked
+# for (E can be read even though MMBench has at most four options; it is then simply wrong).
+_MMBENCH_LETTERS = "ABCDE"
+# The same function's wrappings, tried in this order when no bare letter decides: "C." "C," "C:"
+# "C)" "C)." "(C)" "(C)." ":C" ":C," ":C." ":C)" ":C).".
+_MMBENCH_WRAPPINGS = (
+    ("", "."), ("", ","), ("", ":"), ("", ")"), ("", ")."), ("(", ")"), ("(", ")."),
+    (":", ""), (":", ","), (":", "."), (":", ")"), (":", ")."),
+)  # fmt: skip
+_API_FAILURE = "Failed to obtain answer via API"
 
-# "B", "B.", "B)", "(B)", "[B]", "B. cat", "B: cat", "B\nbecause ..." -- but not "A cat" or "I think".
-_LEADING_LETTER = re.compile(r"^[(\[]?([A-Z])(?:[)\]]|[.:,;](?=\s|$)|$|\n)")
-# "The answer is B", "Answer: (C)", "the correct option is D".
-_STATED_LETTER = re.compile(r"\b(?:[Aa]nswer|[Oo]ption|[Cc]hoice)(?:\s+is)?\s*:?\s*[(\[]?([A-Z])\b")
-_PARENTHESISED_LETTER = re.compile(r"\(([A-Z])\)")
-
-_ARTICLES = {"a", "an", "the"}
-# The official VQA evaluator's number-word map.
-_NUMBER_WORDS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
-}  # fmt: skip
-_PUNCTUATION_BUT_PERIOD = re.compile("[" + re.escape(string.punctuation.replace(".", "")) + "]")
-_NON_DECIMAL_PERIOD = re.compile(r"(?<!\d)\.|\.(?!\d)")
+# LLaVA llava/eval/eval_science_qa.py: `args.options` and `re.compile(r'The answer is ([A-Z]).')`.
+SCIENCEQA_OPTIONS = ("A", "B", "C", "D", "E")
+_SCIENCEQA_STATED = re.compile(r"The answer is ([A-Z]).")
+SCIENCEQA_FAILED = "FAILED"
 
 
-def _simplify(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+def mmbench_letter(answer: str, options: Mapping[str, str]) -> str | None:
+    """The letter MMBench's evaluator reads without a judge model, or None when a judge would be asked.
+
+    OpenCompass tools/eval_mmbench.py `can_infer` (ported unchanged to lmms-eval's
+    tasks/mmbench/mmbench_evals.py `MMBench_Evaluator.can_infer`): first `can_infer_option` (a
+    whitespace-separated token that is exactly one of A-E, unless "A" is a token of an answer with
+    more than 3 tokens, where it may be an article; then one letter in one of the wrappings above),
+    then `can_infer_text` (exactly one option whose lower-cased text occurs in the lower-cased
+    answer). `options` maps the row's letters A-D to their texts.
+    """
+    if _API_FAILURE in answer:
+        return None
+    tokens = answer.split()
+    bare = [letter for letter in _MMBENCH_LETTERS if letter in tokens]
+    if len(bare) == 1 and not ("A" in tokens and len(tokens) > 3):
+        return bare[0]
+    for prefix, suffix in _MMBENCH_WRAPPINGS:
+        wrapped = [letter for letter in _MMBENCH_LETTERS if f"{prefix}{letter}{suffix}" in tokens]
+        if len(wrapped) == 1:
+            return wrapped[0]
+    lowered = answer.lower()
+    containing = [letter for letter, text in options.items() if str(text).lower() in lowered]
+    return containing[0] if len(containing) == 1 else None
 
 
-def choice_letter(text: str, num_choices: int, choices: Sequence[str] = ()) -> str | None:
-    """The option letter a multiple-choice answer picks, or None when it picks none of the valid ones."""
-    valid = OPTION_LETTERS[:num_choices]
-    answer = text.strip()
-    if len(answer) == 1 and answer.upper() in valid:
-        return answer.upper()
-    for pattern in (_LEADING_LETTER, _STATED_LETTER):
-        match = pattern.search(answer)
-        if match and match.group(1) in valid:
-            return match.group(1)
-    parenthesised = {letter for letter in _PARENTHESISED_LETTER.findall(answer) if letter in valid}
-    if len(parenthesised) == 1:
-        return parenthesised.pop()
-    # The model answered with the option's text instead of its letter.
-    same = [
-        letter
-        for letter, choice in zip(valid, choices, strict=False)
-        if _simplify(choice) == _simplify(answer)
-    ]
-    return same[0] if len(same) == 1 else None
+def scienceqa_letter(answer: str) -> str:
+    """The letter eval_science_qa.py parses from an answer, or "FAILED".
+
+    LLaVA llava/eval/eval_science_qa.py, `__main__`: the whole answer is one of A-E; or it starts
+    with a letter of A-E followed by ". "; or `The answer is ([A-Z]).` matches exactly once.
+    "B.", "(B)", "B)", "b" and "Answer: B" are all FAILED.
+    """
+    if answer in SCIENCEQA_OPTIONS:
+        return answer
+    if len(answer) >= 3 and answer[0] in SCIENCEQA_OPTIONS and answer[1:3] == ". ":
+        return answer[0]
+    stated = _SCIENCEQA_STATED.findall(answer)
+    return stated[0] if len(stated) == 1 else SCIENCEQA_FAILED
 
 
-def pope_yes_no(text: str) -> str:
-    """LLaVA's POPE rule: in the first sentence, a word 'no'/'No'/'not' means no; anything else means yes."""
-    first_sentence = text.split(".")[0]
-    words = first_sentence.replace(",", "").split()
-    return "no" if {"No", "no", "not"} & set(words) else "yes"
+def scienceqa_choice_index(letter: str, num_choices: int) -> int:
+    """eval_science_qa.py `get_pred_idx`: the letter's index if it names one of the choices, else -1."""
+    valid = SCIENCEQA_OPTIONS[:num_choices]
+    return valid.index(letter) if letter in valid else -1
 
 
-def mme_yes_no(text: str) -> str:
-    """MME's calculation.py rule: 'yes'/'no' exactly, else whichever of them the first 4 characters hold."""
-    answer = text.strip().lower()
+def pope_yes_no(answer: str) -> str:
+    """LLaVA llava/eval/eval_pope.py `eval_pope`: in the text before the first '.', commas removed and
+    split on single spaces, a word 'No', 'no' or 'not' means no; anything else means yes.
+
+    Only ' ' separates words there, so "No\\tthere is none" or "No\\nThere is none" has no word
+    "No" and reads as yes.
+    """
+    first_sentence = answer.split(".")[0]
+    words = first_sentence.replace(",", "").split(" ")
+    return "no" if "No" in words or "not" in words or "no" in words else "yes"
+
+
+def mme_yes_no(answer: str) -> str:
+    """MME eval_tool/calculation.py `parse_pred_ans`: 'yes'/'no' exactly, else whichever of them the
+    first 4 characters hold, else 'other'.
+
+    calculation.py lower-cases the answer field of LLaVA's convert_answer_to_mme.py lines, which
+    still ends in the line's newline; that newline never creates or removes a 'yes'/'no' in the
+    first four characters, so the stripped answer reads the same.
+    """
+    answer = answer.strip().lower()
     if answer in ("yes", "no"):
         return answer
     head = answer[:4]
@@ -68,9 +103,27 @@ def mme_yes_no(text: str) -> str:
     return "no" if "no" in head else "other"
 
 
-def normalize_vqa_answer(text: str) -> str:
-    """VQA-style normalisation: lowercase, punctuation and articles removed, number words as digits."""
-    answer = _NON_DECIMAL_PERIOD.sub("", text.lower())
-    answer = _PUNCTUATION_BUT_PERIOD.sub(" ", answer)
-    words = [_NUMBER_WORDS.get(word, word) for word in answer.split() if word not in _ARTICLES]
-    return " ".join(words)
+def seed_is_correct(answer: str, correct_letter: str) -> bool:
+    """LLaVA scripts/convert_seed_for_submission.py `eval_single`: `row['text'] == question_data['answer']`."""
+    return answer == correct_letter
+
+
+def aokvqa_choice_text(answer: str, choices: Sequence[str], letters: str) -> str:
+    """The multiple-choice prediction written for eval_predictions.py, which expects a choice's text.
+
+    Our prompt asks for the option's letter (LLaVA-1.5 style); an answer that is exactly one of the
+    shown letters becomes that choice's text, any other answer is passed on unchanged (so an exact
+    choice text also counts). This conversion is ours: allenai/aokvqa has no letter prompt.
+    """
+    shown = letters[: len(choices)]
+    return choices[shown.index(answer)] if len(answer) == 1 and answer in shown else answer
+
+
+def aokvqa_mc_correct(prediction: str, choices: Sequence[str], correct_index: int) -> bool:
+    """allenai/aokvqa evaluation/eval_predictions.py `eval_aokvqa` (multiple choice): `pred == choices[idx]`."""
+    return prediction == choices[correct_index]
+
+
+def aokvqa_da_score(prediction: str, direct_answers: Sequence[str]) -> float:
+    """eval_predictions.py `eval_aokvqa` (direct answer): min(1, exact matches among the 10 answers / 3)."""
+    return min(1.0, sum(prediction == answer for answer in direct_answers) / 3.0)

@@ -135,23 +135,37 @@ def load(root: Path, limit: int | None) -> list[BenchSample]:
     return _cut_at_image_boundary(samples, limit)
 
 
-def score(samples: list[BenchSample], predictions: dict[str, str]) -> dict:
-    """Per subtask acc and acc+ (percent) and score = acc + acc+; perception and cognition sums."""
+def score(samples: list[BenchSample], predictions: dict[str, str], *, lenient: bool = False) -> dict:
+    """Per subtask acc and acc+ (percent) and score = acc + acc+; perception and cognition sums.
+
+    MME's eval_tool/calculation.py `process_result`: acc over questions and acc+ over images (both
+    questions right), an answer that reads as neither yes nor no ('other') being wrong. Its
+    `compute_metric` also builds sklearn precision/recall from the yes/no answers only and stops on a
+    subtask where none reads as yes or no; the score does not use them, so it is reported (0 + 0)
+    with a note. `lenient` changes nothing: calculation.py's rule is already its own lenient reading.
+    """
     correct: dict[str, list[bool]] = defaultdict(list)
+    readable: dict[str, int] = defaultdict(int)
     image_correct: dict[str, dict[str, bool]] = defaultdict(dict)
     for sample in samples:
         subtask, key = sample.meta["subtask"], sample.meta["image_key"]
-        right = mme_yes_no(predictions.get(sample.id, "")) == sample.answer
+        parsed = mme_yes_no(predictions.get(sample.id, ""))
+        right = parsed == sample.answer
         correct[subtask].append(right)
+        readable[subtask] += parsed != "other"
         image_correct[subtask][key] = image_correct[subtask].get(key, True) and right
-    subtasks = {}
+    subtasks, notes = {}, []
     for subtask in [s for s in PERCEPTION + COGNITION if s in correct]:
         acc = percent(sum(correct[subtask]), len(correct[subtask]))
         acc_plus = percent(sum(image_correct[subtask].values()), len(image_correct[subtask]))
         subtasks[subtask] = {
             "acc": acc, "acc_plus": acc_plus, "score": acc + acc_plus,
             "num_questions": len(correct[subtask]), "num_images": len(image_correct[subtask]),
+            "num_other": len(correct[subtask]) - readable[subtask],
         }  # fmt: skip
+        if not readable[subtask]:
+            notes.append(f"{subtask}: no answer reads as yes or no; calculation.py stops in compute_metric "
+                         f"(sklearn on empty lists), the formula gives score {acc + acc_plus:g}")
     perception = sum(subtasks[s]["score"] for s in PERCEPTION if s in subtasks)
     cognition = sum(subtasks[s]["score"] for s in COGNITION if s in subtasks)
     return {
@@ -160,4 +174,5 @@ def score(samples: list[BenchSample], predictions: dict[str, str]) -> dict:
         "total": perception + cognition,
         "subtasks": subtasks,
         "subtasks_not_scored": [s for s in PERCEPTION + COGNITION if s not in subtasks],
+        "notes": notes,
     }

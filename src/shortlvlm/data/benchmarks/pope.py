@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from shortlvlm.data.benchmarks import lenient as lenient_readers
 from shortlvlm.data.benchmarks.answers import pope_yes_no
 from shortlvlm.data.benchmarks.base import (
     BenchSample,
@@ -59,7 +60,8 @@ def load(root: Path, limit: int | None) -> list[BenchSample]:
                 f"{where}: image {image!r} does not match {label['image']!r} at {label_where}; "
                 f"the questions and label files must list each category in the same order"
             )
-        answer = str(field_of(label, "label", label_where)).strip().lower()
+        answer = field_of(label, "label", label_where)
+        # eval_pope.py reads any label other than exactly 'no' as yes; the released files hold only these two.
         if answer not in ("yes", "no"):
             raise BenchmarkDataError(f"{label_where}: label must be 'yes' or 'no', got {answer!r}")
         samples.append(
@@ -74,13 +76,24 @@ def load(root: Path, limit: int | None) -> list[BenchSample]:
     return samples
 
 
-def _confusion_metrics(pairs: list[tuple[str, str]]) -> dict[str, float | int]:
+def _confusion_metrics(pairs: list[tuple[str, str]], category: str, notes: list[str]) -> dict[str, float | int]:
+    """eval_pope.py `eval_pope` for one category, in percent.
+
+    Where eval_pope.py divides by zero (no "yes" answers: precision; no "yes" labels: recall; no
+    true positive: F1), the rate is 0, the value of TP / (TP + FP), TP / (TP + FN) and
+    2TP / (2TP + FP + FN) as TP reaches 0, and `notes` says which.
+    """
     tp = sum(pred == "yes" and gold == "yes" for pred, gold in pairs)
     fp = sum(pred == "yes" and gold == "no" for pred, gold in pairs)
     tn = sum(pred == "no" and gold == "no" for pred, gold in pairs)
     fn = sum(pred == "no" and gold == "yes" for pred, gold in pairs)
     precision, recall = percent(tp, tp + fp), percent(tp, tp + fn)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    undefined = [name for name, zero in (("precision", tp + fp == 0), ("recall", tp + fn == 0),
+                                         ("F1", tp == 0)) if zero]
+    if undefined:
+        notes.append(f"{category}: eval_pope.py stops with ZeroDivisionError here (TP={tp}, FP={fp}, FN={fn}); "
+                     f"{', '.join(undefined)} reported as 0")
     return {
         "accuracy": percent(tp + tn, len(pairs)),
         "precision": precision,
@@ -91,18 +104,19 @@ def _confusion_metrics(pairs: list[tuple[str, str]]) -> dict[str, float | int]:
     }  # fmt: skip
 
 
-def score(samples: list[BenchSample], predictions: dict[str, str]) -> dict:
-    """Accuracy, precision, recall, F1 and yes-ratio (percent) per category, and their mean."""
+def score(samples: list[BenchSample], predictions: dict[str, str], *, lenient: bool = False) -> dict:
+    """Accuracy, precision, recall, F1 and yes-ratio (percent) per category, and their mean over categories."""
+    read = lenient_readers.pope_yes_no if lenient else pope_yes_no
     pairs: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for sample in samples:
-        pairs[sample.meta["category"]].append(
-            (pope_yes_no(predictions.get(sample.id, "")), str(sample.answer))
-        )
-    categories = {category: _confusion_metrics(pairs[category]) for category in sorted(pairs)}
+        # A missing answer reads as "" (yes); eval_pope.py pairs answers with labels by position and has no gap.
+        pairs[sample.meta["category"]].append((read(predictions.get(sample.id, "")), str(sample.answer)))
+    notes: list[str] = []
+    categories = {category: _confusion_metrics(pairs[category], category, notes) for category in sorted(pairs)}
     keys = ("accuracy", "precision", "recall", "f1", "yes_ratio")
     mean = (
         {key: sum(c[key] for c in categories.values()) / len(categories) for key in keys}
         if categories
         else {}
     )
-    return {"categories": categories, "mean": mean}
+    return {"categories": categories, "mean": mean, "notes": notes}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shortlvlm.data.benchmarks.answers import choice_letter
+from shortlvlm.data.benchmarks import lenient as lenient_readers
+from shortlvlm.data.benchmarks.answers import scienceqa_choice_index, scienceqa_letter
 from shortlvlm.data.benchmarks.base import (
     BenchSample,
     existing_image,
@@ -74,14 +75,30 @@ def load(root: Path, limit: int | None) -> list[BenchSample]:
     return samples
 
 
-def score(samples: list[BenchSample], predictions: dict[str, str]) -> dict:
-    """Accuracy (percent) on the image questions."""
-    right = [
-        choice_letter(predictions.get(s.id, ""), len(s.meta["choices"]), s.meta["choices"]) == s.answer
-        for s in samples
-    ]
+def _parsed_index(prediction: str, choices: list[str], lenient: bool) -> int:
+    if lenient:
+        letter = lenient_readers.choice_letter(prediction, len(choices), choices)
+        return OPTION_LETTERS.index(letter) if letter else -1
+    return scienceqa_choice_index(scienceqa_letter(prediction), len(choices))
+
+
+def score(samples: list[BenchSample], predictions: dict[str, str], *, lenient: bool = False) -> dict:
+    """IMG-Accuracy (percent) as LLaVA's llava/eval/eval_science_qa.py prints it.
+
+    A question is right when the parsed letter's index equals the problem's answer. The script
+    counts a question as multimodal by '<image>' in the answer's prompt; a question with no answer
+    gets the prompt 'Unknown', so it drops out of IMG-Accuracy's denominator: so it does here.
+    """
+    answered = [s for s in samples if s.id in predictions]
+    right = [_parsed_index(predictions[s.id], s.meta["choices"], lenient) == OPTION_LETTERS.index(s.answer)
+             for s in answered]
+    notes = []
+    if len(answered) < len(samples):
+        notes.append(f"{len(samples) - len(answered)} image question(s) have no answer; eval_science_qa.py "
+                     "leaves them out of IMG-Accuracy (its prompt 'Unknown' has no '<image>')")
     return {
         "accuracy": percent(sum(right), len(right)),
         "num_correct": sum(right),
         "num_questions": len(right),
+        "notes": notes,
     }

@@ -1,11 +1,12 @@
-"""SEED-Bench-IMG: the image dimensions (question_type_id 1-9) of SEED-Bench-1, in LLaVA-1.5's layout."""
+"""SEED-Bench-IMG: the image questions (data_type "image", dimensions 1-9) of SEED-Bench-1, in LLaVA-1.5's layout."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
 
-from shortlvlm.data.benchmarks.answers import choice_letter
+from shortlvlm.data.benchmarks import lenient as lenient_readers
+from shortlvlm.data.benchmarks.answers import seed_is_correct
 from shortlvlm.data.benchmarks.base import (
     BenchSample,
     existing_image,
@@ -24,7 +25,6 @@ HEADLINE = ("accuracy",)  # the number the paper reports (a path into the metric
 ANNOTATIONS = "SEED-Bench.json"
 QUESTIONS = "llava-seed-bench.jsonl"
 IMAGES = "SEED-Bench-image"
-IMAGE_DIMENSIONS = range(1, 10)
 CHOICE_FIELDS = ("choice_a", "choice_b", "choice_c", "choice_d")
 LAYOUT = """\
   SEED-Bench.json             {"questions": [{"question_id", "question", "choice_a".."choice_d", "answer",
@@ -53,7 +53,9 @@ def _annotations(path: Path) -> tuple[dict[str, dict], set[str], dict[int, str]]
         where = f"{path}, questions[{number}]"
         question_id = str(field_of(question, "question_id", where))
         all_ids.add(question_id)
-        if _type_id(question, where) in IMAGE_DIMENSIONS:
+        # convert_seed_for_submission.py `eval_single(..., eval_only_type='image')` keeps data_type == 'image'.
+        if field_of(question, "data_type", where) == "image":
+            _type_id(question, where)
             if field_of(question, "answer", where) not in ("A", "B", "C", "D"):
                 raise BenchmarkDataError(f"{where}: answer must be one of A-D, got {question['answer']!r}")
             image_questions[question_id] = question
@@ -87,7 +89,7 @@ def load(root: Path, limit: int | None) -> list[BenchSample]:
             question_id = str(field_of(record, "question_id", where))
             if question_id not in all_ids:
                 raise BenchmarkDataError(f"{where}: question_id {question_id!r} is not in {annotations_path}")
-            if question_id in image_questions:  # video dimensions (10-12) are skipped
+            if question_id in image_questions:  # video questions (dimensions 10-12) are skipped
                 prompt = with_instruction(str(field_of(record, "text", where)), MULTIPLE_CHOICE)
                 question = image_questions[question_id]
                 samples.append(
@@ -105,15 +107,33 @@ def load(root: Path, limit: int | None) -> list[BenchSample]:
     return samples
 
 
-def score(samples: list[BenchSample], predictions: dict[str, str]) -> dict:
-    """Accuracy (percent) over the image dimensions, overall and per dimension."""
+def score(samples: list[BenchSample], predictions: dict[str, str], *, lenient: bool = False) -> dict:
+    """Image accuracy (percent) over all image questions, and per dimension.
+
+    LLaVA scripts/convert_seed_for_submission.py `eval_single(eval_only_type='image')`: an answer
+    is right only if it is exactly the answer letter; a missing answer is wrong. The script raises
+    KeyError for a dimension where every question was answered and none right; there the formula's
+    0 is reported with a note.
+    """
     per_dimension: dict[str, list[bool]] = defaultdict(list)
+    answered: dict[str, int] = defaultdict(int)
     for sample in samples:
-        letter = choice_letter(predictions.get(sample.id, ""), 4, sample.meta["choices"])
-        per_dimension[sample.meta["dimension"]].append(letter == sample.answer)
+        prediction = predictions.get(sample.id, "")
+        if lenient:
+            right = lenient_readers.choice_letter(prediction, 4, sample.meta["choices"]) == sample.answer
+        else:
+            right = seed_is_correct(prediction, sample.answer)
+        per_dimension[sample.meta["dimension"]].append(right)
+        answered[sample.meta["dimension"]] += sample.id in predictions
     right = [r for values in per_dimension.values() for r in values]
+    notes = [
+        f"{name}: no question right; convert_seed_for_submission.py stops with KeyError here, the formula gives 0"
+        for name, values in sorted(per_dimension.items())
+        if not any(values) and answered[name] == len(values)
+    ]
     return {
         "accuracy": percent(sum(right), len(right)),
         "num_questions": len(right),
         "dimensions": {name: percent(sum(v), len(v)) for name, v in sorted(per_dimension.items())},
+        "notes": notes,
     }
