@@ -150,6 +150,10 @@ CASES = [
                                               w.path("plan-toy.json")], r"made for a model with 16 decoder layers"),
     Case("plan-other-model-hash", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan",
                                              w.path("plan-other-hash.json")], r"made for another model"),
+    Case("plan-with-method", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan", w.path("plan-toy.json"),
+                                        "--method", "sleb"], r"--plan already names its method.*drop --method sleb"),
+    Case("plan-with-layers", lambda w: ["prune", "toy", "--layers", "1", "--plan", w.path("plan-toy.json")],
+         r"--plan is a ranking to cut at --ratio; drop --layers"),
     # loading layer by layer
     Case("activations-dir-without-layerwise", lambda w: ["prune", "toy", "--layers", "1", "--activations-dir",
                                                          w.path("existing-dir")], r"--activations-dir needs --layerwise"),

@@ -90,7 +90,7 @@ def test_an_interrupted_comparison_resumes_without_redoing_finished_steps(tmp_pa
     table = (out / "results.md").read_text()
     assert "| block-influence+scp |" in table and "…" not in table
     assert (out / "accuracy_vs_ratio.png").stat().st_size > 1000
-    assert (out / "plans" / "block-influence.json").exists()
+    assert (out / "plans" / "block-influence+scp.json").exists() and (out / "plans" / "last.json").exists()
 
 
 def test_a_different_comparison_in_the_same_folder_is_refused(tmp_path):
@@ -162,3 +162,30 @@ def test_cli_runs_and_prints_the_table(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert code == 0 and "| tis-cosine |" in stdout and "| random |" in stdout
     assert json.loads((out / "results.json").read_text())["config"]["num_questions"] == 12
+
+
+def test_prune_from_a_compared_plan_reproduces_that_cell(tmp_path, capsys):
+    """plans/LABEL.json carries the method's compensation: pruning from it is that cell, not its bare scorer."""
+    from shortlvlm.plan import PLAN_FILENAME
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "toy", "--methods", "short-lvlm,tis-cosine", "--ratios", "0.25", "--limit", "24",
+                 "--eval-batch-size", "24", "--num-samples", "8", "--out", str(out)]) == 0
+    cells = json.loads((out / "results.json").read_text())["cells"]
+    plans = {p.stem: json.loads(p.read_text()) for p in (out / "plans").glob("*.json")}
+    assert {k: (v["method"], v["compensation"]) for k, v in plans.items()} == {
+        "short-lvlm": ("short-lvlm", "scp"), "tis-cosine": ("tis-cosine", "none")}
+    weights = {}
+    for label in plans:
+        pruned = tmp_path / label
+        assert main(["prune", "toy", "--plan", str(out / "plans" / f"{label}.json"), "--ratio", "0.25",
+                     "--num-samples", "8", "--no-verify", "--out", str(pruned)]) == 0
+        written = json.loads((pruned / PLAN_FILENAME).read_text())
+        assert written["removed_layers"] == cells[label]["0.25"]["removed_layers"]
+        assert written["compensation"] == plans[label]["compensation"]
+        results = tmp_path / f"{label}.json"
+        assert main(["eval", str(pruned), "--bench", "shapes", "--limit", "24", "--batch-size", "24",
+                     "--out", str(results)]) == 0
+        assert headline("shapes", json.loads(results.read_text())) == cells[label]["0.25"]["score"]
+        weights[label] = (pruned / "model.safetensors").read_bytes()
+    assert weights["short-lvlm"] != weights["tis-cosine"]  # the same layers go; SCP edited the kept ones

@@ -19,7 +19,7 @@ METHOD_HELP = (
 
 def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
     group = parser.add_argument_group("method")
-    group.add_argument("--method", default=SHORT_LVLM, choices=sorted(METHODS), help=METHOD_HELP)
+    group.add_argument("--method", default=None, choices=sorted(METHODS), help=METHOD_HELP)
     add_options(group, Calibration)
     seen: set[str] = set()
     for scorer in SCORERS.values():
@@ -30,9 +30,18 @@ def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
         add_options(group, SCP)
 
 
-def method_from_args(args: argparse.Namespace, method: str) -> tuple[Scorer, SCP | None]:
-    """`method`'s scorer with the flags' options, and SCP with its flags (None without compensation)."""
-    scorer_class, compensation = resolve_method(method, getattr(args, "compensation", None))
+def method_of(args: argparse.Namespace) -> str:
+    """The --method given, else short-lvlm."""
+    return args.method or SHORT_LVLM
+
+
+def method_from_args(args: argparse.Namespace, method: str, compensation: str | None = None
+                     ) -> tuple[Scorer, SCP | None]:
+    """`method`'s scorer with the flags' options, and SCP with its flags (None without compensation).
+
+    The compensation is --compensation if given, else `compensation` (a plan's), else the method's default.
+    """
+    scorer_class, compensation = resolve_method(method, getattr(args, "compensation", None) or compensation)
     scorer, scp = options_from_args(scorer_class, args), options_from_args(SCP, args)  # both checked
     return scorer, scp if compensation == "scp" else None
 

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from shortlvlm.cli.loading import add_model_options, source_from_args
-from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args
+from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args, method_of
+from shortlvlm.errors import ShortLVLMError
 from shortlvlm.jobs.prune import PruneRequest, run_prune
 from shortlvlm.plan import Plan
 
@@ -35,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated decoder layer indices to remove, e.g. 3,7")
     p.add_argument("--ratio", type=float, default=None,
                    help="fraction of decoder layers to remove, e.g. 0.3 (round(ratio x L) layers)")
-    p.add_argument("--plan", default=None, help="plan from `shortlvlm score`: reuse its ranking, no scoring pass")
+    p.add_argument("--plan", default=None,
+                   help="plan from `shortlvlm score` or `compare` (OUT/plans/METHOD.json): reuse its ranking, no "
+                   "scoring pass, with its method and compensation (--compensation overrides); needs --ratio")
     p.add_argument("--out", required=True, help="output directory for the pruned checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
@@ -49,9 +52,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Remove decoder layers (listed, or chosen by a method) and write a verified, standard checkpoint."""
-    plan = Plan.load(args.plan) if args.plan is not None and args.ratio is not None else None
-    method = plan.method if plan is not None else args.method
-    scorer, scp = method_from_args(args, method)
+    plan = None
+    if args.plan is not None:
+        if args.layers is not None:
+            raise ShortLVLMError("--plan is a ranking to cut at --ratio; drop --layers (or drop --plan to remove "
+                                 "exactly the listed layers)")
+        if args.method is not None:
+            raise ShortLVLMError(f"--plan already names its method and compensation; drop --method {args.method} "
+                                 "(or drop --plan to score with that method)")
+        plan = Plan.load(args.plan)
+    method = plan.method if plan is not None else method_of(args)
+    scorer, scp = method_from_args(args, method, plan.compensation if plan is not None else None)
     result = run_prune(PruneRequest(
         source=source_from_args(args), out=Path(args.out), layers=args.layers, ratio=args.ratio, method=method,
         scorer=scorer, compensation=scp, calibration=calibration_from_args(args), plan=plan,

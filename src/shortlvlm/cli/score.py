@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from shortlvlm.cli.loading import add_model_options, source_from_args
-from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args
+from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args, method_of
 from shortlvlm.jobs.score import run_score
 
 
@@ -31,9 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score every decoder layer on calibration data and write the plan (removal order) as JSON."""
-    scorer, _ = method_from_args(args, args.method)
+    scorer, _ = method_from_args(args, method_of(args))
     out = Path(args.out)
-    plan = run_score(source_from_args(args), out, scorer=scorer, method=args.method,
+    plan = run_score(source_from_args(args), out, scorer=scorer, method=method_of(args),
                      calibration=calibration_from_args(args), max_ratio=args.max_ratio, overwrite=args.overwrite)
     order = plan.params["removal_order"]
     print(f"{plan.params['score_meaning']}")

@@ -1,8 +1,9 @@
 """`shortlvlm compare`: every layer-selection rule on the same calibration data, side by side.
 
-Each scorer ranks the layers once (one plan per scorer, saved under plans/); every method then
-prunes a fresh copy of the model at every ratio from its plan (compensating where asked), and the
-result is evaluated on the benchmark. The unpruned model is evaluated once as the reference.
+Each scorer ranks the layers once; every compared method gets that ranking as its own plan,
+plans/{label}.json, with its method name and compensation (so `prune --plan plans/short-lvlm.json`
+reproduces the short-lvlm cells). Every method then prunes a fresh copy of the model at every
+ratio from its plan (compensating where asked), and the result is evaluated on the benchmark. The unpruned model is evaluated once as the reference.
 Progress is saved after every step (results.json, written atomically), so a killed run continues
 where it stopped when started again with the same arguments.
 """
@@ -36,6 +37,12 @@ def compared_scorer(name: str, seed: int) -> Scorer:
     """A scorer with its default options; `seed` goes to the scorers that have one (random)."""
     cls = SCORERS[name]
     return cls(**{"seed": seed} if "seed" in {f.name for f in dataclasses.fields(cls)} else {})
+
+
+def method_plan(scored: Plan, spec: MethodSpec) -> Plan:
+    """A scorer's plan as one compared method's: its method name and compensation (SCP's defaults)."""
+    scp = SCP().to_dict() if spec.compensation == "scp" else None
+    return dataclasses.replace(scored, method=spec.method, compensation=spec.compensation, scp=scp)
 
 
 def run_compare(
@@ -89,18 +96,21 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
         return model, processor
 
     for name in dict.fromkeys(m.scorer for m in methods):
-        if name in results.data["scoring"] and results.plan_path(name).exists():
-            continue
-        model, processor = scoring_model()
-        adapter = source.adapter(model)
-        log(f"scoring layers with {name} ...")
-        scorer = compared_scorer(name, seed)
-        num_remove = max(layers_to_remove(r, adapter) for r in ratios) if scorer.needs_count else None
-        plan = score(model, processor, scorer=scorer, calibration=encoded(processor, adapter), num_remove=num_remove,
-                     method=name, adapter=adapter, source=source.name, progress=progress)
-        write_json(results.plan_path(name), plan.to_dict())
-        results.data["scoring"][name] = {"seconds": plan.params["scoring_seconds"],
-                                         "removal_order": plan.params["removal_order"]}
+        specs = [m for m in methods if m.scorer == name]
+        plan = results.scored_plan(name, specs) if name in results.data["scoring"] else None
+        if plan is None:
+            model, processor = scoring_model()
+            adapter = source.adapter(model)
+            log(f"scoring layers with {name} ...")
+            scorer = compared_scorer(name, seed)
+            num_remove = max(layers_to_remove(r, adapter) for r in ratios) if scorer.needs_count else None
+            plan = score(model, processor, scorer=scorer, calibration=encoded(processor, adapter),
+                         num_remove=num_remove, method=name, adapter=adapter, source=source.name, progress=progress)
+            results.data["scoring"][name] = {"seconds": plan.params["scoring_seconds"],
+                                             "removal_order": plan.params["removal_order"]}
+        for spec in specs:  # one plan per compared method, so `prune --plan plans/LABEL.json` gives that cell
+            if not results.plan_path(spec.label).exists():
+                write_json(results.plan_path(spec.label), method_plan(plan, spec).to_dict())
         results.save()
 
     if results.data["unpruned"] is None:
@@ -116,7 +126,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
     todo = [(m, r) for m in methods for r in ratios if results.cell(m.label, r) is None]
     for index, (spec, ratio) in enumerate(todo, 1):
         log(f"[{index}/{len(todo)}] {spec.label} at {ratio_key(ratio)} ...")
-        plan = Plan.load(results.plan_path(spec.scorer))
+        plan = Plan.load(results.plan_path(spec.label))
         model, processor = source.load()
         adapter = source.adapter(model)
         compensation = SCP() if spec.compensation == "scp" else None

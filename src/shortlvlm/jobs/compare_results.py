@@ -7,7 +7,9 @@ from pathlib import Path
 
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare_report import ratio_key
-from shortlvlm.jobs.compare_spec import CompareError
+from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
+from shortlvlm.plan import Plan, PlanError
+from shortlvlm.scoring import scorer_from_dict
 
 RESULTS = "results.json"
 
@@ -39,8 +41,21 @@ class Comparison:
     def save(self) -> None:
         write_json(self.path, self.data)
 
-    def plan_path(self, scorer: str) -> Path:
-        return self.out / "plans" / f"{scorer}.json"
+    def plan_path(self, label: str) -> Path:
+        """Where a compared method's plan is kept (older folders kept one per scorer)."""
+        return self.out / "plans" / f"{label}.json"
+
+    def scored_plan(self, scorer: str, specs: list[MethodSpec]) -> Plan | None:
+        """The ranking `scorer` already made here: any of its methods' plans, or the older per-scorer file."""
+        for path in [*(self.plan_path(s.label) for s in specs), self.plan_path(scorer)]:
+            if path.exists():
+                try:
+                    plan = Plan.load(path)
+                except PlanError:
+                    continue
+                if scorer_from_dict(plan.scorer).name == scorer:
+                    return plan
+        return None
 
     def cell(self, label: str, ratio: float) -> dict | None:
         return self.data["cells"].get(label, {}).get(ratio_key(ratio))
