@@ -9,6 +9,8 @@ are taken against the first model. Per round and model, on one fixed image + pro
 - decode tokens/s: (answer_tokens - 1) / (time of that generation - time of a 1-token one);
 - peak memory: the model's parameter bytes plus the peak growth during the sample (CUDA: peak
   allocation; CPU: resident set, via the Linux VmHWM counter; not reported where unavailable).
+Each timing's spread (quartiles, extremes) is reported with it, and `bench_warnings` says when a
+timing is noisy or a speedup exceeds the ideal L0/L by more than the noise.
 """
 
 from __future__ import annotations
@@ -135,6 +137,22 @@ def measure_round(entry: BenchModel, answer_tokens: int) -> None:
         entry.rounds["peak_bytes"].append(parameter_bytes(model) + peak.peak_bytes)
 
 
+# A timing whose interquartile range is more than this fraction of its median is called noisy. Six rounds
+# of the toy and its 11-layer cut, one CPU core with a training job on the other, spread 1.5% to 13%.
+NOISY = 0.25
+
+
+def spread(samples: list[float]) -> dict:
+    """Median, quartiles and extremes of one timing, and its relative spread: the interquartile range over
+    the median (with fewer than 4 samples, the full range; with one, 0: unknown)."""
+    ordered = sorted(samples)
+    median = statistics.median(ordered)
+    q1, q3 = statistics.quantiles(ordered, n=4, method="inclusive")[::2] if len(ordered) >= 2 else (median, median)
+    width = (q3 - q1) if len(ordered) >= 4 else ordered[-1] - ordered[0]
+    return {"min": ordered[0], "q1": q1, "median": median, "q3": q3, "max": ordered[-1], "rounds": len(ordered),
+            "relative": width / median if median > 0 else 0.0}
+
+
 def summarize(entries: list[BenchModel], answer_tokens: int, warmup: int) -> list[dict]:
     """Medians after warm-up, and ratios against the first model (speedups: >1 is faster)."""
     rows = []
@@ -150,6 +168,7 @@ def summarize(entries: list[BenchModel], answer_tokens: int, warmup: int) -> lis
             "peak_memory_mib": statistics.median(kept["peak_bytes"]) / 2**20 if kept["peak_bytes"] else None,
             "prefill_ms": 1000 * prefill, "decode_tokens_per_s": statistics.median(decode) if decode else None,
             "samples_per_s": 1 / sample, "rounds": len(kept["prefill"]),
+            "spread": {"prefill": spread(kept["prefill"]), "sample": spread(kept["generate_n"])},
             "raw_seconds": {k: v for k, v in entry.rounds.items() if k != "peak_bytes"},
         })
     base = rows[0]
@@ -192,6 +211,43 @@ def run_bench(
         for entry in entries:
             measure_round(entry, answer_tokens)
     return summarize(entries, answer_tokens, warmup)
+
+
+def bench_warnings(rows: list[dict], noisy: float = NOISY) -> list[str]:
+    """What makes the measurements untrustworthy: a timing that varies by more than `noisy` of its median,
+    or a speedup above the ideal L0/L by more than the two models' spreads together (removing layers
+    cannot do more than remove their time; a busy machine can)."""
+    warnings, base = [], rows[0]
+    for row in rows:
+        for name, kind in (("prefill", "prefill"), ("sample", "sample")):
+            timing = row["spread"][kind]
+            if timing["relative"] > noisy:
+                warnings.append(
+                    f"{row['model']}: {name} times vary by {100 * timing['relative']:.0f}% of their median "
+                    f"({timing['min']:.3g} to {timing['max']:.3g} s over {timing['rounds']} rounds); the machine "
+                    "was busy or throttled, so the medians and speedups are uncertain: rerun on an idle machine "
+                    "or with more --rounds")
+    for row in rows[1:]:
+        for name, key, kind in (("prefill", "prefill_speedup", "prefill"), ("samples/s", "samples_speedup", "sample")):
+            noise = row["spread"][kind]["relative"] + base["spread"][kind]["relative"]
+            if row[key] > row["ideal_speedup"] * (1 + noise):
+                warnings.append(
+                    f"{row['model']}: {name} speedup {row[key]:.2f}x exceeds the ideal L0/L "
+                    f"{row['ideal_speedup']:.3f}x by more than the noise ({100 * noise:.0f}%); removing layers "
+                    "cannot save more than their time, so these timings are not trustworthy: rerun on an idle "
+                    "machine or with more --rounds")
+    return warnings
+
+
+def spread_lines(rows: list[dict]) -> list[str]:
+    """One line per model: each timing's median, interquartile range and extremes."""
+    def describe(timing: dict, unit: float, label: str) -> str:
+        return (f"{label} {timing['median'] * unit:.3g} (IQR {timing['q1'] * unit:.3g}-{timing['q3'] * unit:.3g}, "
+                f"min {timing['min'] * unit:.3g}, max {timing['max'] * unit:.3g}, spread "
+                f"{100 * timing['relative']:.1f}%)")
+
+    return [f"{row['model']}: {describe(row['spread']['prefill'], 1000, 'prefill ms')}; "
+            f"{describe(row['spread']['sample'], 1, 'sample s')}; {row['rounds']} rounds" for row in rows]
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.jobs.bench import run_bench_job
-from shortlvlm.speed import DEFAULT_PROMPT, markdown_table
+from shortlvlm.speed import DEFAULT_PROMPT, bench_warnings, markdown_table, spread_lines
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "image + prompt at batch 1: prefill latency, decode tokens/s and benchmark-style samples/s (a "
         "fixed-length greedy answer, EOS ignored, so every model does the same work), plus peak memory. "
         "Prints medians over the rounds after warm-up with speedups against the first MODEL next to the "
-        "ideal L0/L, and writes them (with every raw timing) to --out.",
+        "ideal L0/L, the spread of every timing (quartiles, extremes), a warning when a timing is noisy or a "
+        "speedup exceeds the ideal by more than the noise, and writes them (with every raw timing) to --out.",
     )
     p.add_argument("models", metavar="MODEL", nargs="+", help="hub ids, local model directories, or `toy`; "
                    "the first is the reference")
@@ -39,5 +41,8 @@ def run(args: argparse.Namespace) -> int:
                          answer_tokens=args.answer_tokens, prompt=args.prompt, image=args.image,
                          overwrite=args.overwrite)
     print(markdown_table(rows))
+    print("\n".join(["", "spread over the measured rounds:", *spread_lines(rows)]))
+    for warning in bench_warnings(rows):
+        print(f"shortlvlm: warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out}")
     return 0

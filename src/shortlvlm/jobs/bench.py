@@ -13,7 +13,7 @@ from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
 from shortlvlm.jobs.source import ModelSource, stderr
-from shortlvlm.speed import run_bench
+from shortlvlm.speed import bench_warnings, run_bench
 
 
 def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, warmup: int = 2, answer_tokens: int = 16,
@@ -46,6 +46,6 @@ def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, wa
                   "environment": {"torch": torch.__version__, "platform": platform.platform(),
                                   "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                                   "threads": torch.get_num_threads()},
-                  "rows": rows}
+                  "rows": rows, "warnings": bench_warnings(rows)}
         write_text_atomically(out, json.dumps(result, indent=2) + "\n", overwrite=overwrite)
     return rows
