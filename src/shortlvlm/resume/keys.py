@@ -23,11 +23,16 @@ def _model_and_data(model: nn.Module, calibration: CalibrationSet | None, batch_
             "calibration": calibration.hash if calibration is not None else None, "batch_size": batch_size}
 
 
+# Which tokens the loss-based scorers score; changing the rule must not reuse plans scored under the old
+# one (before: every token after the prompt, ChatML's newline after `<|im_end|>` included; design §2.4).
+ANSWER_TOKENS = "prompt end to answer text end"
+
+
 def plan_key(model: nn.Module, calibration: CalibrationSet | None, batch_size: int, *, method: str, count: int,
              scorer: Scorer) -> dict:
     """A scored plan: model, data, the method and its scorer's options, and how many layers go."""
     return {**_model_and_data(model, calibration, batch_size), "method": method, "count": count,
-            "scorer": scorer_to_dict(scorer)}
+            "scorer": scorer_to_dict(scorer), "answer_tokens": ANSWER_TOKENS}
 
 
 def gaps_key(model: nn.Module, calibration: CalibrationSet, batch_size: int, *, removed: list[int], scp: SCP) -> dict:
