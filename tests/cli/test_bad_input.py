@@ -67,6 +67,11 @@ def world(tmp_path_factory) -> World:
         "model_type": "mystery_vlm", "architectures": ["MysteryModel"],
         "auto_map": {"AutoConfig": "configuration_mystery.MysteryConfig"}}))
     (remote / "configuration_mystery.py").write_text("raise SystemExit('remote code ran')\n")
+    import datasets
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(w.root / "split.png")
+    rows = datasets.Dataset.from_dict({"prompt": ["What colour?"], "image": ["split.png"]})
+    datasets.DatasetDict({"train": rows, "test": rows}).save_to_disk(str(w.root / "splits"))
     (w.root / "existing-file").write_text("x")
     (w.root / "existing-dir").mkdir()
     (w.root / "plan-broken.json").write_text('{"method": "short-lvlm", ')
@@ -95,14 +100,29 @@ CASES = [
     Case("calib-file-missing", prune_toy(lambda w: w.path("nowhere.jsonl")), r"calibration file not found"),
     Case("calib-malformed-jsonl", prune_toy(lambda w: w.calib("json", [GOOD, '{"image": "img/ok.png", "pro'])),
          r"c\.jsonl, line 2: not valid JSON"),
-    Case("calib-not-an-object", prune_toy(lambda w: w.calib("array", ["[1, 2]"])), r"line 1: expected a JSON object"),
+    Case("calib-not-an-object", prune_toy(lambda w: w.calib("array", ["[1, 2]"])), r"record 1: expected a JSON object"),
     Case("calib-not-utf8", prune_toy(lambda w: w.calib("latin1", ['{"prompt": "caf\udce9"}'])), r"not UTF-8"),
     Case("calib-empty", prune_toy(lambda w: w.calib("empty", ["", "  "])), r"calibration set is empty"),
     Case("calib-duplicate-id", prune_toy(lambda w: w.calib("dup", [{**GOOD, "id": 1}, {**GOOD, "id": 1}])),
          r"line 2: duplicate id '1' \(also on line 1\)"),
     Case("calib-no-prompt", prune_toy(lambda w: w.calib("noprompt", [{"image": "img/ok.png"}])), r"line 1: no prompt"),
     Case("calib-sample-without-image", prune_toy(lambda w: w.calib("noimage", [{"prompt": "What is it?"}])),
-         r"line 1: no 'image' field"),
+         r"none of its 1 samples has an image; Short-LVLM's token importance compares image and text tokens"),
+    Case("calib-image-url", prune_toy(lambda w: w.calib("url", [{**GOOD, "image": "https://example.com/a.png"}])),
+         r"line 1: the image is a URL .*download the images first"),
+    Case("calib-chat-bad-content", prune_toy(lambda w: w.calib("chat", [
+        {"image": "img/ok.png", "messages": [{"role": "user", "content": 7}]}])),
+         r"line 1 \(chat messages\): turn 0: 'content' must be a string or a list of parts"),
+    Case("calib-several-images", prune_toy(lambda w: w.calib("two", [
+        {**GOOD, "image": None, "images": ["img/ok.png", "img/ok.png"]}])), r"'images' holds 2 images"),
+    Case("calib-folder-not-a-dataset", prune_toy(lambda w: w.path("existing-dir")),
+         r"is a folder but not a datasets save_to_disk folder"),
+    Case("calib-image-folder-missing", prune_toy(lambda w: w.calib("imgdir", [GOOD]), "--image-folder",
+                                                 "/no/such/folder"), r"--image-folder /no/such/folder is not a folder"),
+    Case("calib-split-missing", prune_toy(lambda w: w.path("splits")),
+         r"has several splits \(train, test\); choose one with --calib-split"),
+    Case("calib-hub-dataset-unreachable", prune_toy(lambda w: "no-such-org/no-such-data"),
+         r"cannot load the dataset 'no-such-org/no-such-data' from the Hub or its cache .*download it first"),
     Case("calib-image-missing", prune_toy(lambda w: w.calib("gone", [{**GOOD, "image": "img/gone.png"}])),
          r"line 1: image not found: .*gone\.png"),
     Case("calib-image-corrupt", prune_toy(lambda w: w.calib("trunc", [{**GOOD, "image": "img/t.png"}],

@@ -1,49 +1,41 @@
-"""Calibration sets: image + prompt (+ answer) samples read from a JSON-lines file.
+"""Calibration sets: image + prompt (+ answer) samples, read from any supported format.
 
-One JSON object per line; blank lines are skipped. Two layouts are accepted:
-
-- LLaVA conversations: ``{"id": "a1", "image": "img/a1.png", "conversations": [{"from": "human",
-  "value": "<image>\\nWhat is shown?"}, {"from": "gpt", "value": "A dog."}]}``. The first human turn
-  ("human" or "user") is the prompt and the first reply after it ("gpt" or "assistant") the answer;
-  later turns are ignored.
-- Simple: ``{"id": "a1", "image": "img/a1.png", "prompt": "What is shown?", "answer": "A dog."}``
-  ("question" may replace "prompt"; "answer" is optional).
-
-"id" is optional (default ``line<N>``) and must be unique. Image paths are relative to the JSONL
-file's folder and may not leave it unless ``allow_outside_root`` (``--allow-outside-root``) is set.
-Images are only checked to exist while reading; they are opened by `CalibrationSample.load_image`.
+The formats (LLaVA JSON arrays and JSONL, chat messages, simple prompt/answer records, HF datasets;
+images as paths, bytes or PIL images) are known in one place, `shortlvlm.data.calibration_formats`.
+"id" is optional (default ``line<N>``, ``record<N>`` or ``row<N>``) and must be unique. Image paths
+are relative to ``--image-folder`` (``image_folder``), else to the file's folder, and may not leave
+it unless ``allow_outside_root`` (``--allow-outside-root``) is set. Image files are only checked to
+exist while reading; they are opened by `CalibrationSample.load_image`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from shortlvlm.data.benchmarks.base import path_inside
-from shortlvlm.data.errors import BenchmarkDataError
-from shortlvlm.errors import ShortLVLMError
-from shortlvlm.jsontext import loads_json
+from shortlvlm.data.calibration_formats import (
+    IMAGE_PLACEHOLDER,
+    SUPPORTED,
+    CalibrationError,
+    image_value,
+    open_records,
+    parse_record,
+    strip_image_placeholder,
+)
 from shortlvlm.toy.calibration import BUNDLED_CALIBRATION
 
-IMAGE_PLACEHOLDER = "<image>"
-USER_ROLES = ("human", "user")
-ASSISTANT_ROLES = ("gpt", "assistant")
-FORMATS_HINT = (
-    "one JSON object per line, either LLaVA conversations "
-    '{"id", "image", "conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]} '
-    'or {"id", "image", "prompt", "answer"}'
-)
+__all__ = ["IMAGE_PLACEHOLDER", "CalibrationError", "CalibrationSample", "calibration_hash", "check_images",
+           "load_calibration", "read_calibration_file", "read_calibration_jsonl", "strip_image_placeholder",
+           "toy_calibration"]
 
-
-class CalibrationError(ShortLVLMError):
-    """A calibration file is missing, malformed, or points at images that cannot be used."""
+FORMATS_HINT = SUPPORTED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,170 +80,72 @@ def check_images(samples: list[CalibrationSample]) -> None:
             ) from None
 
 
-def strip_image_placeholder(text: str) -> str:
-    """`text` without "<image>" placeholders and the whitespace around them."""
-    parts = (part.strip() for part in text.split(IMAGE_PLACEHOLDER))
-    return "\n".join(part for part in parts if part)
-
-
-def read_calibration_jsonl(
-    path: str | os.PathLike,
+def read_calibration_file(
+    source: str | os.PathLike,
     *,
     limit: int | None = None,
     allow_outside_root: bool = False,
     require_image: bool = True,
+    image_folder: str | os.PathLike | None = None,
+    split: str | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> list[CalibrationSample]:
-    """The samples of a calibration JSONL file (the first `limit` of them), checked line by line."""
+    """The samples of a calibration source in any supported format (the first `limit` usable ones).
+
+    Text-only records (no image) are skipped and counted when `require_image` (TIS scores image and
+    text tokens against each other, docs/design.md §2.1); multi-turn conversations give their first
+    exchange, and the later ones are counted. `report` hears both counts.
+    """
     check_limit(limit)
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"calibration file not found: {path}; expected a JSONL file ({FORMATS_HINT})")
-    root = path.absolute().parent
+    root, records = open_records(source, split=split)
+    if image_folder is not None:
+        root = Path(image_folder).absolute()
+        if not root.is_dir():
+            raise CalibrationError(f"--image-folder {image_folder} is not a folder; give the folder the "
+                                   "calibration file's image paths start from")
     samples: list[CalibrationSample] = []
-    first_line_of: dict[str, int] = {}
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if limit is not None and len(samples) >= limit:
-                    break
-                if not line.strip():
-                    continue
-                where = f"{path}, line {lineno}"
-                sample = parse_record(
-                    decode_line(line, where), lineno, where, root,
-                    allow_outside_root=allow_outside_root, require_image=require_image,
-                )
-                if sample.id in first_line_of:
-                    raise CalibrationError(
-                        f"{where}: duplicate id {sample.id!r} (also on line {first_line_of[sample.id]}); "
-                        "give every sample a unique id"
-                    )
-                first_line_of[sample.id] = lineno
-                samples.append(sample)
-    except UnicodeDecodeError as exc:
-        raise CalibrationError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+    first_seen: dict[str, str] = {}
+    text_only = multi_turn = later = 0
+    for record in records:
+        parsed = parse_record(record)
+        path, image = image_value(parsed.image, record.where, root, allow_outside_root)
+        if path is None and image is None and require_image:
+            text_only += 1
+            continue
+        if parsed.id in first_seen:
+            raise CalibrationError(f"{record.where}: duplicate id {parsed.id!r} (also on {first_seen[parsed.id]}); "
+                                   "give every sample a unique id")
+        first_seen[parsed.id] = record.where.rsplit(", ", 1)[-1]
+        multi_turn, later = multi_turn + (parsed.later_exchanges > 0), later + parsed.later_exchanges
+        samples.append(CalibrationSample(id=parsed.id, prompt=parsed.prompt, answer=parsed.answer, image_path=path,
+                                         image=image))
+        if limit is not None and len(samples) >= limit:
+            break  # before the next record is read: the rest of the file is never parsed
     if not samples:
-        raise CalibrationError(f"{path}: calibration set is empty (no JSON lines); expected {FORMATS_HINT}")
+        if text_only:
+            raise CalibrationError(
+                f"{source}: none of its {text_only} samples has an image; Short-LVLM's token importance compares "
+                "image and text tokens, so calibration needs samples with images (add 'image', or give "
+                "--image-folder)")
+        raise CalibrationError(f"{source}: calibration set is empty (no records); expected {SUPPORTED}")
+    if report is not None and text_only:
+        report(f"calibration: skipped {text_only} text-only sample(s) without an image (token importance compares "
+               f"image and text tokens); using {len(samples)}")
+    if report is not None and multi_turn:
+        report(f"calibration: {multi_turn} multi-turn conversation(s) give their first exchange; {later} later "
+               "exchange(s) left out (one exchange per image spreads --num-samples over more images)")
     return samples
+
+
+def read_calibration_jsonl(path: str | os.PathLike, **kwargs) -> list[CalibrationSample]:
+    """The samples of a calibration file (kept name: it reads every supported format, not only JSONL)."""
+    return read_calibration_file(path, **kwargs)
 
 
 def check_limit(limit: object) -> None:
     """Refuse a sample limit that is not a positive integer."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise CalibrationError(f"calibration limit must be a positive integer, got {limit!r}")
-
-
-def decode_line(line: str, where: str) -> dict[str, Any]:
-    """The JSON object on one line, or an error saying what is wrong with it."""
-    try:
-        record = loads_json(line)
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); "
-                               f"expected {FORMATS_HINT}") from None
-    if not isinstance(record, dict):
-        raise CalibrationError(f"{where}: expected a JSON object, got {type(record).__name__} "
-                               f"{record!r:.60}; expected {FORMATS_HINT}")
-    return record
-
-
-def parse_record(
-    record: dict[str, Any], lineno: int, where: str, root: Path, *, allow_outside_root: bool, require_image: bool
-) -> CalibrationSample:
-    """One sample from one decoded line."""
-    sample_id = record_id(record, lineno, where)
-    has_prompt = [key for key in ("prompt", "question") if key in record]
-    if "conversations" in record:
-        if has_prompt:
-            raise CalibrationError(f"{where}: has both 'conversations' and {has_prompt[0]!r}; keep only one")
-        prompt, answer = conversation_turns(record["conversations"], where)
-    elif has_prompt:
-        if len(has_prompt) > 1:
-            raise CalibrationError(f"{where}: has both 'prompt' and 'question'; keep only one")
-        prompt = text_field(record, has_prompt[0], where)
-        answer = None if record.get("answer") is None else text_field(record, "answer", where)
-    else:
-        raise CalibrationError(f"{where}: no prompt: add a 'conversations' list or a 'prompt' field "
-                               f"({FORMATS_HINT})")
-    prompt = strip_image_placeholder(prompt)
-    if not prompt:
-        raise CalibrationError(f"{where}: the prompt is empty once the <image> placeholder is removed; "
-                               "add the question text")
-    image_path = record_image(record.get("image"), root, where, allow_outside_root, require_image)
-    return CalibrationSample(id=sample_id, prompt=prompt, answer=answer, image_path=image_path)
-
-
-def record_id(record: dict[str, Any], lineno: int, where: str) -> str:
-    """The record's id as text, or `line<N>` when it gives none."""
-    value = record.get("id")
-    if value is None:
-        return f"line{lineno}"
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
-        raise CalibrationError(f"{where}: 'id' must be a non-empty string or an integer, got {value!r:.60}")
-    return str(value)
-
-
-def text_field(record: dict[str, Any], key: str, where: str) -> str:
-    """record[key], which must be a string."""
-    value = record[key]
-    if not isinstance(value, str):
-        raise CalibrationError(f"{where}: {key!r} must be a string, got {type(value).__name__} {value!r:.60}")
-    return value
-
-
-def conversation_turns(conversations: object, where: str) -> tuple[str, str | None]:
-    """(first user turn, first assistant turn after it or None) of a LLaVA conversation."""
-    if not isinstance(conversations, list):
-        raise CalibrationError(f"{where}: 'conversations' must be a list of "
-                               f'{{"from": ..., "value": ...}} turns, got {type(conversations).__name__}')
-    prompt = None
-    for index, turn in enumerate(conversations):
-        if not isinstance(turn, dict) or not isinstance(turn.get("from"), str):
-            raise CalibrationError(f"{where}: conversation turn {index} must be an object with a string "
-                                   f"'from' and 'value', got {turn!r:.60}")
-        role = turn["from"].lower()
-        if role not in USER_ROLES + ASSISTANT_ROLES or (prompt is None and role in ASSISTANT_ROLES):
-            continue
-        value = turn.get("value")
-        if not isinstance(value, str):
-            raise CalibrationError(f"{where}: conversation turn {index} 'value' must be a string, "
-                                   f"got {type(value).__name__}")
-        if prompt is None and role in USER_ROLES:
-            prompt = value
-        elif prompt is not None and role in ASSISTANT_ROLES:
-            return prompt, value
-    if prompt is None:
-        raise CalibrationError(f"{where}: the conversation has no human turn; add "
-                               '{"from": "human", "value": "<image>\\n..."} before the reply')
-    return prompt, None
-
-
-def record_image(
-    value: object, root: Path, where: str, allow_outside_root: bool, require_image: bool
-) -> Path | None:
-    """The checked path of the record's image, or None when it has none and none is required."""
-    if value is None:
-        if require_image:
-            raise CalibrationError(f"{where}: no 'image' field; add the image's path relative to {root}")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise CalibrationError(f"{where}: 'image' must be a non-empty path string (one image per sample), "
-                               f"got {value!r:.60}")
-    if allow_outside_root:
-        path = Path(value) if os.path.isabs(value) else root / value
-    else:
-        try:
-            path = path_inside(root, value, source=where)
-        except BenchmarkDataError as exc:
-            raise CalibrationError(f"{exc}; pass --allow-outside-root (allow_outside_root=True) "
-                                   "if you trust this file") from None
-    try:
-        found = path.is_file()
-    except OSError as exc:  # e.g. a name longer than the filesystem allows
-        raise CalibrationError(f"{where}: unusable image path {value!r:.80} ({exc.strerror}); "
-                               f"fix the path (relative to {root})") from None
-    if not found:
-        raise CalibrationError(f"{where}: image not found: {path}; fix the path (relative to {root})")
-    return path
 
 
 def calibration_hash(samples: list[CalibrationSample]) -> str:
@@ -295,15 +189,22 @@ def load_calibration(
     model_name: str | None = None,
     limit: int | None = None,
     allow_outside_root: bool = False,
+    image_folder: str | os.PathLike | None = None,
+    split: str | None = None,
 ) -> list[CalibrationSample]:
-    """The calibration set named by --calib: a JSONL file, "toy", or nothing (only for the toy model)."""
+    """The calibration set named by --calib: a file, folder or hub id, "toy", or nothing (only for the toy)."""
     if source is None:
         if model_name in ("toy", "smol-llava"):  # both answer the shapes task
             return toy_calibration(limit)
         raise CalibrationError(
-            f"--calib is required for {model_name or 'this model'}: a JSONL file of calibration samples "
-            f"({FORMATS_HINT}); see the docstring of shortlvlm.data.calibration"
+            f"--calib is required for {model_name or 'this model'}: calibration samples as {FORMATS_HINT}; "
+            "see shortlvlm.data.calibration_formats"
         )
     if isinstance(source, str) and source == "toy":
         return toy_calibration(limit)
-    return read_calibration_jsonl(source, limit=limit, allow_outside_root=allow_outside_root)
+    return read_calibration_file(source, limit=limit, allow_outside_root=allow_outside_root,
+                                 image_folder=image_folder, split=split, report=_stderr)
+
+
+def _stderr(text: str) -> None:
+    print(f"shortlvlm: {text}", file=sys.stderr)

@@ -31,12 +31,18 @@ class Calibration(Options):
 
     source: str | None = option(
         None, flag="--calib",
-        help="calibration JSONL (image + LLaVA conversation, or image/prompt/answer); paths inside it are "
-             "relative to the file. Optional for MODEL=toy (bundled set)")
+        help="calibration samples: a JSON array or JSONL file (LLaVA conversations, chat messages, or "
+             "image/prompt/answer), a datasets save_to_disk folder, a parquet/arrow file, or a hub dataset id. "
+             "Optional for MODEL=toy (bundled set)")
+    image_folder: str | None = option(
+        None, help="folder the image paths in --calib start from (LLaVA's data: the folder holding coco/, gqa/, "
+                   "...); default: the --calib file's folder")
+    split: str | None = option(None, flag="--calib-split",
+                               help="split of a datasets folder or hub dataset with several (e.g. train)")
     num_samples: int | None = option(None, check=optional_positive_int, help="use the first N calibration samples")
     batch_size: int = option(8, check=positive_int, help="calibration batch size")
     allow_outside_root: bool = option(False, check=is_bool,
-                                      help="let image paths in --calib point outside the JSONL file's folder")
+                                      help="let image paths in --calib point outside the folder they start from")
 
     def __post_init__(self) -> None:
         if isinstance(self.source, os.PathLike):
@@ -69,7 +75,8 @@ class CalibrationSet:
 def read_calibration(options: Calibration, model_name: str | None = None) -> CalibrationSet:
     """Read and check the set `options` names (every image opened), before any model is loaded."""
     samples = load_calibration(options.source, model_name=model_name, limit=options.num_samples,
-                               allow_outside_root=options.allow_outside_root)
+                               allow_outside_root=options.allow_outside_root, image_folder=options.image_folder,
+                               split=options.split)
     check_images(samples)
     return CalibrationSet(options, tuple(samples))
 
