@@ -86,6 +86,19 @@ def test_a_disk_that_fills_up_while_writing_gives_one_line_and_leaves_nothing(co
     assert list(tmp_path.iterdir()) == []  # no temporary folder, no lock file, not even the parent
 
 
+def test_a_full_disk_after_scoring_keeps_the_finished_stages_and_says_where(tmp_path):
+    """Like an interruption, prune --ratio keeps its scored plan and SCP statistics for the rerun."""
+    out = tmp_path / "out" / "pruned"
+    result = subprocess.run([sys.executable, "-m", "shortlvlm.cli", "prune", "toy", "--ratio", "0.2", "--num-samples",
+                             "4", "--out", str(out)], capture_output=True, text=True, preexec_fn=limit_file_size,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result.stderr)
+    assert "File too large" in line and f"stay in {out.parent / '.pruned.partial'} for the rerun" in line
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".pruned.partial"]  # no temporary checkpoint, no lock
+    assert {p.name for p in (tmp_path / "out" / ".pruned.partial").iterdir()} >= {"plan.json", "scp.safetensors"}
+
+
 def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path, capsys):
     out = tmp_path / "pruned"
     first = OutputLock(out)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from shortlvlm.compensation import SCP
 from shortlvlm.data.calibration_set import Calibration, read_calibration
-from shortlvlm.errors import ShortLVLMError
+from shortlvlm.errors import OutputWriteError, ShortLVLMError
 from shortlvlm.io.fingerprint import weights_stamp
 from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_dir
@@ -85,12 +85,19 @@ def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> Pru
         cache = StageCache(partial_dir_for(out), identity={"weights": weights_stamp(source.name)})
         if request.fresh:
             cache.clear()
-        model, plan = prune(model, processor, request.ratio, scorer=None if request.plan else request.scorer,
-                            compensation=request.compensation, calibration=calibration, plan=request.plan,
-                            cache=cache, method=request.method, adapter=adapter, source=source.name)
-        after = count_parameters(model)
-        out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
-                                       verify_checkpoint=request.verify,
-                                       trust_remote_code=source.loading.trust_remote_code)
+        try:
+            model, plan = prune(model, processor, request.ratio, scorer=None if request.plan else request.scorer,
+                                compensation=request.compensation, calibration=calibration, plan=request.plan,
+                                cache=cache, method=request.method, adapter=adapter, source=source.name)
+            after = count_parameters(model)
+            out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
+                                           verify_checkpoint=request.verify,
+                                           trust_remote_code=source.loading.trust_remote_code)
+        except OutputWriteError as err:
+            if not cache.directory.exists():
+                raise
+            # Like an interruption, the finished stages stay for the rerun; say where, since space is short.
+            raise OutputWriteError(f"{err}. The finished stages (scores, SCP statistics) stay in "
+                                   f"{cache.directory} for the rerun; delete it to start over") from err
         cache.clear()
     return PruneResult(out, plan, before, after, report, adapter)

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from shortlvlm.io.atomic import write_text_atomically
-from shortlvlm.io.output import writing
+from shortlvlm.io.output import current_umask, writing
 from shortlvlm.plan import Plan, PlanError
 
 
@@ -104,6 +104,7 @@ class StageCache:
         try:
             with writing(path):
                 save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+                tmp.chmod(0o666 & ~current_umask())  # safetensors creates its files 0600
                 tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
