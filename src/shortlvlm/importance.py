@@ -141,8 +141,8 @@ def template_length(batches: Sequence[CalibrationBatch]) -> int:
     samples, since one sample gives nothing to compare.
     """
     rows = []
-    for batch in batches:
-        ids, real = batch.inputs["input_ids"], batch.real
+    for batch in map(CalibrationBatch.at_layers, batches):
+        ids, real = batch.token_ids, batch.real
         for row in range(ids.shape[0]):
             tokens = ids[row][real[row]]
             image = batch.image[row][real[row]]

@@ -1,32 +1,82 @@
-"""Hand-built models with the module layouts of two remote-code LVLMs the Short-LVLM paper evaluates.
+"""Tiny stand-ins for the two remote-code LVLMs the Short-LVLM paper evaluates, faithful where the method looks.
 
-- QWenLMHeadModel: Qwen-VL-Chat's GPT-style blocks (`transformer.h`, `attn.c_attn`/`attn.c_proj`,
-  `mlp.w1`/`mlp.w2`/`mlp.c_proj`), a ViT under `transformer.visual` with its own block list, and
-  image features written between <img> and </img> tokens.
-- MPLUGOwl2LlamaForCausalLM: mPLUG-Owl2's modality-adaptive Llama (`model.layers`, k/v projections
-  and norms split per modality through `MultiwayNetwork`, `modality_indicators` passed to every
-  layer), a vision encoder and abstractor with block lists, and one -200 image placeholder that
-  expands into the visual tokens inside forward.
+What the method touches (decoder layer list, attention module signature and output tuple, residual
+writers, how the attention mask reaches the layers, where image features enter, cache conventions)
+follows the published code; sizes are tiny and the vision towers are stand-ins. References:
 
-Only the layout and data flow mimic the originals; the maths is a plain pre-norm transformer.
+Qwen-VL-Chat, `modeling_qwen.py` of Qwen/Qwen-VL-Chat as mirrored in GitHub Immerso-AIIP-Ltd/Qwen-VL-Chat
+at e176543 (line numbers of that file):
+- `QWenAttention` (114-323): one fused `c_attn` (hidden -> 3 x hidden, split in q, k, v), heads laid out
+  [B, T, H, D], its own rotary embedding (`RotaryEmbedding` 1093, `apply_rotary_pos_emb` 1144, given to
+  each block as a [cos, sin] list), an additive attention mask added to the scores (177), softmax, `c_proj`.
+  forward(hidden_states, rotary_pos_emb, registered_causal_mask, layer_past, attention_mask, head_mask,
+  encoder_hidden_states, encoder_attention_mask, output_attentions, use_cache) returns
+  (attn_output, present) and appends the probabilities only when output_attentions (319-321), so they
+  sit at index 2.
+- eager vs flash: Qwen-VL-Chat's QWenModel stores `config.use_flash_attn` (478) but always computes
+  `_attn` (no flash kernel in this file), and transformers' `_attn_implementation` is never read.
+- `QWenBlock` (345-406): ln_1 -> attn -> residual, ln_2 -> `QWenMLP` (w1 * silu(w2) -> c_proj, 326-343) ->
+  residual; it returns a tuple, (hidden,) + the attention outputs after `present` when use_cache is off.
+- `QWenModel.forward` (545-750): the additive mask is causal + padding, [B, 1, T, T]
+  (`_prepare_decoder_attention_mask` 521-543); image features overwrite the positions strictly between
+  <img> (image_start_id) and </img> (image_start_id + 1): `hidden_states[i][a + 1 : b]` (675-676). No
+  layer_idx: the cache is a per-layer tuple zipped with `self.h` (689).
+- Deviation: upstream reads the image from a file path written as bytes between <img> and the first
+  pad token (561-571, visual.py `encode`); here the images arrive as a tensor (`images=`). The token
+  layout and the positions written are the same.
+
+mPLUG-Owl2, GitHub X-PLUG/mPLUG-Owl at 0f3068f, `mPLUG-Owl2/mplug_owl2/model/`:
+- `multiway.py` (7-35): `MultiwayNetwork` keeps one module per modality in `.multiway` and routes each
+  token by `multiway_indices` (0 text, 1 image).
+- `modeling_llama2.py` `LlamaAttention` (33-163): q_proj, k_proj/v_proj as MultiwayNetwork, o_proj;
+  forward(hidden_states, modality_indicators, attention_mask, position_ids, past_key_value,
+  output_attentions, use_cache, padding_mask) returns (attn_output, attn_weights or None, past_key_value)
+  (160-163): the probabilities at index 1, only when output_attentions. The softmax is always the
+  eager one (145); the file patches transformers' Llama classes (`replace_llama_modality_adaptive`,
+  464-469), so no attention kernel is chosen.
+- `LlamaDecoderLayer` (167-237): input_layernorm and post_attention_layernorm are MultiwayNetworks; it
+  returns (hidden,) + (weights,) if output_attentions + (present,) if use_cache.
+- `model_forward` (240-368): an additive [B, 1, T, T] causal + padding mask, every layer called with
+  modality_indicators= (334-343); the cache is `past_key_values[idx]`, no layer_idx.
+- `modeling_mplug_owl2.py` `prepare_inputs_labels_for_multimodal` (66-197): each -200 placeholder is
+  replaced by the abstractor's `num_learnable_queries` features, modality indicators are 1 there and 0
+  elsewhere (122-123), and when every row has the same length the attention mask gets the extra
+  positions as True at its left (190-196).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
-IMAGE_PLACEHOLDER = -200  # mPLUG-Owl2's IMAGE_TOKEN_INDEX
+IMAGE_PLACEHOLDER = -200  # mPLUG-Owl2's IMAGE_TOKEN_INDEX (constants.py)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    b, t, d = q.shape
-    split = lambda x: x.view(b, t, heads, d // heads).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v), is_causal=True)
-    return out.transpose(1, 2).reshape(b, t, d)
+def additive_causal_mask(attention_mask: torch.Tensor | None, batch: int, length: int, dtype) -> torch.Tensor:
+    """[B, 1, T, T]: 0 where a query may attend, the dtype's minimum elsewhere (causal and padding)."""
+    minimum = torch.finfo(dtype).min
+    mask = torch.full((length, length), minimum, dtype=dtype).triu(1)[None, None].expand(batch, 1, length, length)
+    if attention_mask is not None:
+        padding = (1.0 - attention_mask[:, None, None, :].to(dtype)) * minimum
+        mask = (mask + padding).clamp(min=minimum)
+    return mask
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def rotary_cos_sin(length: int, dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
+    freqs = torch.outer(torch.arange(length).float(), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
 
 
 class VisionBlock(nn.Module):
@@ -52,37 +102,61 @@ class TinyViT(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
         patches = images.unfold(2, 4, 4).unfold(3, 4, 4).permute(0, 2, 3, 1, 4, 5).reshape(b, 16, 48)
-        x = self.patch(patches)
+        x = self.patch(patches.to(self.patch.weight.dtype))
         for block in self.transformer.resblocks:
             x = block(x)
         return self.proj(x)
 
 
-# --- Qwen-VL-Chat layout ---------------------------------------------------------------------
+# --- Qwen-VL-Chat ----------------------------------------------------------------------------
 
 
 class QWenConfig(PretrainedConfig):
     model_type = "qwen_mimic"
 
     def __init__(self, vocab_size=200, hidden_size=32, num_hidden_layers=6, num_attention_heads=4,
-                 intermediate_size=96, visual=None, **kwargs):
+                 intermediate_size=96, layer_norm_epsilon=1e-6, use_flash_attn=False, rotary_emb_base=10000,
+                 max_position_embeddings=512, visual=None, **kwargs):
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
-        self.intermediate_size = intermediate_size
+        self.kv_channels = hidden_size // num_attention_heads
+        self.intermediate_size, self.layer_norm_epsilon = intermediate_size, layer_norm_epsilon
+        self.use_flash_attn, self.rotary_emb_base = use_flash_attn, rotary_emb_base
+        self.max_position_embeddings = max_position_embeddings
         self.visual = visual or {"image_start_id": 190, "width": 24, "layers": 8}
+        kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 
 
 class QWenAttention(nn.Module):
     def __init__(self, config: QWenConfig):
         super().__init__()
-        d = config.hidden_size
-        self.heads = config.num_attention_heads
-        self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d, bias=False)
+        self.hidden_size = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = self.hidden_size // self.num_heads
+        self.c_attn = nn.Linear(self.hidden_size, 3 * self.hidden_size)
+        self.c_proj = nn.Linear(self.hidden_size, self.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.c_attn(x).chunk(3, dim=-1)
-        return self.c_proj(causal_attention(q, k, v, self.heads))
+    def forward(self, hidden_states, rotary_pos_emb=None, registered_causal_mask=None, layer_past=None,
+                attention_mask=None, head_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                output_attentions=False, use_cache=False):
+        b, t, _ = hidden_states.shape
+        query, key, value = (x.view(b, t, self.num_heads, self.head_dim)
+                             for x in self.c_attn(hidden_states).split(self.hidden_size, dim=2))
+        if rotary_pos_emb is not None:
+            cos, sin = (f[:, -t:] for f in rotary_pos_emb)
+            query, key = query * cos + rotate_half(query) * sin, key * cos + rotate_half(key) * sin
+        if layer_past is not None:
+            key, value = torch.cat((layer_past[0], key), dim=1), torch.cat((layer_past[1], value), dim=1)
+        present = (key, value) if use_cache else None
+        query, key, value = (x.permute(0, 2, 1, 3) for x in (query, key, value))
+        weights = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        weights = F.softmax(weights + attention_mask, dim=-1).type(value.dtype)
+        context = torch.matmul(weights, value).transpose(1, 2).reshape(b, t, self.hidden_size)
+        outputs = (self.c_proj(context), present)
+        if output_attentions:
+            outputs += (weights,)
+        return outputs
 
 
 class QWenMLP(nn.Module):
@@ -92,35 +166,75 @@ class QWenMLP(nn.Module):
         self.w1, self.w2 = nn.Linear(d, half, bias=False), nn.Linear(d, half, bias=False)
         self.c_proj = nn.Linear(half, d, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.w1(x) * F.silu(self.w2(x)))
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.w1(hidden_states) * F.silu(self.w2(hidden_states)))
 
 
 class QWenBlock(nn.Module):
     def __init__(self, config: QWenConfig):
         super().__init__()
         d = config.hidden_size
-        self.ln_1, self.attn = nn.RMSNorm(d), QWenAttention(config)
-        self.ln_2, self.mlp = nn.RMSNorm(d), QWenMLP(config)
+        self.ln_1, self.attn = nn.RMSNorm(d, eps=config.layer_norm_epsilon), QWenAttention(config)
+        self.ln_2, self.mlp = nn.RMSNorm(d, eps=config.layer_norm_epsilon), QWenMLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, hidden_states, rotary_pos_emb=None, registered_causal_mask=None, layer_past=None,
+                attention_mask=None, head_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                use_cache=False, output_attentions=False):
+        attn_outputs = self.attn(self.ln_1(hidden_states), rotary_pos_emb,
+                                 registered_causal_mask=registered_causal_mask, layer_past=layer_past,
+                                 attention_mask=attention_mask, head_mask=head_mask, use_cache=use_cache,
+                                 output_attentions=output_attentions)
+        outputs = attn_outputs[1:]
+        hidden_states = hidden_states + attn_outputs[0]
+        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
+        return (hidden_states,) + (outputs if use_cache else outputs[1:])
 
 
 class QWenModel(nn.Module):
     def __init__(self, config: QWenConfig):
         super().__init__()
+        self.config = config
         d = config.hidden_size
         self.wte = nn.Embedding(config.vocab_size, d)
         self.h = nn.ModuleList(QWenBlock(config) for _ in range(config.num_hidden_layers))
-        self.ln_f = nn.RMSNorm(d)
+        self.ln_f = nn.RMSNorm(d, eps=config.layer_norm_epsilon)
+        self.use_flash_attn = config.use_flash_attn  # stored, never used to pick a kernel (upstream 478)
+        self.registered_causal_mask = None
         # The ViT has more blocks than the LM, so a "longest list" rule would pick the wrong one.
         self.visual = TinyViT(config.visual["width"], d, config.visual["layers"])
+
+    def forward(self, input_ids, attention_mask=None, images=None, output_attentions=False,
+                output_hidden_states=False):
+        start = self.config.visual["image_start_id"]
+        img_pos = None
+        if images is not None and torch.any(input_ids == start):
+            bos, eos = torch.where(input_ids == start), torch.where(input_ids == start + 1)
+            img_pos = torch.stack((bos[0], bos[1], eos[1]), dim=1)
+            features = self.visual(images)
+        b, t = input_ids.shape
+        hidden_states = self.wte(input_ids).clone()
+        mask = additive_causal_mask(attention_mask, b, t, hidden_states.dtype)
+        cos, sin = rotary_cos_sin(t, self.config.kv_channels, self.config.rotary_emb_base)
+        rotary = [cos[None, :, None].to(hidden_states), sin[None, :, None].to(hidden_states)]
+        if img_pos is not None:
+            for idx, (i, a, e) in enumerate(img_pos):
+                hidden_states[i][a + 1 : e] = features[idx]
+        states, attentions = (), ()
+        for block, layer_past in zip(self.h, [None] * len(self.h), strict=True):
+            states += (hidden_states,)
+            outputs = block(hidden_states, layer_past=layer_past, rotary_pos_emb=rotary,
+                            registered_causal_mask=self.registered_causal_mask, attention_mask=mask,
+                            head_mask=None, use_cache=False, output_attentions=output_attentions)
+            hidden_states = outputs[0]
+            if output_attentions:
+                attentions += (outputs[1],)
+        hidden_states = self.ln_f(hidden_states)
+        return hidden_states, (*states, hidden_states) if output_hidden_states else None, attentions or None
 
 
 class QWenLMHeadModel(PreTrainedModel):
     config_class = QWenConfig
+    base_model_prefix = "transformer"
 
     def __init__(self, config: QWenConfig):
         super().__init__(config)
@@ -128,17 +242,11 @@ class QWenLMHeadModel(PreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def forward(self, input_ids: torch.Tensor, images: torch.Tensor | None = None, **kwargs):
-        x = self.transformer.wte(input_ids)
-        if images is not None:
-            start = self.config.visual["image_start_id"]
-            for b in range(input_ids.shape[0]):
-                pos = int((input_ids[b] == start).nonzero()[0])
-                features = self.transformer.visual(images[b : b + 1])[0]
-                x[b, pos + 1 : pos + 1 + features.shape[0]] = features
-        for block in self.transformer.h:
-            x = block(x)
-        return CausalLMOutput(logits=self.lm_head(self.transformer.ln_f(x)))
+    def forward(self, input_ids, attention_mask=None, images=None, output_attentions=False,
+                output_hidden_states=False, use_cache=None, **kwargs):
+        hidden, states, attentions = self.transformer(input_ids, attention_mask, images, output_attentions,
+                                                      output_hidden_states)
+        return CausalLMOutputWithPast(logits=self.lm_head(hidden), hidden_states=states, attentions=attentions)
 
 
 def qwen_vl_chat_inputs(config: QWenConfig, batch_size: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -148,25 +256,29 @@ def qwen_vl_chat_inputs(config: QWenConfig, batch_size: int = 2, seed: int = 0) 
     pre, post = torch.randint(3, 150, (batch_size, 3), generator=g), torch.randint(3, 150, (batch_size, 5), generator=g)
     image = torch.cat([torch.full((batch_size, 1), start), torch.full((batch_size, 16), start + 2),
                        torch.full((batch_size, 1), start + 1)], dim=1)
-    return {"input_ids": torch.cat([pre, image, post], dim=1),
+    ids = torch.cat([pre, image, post], dim=1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
             "images": torch.randn(batch_size, 3, 16, 16, generator=g)}
 
 
-# --- mPLUG-Owl2 layout -----------------------------------------------------------------------
+# --- mPLUG-Owl2 ------------------------------------------------------------------------------
 
 
 class MultiwayNetwork(nn.Module):
-    """One copy of a module per modality; tokens are routed by modality_indicators (0 text, 1 image)."""
+    """One copy of a module per modality; each token goes through the copy its indicator names."""
 
-    def __init__(self, make: callable, num_multiway: int = 2):
+    def __init__(self, make, num_multiway: int = 2):
         super().__init__()
         self.multiway = nn.ModuleList(make() for _ in range(num_multiway))
 
-    def forward(self, x: torch.Tensor, modality_indicators: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(x[..., :1]).expand(*x.shape[:-1], self.multiway[0](x[:1, :1]).shape[-1]).clone()
-        for index, module in enumerate(self.multiway):
-            mask = modality_indicators == index
-            out[mask] = module(x[mask])
+    def forward(self, hidden_states: torch.Tensor, multiway_indices: torch.Tensor) -> torch.Tensor:
+        out = None
+        for idx, subway in enumerate(self.multiway):
+            where = multiway_indices.eq(idx).nonzero(as_tuple=True)
+            routed = subway(hidden_states[where].unsqueeze(1)).squeeze(1)
+            if out is None:
+                out = hidden_states.new_empty(*hidden_states.shape[:-1], routed.shape[-1])
+            out[where] = routed
         return out
 
 
@@ -174,30 +286,49 @@ class MplugOwl2Config(PretrainedConfig):
     model_type = "mplug_owl2_mimic"
 
     def __init__(self, vocab_size=200, hidden_size=32, num_hidden_layers=6, num_attention_heads=4,
-                 intermediate_size=64, **kwargs):
+                 intermediate_size=64, rms_norm_eps=1e-6, max_position_embeddings=512, visual_config=None, **kwargs):
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
-        self.intermediate_size = intermediate_size
+        self.intermediate_size, self.rms_norm_eps = intermediate_size, rms_norm_eps
+        self.max_position_embeddings = max_position_embeddings
+        self.visual_config = visual_config or {"visual_model": {"hidden_size": 24},
+                                               "visual_abstractor": {"num_learnable_queries": 8}}
+        kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 
 
-class MplugAttention(nn.Module):
+class LlamaAttention(nn.Module):
     def __init__(self, config: MplugOwl2Config):
         super().__init__()
         d = config.hidden_size
-        self.heads = config.num_attention_heads
+        self.num_heads, self.head_dim = config.num_attention_heads, d // config.num_attention_heads
         self.q_proj = nn.Linear(d, d, bias=False)
         self.k_proj = MultiwayNetwork(lambda: nn.Linear(d, d, bias=False))
         self.v_proj = MultiwayNetwork(lambda: nn.Linear(d, d, bias=False))
         self.o_proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x: torch.Tensor, modality_indicators: torch.Tensor) -> torch.Tensor:
-        q = self.q_proj(x)
-        k, v = self.k_proj(x, modality_indicators), self.v_proj(x, modality_indicators)
-        return self.o_proj(causal_attention(q, k, v, self.heads))
+    def forward(self, hidden_states, modality_indicators, attention_mask=None, position_ids=None,
+                past_key_value=None, output_attentions=False, use_cache=False, padding_mask=None):
+        b, t, d = hidden_states.shape
+        split = lambda x: x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        query = split(self.q_proj(hidden_states))
+        key = split(self.k_proj(hidden_states, modality_indicators))
+        value = split(self.v_proj(hidden_states, modality_indicators))
+        cos, sin = rotary_cos_sin(t, self.head_dim)
+        cos, sin = cos[position_ids][:, None].to(query), sin[position_ids][:, None].to(query)
+        query, key = query * cos + rotate_half(query) * sin, key * cos + rotate_half(key) * sin
+        if past_key_value is not None:
+            key, value = torch.cat([past_key_value[0], key], dim=2), torch.cat([past_key_value[1], value], dim=2)
+        past_key_value = (key, value) if use_cache else None
+        weights = torch.matmul(query, key.transpose(2, 3)) / math.sqrt(self.head_dim)
+        if attention_mask is not None:
+            weights = weights + attention_mask
+        weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+        out = self.o_proj(torch.matmul(weights, value).transpose(1, 2).reshape(b, t, d))
+        return out, weights if output_attentions else None, past_key_value
 
 
-class MplugMLP(nn.Module):
+class LlamaMLP(nn.Module):
     def __init__(self, config: MplugOwl2Config):
         super().__init__()
         d, f = config.hidden_size, config.intermediate_size
@@ -208,29 +339,77 @@ class MplugMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class MplugDecoderLayer(nn.Module):
+class LlamaDecoderLayer(nn.Module):
     def __init__(self, config: MplugOwl2Config):
         super().__init__()
         d = config.hidden_size
-        self.self_attn, self.mlp = MplugAttention(config), MplugMLP(config)
-        self.input_layernorm = MultiwayNetwork(lambda: nn.RMSNorm(d))
-        self.post_attention_layernorm = MultiwayNetwork(lambda: nn.RMSNorm(d))
+        self.self_attn, self.mlp = LlamaAttention(config), LlamaMLP(config)
+        self.input_layernorm = MultiwayNetwork(lambda: nn.RMSNorm(d, eps=config.rms_norm_eps))
+        self.post_attention_layernorm = MultiwayNetwork(lambda: nn.RMSNorm(d, eps=config.rms_norm_eps))
 
-    def forward(self, x: torch.Tensor, modality_indicators: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x, modality_indicators), modality_indicators)
-        return x + self.mlp(self.post_attention_layernorm(x, modality_indicators))
+    def forward(self, hidden_states, modality_indicators=None, attention_mask=None, position_ids=None,
+                past_key_value=None, output_attentions=False, use_cache=False):
+        residual = hidden_states
+        hidden_states, weights, present = self.self_attn(
+            hidden_states=self.input_layernorm(hidden_states, modality_indicators),
+            modality_indicators=modality_indicators, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_value=past_key_value, output_attentions=output_attentions, use_cache=use_cache)
+        hidden_states = residual + hidden_states
+        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states, modality_indicators))
+        outputs = (hidden_states,)
+        if output_attentions:
+            outputs += (weights,)
+        if use_cache:
+            outputs += (present,)
+        return outputs
 
 
-class MplugOwl2Model(nn.Module):
+class Abstractor(nn.Module):
+    """Learnable queries that read the vision tokens (mPLUG-Owl2's visual abstractor), then a block list."""
+
+    def __init__(self, width: int, out_dim: int, num_queries: int, num_blocks: int = 2):
+        super().__init__()
+        self.query_embeds = nn.Parameter(torch.randn(num_queries, width) * 0.02)
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.ModuleList(VisionBlock(width) for _ in range(num_blocks))
+        self.visual_fc = nn.Linear(width, out_dim)
+
+    def forward(self, vision: torch.Tensor) -> torch.Tensor:
+        weights = F.softmax(self.query_embeds @ vision.transpose(1, 2) / math.sqrt(vision.shape[-1]), dim=-1)
+        x = weights @ vision
+        for block in self.encoder.layers:
+            x = block(x)
+        return self.visual_fc(x)
+
+
+class MPLUGOwl2LlamaModel(nn.Module):
     def __init__(self, config: MplugOwl2Config):
         super().__init__()
-        d = config.hidden_size
+        d, visual = config.hidden_size, config.visual_config
+        width = visual["visual_model"]["hidden_size"]
         self.embed_tokens = nn.Embedding(config.vocab_size, d)
-        self.layers = nn.ModuleList(MplugDecoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.norm = nn.RMSNorm(d)
-        self.vision_model = TinyViT(24, 24, 3)
-        self.visual_abstractor = TinyViT(24, d, 2)
-        self.visual_abstractor.patch = nn.Linear(24, 24)  # abstractor consumes vision tokens
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = nn.RMSNorm(d, eps=config.rms_norm_eps)
+        self.vision_model = TinyViT(width, width, 3)
+        self.visual_abstractor = Abstractor(width, d, visual["visual_abstractor"]["num_learnable_queries"])
+
+    def forward(self, inputs_embeds, modality_indicators, attention_mask, output_attentions=False,
+                output_hidden_states=False):
+        b, t, _ = inputs_embeds.shape
+        position_ids = torch.arange(t)[None].expand(b, t)
+        mask = additive_causal_mask(attention_mask, b, t, inputs_embeds.dtype)
+        hidden_states, states, attentions = inputs_embeds, (), ()
+        for decoder_layer in self.layers:
+            states += (hidden_states,)
+            past_key_value = None  # upstream: past_key_values[idx], the cache by list position
+            outputs = decoder_layer(hidden_states, modality_indicators=modality_indicators, attention_mask=mask,
+                                    position_ids=position_ids, past_key_value=past_key_value,
+                                    output_attentions=output_attentions, use_cache=False)
+            hidden_states = outputs[0]
+            if output_attentions:
+                attentions += (outputs[1],)
+        hidden_states = self.norm(hidden_states)
+        return hidden_states, (*states, hidden_states) if output_hidden_states else None, attentions or None
 
 
 class MPLUGOwl2LlamaForCausalLM(PreTrainedModel):
@@ -238,36 +417,39 @@ class MPLUGOwl2LlamaForCausalLM(PreTrainedModel):
 
     def __init__(self, config: MplugOwl2Config):
         super().__init__(config)
-        self.model = MplugOwl2Model(config)
+        self.model = MPLUGOwl2LlamaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def _visual_tokens(self, image: torch.Tensor) -> torch.Tensor:
-        features = self.model.vision_model(image)
-        x = self.model.visual_abstractor.patch(features)
-        for block in self.model.visual_abstractor.transformer.resblocks:
-            x = block(x)
-        return self.model.visual_abstractor.proj(x)[0]
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.visual_abstractor(self.model.vision_model(images))
 
-    def forward(self, input_ids: torch.Tensor, images: torch.Tensor | None = None, **kwargs):
-        rows, modality = [], []
-        for b in range(input_ids.shape[0]):
-            ids = input_ids[b]
-            at = (ids == IMAGE_PLACEHOLDER).nonzero()
-            if images is None or len(at) == 0:
-                rows.append(self.model.embed_tokens(ids.clamp(min=0)))
-                modality.append(torch.zeros(len(ids), dtype=torch.long))
-                continue
-            pos = int(at[0])
-            visual = self._visual_tokens(images[b : b + 1])
-            embeds = [self.model.embed_tokens(ids[:pos]), visual, self.model.embed_tokens(ids[pos + 1 :])]
-            rows.append(torch.cat(embeds))
-            modality.append(torch.cat([torch.zeros(pos), torch.ones(len(visual)),
-                                       torch.zeros(len(ids) - pos - 1)]).long())
-        x, indicators = torch.stack(rows), torch.stack(modality)
-        for layer in self.model.layers:
-            x = layer(x, indicators)
-        return CausalLMOutput(logits=self.lm_head(self.model.norm(x)))
+    def prepare_inputs_labels_for_multimodal(self, input_ids, attention_mask, images):
+        """(inputs_embeds, modality_indicators, attention_mask) over the expanded sequence (one image a row)."""
+        if images is None:
+            return self.model.embed_tokens(input_ids), torch.zeros_like(input_ids), attention_mask
+        features = self.encode_images(images)
+        embeds, indicators = [], []
+        for row, ids in enumerate(input_ids):
+            at = int(torch.where(ids == IMAGE_PLACEHOLDER)[0][0])
+            embeds.append(torch.cat([self.model.embed_tokens(ids[:at]), features[row],
+                                     self.model.embed_tokens(ids[at + 1:])]))
+            indicators.append(torch.cat([torch.zeros(at), torch.ones(len(features[row])),
+                                         torch.zeros(len(ids) - at - 1)]).long())
+        embeds = torch.stack(embeds)
+        if attention_mask is not None:  # upstream 190-196: the added positions are True at the left
+            pad_left = torch.ones(attention_mask.shape[0], embeds.shape[1] - input_ids.shape[1],
+                                  dtype=attention_mask.dtype)
+            attention_mask = torch.cat((pad_left, attention_mask), dim=1)
+        return embeds, torch.stack(indicators), attention_mask
+
+    def forward(self, input_ids, attention_mask=None, images=None, output_attentions=False,
+                output_hidden_states=False, use_cache=None, **kwargs):
+        embeds, indicators, attention_mask = self.prepare_inputs_labels_for_multimodal(input_ids, attention_mask,
+                                                                                      images)
+        hidden, states, attentions = self.model(embeds, indicators, attention_mask, output_attentions,
+                                                output_hidden_states)
+        return CausalLMOutputWithPast(logits=self.lm_head(hidden), hidden_states=states, attentions=attentions)
 
 
 def mplug_owl2_inputs(config: MplugOwl2Config, batch_size: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -275,4 +457,5 @@ def mplug_owl2_inputs(config: MplugOwl2Config, batch_size: int = 2, seed: int = 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, config.vocab_size, (batch_size, 10), generator=g)
     ids[:, 3] = IMAGE_PLACEHOLDER
-    return {"input_ids": ids, "images": torch.randn(batch_size, 3, 16, 16, generator=g)}
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "images": torch.randn(batch_size, 3, 16, 16, generator=g)}

@@ -73,7 +73,7 @@ def test_generic_prune_matches_skipping_the_layers(mimic):
 
 class _Skip(torch.nn.Module):
     def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states
+        return (hidden_states,)  # both layouts' layers return tuples whose first entry the caller reads
 
 
 def test_pruned_mimic_saves_and_reloads(mimic, tmp_path):

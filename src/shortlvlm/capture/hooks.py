@@ -129,6 +129,12 @@ class LayerTaps:
         self.real: torch.Tensor | None = None  # [B, T] non-padding positions of the current batch
 
     def layer_output(self, index: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
+        if hidden_out.shape[:2] != self.real.shape:
+            raise CaptureError(
+                f"decoder layer {index} sees {hidden_out.shape[1]} positions per sample, but the batch's token "
+                f"masks cover {self.real.shape[1]}: the {self.adapter.spec.name} adapter places the image "
+                "tokens wrongly for this model (check its layer_positions and the image token count in the config)"
+            )
         if not torch.isfinite(hidden_out[self.real.to(hidden_out.device)]).all():
             raise CaptureError(
                 f"decoder layer {index} produced NaN/Inf activations ({hidden_out.dtype}); the statistics "
@@ -137,9 +143,14 @@ class LayerTaps:
         if index not in self.skip:
             self.collector.layer_output(index, hidden_in, hidden_out)
 
+    def _ask_for_probabilities(self, module, args, kwargs):
+        return args, {**kwargs, **self.adapter.spec.attention_call_kwargs}
+
     def _on_attention(self, index: int):
+        at = self.adapter.spec.attention_probs_index
+
         def hook(module, args, kwargs, output):
-            probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            probs = output[at] if isinstance(output, tuple) and len(output) > at else None
             if not torch.is_tensor(probs) or probs.dim() != 4:
                 raise CaptureError(
                     f"the attention module of layer {index} returned no attention probabilities even with "
@@ -158,6 +169,10 @@ class LayerTaps:
         added = [self.adapter.attention_module(index).register_forward_hook(self._on_attention(index),
                                                                             with_kwargs=True)
                  for index in self.attention_layers]
+        if self.adapter.spec.attention_call_kwargs:
+            added += [self.adapter.attention_module(index).register_forward_pre_hook(self._ask_for_probabilities,
+                                                                                     with_kwargs=True)
+                      for index in self.attention_layers]
         try:
             yield
         finally:

@@ -71,6 +71,7 @@ def run_layerwise(model: nn.Module, batches: list[CalibrationBatch], taps: Layer
     batch, `taps` checking its output and feeding the collector; the attention hooks are attached for the
     layer loop only, so the prefix passes feed the collector nothing."""
     layers, collector, skip = taps.adapter.layers, taps.collector, taps.skip
+    returns_tuple = taps.adapter.spec.layer_returns_tuple
     if getattr(collector, "batch_state", None) is None:
         raise CaptureError(f"{type(collector).__name__} does not declare its per-batch state (batch_state), "
                            "so it cannot run layer by layer; use a whole-model pass")
@@ -82,13 +83,13 @@ def run_layerwise(model: nn.Module, batches: list[CalibrationBatch], taps: Layer
         for number, batch in enumerate(tqdm(batches, desc=f"{desc}: layer inputs", unit="batch",
                                             disable=not progress, leave=False)):
             on_device = batch.to(device)
-            hidden, recording = record_layer_inputs(model, layers, on_device.model_inputs(), skip)
+            hidden, recording = record_layer_inputs(model, layers, on_device.model_inputs(), skip, returns_tuple)
             if number == 0:
-                check_replay(model, layers, on_device.model_inputs(), recording)
+                check_replay(model, layers, on_device.model_inputs(), recording, returns_tuple)
             store.put(number, hidden)
             store.keep_inputs(number, recording)
             recordings.append(recording)
-            collector.begin_batch(on_device)
+            collector.begin_batch(on_device.at_layers())
             states.append(_to(collector.get_batch_state(), cpu))
         steps = [i for i in range(len(layers)) if i not in skip or any(i in r.deltas for r in recordings)]
         with taps.attention_hooks(), tqdm(total=len(steps) * len(batches), desc=f"{desc}: layer by layer",
@@ -110,7 +111,7 @@ def run_layerwise(model: nn.Module, batches: list[CalibrationBatch], taps: Layer
                             else:
                                 output = layer(*args, hidden_states=hidden_in, **kwargs)
                             hidden_out = hidden_of(output)
-                            taps.real = batch.real
+                            taps.real = batch.at_layers().real
                             if index in taps.attention_layers and index not in taps.seen_attention:
                                 raise CaptureError(f"the attention hook of layer {index} never ran during the layer's pass")
                             taps.seen_attention.discard(index)

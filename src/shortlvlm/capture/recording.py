@@ -74,14 +74,16 @@ class Recording:
 
 
 @contextlib.contextmanager
-def _stubbed_layers(layers: nn.ModuleList, record) -> Iterator[None]:
-    """Replace each layer's forward (accelerate's wrapper included) by `record(index, args, kwargs)`."""
+def _stubbed_layers(layers: nn.ModuleList, record, returns_tuple: bool) -> Iterator[None]:
+    """Replace each layer's forward (accelerate's wrapper included) by `record(index, args, kwargs)`,
+    its result wrapped in a tuple for layers whose callers index their output (`layer_returns_tuple`)."""
     saved = []
     for index, layer in enumerate(layers):
         saved.append((layer, layer.__dict__.get("forward")))
 
         def stub(*args, _index=index, **kwargs):
-            return record(_index, args, kwargs)
+            hidden = record(_index, args, kwargs)
+            return (hidden,) if returns_tuple else hidden
 
         layer.forward = stub
     try:
@@ -101,13 +103,13 @@ def _refuse_replay(model: nn.Module, index: int, why: str) -> CaptureError:
     )
 
 
-def _run_stubbed(model: nn.Module, layers: nn.ModuleList, inputs: dict, record) -> None:
-    with _stubbed_layers(layers, record), contextlib.suppress(_StopForward):
+def _run_stubbed(model: nn.Module, layers: nn.ModuleList, inputs: dict, record, returns_tuple: bool) -> None:
+    with _stubbed_layers(layers, record, returns_tuple), contextlib.suppress(_StopForward):
         model(**inputs)
 
 
-def record_layer_inputs(model: nn.Module, layers: nn.ModuleList, inputs: dict,
-                        skip: set[int]) -> tuple[torch.Tensor, Recording]:
+def record_layer_inputs(model: nn.Module, layers: nn.ModuleList, inputs: dict, skip: set[int],
+                        returns_tuple: bool = False) -> tuple[torch.Tensor, Recording]:
     """(hidden states entering layer 0 on CPU, every layer's other inputs) for one batch.
 
     Each stub returns zeros, so what the next stub receives is whatever the model adds between the
@@ -135,14 +137,15 @@ def record_layer_inputs(model: nn.Module, layers: nn.ModuleList, inputs: dict,
         seen["returned"] = torch.zeros_like(hidden)
         return seen["returned"]
 
-    _run_stubbed(model, layers, inputs, record)
+    _run_stubbed(model, layers, inputs, record, returns_tuple)
     recording.done()
     if "first" not in seen:
         raise CaptureError("the model's forward pass never reached its first decoder layer")
     return seen["first"], recording
 
 
-def check_replay(model: nn.Module, layers: nn.ModuleList, inputs: dict, recording: Recording) -> None:
+def check_replay(model: nn.Module, layers: nn.ModuleList, inputs: dict, recording: Recording,
+                 returns_tuple: bool = False) -> None:
     """Run the stubs again returning their input: what reaches each layer must equal the previous
     layer's output plus the recorded delta, bit for bit, or the replay would not match the model."""
     seen: dict[str, torch.Tensor] = {}
@@ -161,6 +164,6 @@ def check_replay(model: nn.Module, layers: nn.ModuleList, inputs: dict, recordin
         seen["returned"] = hidden
         return hidden
 
-    _run_stubbed(model, layers, inputs, record)
+    _run_stubbed(model, layers, inputs, record, returns_tuple)
 
 

@@ -40,8 +40,8 @@ def run_whole_model(model: nn.Module, batches: list[CalibrationBatch], taps: Lay
             for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
                 batch = batch.to(device)
                 taps.seen_attention.clear()
-                taps.real = batch.real
-                collector.begin_batch(batch)
+                taps.real = batch.at_layers().real
+                collector.begin_batch(batch.at_layers())
                 model(**batch.model_inputs())
                 missing = set(taps.attention_layers) - taps.seen_attention
                 if missing:

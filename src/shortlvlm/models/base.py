@@ -34,6 +34,16 @@ class ArchitectureSpec:
     image_mask: Callable[[object, torch.Tensor], torch.Tensor] | None = None
     # Extra model inputs the processor produces that mark modalities (e.g. token_type_ids).
     modality_inputs: tuple[str, ...] = ()
+    # For layouts whose layers see another sequence than input_ids (mPLUG-Owl2 expands each image
+    # placeholder inside forward): (config, input_ids) -> [B, T'] input position behind each layer position.
+    layer_positions: Callable[[object, torch.Tensor], torch.Tensor] | None = None
+    # Where the attention module's output tuple holds the probabilities, and the keyword arguments its
+    # call needs to return them (remote-code attention returns them only when asked, at its own index).
+    attention_probs_index: int = 1
+    attention_call_kwargs: dict[str, object] = field(default_factory=dict)
+    # Whether decoder layers return a tuple whose first entry is the hidden states (the caller indexes
+    # [0]) rather than the tensor itself (transformers 5.x).
+    layer_returns_tuple: bool = False
     per_layer_fields: tuple[str, ...] = COMMON_PER_LAYER_FIELDS
     # Fields that count a prefix of layers (Qwen2's max_window_layers: "the first N layers use
     # full attention"); after a cut they become the number of kept layers inside that prefix.
@@ -142,6 +152,12 @@ class Adapter:
                 f"{', '.join(self.spec.image_token_attrs)}; pass --image-token-id"
             )
         return input_ids == token_id
+
+    def layer_positions(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """[B, T'] input position behind each position the decoder layers see; None when they see input_ids."""
+        if self.spec.layer_positions is None:
+            return None
+        return self.spec.layer_positions(self.config, input_ids)
 
     def protected_layers(self) -> dict[int, str]:
         """Layers that must not be removed, with the reason."""

@@ -37,9 +37,10 @@ def answer_positions(batch: CalibrationBatch) -> tuple[torch.Tensor, torch.Tenso
             "this scorer needs answer tokens (it measures the loss on them); give a calibration set whose "
             "samples have answers (a conversation with a reply, or prompt + answer)"
         )
+    batch = batch.at_layers()  # the logits are over the positions the layers see
     predicts = batch.answer[:, 1:]
     columns = predicts.any(dim=0).nonzero().flatten()
-    targets = batch.inputs["input_ids"][:, columns + 1]
+    targets = batch.token_ids[:, columns + 1]
     return columns, targets, predicts[:, columns]
 
 
