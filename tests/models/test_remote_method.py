@@ -180,3 +180,19 @@ def test_prune_with_scp_saves_and_reloads_with_remote_code(mimic, tmp_path):
     assert (out / "remote_mimics.py").is_file()  # the modeling code travels with the checkpoint
     report = verify(model, out, inputs, trust_remote_code=True)
     assert report.num_layers == 4 and report.max_abs_logit_diff <= report.tolerance
+
+
+def test_answer_loss_reads_the_expanded_sequence_of_mplug_owl2():
+    from shortlvlm.scoring.loss import batch_answer_nll
+
+    model, inputs = make("mplug-owl2", torch.float32)
+    batch = batch_from_inputs(get_adapter(model), inputs)
+    batch.answer = torch.zeros_like(batch.valid)
+    batch.answer[:, 7:] = True  # input tokens 7..9 sit at layer positions 14..16 (8 image tokens for 1)
+    nll, count = batch_answer_nll(model, batch)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    # tokens 7..9 of each row, predicted by the logits of layer positions 13..15
+    expected = -torch.log_softmax(logits[:, 13:16], -1).gather(-1, inputs["input_ids"][:, 7:10, None]).sum()
+    assert count == 6
+    torch.testing.assert_close(nll, expected)
