@@ -14,10 +14,11 @@ from shortlvlm.scoring.ppl import Perplexity
 from shortlvlm.scoring.sleb import SLEB
 from shortlvlm.scoring.taylor import TaylorPlus
 from shortlvlm.scoring.tis_cosine import TISCosine
+from shortlvlm.scoring.tis_loss import TISLoss
 from shortlvlm.scoring.trivial import LastLayers, RandomLayers
 
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (TISCosine, BlockInfluence, AngularBlock, SLEB, TaylorPlus,
-                                                              Perplexity, LastLayers, RandomLayers)}
+                                                              Perplexity, TISLoss, LastLayers, RandomLayers)}
 
 
 def get_scorer(name: str, **params) -> Scorer:
@@ -56,6 +57,7 @@ __all__ = [
     "ScoringContext",
     "ScoringError",
     "TISCosine",
+    "TISLoss",
     "TaylorPlus",
     "get_scorer",
     "scorer_from_dict",

@@ -1,0 +1,64 @@
+"""`tis-loss`: TIS-cosine's pool, PPL's one-shot losses on it, SLEB's greedy step on a shortlist."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.scoring.conftest import forbid_model_copies
+from tests.scoring.test_ppl import dropped_perplexity
+
+from shortlvlm.scoring import ScoringError, TISCosine, TISLoss, get_scorer
+from shortlvlm.scoring.tis_loss import pool_size
+
+
+def test_pool_size():
+    assert pool_size(5, 16, 0.5, 2) == 8  # 5 + ceil(2.5)
+    assert pool_size(9, 30, 0.5, 2) == 14
+    assert pool_size(1, 16, 0.5, 2) == 3  # at least 2 beyond n
+    assert pool_size(5, 6, 0.5, 2) == 6  # never more layers than exist
+    assert pool_size(3, 16, 0.0, 0) == 3
+
+
+def test_pool_is_the_tis_cosine_top_and_scores_are_dropped_model_perplexities(make_context, monkeypatch):
+    context = make_context("qwen2_vl", num_layers=8, dtype=torch.float64)
+    forbid_model_copies(monkeypatch, "tis-loss")
+    ranking = TISLoss(recheck=0).rank(context, 2)
+    monkeypatch.undo()
+    cosine_order = TISCosine().rank(context, 2).order
+    assert ranking.details["pool"] == cosine_order[:4]  # 2 + max(2, ceil(1))
+    for layer in range(8):
+        if layer in ranking.details["pool"]:
+            assert ranking.scores[layer] == pytest.approx(dropped_perplexity(context, [layer]), rel=1e-9)
+        else:
+            assert ranking.scores[layer] != ranking.scores[layer]  # NaN: never measured
+    pool = ranking.details["pool"]
+    assert ranking.order == sorted(pool, key=lambda layer: ranking.scores[layer])[:2]  # recheck 0: one-shot order
+    assert ranking.details["loss_passes"] == 4
+
+
+def test_with_the_whole_model_as_pool_and_shortlist_it_is_sleb(make_context):
+    context = make_context("llava", num_layers=6, dtype=torch.float64)
+    ranking = TISLoss(pool_extra=10.0, recheck=6).rank(context, 3)
+    assert ranking.order == get_scorer("sleb").rank(context, 3).order
+    assert sorted(ranking.details["pool"]) == list(range(6))
+
+
+def test_greedy_steps_equal_naive_greedy_on_dropped_models_within_the_shortlist(make_context):
+    context = make_context("gemma3", num_layers=8, dtype=torch.float64)
+    ranking = TISLoss(recheck=2).rank(context, 3)
+    pool = ranking.details["pool"]
+    one_shot = {layer: dropped_perplexity(context, [layer]) for layer in pool}
+    chosen = [min(pool, key=lambda layer: (one_shot[layer], layer))]
+    for _ in range(2):
+        shortlist = [layer for layer in sorted(pool, key=lambda la: (one_shot[la], la)) if layer not in chosen][:2]
+        trials = {layer: dropped_perplexity(context, [*chosen, layer]) for layer in shortlist}
+        chosen.append(min(trials, key=trials.get))
+    assert ranking.order == chosen
+    assert ranking.details["loss_passes"] == len(pool) + 2 * 2
+
+
+def test_options_are_checked():
+    with pytest.raises(ScoringError, match="loss-pool-extra"):
+        TISLoss(pool_extra=-1.0)
+    with pytest.raises(ScoringError, match="loss-recheck"):
+        TISLoss(recheck=-1)
