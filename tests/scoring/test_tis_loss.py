@@ -36,6 +36,13 @@ def test_pool_is_the_tis_cosine_top_and_scores_are_dropped_model_perplexities(ma
     assert ranking.details["loss_passes"] == 4
 
 
+def test_a_shortlist_of_one_spends_no_greedy_passes(make_context):
+    context = make_context("llava", num_layers=8)
+    one, zero = TISLoss(recheck=1).rank(context, 3), TISLoss(recheck=0).rank(context, 3)
+    assert one.order == zero.order
+    assert one.details["loss_passes"] == len(one.details["pool"]) == 5
+
+
 def test_with_the_whole_model_as_pool_and_shortlist_it_is_sleb(make_context):
     context = make_context("llava", num_layers=6, dtype=torch.float64)
     ranking = TISLoss(pool_extra=10.0, recheck=6).rank(context, 3)

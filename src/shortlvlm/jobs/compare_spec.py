@@ -8,8 +8,8 @@ from shortlvlm.errors import ShortLVLMError
 from shortlvlm.methods import COMPENSATIONS, METHODS
 from shortlvlm.scoring import SCORERS
 
-DEFAULT_METHODS = ("short-lvlm", "tis-cosine", "block-influence", "angular", "sleb", "taylor", "ppl", "last",
-                   "random")
+DEFAULT_METHODS = ("short-lvlm", "tis-cosine", "tis-loss", "block-influence", "angular", "sleb", "taylor", "ppl",
+                   "last", "random")
 
 
 class CompareError(ShortLVLMError):

@@ -1,0 +1,86 @@
+"""Choosing tis-loss's defaults on held-out selection questions, never on the test split.
+
+    .venv/bin/python benchmarks/tis_loss_selection.py [--model toy] [--select 300] [--counts 2,3,5,6]
+        [--rechecks 0,1,2,3] [--pool-extras 0.5] [--num-samples 256] [--out benchmarks/results]
+
+For each (recheck, pool_extra) setting, `tis-loss` ranks the layers on the calibration set (the
+model's default set: the bundled shapes samples for toy and smol-llava) at the largest count, as
+`compare` does, and each prefix of its order is removed and evaluated on a selection split:
+shapes questions from the calibration split starting at index 100000 (disjoint from the
+calibration samples and from the test split, the same split as toy_removal_ceiling.py). Loss
+passes are counted, not timed (timing belongs to a quiet, side-by-side run). Writes
+tis_loss_selection_<model>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from shortlvlm import drop_layers, load
+from shortlvlm.data.benchmarks.shapes import load_shapes
+from shortlvlm.data.calibration_set import Calibration
+from shortlvlm.eval.evaluate import evaluate
+from shortlvlm.pruning import score
+from shortlvlm.scoring import TISLoss
+
+SELECT_START = 100_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="toy")
+    parser.add_argument("--select", type=int, default=300)
+    parser.add_argument("--counts", default="2,3,5,6")
+    parser.add_argument("--rechecks", default="0,1,2,3")
+    parser.add_argument("--pool-extras", default="0.5")
+    parser.add_argument("--num-samples", type=int, default=256)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    model, processor = load(args.model)
+    samples = load_shapes(args.select, split="calibration", start=SELECT_START)
+    unpruned = evaluate(model, processor, "shapes", samples, batch_size=100, progress=False)[0]["accuracy"]
+    rows = []
+    for extra in [float(x) for x in args.pool_extras.split(",")]:
+        for recheck in [int(r) for r in args.rechecks.split(",")]:
+            scorer = TISLoss(recheck=recheck, pool_extra=extra)
+            plan = score(model, processor, scorer=scorer, calibration=Calibration(num_samples=args.num_samples),
+                         num_remove=max(counts), source=args.model, progress=False)
+            order = plan.params["removal_order"]
+            accuracy = {}
+            for count in counts:
+                pruned = copy.deepcopy(model)
+                drop_layers(pruned, order[:count])
+                accuracy[count] = evaluate(pruned, processor, "shapes", samples, batch_size=100, progress=False)[0][
+                    "accuracy"]
+            row = {"recheck": recheck, "pool_extra": extra, "order": order, "pool": plan.params["pool"],
+                   "loss_passes": plan.params["loss_passes"], "selection_accuracy": accuracy,
+                   "mean": sum(accuracy.values()) / len(accuracy)}
+            print(json.dumps(row))
+            rows.append(row)
+    out = Path(args.out)
+    result = {"command": "benchmarks/tis_loss_selection.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+        "selection": {"split": "calibration", "start": SELECT_START, "size": args.select},
+        "unpruned": unpruned, "rows": rows}
+    (out / f"tis_loss_selection_{args.model}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"# tis-loss settings on the selection split ({args.model})", "",
+             f"Command: `.venv/bin/python {result['command']}`", "",
+             f"{args.select} shapes questions of the calibration split from index {SELECT_START} (not the test "
+             f"split). Unpruned: {unpruned:.1f}%.", "",
+             "| recheck | pool extra | " + " | ".join(f"{c} layers" for c in counts) + " | mean | loss passes |",
+             "|---|---|" + "---|" * len(counts) + "---|---|"]
+    for row in rows:
+        cells = " | ".join(f"{row['selection_accuracy'][c]:.1f}" for c in counts)
+        lines.append(f"| {row['recheck']} | {row['pool_extra']} | {cells} | {row['mean']:.2f} | {row['loss_passes']} |")
+    (out / f"tis_loss_selection_{args.model}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
