@@ -1,17 +1,23 @@
-"""Train smol-llava's parts: `python -m shortlvlm.smol.train --out DIR`.
+"""Train smol-llava's parts: `python -m shortlvlm.smol.train --out DIR [--init-lora PARTS]`.
 
-LLaVA-1.5's two stages, shaped by what the 2-core machine allows (docs/design.md, smol-llava):
+LLaVA-1.5's two stages, shaped by what the 2-core machine allows (docs/testbed.md):
 1. Alignment (LM frozen): the vision tower and projector learn to put each cell's image token on
    the frozen LM's input embeddings of the words that describe the cell (" red" + " circle",
-   " empty"), with (1 - cos) + relative squared error. No LM forward is needed, so it takes about
-   a minute; the features are standardised with running statistics during training and the
-   standardisation is folded exactly into the projector afterwards (the toy's recipe).
+   " empty"), plus half the mean embedding of its row and column words (" top", " leftmost", ...):
+   like a CLIP patch feature, each token carries where it is. (1 - cos) + relative squared error;
+   no LM forward is needed, so it takes about a minute. The features are standardised with
+   running statistics during training and the standardisation is folded exactly into the
+   projector afterwards (the toy's recipe).
 2. Instruction tuning: LoRA adapters on every linear layer of the 30 LM layers (the projector stays
-   as stage 1 left it), on the shapes task's answer tokens (bf16 autocast), with two dense auxiliary
-   targets the toy recipe found necessary: the last prompt token of spatial/neighbour questions predicts the two
-   cells the answer depends on, and each option word of a multiple-choice question predicts
-   whether it is the right one. Only the adapters' factors ship, so the pretrained LM's weights
-   stay as they are plus a low-rank delta.
+   as stage 1 left it), on the shapes task's answer tokens (bf16 autocast; spatial, counting and
+   neighbour questions drawn more often, `--family-weights`), with dense auxiliary targets the
+   toy recipe found necessary: the last prompt token of two-object questions predicts the two
+   cells the answer depends on and how their columns and rows compare, and each option word of a
+   multiple-choice question predicts whether it is the right one. A KL term keeps the LM's
+   next-token distribution on held-apart English prose (Python's reference documentation) close
+   to the untuned LM's, so the LM stays a general language model. Only the adapters' factors
+   ship, so the pretrained LM's weights stay as they are plus a low-rank delta. `--init-lora`
+   starts the adapters from an earlier run's parts (the shipped parts were trained that way).
 
 Writes DIR/parts.safetensors + DIR/parts.json (what `assemble` needs), DIR/train_log.jsonl (one
 line per evaluation), and checkpoints every evaluation so an interrupted run can `--resume`.
@@ -31,10 +37,15 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.smol.parts import lora_factors, save_parts
-from shortlvlm.toy.data import COLORS, GRID, LETTERS, SHAPES, ToySample, make_split
+from shortlvlm.toy.data import COLORS, FAMILIES, GRID, LETTERS, SHAPES, ToySample, make_sample, make_split
 from shortlvlm.toy.train import VisionStandardizer, cell_targets, fold_standardizer, relation_targets
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Words whose embeddings mark a cell's row and column on its image token (docs/testbed.md, "Where
+# a cell is"): a CLIP patch feature carries its position; a token that carried only the cell's
+# content left spatial questions at chance (52% after 1000 stage-2 steps, measured).
+ROW_WORDS = ("top", "upper", "lower", "bottom")
+COLUMN_WORDS = ("leftmost", "left", "right", "rightmost")
 
 
 def conversation(sample: ToySample, answer: bool = False) -> list[dict]:
@@ -81,12 +92,27 @@ def cell_word_targets(embeddings: torch.Tensor, tokenizer) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def cell_position_targets(embeddings: torch.Tensor, tokenizer) -> torch.Tensor:
+    """[GRID*GRID, d]: per cell (row-major), the mean of its row word's and column word's embeddings."""
+    rows = [embeddings[word_ids(tokenizer, w)].mean(0) for w in ROW_WORDS]
+    columns = [embeddings[word_ids(tokenizer, w)].mean(0) for w in COLUMN_WORDS]
+    return torch.stack([(rows[r] + columns[c]) / 2 for r in range(GRID) for c in range(GRID)])
+
+
+def token_targets(content: torch.Tensor, position: torch.Tensor, weight: float) -> torch.Tensor:
+    """[classes, GRID*GRID, d]: the wanted image token for each cell content at each cell."""
+    return content[:, None] + weight * position[None]
+
+
 def align(model, processor, args, log) -> None:
     """Stage 1: vision tower + projector onto the frozen LM's word embeddings; standardiser folded in."""
     projector, tower = model.model.multi_modal_projector, model.model.vision_tower
     standardizer = VisionStandardizer(model.config.vision_config.hidden_size)
     hook = projector.register_forward_pre_hook(lambda module, inputs: (standardizer(inputs[0]),))
-    targets = cell_word_targets(model.get_input_embeddings().weight.detach(), processor.tokenizer)
+    table = model.get_input_embeddings().weight.detach()
+    targets = token_targets(cell_word_targets(table, processor.tokenizer),
+                            cell_position_targets(table, processor.tokenizer), args.position_weight)
+    cells = torch.arange(GRID * GRID)
     params = [*tower.parameters(), *projector.parameters()]
     for param in params:
         param.requires_grad_(True)
@@ -101,7 +127,7 @@ def align(model, processor, args, log) -> None:
         tokens = model.model.get_image_features(pixel_values=pixels).pooler_output
         tokens = torch.stack(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
         tokens = tokens.reshape(len(samples), GRID * GRID, -1)
-        wanted = targets[cell_targets(samples)]
+        wanted = targets[cell_targets(samples), cells]
         cosine = nn.functional.cosine_similarity(tokens, wanted, dim=-1).mean()
         relative = ((tokens - wanted).pow(2).sum(-1) / wanted.pow(2).sum(-1)).mean()
         loss = (1 - cosine) + relative
@@ -119,16 +145,20 @@ def align(model, processor, args, log) -> None:
 
 @torch.no_grad()
 def alignment_quality(model, processor, targets: torch.Tensor, size: int = 256) -> dict:
-    """Held-out cosine to the target words, and how often the nearest target is the right cell content."""
+    """Held-out cosine to the targets, and how often the nearest of all (content, cell) targets is the right one."""
     samples = make_split("calibration", size, start=2_000_000)
     pixels = processor.image_processor([s.image() for s in samples], return_tensors="pt")["pixel_values"]
     tokens = model.model.get_image_features(pixel_values=pixels).pooler_output
     tokens = torch.stack(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
     tokens = tokens.reshape(-1, tokens.shape[-1])
     classes = cell_targets(samples).flatten()
-    cosine = nn.functional.cosine_similarity(tokens, targets[classes], dim=-1).mean().item()
-    nearest = nn.functional.cosine_similarity(tokens[:, None], targets[None], dim=-1).argmax(-1)
-    return {"cosine": round(cosine, 5), "nearest_target_accuracy": round((nearest == classes).float().mean().item(), 4)}
+    cells = torch.arange(GRID * GRID).repeat(len(samples))
+    cosine = nn.functional.cosine_similarity(tokens, targets[classes, cells], dim=-1).mean().item()
+    flat = targets.reshape(-1, targets.shape[-1])
+    nearest = torch.cat([nn.functional.cosine_similarity(chunk[:, None], flat[None], dim=-1).argmax(-1)
+                         for chunk in tokens.split(512)])
+    right = classes * GRID * GRID + cells
+    return {"cosine": round(cosine, 5), "nearest_target_accuracy": round((nearest == right).float().mean().item(), 4)}
 
 
 def question_span(input_ids: torch.Tensor, question_ids: list[int]) -> int:
@@ -177,6 +207,102 @@ def first_token_accuracy(model, processor, samples: list[ToySample], batch_size:
     return result
 
 
+class TextWindows:
+    """Windows of real English prose (Python's own reference documentation, `pydoc_data.topics`).
+
+    Stage 2 keeps the LM's next-token distribution on them close to the untuned LM's (a KL term),
+    so the tuned LM stays a general language model rather than a shapes answerer. Topics are split
+    by name into training and held-out sets; every other row is wrapped as a ChatML exchange so
+    the assistant turn's behaviour is kept too. (The drift benchmark's text, the Apache licence,
+    is in neither.)
+    """
+
+    def __init__(self, tokenizer, held_out: bool, length: int):
+        from pydoc_data.topics import topics
+
+        names = [n for i, n in enumerate(sorted(topics)) if (i % 8 == 7) == held_out]
+        self.ids = tokenizer("\n\n".join(topics[n] for n in names), add_special_tokens=False)["input_ids"]
+        self.length = length
+        self.user = tokenizer("<|im_start|>user\n", add_special_tokens=False)["input_ids"]
+        self.turn = tokenizer("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+
+    def batch(self, index: int, size: int) -> torch.Tensor:
+        rows = []
+        for k in range(index * size, (index + 1) * size):
+            start = (k * 104_729) % (len(self.ids) - self.length)
+            window = self.ids[start:start + self.length]
+            if k % 2:
+                cut = self.length // 3
+                window = (self.user + window[:cut] + self.turn + window[cut:])[:self.length]
+            rows.append(window)
+        return torch.tensor(rows)
+
+
+def parse_family_weights(text: str) -> dict[str, float]:
+    """"spatial=3,count=2" -> a weight per family (unnamed families weigh 1)."""
+    weights = dict.fromkeys(FAMILIES, 1.0)
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in weights:
+            raise ValueError(f"unknown family {name!r} in --family-weights; families: {', '.join(FAMILIES)}")
+        weights[name] = float(value)
+    return weights
+
+
+def training_batch(step: int, size: int, weights: dict[str, float], crowd: int) -> list[ToySample]:
+    """Stage-2 batch `step`: training-split samples whose families are drawn with `weights` (seeded by step).
+
+    Equal weights give the first recipe's batches: consecutive samples, families interleaved.
+    """
+    import random
+
+    if len(set(weights.values())) == 1:
+        return make_split("train", size, start=(step - 1) * size, crowd=crowd)
+    families = random.Random(step).choices(list(weights), weights=list(weights.values()), k=size)
+    return [make_sample("train", (step - 1) * size + i, family, crowd) for i, family in enumerate(families)]
+
+
+def order_targets(firsts: torch.Tensor, seconds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per relation row: sign(column(a) - column(b)) + 1 and sign(row(a) - row(b)) + 1 (classes 0, 1, 2).
+
+    A spatial question asks one of four comparisons of the two cells; these targets ask all of them
+    at once at the last prompt token, so each spatial sample teaches the comparison, not one bit.
+    """
+    columns = torch.sign(firsts % GRID - seconds % GRID).long() + 1
+    rows = torch.sign(firsts // GRID - seconds // GRID).long() + 1
+    return columns, rows
+
+
+def kl_to_reference(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(reference || model) between next-token distributions (float32)."""
+    ref = reference.float().log_softmax(-1)
+    return (ref.exp() * (ref - logits.float().log_softmax(-1))).sum(-1).mean()
+
+
+@torch.no_grad()
+def text_perplexity(model, windows: torch.Tensor) -> float:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=windows, labels=windows).loss
+    return round(math.exp(loss.item()), 2)
+
+
+def load_lora(peft_model, folder: Path) -> int:
+    """Start the adapters from a parts folder's factors (B stored with the scale folded in)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(Path(folder) / "parts.safetensors")
+    loaded = 0
+    for name, module in peft_model.get_base_model().named_modules():
+        if hasattr(module, "lora_A") and f"lora.{name}.A" in tensors:
+            with torch.no_grad():
+                module.lora_A["default"].weight.copy_(tensors[f"lora.{name}.A"].float())
+                module.lora_B["default"].weight.copy_(tensors[f"lora.{name}.B"].float() / module.scaling["default"])
+            loaded += 1
+    if not loaded:
+        raise ValueError(f"{folder}: no LoRA factors matching this model's adapters")
+    return loaded
+
+
 def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
     """Stage 2: LoRA on the LM, answer loss + relation and option targets."""
     from peft import LoraConfig, get_peft_model
@@ -192,13 +318,18 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
     projector.requires_grad_(args.projector_lr > 0)
     hidden = model.config.text_config.hidden_size
     heads = nn.ModuleDict({"first": nn.Linear(hidden, GRID * GRID), "second": nn.Linear(hidden, GRID * GRID),
-                           "option": nn.Linear(hidden, 2)})
+                           "option": nn.Linear(hidden, 2), "columns": nn.Linear(hidden, 3), "rows": nn.Linear(hidden, 3)})
+    family_weights = parse_family_weights(args.family_weights)
     lora_params = [p for n, p in peft_model.named_parameters() if "lora_" in n]
     optimizer = torch.optim.AdamW(
         [{"params": lora_params, "lr": args.lr}, {"params": list(heads.parameters()), "lr": args.lr},
          {"params": list(projector.parameters()) if args.projector_lr > 0 else [], "lr": args.projector_lr}],
         weight_decay=0.0, betas=(0.9, 0.98))
     base_lrs = [g["lr"] for g in optimizer.param_groups]
+    if args.init_lora:
+        log({"init_lora": str(args.init_lora), "adapters": load_lora(peft_model, args.init_lora)})
+    text = TextWindows(processor.tokenizer, held_out=False, length=args.text_length) if args.text_kl_weight else None
+    held_out_text = TextWindows(processor.tokenizer, held_out=True, length=256).batch(0, 8)
     first_step = 1
     state_file = out / "resume.pt"
     if args.resume and state_file.is_file():
@@ -209,7 +340,10 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
         first_step = state["step"] + 1
         print(f"resumed at step {first_step}")
     val = make_split("calibration", args.val_size, start=10**6)
-    relation_layer, option_layer = 5 * layers // 8, 3 * layers // 4
+    if first_step == 1:
+        with peft_model.disable_adapter():
+            log({"stage": 2, "step": 0, "held_out_text_perplexity": text_perplexity(peft_model, held_out_text)})
+    relation_layer, option_layer, order_layer = 5 * layers // 8, 3 * layers // 4, 3 * layers // 4
     peft_model.train()
     started = time.time()
     progress = tqdm(range(first_step, args.steps + 1), desc="stage 2 (LoRA)", unit="step", initial=first_step - 1,
@@ -220,7 +354,7 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base * warm * decay
         crowd = min(6, int(6 * step / max(1, args.curriculum_steps)))
-        samples = make_split("train", args.batch_size, start=(step - 1) * args.batch_size, crowd=crowd)
+        samples = training_batch(step, args.batch_size, family_weights, crowd)
         batch = encode(processor, samples, with_answers=True)
         prompt_length = batch.pop("prompt_length")
         width = batch["input_ids"].shape[1]  # the answer tail follows the prompt: last prompt token = width - tail - 1
@@ -233,21 +367,37 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
                 states = _normed(outputs.hidden_states[relation_layer][rows, positions])
                 relation_loss = (nn.functional.cross_entropy(heads["first"](states), firsts)
                                  + nn.functional.cross_entropy(heads["second"](states), seconds))
+                if args.order_weight:
+                    columns, row_order = order_targets(firsts, seconds)
+                    states = _normed(outputs.hidden_states[order_layer][rows, positions])
+                    relation_loss = relation_loss + args.order_weight * (
+                        nn.functional.cross_entropy(heads["columns"](states), columns)
+                        + nn.functional.cross_entropy(heads["rows"](states), row_order))
             if len(opt["rows"]):
                 states = _normed(outputs.hidden_states[option_layer][opt["rows"], opt["positions"]])
                 option_loss = nn.functional.cross_entropy(heads["option"](states), opt["correct"])
         loss = outputs.loss + args.relation_weight * relation_loss + args.option_weight * option_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        text_kl = torch.zeros(())
+        if text is not None:  # a second backward: the shapes batch's graph is freed before this one is built
+            windows = text.batch(step, args.text_batch)
+            with torch.no_grad(), peft_model.disable_adapter(), torch.autocast("cpu", dtype=torch.bfloat16):
+                reference = peft_model(input_ids=windows).logits
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                text_kl = kl_to_reference(peft_model(input_ids=windows).logits, reference)
+            (args.text_kl_weight * text_kl).backward()
         torch.nn.utils.clip_grad_norm_(lora_params + list(projector.parameters()), 1.0)
         optimizer.step()
         progress.set_postfix(loss=f"{outputs.loss.item():.3f}", rel=f"{relation_loss.item():.3f}",
-                             opt=f"{option_loss.item():.3f}", crowd=crowd)
+                             opt=f"{option_loss.item():.3f}", kl=f"{text_kl.item():.3f}", crowd=crowd)
         if step % args.eval_every == 0 or step == args.steps:
             accuracy = first_token_accuracy(peft_model, processor, val)
             log({"stage": 2, "step": step, "minutes": round((time.time() - started) / 60, 1),
                  "answer_loss": round(outputs.loss.item(), 4), "relation_loss": round(relation_loss.item(), 4),
-                 "option_loss": round(option_loss.item(), 4), "val_first_token_accuracy": accuracy})
+                 "option_loss": round(option_loss.item(), 4), "text_kl": round(text_kl.item(), 4),
+                 "held_out_text_perplexity": text_perplexity(peft_model, held_out_text),
+                 "val_first_token_accuracy": accuracy})
             trainable = {n: p for n, p in peft_model.state_dict().items() if "lora_" in n or "multi_modal_projector" in n}
             torch.save({"model": trainable, "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
                         "step": step}, state_file)
@@ -262,7 +412,7 @@ def _normed(states: torch.Tensor) -> torch.Tensor:
 
 
 def _parts_meta(args, step: int) -> dict:
-    return {"trained_steps": step, "rank": args.rank, "train_args": {k: v for k, v in vars(args).items() if k != "out"}}
+    return {"trained_steps": step, "rank": args.rank, "train_args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -284,6 +434,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="steps over which the distractor cap ramps from 0 to 6")
     parser.add_argument("--relation-weight", type=float, default=1.0)
     parser.add_argument("--option-weight", type=float, default=1.0)
+    parser.add_argument("--position-weight", type=float, default=0.5,
+                        help="weight of the row/column words' embedding in each image token's stage-1 target "
+                             "(0: content words only, the first recipe)")
+    parser.add_argument("--family-weights", default="spatial=3,count=2,compositional=2",
+                        help="stage-2 sampling weight per question family, e.g. spatial=3,count=2 (others 1)")
+    parser.add_argument("--order-weight", type=float, default=1.0,
+                        help="weight of the column/row order targets of two-object questions (0: none)")
+    parser.add_argument("--text-kl-weight", type=float, default=0.5,
+                        help="weight of the KL to the untuned LM on prose windows (0: no text term)")
+    parser.add_argument("--text-batch", type=int, default=2, help="prose windows per step for the KL term")
+    parser.add_argument("--text-length", type=int, default=128, help="tokens per prose window")
+    parser.add_argument("--init-lora", type=Path, default=None,
+                        help="a parts folder whose LoRA factors start stage 2 (e.g. the shipped parts)")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--val-size", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
