@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shortlvlm import SCP, TIS, Plan, TISCosine, load, prune
+from shortlvlm.methods import METHODS, default_compensation
 from shortlvlm.plan import FORMAT, PlanError
 from shortlvlm.scoring import RandomLayers, TaylorPlus, scorer_from_dict
 
@@ -86,7 +87,10 @@ def test_format_1_scorer_options_are_converted(params, scorer):
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks" / "results").rglob("plans/*.json")), ids=lambda p: p.stem)
 def test_the_shipped_comparison_plans_still_load(path):
     plan = Plan.load(path)
-    assert scorer_from_dict(plan.scorer).name == path.stem
+    # compare names each plan by its method, with "+compensation" where it differs from the method's default
+    label = plan.method if plan.compensation == default_compensation(plan.method) else f"{plan.method}+{plan.compensation}"
+    assert label == path.stem
+    assert scorer_from_dict(plan.scorer).name == METHODS[plan.method][0]
     order = plan.params["removal_order"]
     assert len(set(order)) == len(order) and set(order) <= set(range(plan.num_layers_before))
 
