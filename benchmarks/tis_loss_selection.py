@@ -20,15 +20,12 @@ import json
 from pathlib import Path
 
 import torch
+from toy_removal_ceiling import SELECT_START, accuracy, selection_split  # the same selection split
 
 from shortlvlm import drop_layers, load
-from shortlvlm.data.benchmarks.shapes import load_shapes
 from shortlvlm.data.calibration_set import Calibration
-from shortlvlm.eval.evaluate import evaluate
 from shortlvlm.pruning import score
 from shortlvlm.scoring import TISLoss
-
-SELECT_START = 100_000
 
 
 def main() -> None:
@@ -43,8 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     model, processor = load(args.model)
-    samples = load_shapes(args.select, split="calibration", start=SELECT_START)
-    unpruned = evaluate(model, processor, "shapes", samples, batch_size=100, progress=False)[0]["accuracy"]
+    samples = selection_split(args.select)
+    unpruned = accuracy(model, processor, samples)[0]
     rows = []
     for extra in [float(x) for x in args.pool_extras.split(",")]:
         for recheck in [int(r) for r in args.rechecks.split(",")]:
@@ -52,15 +49,14 @@ def main() -> None:
             plan = score(model, processor, scorer=scorer, calibration=Calibration(num_samples=args.num_samples),
                          num_remove=max(counts), source=args.model, progress=False)
             order = plan.params["removal_order"]
-            accuracy = {}
+            selected = {}
             for count in counts:
                 pruned = copy.deepcopy(model)
                 drop_layers(pruned, order[:count])
-                accuracy[count] = evaluate(pruned, processor, "shapes", samples, batch_size=100, progress=False)[0][
-                    "accuracy"]
+                selected[count] = accuracy(pruned, processor, samples)[0]
             row = {"recheck": recheck, "pool_extra": extra, "order": order, "pool": plan.params["pool"],
-                   "loss_passes": plan.params["loss_passes"], "selection_accuracy": accuracy,
-                   "mean": sum(accuracy.values()) / len(accuracy)}
+                   "loss_passes": plan.params["loss_passes"], "selection_accuracy": selected,
+                   "mean": sum(selected.values()) / len(selected)}
             print(json.dumps(row))
             rows.append(row)
     out = Path(args.out)
