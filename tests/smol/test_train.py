@@ -132,3 +132,13 @@ def test_family_weights_shape_the_training_batches():
 
     equal = training_batch(2, 12, parse_family_weights(""), crowd=6)  # the first recipe's batches
     assert [s.id for s in equal] == [s.id for s in make_split("train", 12, start=12)]
+
+
+def test_a_continuation_with_a_data_offset_sees_only_new_samples():
+    """`--data-offset 700` after a 700-step run: none of its batches repeats a sample the first run saw."""
+    from shortlvlm.smol.train import parse_family_weights, training_batch
+
+    weights = parse_family_weights("spatial=3,count=2,compositional=2")
+    seen = {s.id for step in range(1, 701, 7) for s in training_batch(step, 16, weights, 6)}
+    later = {s.id for step in range(701, 1401, 7) for s in training_batch(step, 16, weights, 6)}
+    assert seen and later and not seen & later

@@ -354,7 +354,7 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base * warm * decay
         crowd = min(6, int(6 * step / max(1, args.curriculum_steps)))
-        samples = training_batch(step, args.batch_size, family_weights, crowd)
+        samples = training_batch(step + args.data_offset, args.batch_size, family_weights, crowd)
         batch = encode(processor, samples, with_answers=True)
         prompt_length = batch.pop("prompt_length")
         width = batch["input_ids"].shape[1]  # the answer tail follows the prompt: last prompt token = width - tail - 1
@@ -447,6 +447,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text-length", type=int, default=128, help="tokens per prose window")
     parser.add_argument("--init-lora", type=Path, default=None,
                         help="a parts folder whose LoRA factors start stage 2 (e.g. the shipped parts)")
+    parser.add_argument("--data-offset", type=int, default=0,
+                        help="stage-2 step k trains on the batch of step k + OFFSET: a run continuing from "
+                             "--init-lora sets it to the earlier runs' steps so it sees only new samples")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--val-size", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
