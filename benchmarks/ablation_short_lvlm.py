@@ -1,10 +1,12 @@
-"""Short-LVLM ablation on the toy LVLM: each component against its ablation, and the open parameters.
+"""Short-LVLM ablation on a shapes model: each component against its ablation, and the open parameters.
 
-    .venv/bin/python benchmarks/ablation_short_lvlm.py [--limit 1200] [--out benchmarks/results]
+    .venv/bin/python benchmarks/ablation_short_lvlm.py [--model toy] [--num-samples N] [--sweeps all|none]
+        [--limit 1200] [--out benchmarks/results]
 
 Writes ablation_short_lvlm.json (resumable: finished runs are kept and skipped on restart),
-ablation_short_lvlm.md (tables) and ablation_short_lvlm.png (accuracy vs ratio). Calibration:
-the bundled toy set (256 samples, calibration split); evaluation: the shapes test split.
+ablation_short_lvlm.md (tables) and ablation_short_lvlm.png (accuracy vs ratio); for another
+`--model` (smol-llava) the names end in _<model>. Calibration: the bundled shapes set (256 samples,
+calibration split; the first `--num-samples` of it); evaluation: the shapes test split.
 Grid:
 - main 2x2 at 10/20/30/40%: {tis-cosine (important tokens), plain cosine (all tokens)} x {none, scp},
   plus tis-cosine with the shared chat template kept among the text tokens (the rule before
@@ -59,22 +61,30 @@ def method_options(kwargs: dict) -> tuple[TISCosine, SCP | None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="toy", choices=["toy", "smol-llava"], help="a model answering shapes")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="first N calibration samples (default: all 256; compare on smol-llava used 64)")
+    parser.add_argument("--sweeps", default="all", choices=["all", "none"],
+                        help="none: only the component grid at 10-40%% (the sweeps at 30%% are 21 more runs)")
     parser.add_argument("--limit", type=int, default=1200, help="shapes test questions (default 1200)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "ablation_short_lvlm.json"
+    stem = "ablation_short_lvlm" + ("" if args.model == "toy" else f"_{args.model}")
+    path = out / f"{stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    if results.get("limit") not in (None, args.limit):
-        raise SystemExit(f"{path} was measured with --limit {results['limit']}; delete it or use that limit")
-    results.update(limit=args.limit, torch=torch.__version__)
+    for name in ("limit", "num_samples"):
+        if name in results and results[name] != getattr(args, name):
+            raise SystemExit(f"{path} was measured with --{name.replace('_', '-')} {results[name]}; "
+                             "delete it or use that value")
+    results.update(model=args.model, limit=args.limit, num_samples=args.num_samples, torch=torch.__version__)
     runs = results.setdefault("runs", {})
 
     samples = load_benchmark("shapes", limit=args.limit)
-    calib = read_calibration(Calibration(), "toy")
-    base, processor = load("toy")
+    calib = read_calibration(Calibration(num_samples=args.num_samples), args.model)
+    base, processor = load(args.model)
     calib = calib.with_batches(encode_calibration(list(calib.samples), processor, get_adapter(base), progress=False))
 
     def save() -> None:
@@ -85,13 +95,13 @@ def main() -> None:
     def run(key: str, kwargs: dict, ratio: float | None) -> None:
         if key in runs:
             return
-        model, _ = load("toy")
+        model, _ = load(args.model)
         started = time.perf_counter()
         plan = None
         if ratio is not None:
             scorer, compensation = method_options(kwargs)
             model, plan = prune(model, processor, ratio, scorer=scorer, compensation=compensation, calibration=calib,
-                                source="toy", progress=False)
+                                source=args.model, progress=False)
             kwargs = {k: v for k, v in kwargs.items() if k != "compensation"}
         seconds = time.perf_counter() - started
         metrics, _ = evaluate(model, processor, "shapes", samples, batch_size=50)
@@ -106,12 +116,12 @@ def main() -> None:
     for arm, kwargs in ARMS.items():
         for ratio in RATIOS:
             run(f"{arm} @ {ratio}", kwargs, ratio)
-    for group, label, kwargs in sweeps():
+    for group, label, kwargs in sweeps() if args.sweeps == "all" else []:
         run(f"{group}: {label} @ 0.3", kwargs, 0.3)
-    write_report(results, out)
+    write_report(results, out, stem)
 
 
-def write_report(results: dict, out: Path) -> None:
+def write_report(results: dict, out: Path, stem: str = "ablation_short_lvlm") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,9 +129,13 @@ def write_report(results: dict, out: Path) -> None:
 
     runs = results["runs"]
     base = runs["unpruned"]["accuracy"]
-    lines = ["# Short-LVLM ablation on the toy LVLM", "",
-             f"Command: `.venv/bin/python benchmarks/ablation_short_lvlm.py --limit {results['limit']}`  ",
-             f"Shapes test questions: {results['limit']}; calibration: bundled toy set (256 samples); "
+    model = results.get("model", "toy")
+    samples = results.get("num_samples") or 256
+    options = "" if model == "toy" else f" --model {model} --num-samples {samples}"
+    options += "" if any(key.endswith("@ 0.3") and ":" in key for key in runs) else " --sweeps none"
+    lines = [f"# Short-LVLM ablation on {'the toy LVLM' if model == 'toy' else model}", "",
+             f"Command: `.venv/bin/python benchmarks/ablation_short_lvlm.py{options} --limit {results['limit']}`  ",
+             f"Shapes test questions: {results['limit']}; calibration: bundled shapes set ({samples} samples); "
              f"unpruned accuracy {base:.2f}%. Defaults: tis_top_p={TIS().top_p}, k={SCP().rank}, "
              "alpha=1, writers=mlp, chat template skipped. Retention = pruned / unpruned accuracy.", "",
              "## Components (accuracy %, retention %)", "",
@@ -135,15 +149,17 @@ def write_report(results: dict, out: Path) -> None:
     ax.axhline(base, color="gray", linestyle="--", label="unpruned")
     ax.set_xlabel("layers removed (%)")
     ax.set_ylabel("shapes accuracy (%)")
-    ax.set_title("Short-LVLM components on the toy LVLM")
+    ax.set_title(f"Short-LVLM components on {model}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "ablation_short_lvlm.png", dpi=120)
+    fig.savefig(out / f"{stem}.png", dpi=120)
     plt.close(fig)
     lines += ["", "Removed layers at 30%: " + "; ".join(
         f"{arm}: {runs[f'{arm} @ 0.3']['removed_layers']}" for arm in ARMS), ""]
-    lines += ["## Parameter sweeps at 30%", "", "| parameter | setting | accuracy | retention | removed |", "|---|---|---|---|---|"]
-    for group, label, _ in sweeps():
+    swept = [(group, label) for group, label, _ in sweeps() if f"{group}: {label} @ 0.3" in runs]
+    lines += ["## Parameter sweeps at 30%", "", "| parameter | setting | accuracy | retention | removed |",
+              "|---|---|---|---|---|"] if swept else []
+    for group, label in swept:
         entry = runs[f"{group}: {label} @ 0.3"]
         lines.append(f"| {group} | {label} | {entry['accuracy']:.2f} | {100 * entry['accuracy'] / base:.1f} | "
                      f"{entry['removed_layers']} |")
@@ -151,7 +167,7 @@ def write_report(results: dict, out: Path) -> None:
               "|---|" + "---|" * len(runs["unpruned"]["per_family"])]
     for key in ["unpruned", *(f"{arm} @ 0.3" for arm in ARMS)]:
         lines.append(f"| {key} | " + " | ".join(f"{v:.1f}" for v in runs[key]["per_family"].values()) + " |")
-    (out / "ablation_short_lvlm.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
