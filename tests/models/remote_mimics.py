@@ -21,9 +21,13 @@ at e176543 (line numbers of that file):
   (`_prepare_decoder_attention_mask` 521-543); image features overwrite the positions strictly between
   <img> (image_start_id) and </img> (image_start_id + 1): `hidden_states[i][a + 1 : b]` (675-676). No
   layer_idx: the cache is a per-layer tuple zipped with `self.h` (689).
-- Deviation: upstream reads the image from a file path written as bytes between <img> and the first
-  pad token (561-571, visual.py `encode`); here the images arrive as a tensor (`images=`). The token
-  layout and the positions written are the same.
+- Images: `QWenModel.forward` reads each image's file path from the ids between <img> and the first
+  <imgpad> (image_start_id + 2), one byte per token (561-571), and `visual.encode` opens the files and
+  applies `image_transform` (visual.py 352-361, 416-426: bicubic resize to image_size, /255, CLIP
+  mean/std); the tower ends in `attn_pool`, a resampler of n_queries learnable queries (visual.py 92-150,
+  383; 256 upstream, the tokenizer's IMG_TOKEN_SPAN), whose outputs fill the span.
+- Deviation: a pixel tensor given as `images=` replaces reading the files (the reference tests perturb
+  pixels); the mimic's tower takes 16x16 images and `visual["n_queries"]` (default 16) sets the span.
 
 mPLUG-Owl2, GitHub X-PLUG/mPLUG-Owl at 0f3068f, `mPLUG-Owl2/mplug_owl2/model/`:
 - `multiway.py` (7-35): `MultiwayNetwork` keeps one module per modality in `.multiway` and routes each
@@ -48,8 +52,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -99,13 +105,42 @@ class TinyViT(nn.Module):
         self.transformer.resblocks = nn.ModuleList(VisionBlock(d) for _ in range(num_blocks))
         self.proj = nn.Linear(d, out_dim)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def features(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
         patches = images.unfold(2, 4, 4).unfold(3, 4, 4).permute(0, 2, 3, 1, 4, 5).reshape(b, 16, 48)
         x = self.patch(patches.to(self.patch.weight.dtype))
         for block in self.transformer.resblocks:
             x = block(x)
-        return self.proj(x)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(images))
+
+
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+class QWenVisual(TinyViT):
+    """Qwen-VL's tower in small: patches, blocks, a resampler of n_queries learnable queries, projection."""
+
+    def __init__(self, visual: dict, out_dim: int):
+        super().__init__(visual["width"], out_dim, visual["layers"])
+        self.attn_pool = nn.Parameter(torch.randn(visual.get("n_queries", 16), visual["width"]) * 0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.features(images)
+        weights = F.softmax(self.attn_pool @ x.transpose(1, 2) / math.sqrt(x.shape[-1]), dim=-1)
+        return self.proj(weights @ x)
+
+    def encode(self, image_paths: list[str]) -> torch.Tensor:
+        """Open each file, resize (bicubic) to 16x16, scale to [0, 1], normalise with CLIP's mean and std."""
+        pixels = []
+        for path in image_paths:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB").resize((16, 16), Image.BICUBIC)
+            x = torch.tensor(np.asarray(rgb), dtype=torch.float32).permute(2, 0, 1) / 255
+            pixels.append((x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None])
+        return self(torch.stack(pixels))
 
 
 # --- Qwen-VL-Chat ----------------------------------------------------------------------------
@@ -201,16 +236,23 @@ class QWenModel(nn.Module):
         self.use_flash_attn = config.use_flash_attn  # stored, never used to pick a kernel (upstream 478)
         self.registered_causal_mask = None
         # The ViT has more blocks than the LM, so a "longest list" rule would pick the wrong one.
-        self.visual = TinyViT(config.visual["width"], d, config.visual["layers"])
+        self.visual = QWenVisual(config.visual, d)
 
     def forward(self, input_ids, attention_mask=None, images=None, output_attentions=False,
                 output_hidden_states=False):
         start = self.config.visual["image_start_id"]
         img_pos = None
-        if images is not None and torch.any(input_ids == start):
+        if torch.any(input_ids == start):
             bos, eos = torch.where(input_ids == start), torch.where(input_ids == start + 1)
             img_pos = torch.stack((bos[0], bos[1], eos[1]), dim=1)
-            features = self.visual(images)
+            if images is None:  # upstream: the path's bytes, up to the first <imgpad> (start + 2)
+                paths = []
+                for i, a, e in img_pos:
+                    span = input_ids[i][a + 1 : e - 1].tolist()
+                    paths.append(bytes(span[: span.index(start + 2)]).decode("utf-8"))
+                features = self.visual.encode(paths)
+            else:
+                features = self.visual(images)
         b, t = input_ids.shape
         hidden_states = self.wte(input_ids).clone()
         mask = additive_causal_mask(attention_mask, b, t, hidden_states.dtype)
