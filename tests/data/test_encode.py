@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import torch
 
 from shortlvlm.data.calibration import CalibrationError, toy_calibration
 from shortlvlm.data.encode import encode_calibration
-from shortlvlm.models import get_adapter
+from shortlvlm.models import Adapter, get_adapter
 from shortlvlm.toy.model import CHAT_TEMPLATE
 
 
@@ -41,3 +44,13 @@ def test_a_template_that_drops_the_answer_is_refused(toy):
     processor.chat_template = CHAT_TEMPLATE.replace("{{ message['content'][0]['text'] }}", "no")
     with pytest.raises(CalibrationError, match="does not write the answer text"):
         encode_calibration(toy_calibration(2), processor, get_adapter(model), batch_size=2, progress=False)
+
+
+def test_a_batch_whose_samples_show_no_image_tokens_is_refused(toy):
+    # TIS compares image and text tokens; an adapter or template that finds no image would otherwise
+    # score text alone without a word (seen with the remote-code image masks broken on purpose).
+    model, processor = toy
+    spec = dataclasses.replace(get_adapter(model).spec,
+                               image_mask=lambda config, ids: torch.zeros_like(ids, dtype=torch.bool))
+    with pytest.raises(CalibrationError, match="no image tokens"):
+        encode_calibration(toy_calibration(2), processor, Adapter(spec, model), batch_size=2, progress=False)

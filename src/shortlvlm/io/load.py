@@ -117,7 +117,7 @@ def load(
     model.eval()
     if layerwise:
         use_layerwise(model, layerwise if isinstance(layerwise, Layerwise) else Layerwise())
-    return model, _load_processor(name, hub_kwargs)
+    return model, _load_processor(name, hub_kwargs, model)
 
 
 def _layerwise_map(name: str, device_map, layers_path: str | None, trust_remote_code: bool) -> dict[str, str]:
@@ -146,10 +146,19 @@ PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokeniz
                    "tokenizer.json", "tokenizer.model", "vocab.json", "chat_template.jinja")
 
 
-def _load_processor(name: str, hub_kwargs: dict) -> object | None:
-    """The processor, else the tokenizer, else None (never one invented for a bare directory)."""
+def _load_processor(name: str, hub_kwargs: dict, model: nn.Module) -> object | None:
+    """The processor, else the tokenizer, else None (never one invented for a bare directory).
+
+    Architectures without a transformers processor load the parts their own chat code uses (the
+    spec's chat_encoding: Qwen-VL-Chat's tokenizer, mPLUG-Owl2's tokenizer and image processor).
+    """
     from transformers import AutoProcessor, AutoTokenizer
 
+    from shortlvlm.models import REGISTRY
+
+    spec = REGISTRY.get(type(model).__name__)
+    if spec is not None and spec.chat_encoding is not None:
+        return spec.chat_encoding.load(name, hub_kwargs)
     path = Path(name)
     if path.is_dir() and not any((path / f).exists() for f in PROCESSOR_FILES):
         return None

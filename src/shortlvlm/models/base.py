@@ -2,17 +2,69 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from shortlvlm.errors import UnsupportedModelError
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 # Config fields that hold one entry per decoder layer in transformers 5.x text configs.
 # Any other field whose name ends in "layer_types" is treated the same way (see per_layer_fields).
 COMMON_PER_LAYER_FIELDS = ("layer_types", "mlp_layer_types")
+
+
+@dataclass(frozen=True)
+class ChatSample:
+    """One calibration sample as a chat encoding sees it: the user's text, the reply, and the image."""
+
+    prompt: str
+    answer: str | None
+    image: Image.Image  # RGB
+    path: Path | None  # the image's own file, if it has one
+    write_copy: Callable[[], Path]  # writes the image to a file that lasts as long as the process, returns its path
+
+
+@dataclass(frozen=True)
+class EncodedSample:
+    """A sample as the model's own chat code writes it: token ids, the answer's token span, other inputs."""
+
+    input_ids: list[int]
+    answer: tuple[int, int] | None  # [start, end) of the answer text's tokens; None without an answer
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # per-sample tensors, stacked into the batch
+
+
+class ChatEncoding(ABC):
+    """How an architecture that ships no transformers processor turns samples into model inputs.
+
+    Its published chat code is the reference: `load` reads the parts that code uses from the checkpoint
+    (tokenizer, image processor), `encode` writes one sample the way that code does.
+    """
+
+    needs: str = ""  # the checkpoint files the parts come from, named when they are missing
+
+    @abstractmethod
+    def load(self, name_or_path: str, hub_kwargs: dict) -> object | None:
+        """The parts `encode` uses, or None when the checkpoint lacks them."""
+
+    @abstractmethod
+    def encode(self, parts: object, config, sample: ChatSample) -> EncodedSample:
+        """One sample's token ids, answer span and other inputs, as the model's chat code writes them."""
+
+    @abstractmethod
+    def pad_id(self, parts: object) -> int:
+        """The id right padding is written with."""
+
+    @abstractmethod
+    def special_ids(self, parts: object) -> set[int]:
+        """Ids of template tokens (turn markers, image tags) that statistics leave out."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +102,8 @@ class ArchitectureSpec:
     layer_prefix_fields: tuple[str, ...] = ()
     # Returns {layer index: reason} for layers that must not be removed, given the model config.
     protected_layers: Callable[[object], dict[int, str]] | None = None
+    # For layouts with no transformers processor (remote code): how their own chat code encodes a sample.
+    chat_encoding: ChatEncoding | None = None
     remote_code: bool = False
     notes: str = ""
 

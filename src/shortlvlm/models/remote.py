@@ -9,8 +9,7 @@ import torch
 
 from shortlvlm.errors import UnsupportedModelError
 from shortlvlm.models.base import ArchitectureSpec
-
-MPLUG_IMAGE_PLACEHOLDER = -200  # mPLUG-Owl2's IMAGE_TOKEN_INDEX (mplug_owl2/constants.py)
+from shortlvlm.models.remote_chat import MPLUG_IMAGE_PLACEHOLDER, MplugOwl2Encoding, QwenVLChatEncoding
 
 
 def qwen_vl_chat_image_mask(config, input_ids: torch.Tensor) -> torch.Tensor:
@@ -61,6 +60,7 @@ QWEN_VL_CHAT = ArchitectureSpec(
     attention_probs_index=2,
     attention_call_kwargs={"output_attentions": True},
     layer_returns_tuple=True,
+    chat_encoding=QwenVLChatEncoding(),
     remote_code=True,
     notes="GPT-style blocks (transformer.h, attn.c_proj, mlp.c_proj); image spans between <img> and </img>; "
     "attention always eager, probabilities at index 2 of QWenAttention's output when output_attentions.",
@@ -76,6 +76,7 @@ MPLUG_OWL2 = ArchitectureSpec(
     attention_probs_index=1,
     attention_call_kwargs={"output_attentions": True},
     layer_returns_tuple=True,
+    chat_encoding=MplugOwl2Encoding(),
     remote_code=True,
     notes="Modality-adaptive Llama layers (modality-split norms and k/v); each -200 placeholder expands "
     "into num_learnable_queries image tokens inside forward, so token masks are mapped onto the "
