@@ -9,6 +9,7 @@ from shortlvlm.cli.flags import add_options, options_from_args
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.data.benchmarks import NAMES, load_benchmark
 from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.eval.generate import check_can_answer
 from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_report import markdown_table
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, parse_methods, parse_ratios
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     source = source_from_args(args)
     calib = read_calibration(calibration, source.name) if any(m.needs_calibration for m in methods) else None
     skeleton = source.skeleton()
+    check_can_answer(skeleton, source.adapter(skeleton))
     for ratio in ratios:
         layers_to_remove(ratio, source.adapter(skeleton))
     del skeleton

@@ -7,12 +7,32 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.data.benchmarks.base import BenchSample
+from shortlvlm.errors import UnsupportedModelError
 from shortlvlm.io.offload import input_device
+from shortlvlm.models import Adapter
 
 
 def conversation(question: str) -> list[dict]:
     """One user turn: the image, then the question text."""
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+
+def check_can_answer(model: nn.Module, adapter: Adapter) -> None:
+    """Refuse a model that cannot answer prompts here (call it on the skeleton, before weights load).
+
+    Answering (compare, eval, bench) writes prompts with a transformers processor's chat template and
+    decodes with `generate`.
+    """
+    if adapter.spec.chat_encoding is not None:
+        raise UnsupportedModelError(
+            f"{adapter.spec.name} ships no transformers processor: its own chat format is used for calibration "
+            "(prune and score run on it), but answering prompts (compare, eval, bench) is not wired to it; "
+            "prune it here and evaluate the saved checkpoint with the model's own scripts"
+        )
+    if not callable(getattr(model, "generate", None)):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no generate(), so it cannot answer prompts (compare, eval, bench)"
+        )
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from shortlvlm.errors import ShortLVLMError
+from shortlvlm.eval.generate import check_can_answer
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
@@ -31,8 +32,9 @@ def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, wa
             picture = Image.open(image).convert("RGB")
         except (OSError, UnidentifiedImageError) as err:
             raise ShortLVLMError(f"cannot read --image {image}: {err}") from err
-    for source in sources:  # a wrong path fails before any model loads
-        source.skeleton()
+    for source in sources:  # a wrong path, or a model that cannot answer, fails before any model loads
+        skeleton = source.skeleton()
+        check_can_answer(skeleton, source.adapter(skeleton))
     names = [source.name for source in sources]
     labels = [name if names.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(names)]
     first = sources[0]

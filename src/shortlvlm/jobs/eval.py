@@ -8,6 +8,7 @@ from pathlib import Path
 
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.eval.evaluate import evaluate
+from shortlvlm.eval.generate import check_can_answer
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
@@ -22,6 +23,9 @@ def run_eval(source: ModelSource, bench: str, out: Path, *, data: str | None = N
     out = Path(out)
     check_output_file(out, overwrite, "results", "results.json")
     samples = load_benchmark(bench, data, limit)  # bad data fails before the load
+    skeleton = source.skeleton()
+    check_can_answer(skeleton, source.adapter(skeleton))
+    del skeleton
     with claim_output(out, overwrite=overwrite):
         model, processor = source.load(log)
         # Answers are appended to a hidden file beside `out` as they come; the same job resumes from it.
