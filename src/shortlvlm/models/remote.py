@@ -48,6 +48,9 @@ def mplug_owl2_layer_positions(config, input_ids: torch.Tensor) -> torch.Tensor:
     return torch.where(positions < at, positions, torch.clamp(positions - (count - 1), min=at))
 
 
+MIMIC_TESTED = ("Tested on a tiny mimic of the published code (tests/models, tests/cli/test_remote_prune.py), "
+                "not on the real checkpoint.")
+
 QWEN_VL_CHAT = ArchitectureSpec(
     name="Qwen-VL-Chat",
     model_classes=("QWenLMHeadModel",),
@@ -63,7 +66,10 @@ QWEN_VL_CHAT = ArchitectureSpec(
     chat_encoding=QwenVLChatEncoding(),
     remote_code=True,
     notes="GPT-style blocks (transformer.h, attn.c_proj, mlp.c_proj); image spans between <img> and </img>; "
-    "attention always eager, probabilities at index 2 of QWenAttention's output when output_attentions.",
+    "attention always eager, probabilities at index 2 of QWenAttention's output when output_attentions. "
+    "Runs score and prune (--layers; --ratio with SCP and the scorers, --layerwise), calibration written as its "
+    "chat() does (ChatML, the image as its file path, QWenTokenizer); compare, eval and bench are refused "
+    "(no processor to answer prompts with). " + MIMIC_TESTED,
 )
 
 MPLUG_OWL2 = ArchitectureSpec(
@@ -80,7 +86,10 @@ MPLUG_OWL2 = ArchitectureSpec(
     remote_code=True,
     notes="Modality-adaptive Llama layers (modality-split norms and k/v); each -200 placeholder expands "
     "into num_learnable_queries image tokens inside forward, so token masks are mapped onto the "
-    "expanded sequence the layers see.",
+    "expanded sequence the layers see. Runs score and prune (--layers; --ratio with SCP and the scorers, "
+    "--layerwise), calibration written as its mplug_owl2 conversation (tokenizer_image_token, "
+    "CLIPImageProcessor); compare, eval and bench are refused (no processor to answer prompts with). "
+    + MIMIC_TESTED,
 )
 
 SPECS = (QWEN_VL_CHAT, MPLUG_OWL2)
