@@ -69,6 +69,33 @@ def test_assembled_checkpoint_reloads_offline_with_auto_classes(smol_wheel, tmp_
     assert assembly.assemble() == folder and (folder / assembly.RECORD_FILE).stat().st_mtime == mtime
 
 
+def test_an_assembly_of_other_parts_is_rebuilt(tmp_path, monkeypatch):
+    """An upgrade ships new parts: the cached checkpoint built from the old ones must not be used."""
+    monkeypatch.setenv("SHORTLVLM_CACHE", str(tmp_path / "cache"))
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "parts.safetensors").write_bytes(b"old parts")
+    builds = []
+
+    def counting_build(source, parts):
+        builds.append(parts)
+        raise RuntimeError("build called")
+
+    monkeypatch.setattr(assembly, "build", counting_build)
+    target = assembly.assembled_dir()
+    target.mkdir(parents=True)
+    digest = assembly._file_sha256(parts / "parts.safetensors")
+    (target / assembly.RECORD_FILE).write_text(json.dumps({"parts_sha256": digest}))
+    assert assembly.assemble(parts=parts) == target and not builds  # same parts: the cache is used
+    (parts / "parts.safetensors").write_bytes(b"new parts")
+    with pytest.raises(RuntimeError, match="build called"):
+        assembly.assemble(parts=parts)
+    assert builds == [parts]
+    (target / assembly.RECORD_FILE).write_text("{not json")
+    with pytest.raises(RuntimeError, match="build called"):  # an unreadable record is rebuilt too
+        assembly.assemble(parts=parts)
+
+
 def test_no_source_gives_one_line_naming_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("SHORTLVLM_CACHE", str(tmp_path))
     monkeypatch.setattr(source, "load_from_hub", lambda: None)

