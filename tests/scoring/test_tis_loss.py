@@ -69,3 +69,51 @@ def test_options_are_checked():
         TISLoss(pool_extra=-1.0)
     with pytest.raises(ScoringError, match="loss-recheck"):
         TISLoss(recheck=-1)
+
+
+def test_lazy_search_is_greedy_on_the_pool_when_removals_only_raise_the_loss(make_context, monkeypatch):
+    """A synthetic loss that only grows as layers go (weights plus pair penalties): lazy evaluation must pick
+    exactly what full greedy over the pool picks, with fewer passes."""
+    from shortlvlm.scoring import tis_loss
+
+    context = make_context("llava", num_layers=8)
+    weight = {0: 0.9, 1: 0.2, 2: 0.25, 3: 0.3, 4: 0.05, 5: 0.4, 6: 0.1, 7: 0.6}
+    penalty = {frozenset({4, 6}): 0.5, frozenset({1, 2}): 0.3, frozenset({6, 1}): 0.02}
+    passes = []
+
+    def loss(skip):
+        skip = set(skip)
+        return sum(weight[la] for la in skip) + sum(p for pair, p in penalty.items() if pair <= skip)
+
+    def synthetic(context, skip, progress_bar=None):
+        passes.append(tuple(skip))
+        return loss(skip)
+
+    monkeypatch.setattr(tis_loss, "answer_loss", synthetic)
+    ranking = TISLoss(search="lazy", pool_extra=10.0).rank(context, 4)
+    pool = ranking.details["pool"]
+    assert sorted(pool) == list(range(8))
+    chosen, greedy_passes = [], 0
+    for _ in range(4):
+        trial = {la: loss([*chosen, la]) for la in pool if la not in chosen}
+        greedy_passes += len(trial)
+        chosen.append(min(trial, key=lambda la: (trial[la], la)))
+    assert chosen == [4, 1, 3, 5]  # not the one-shot order (4, 6, 1, 2): the penalties move 6 and 2 back
+    assert ranking.order == chosen
+    assert ranking.details["search"] == "lazy"
+    assert ranking.details["loss_passes"] == len(passes)
+    assert len(passes) < greedy_passes  # full greedy: 8 + 7 + 6 + 5 passes
+
+
+def test_lazy_search_measures_dropped_models(make_context):
+    """Every loss the lazy search records is the perplexity of the model with those layers dropped."""
+    context = make_context("qwen2_vl", num_layers=8, dtype=torch.float64)
+    ranking = TISLoss(search="lazy").rank(context, 3)
+    assert len(ranking.order) == 3 and len(set(ranking.order)) == 3
+    assert set(ranking.order) <= set(ranking.details["pool"])
+    for index, step in enumerate(ranking.details["greedy_steps"]):
+        assert step["perplexity"] == pytest.approx(dropped_perplexity(context, ranking.order[:index + 1]), rel=1e-9)
+    assert ranking.details["loss_passes"] == len(ranking.details["pool"]) + sum(
+        len(step["tried"]) for step in ranking.details["greedy_steps"][1:])
+    with pytest.raises(ScoringError, match="loss-search"):
+        TISLoss(search="beam")
