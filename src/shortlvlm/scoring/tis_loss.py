@@ -13,18 +13,10 @@ look* and spends loss passes only there:
    further step tries the `recheck` lowest remaining pool layers together with those already
    removed and keeps the lowest loss (SLEB's step, on a shortlist), which catches pairs of layers
    that are harmless alone and harmful together.
-   `search="lazy"` (an alternative, `--loss-search lazy`) replaces the fixed shortlist by lazy
-   greedy evaluation (Minoux's accelerated greedy): every pool layer keeps the last loss measured
-   with it removed, with the removed set of that time; each step re-measures the layer with the
-   lowest kept loss against the current removed set and accepts it once its kept loss is current
-   and still the lowest. Where removing more layers never lowers a candidate's loss, a kept loss
-   is a lower bound of the current one, and the result is exactly SLEB's greedy restricted to the
-   pool, at a fraction of its passes (on smol-llava the shortlist re-tried one rejected layer at
-   10 of 11 steps and missed SLEB's set by one layer at 30%).
 
 Cost in calibration passes, for n layers removed out of L: 1 capture pass with attention maps
 (TIS-cosine) + P one-shot loss passes (P = n + extra) + recheck·(n-1) greedy passes (none for
-recheck <= 1); lazy search: 1 + P + at least n-1 and at most (P-1) + ... + (P-n+1); SLEB costs L + (L-1) + ... + (L-n+1) loss passes and PPL costs L. With the defaults
+recheck <= 1); SLEB costs L + (L-1) + ... + (L-n+1) loss passes and PPL costs L. With the defaults
 (extra 0.5, at least 2; recheck 3): L=30, n=9 (30%): 1 + 14 + 24 = 39 passes against SLEB's 234
 (17%); the toy, L=16, n=5: 1 + 8 + 12 = 21 against 70 (30%): the saving grows with depth.
 The defaults were chosen on held-out selection questions (benchmarks/tis_loss_selection.py),
@@ -66,10 +58,6 @@ class TISLoss(Scorer):
                                help="pool = n + max(--loss-pool-min-extra, ceil(this * n)) most similar layers")
     pool_min_extra: int = option(2, check=non_negative_int, flag="--loss-pool-min-extra",
                                  help="at least this many pool layers beyond the n to remove")
-    search: str = option("shortlist", choices=("shortlist", "lazy"), flag="--loss-search",
-                         help="greedy steps: 'shortlist' tries the --loss-recheck lowest one-shot losses; 'lazy' "
-                              "re-measures the lowest last-measured loss until it stays lowest (SLEB's greedy on "
-                              "the pool when removals only ever raise the loss)")
     recheck: int = option(3, check=non_negative_int, flag="--loss-recheck",
                           help="greedy steps try this many lowest-loss pool layers with the removed ones bypassed "
                                "(0 or 1: order by one-shot loss only)")
@@ -80,10 +68,7 @@ class TISLoss(Scorer):
         by_similarity = order_by(similarity, context.candidates(), descending=True)
         num_remove = min(num_remove, len(by_similarity))
         pool = by_similarity[:pool_size(num_remove, len(by_similarity), self.pool_extra, self.pool_min_extra)]
-        if self.search == "lazy":  # the bar's total is the least the search can take; it grows as it goes
-            greedy_trials = max(0, num_remove - 1)
-        else:
-            greedy_trials = (min(self.recheck, len(pool)) if self.recheck > 1 else 0) * max(0, num_remove - 1)
+        greedy_trials = (min(self.recheck, len(pool)) if self.recheck > 1 else 0) * max(0, num_remove - 1)
         bar = tqdm(total=(len(pool) + greedy_trials) * len(context.batches), desc="tis-loss", unit="batch",
                    disable=not context.progress, leave=False)
         scores = [math.nan] * context.adapter.num_layers
@@ -95,8 +80,6 @@ class TISLoss(Scorer):
             order = by_loss[:1] if num_remove else []
             if order:
                 steps.append({"removed": order[0], "perplexity": scores[order[0]], "tried": order[:]})
-            if self.search == "lazy":
-                self._lazy_greedy(context, scores, pool, order, steps, num_remove, bar)
             while len(order) < num_remove:
                 shortlist = [layer for layer in by_loss if layer not in order][:max(1, self.recheck)]
                 if len(shortlist) == 1:  # recheck 0 or 1, or one pool layer left: nothing to compare
@@ -107,24 +90,6 @@ class TISLoss(Scorer):
                 order.append(pick)
                 steps.append({"removed": pick, "perplexity": trial[pick], "tried": shortlist})
         details = {"tis_cosine_similarity": similarity, "pool": pool, "greedy_steps": steps,
-                   "loss_passes": len(pool) + sum(len(s["tried"]) for s in steps[1:]), "search": self.search}
+                   "loss_passes": len(pool) + sum(len(s["tried"]) for s in steps[1:])}
         return LayerRanking(scores, order, "answer perplexity with only this layer removed, measured on the pool of "
                             "the most TIS-cosine-similar layers (NaN outside it); the order is greedy", details)
-
-    @staticmethod
-    def _lazy_greedy(context: ScoringContext, scores: list[float], pool: list[int], order: list[int],
-                     steps: list[dict], num_remove: int, bar: tqdm) -> None:
-        """Extend `order` (holding the first pick) to `num_remove` layers by lazy greedy evaluation."""
-        kept = {layer: (scores[layer], 0) for layer in pool}  # layer -> (perplexity, len(order) it was measured at)
-        while len(order) < num_remove:
-            tried = []
-            while True:
-                layer = min((la for la in kept if la not in order), key=lambda la: (kept[la][0], la))
-                if kept[layer][1] == len(order):  # measured against the current removed set: the greedy pick
-                    break
-                if bar.total is not None and bar.n + len(context.batches) > bar.total:  # a pass beyond the least
-                    bar.total += len(context.batches)
-                kept[layer] = (math.exp(answer_loss(context, [*order, layer], progress_bar=bar)), len(order))
-                tried.append(layer)
-            order.append(layer)
-            steps.append({"removed": layer, "perplexity": kept[layer][0], "tried": tried})
