@@ -135,7 +135,9 @@ def test_family_weights_shape_the_training_batches():
 
 
 def test_a_continuation_with_a_data_offset_sees_only_new_samples():
-    """`--data-offset 700` after a 700-step run: none of its batches repeats a sample the first run saw."""
+    """The batches of steps 701-1400 (what `--data-offset 700` trains on) share no sample with steps 1-700.
+
+    This checks the batch layout the flag relies on; the flag itself only adds the offset to the step."""
     from shortlvlm.smol.train import parse_family_weights, training_batch
 
     weights = parse_family_weights("spatial=3,count=2,compositional=2")
