@@ -22,7 +22,7 @@ def test_pool_size():
 def test_pool_is_the_tis_cosine_top_and_scores_are_dropped_model_perplexities(make_context, monkeypatch):
     context = make_context("qwen2_vl", num_layers=8, dtype=torch.float64)
     forbid_model_copies(monkeypatch, "tis-loss")
-    ranking = TISLoss(recheck=0).rank(context, 2)
+    ranking = TISLoss(recheck=0, full_steps=0).rank(context, 2)
     monkeypatch.undo()
     cosine_order = TISCosine().rank(context, 2).order
     assert ranking.details["pool"] == cosine_order[:4]  # 2 + max(2, ceil(1))
@@ -38,7 +38,7 @@ def test_pool_is_the_tis_cosine_top_and_scores_are_dropped_model_perplexities(ma
 
 def test_a_shortlist_of_one_spends_no_greedy_passes(make_context):
     context = make_context("llava", num_layers=8)
-    one, zero = TISLoss(recheck=1).rank(context, 3), TISLoss(recheck=0).rank(context, 3)
+    one, zero = TISLoss(recheck=1, full_steps=0).rank(context, 3), TISLoss(recheck=0, full_steps=0).rank(context, 3)
     assert one.order == zero.order
     assert one.details["loss_passes"] == len(one.details["pool"]) == 5
 
@@ -52,7 +52,7 @@ def test_with_the_whole_model_as_pool_and_shortlist_it_is_sleb(make_context):
 
 def test_greedy_steps_equal_naive_greedy_on_dropped_models_within_the_shortlist(make_context):
     context = make_context("gemma3", num_layers=8, dtype=torch.float64)
-    ranking = TISLoss(recheck=2).rank(context, 3)
+    ranking = TISLoss(recheck=2, full_steps=0).rank(context, 3)
     pool = ranking.details["pool"]
     one_shot = {layer: dropped_perplexity(context, [layer]) for layer in pool}
     chosen = [min(pool, key=lambda layer: (one_shot[layer], layer))]
@@ -64,8 +64,49 @@ def test_greedy_steps_equal_naive_greedy_on_dropped_models_within_the_shortlist(
     assert ranking.details["loss_passes"] == len(pool) + 2 * 2
 
 
+def naive_pool_greedy(context, pool, num_remove, full, recheck):
+    """The rule of `full_steps` written out on dropped models: full steps on the pool, then shortlists."""
+    latest = {layer: dropped_perplexity(context, [layer]) for layer in pool}
+    chosen = [min(pool, key=lambda layer: (latest[layer], layer))]
+    passes = len(pool)
+    for step in range(1, num_remove):
+        remaining = sorted((la for la in pool if la not in chosen), key=lambda la: (latest[la], la))
+        shortlist = remaining if step <= full else remaining[:recheck]
+        trials = {layer: dropped_perplexity(context, [*chosen, layer]) for layer in shortlist}
+        passes += len(shortlist)
+        if step <= full:
+            latest = trials
+        chosen.append(min(trials, key=lambda layer: (trials[layer], layer)))
+    return chosen, passes
+
+
+@pytest.mark.parametrize("full", [1, 2])
+def test_full_steps_follow_the_rule_on_dropped_models(make_context, full):
+    context = make_context("llava", num_layers=8, dtype=torch.float64)
+    ranking = TISLoss(recheck=2, full_steps=full).rank(context, 4)
+    pool = ranking.details["pool"]
+    assert len(pool) == 6
+    assert (ranking.order, ranking.details["loss_passes"]) == naive_pool_greedy(context, pool, 4, full, 2)
+    # the cost model of the docstring: P + (P-1) + ... + (P-F) + recheck * (n-1-F)
+    assert ranking.details["loss_passes"] == 6 + sum(6 - k for k in range(1, full + 1)) + 2 * (3 - full)
+
+
+def test_full_steps_on_every_step_is_sleb_on_the_pool(make_context):
+    context = make_context("gemma3", num_layers=8, dtype=torch.float64)
+    ranking = TISLoss(recheck=2, full_steps=10).rank(context, 3)
+    pool = ranking.details["pool"]
+    chosen = []
+    for _ in range(3):
+        trials = {la: dropped_perplexity(context, [*chosen, la]) for la in pool if la not in chosen}
+        chosen.append(min(trials, key=lambda la: (trials[la], la)))
+    assert ranking.order == chosen
+    assert ranking.details["loss_passes"] == 5 + 4 + 3
+
+
 def test_options_are_checked():
     with pytest.raises(ScoringError, match="loss-pool-extra"):
         TISLoss(pool_extra=-1.0)
     with pytest.raises(ScoringError, match="loss-recheck"):
         TISLoss(recheck=-1)
+    with pytest.raises(ScoringError, match="loss-full-steps"):
+        TISLoss(full_steps=-1)

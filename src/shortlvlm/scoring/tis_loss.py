@@ -13,12 +13,18 @@ look* and spends loss passes only there:
    further step tries the `recheck` lowest remaining pool layers together with those already
    removed and keeps the lowest loss (SLEB's step, on a shortlist), which catches pairs of layers
    that are harmless alone and harmful together.
+4. Full steps (`full_steps` = F > 0): the first F greedy steps after the first removal try every
+   remaining pool layer (SLEB's step restricted to the pool), and the shortlists of the later steps
+   follow the losses of the last full step instead of the one-shot ones. On a pretrained LM removals
+   interact (smol-llava: a layer that costs little only once another is gone), which the one-shot
+   order misses (docs/design.md §2.5).
 
 Cost in calibration passes, for n layers removed out of L: 1 capture pass with attention maps
-(TIS-cosine) + P one-shot loss passes (P = n + extra) + recheck·(n-1) greedy passes (none for
-recheck <= 1); SLEB costs L + (L-1) + ... + (L-n+1) loss passes and PPL costs L. With the defaults
-(extra 0.5, at least 2; recheck 3): L=30, n=9 (30%): 1 + 14 + 24 = 39 passes against SLEB's 234
-(17%); the toy, L=16, n=5: 1 + 8 + 12 = 21 against 70 (30%): the saving grows with depth.
+(TIS-cosine) + P one-shot loss passes (P = n + extra) + (P-1) + ... + (P-F) full-step passes +
+recheck·(n-1-F) greedy passes (none for recheck <= 1); SLEB costs L + (L-1) + ... + (L-n+1) loss
+passes and PPL costs L. With the defaults (extra 0.5, at least 2; F = 1; recheck 3): L=30, n=12
+(40%): 1 + 18 + 17 + 30 = 66 passes against SLEB's 294 (22%); n=9: 1 + 14 + 13 + 21 = 49 against
+234 (21%); the toy, L=16, n=6: 1 + 9 + 8 + 12 = 30 against 81 (37%): the saving grows with depth.
 The defaults were chosen on held-out selection questions (benchmarks/tis_loss_selection.py),
 not on the test split.
 """
@@ -62,13 +68,21 @@ class TISLoss(Scorer):
                           help="greedy steps try this many lowest-loss pool layers with the removed ones bypassed "
                                "(0 or 1: order by one-shot loss only)")
 
+    full_steps: int = option(1, check=non_negative_int, flag="--loss-full-steps",
+                             help="the first this many greedy steps after the first removal re-measure every "
+                                  "remaining pool layer with the removed ones bypassed (SLEB's step on the pool); "
+                                  "later shortlists follow the last such measurement (0: the one-shot losses)")
+
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         cosine = TISCosine(tis=self.tis)
         similarity = cosine.measure(context).similarity(self.tis.tokens)
         by_similarity = order_by(similarity, context.candidates(), descending=True)
         num_remove = min(num_remove, len(by_similarity))
         pool = by_similarity[:pool_size(num_remove, len(by_similarity), self.pool_extra, self.pool_min_extra)]
-        greedy_trials = (min(self.recheck, len(pool)) if self.recheck > 1 else 0) * max(0, num_remove - 1)
+        full = min(self.full_steps, max(0, num_remove - 1))
+        shortlisted = max(0, num_remove - 1 - full)
+        greedy_trials = (sum(len(pool) - step for step in range(1, full + 1))
+                         + (min(self.recheck, len(pool)) if self.recheck > 1 else 0) * shortlisted)
         bar = tqdm(total=(len(pool) + greedy_trials) * len(context.batches), desc="tis-loss", unit="batch",
                    disable=not context.progress, leave=False)
         scores = [math.nan] * context.adapter.num_layers
@@ -76,16 +90,21 @@ class TISLoss(Scorer):
         with bar:
             for layer in pool:
                 scores[layer] = math.exp(answer_loss(context, [layer], progress_bar=bar))
+            latest = {layer: scores[layer] for layer in pool}  # the losses the shortlists are drawn from
             by_loss = order_by(scores, pool, descending=False)
             order = by_loss[:1] if num_remove else []
             if order:
                 steps.append({"removed": order[0], "perplexity": scores[order[0]], "tried": order[:]})
             while len(order) < num_remove:
-                shortlist = [layer for layer in by_loss if layer not in order][:max(1, self.recheck)]
+                remaining = sorted((layer for layer in pool if layer not in order), key=lambda la: (latest[la], la))
+                full_step = len(order) <= full  # every remaining pool layer; its losses rank the later shortlists
+                shortlist = remaining if full_step else remaining[:max(1, self.recheck)]
                 if len(shortlist) == 1:  # recheck 0 or 1, or one pool layer left: nothing to compare
                     order.append(shortlist[0])
                     continue
                 trial = {layer: math.exp(answer_loss(context, [*order, layer], progress_bar=bar)) for layer in shortlist}
+                if full_step:
+                    latest = trial
                 pick = min(trial, key=lambda layer: (trial[layer], layer))
                 order.append(pick)
                 steps.append({"removed": pick, "perplexity": trial[pick], "tried": shortlist})
