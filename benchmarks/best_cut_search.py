@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/best_cut_search.py [--model smol-llava] [--select 300] [--pool 15] [--beam 1]
         [--limit 1200] [--ratio 0.3] [--extra-set 2,4,5] [--out benchmarks/results]
+    .venv/bin/python benchmarks/best_cut_search.py --model smol-llava --gaps-only --extra-set 3,4,5 [--extra-set ...]
 
 An estimate of the best cut, for judging the scorers on smol-llava (30 layers: 14 million 9-layer
 sets, so toy_removal_ceiling.py's exhaustive search is out of reach):
@@ -19,6 +20,8 @@ sets, so toy_removal_ceiling.py's exhaustive search is out of reach):
    P = V_k V_k^T; 1 - (2a tr(V'CV) - a^2 tr(V'GV)) / tr(H'H) from the streamed statistics).
    A residual above 1 means the edit moves the stream further from the unpruned one than no edit.
 Writes best_cut_search_<model>.{json,md}; resumable (every measured set is kept).
+`--gaps-only` skips the search and the test split: only the gap statistics of each `--extra-set`
+(one calibration pass per set), written to best_cut_gaps_<model>.{json,md}.
 """
 
 from __future__ import annotations
@@ -84,10 +87,15 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=64, help="calibration samples for SCP (compare's default)")
     parser.add_argument("--extra-set", action="append", default=[],
                         help="comma-separated layers to measure beside the search's choice (repeatable)")
+    parser.add_argument("--gaps-only", action="store_true",
+                        help="only SCP's gap statistics of each --extra-set (no search, no test split)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.gaps_only:
+        gaps_only(args, out)
+        return
     path = out / f"best_cut_search_{args.model}.json"
     config = {"model": args.model, "select": args.select, "limit": args.limit, "ratio": args.ratio,
               "num_samples": args.num_samples}
@@ -162,6 +170,47 @@ def main() -> None:
     write_report(results, out, count, args)
 
 
+GAP_HEADER = ["| set | run | edited layer | top-k energy share | fitted alpha | residual a=1 | residual fitted | "
+              "top direction on 3 coords |", "|---|---|---|---|---|---|---|---|"]
+
+
+def gap_lines(label: str, gaps: list[dict]) -> list[str]:
+    lines = []
+    for gap in gaps:
+        if gap["edited_layer"] is None:
+            lines.append(f"| {label} | {gap['removed']} | none (starts at layer 0) | | | | | |")
+            continue
+        lines.append(f"| {label} | {gap['removed']} | {gap['edited_layer']} | "
+                     f"{gap['top_k_energy_share']:.3f} | {gap['fitted_alpha']:.3f} | {gap['residual_alpha_1']:.3f} | "
+                     f"{gap['residual_fitted']:.3f} | {gap['top_direction_mass_on_3_largest_coordinates']:.3f} |")
+    return lines
+
+
+def gaps_only(args, out: Path) -> None:
+    """SCP's gap statistics of the given sets on the unpruned model, nothing else."""
+    if not args.extra_set:
+        raise SystemExit("--gaps-only needs at least one --extra-set (the removed layers to measure)")
+    base, processor = load(args.model)
+    calib = load_calibration(None, model_name=args.model, limit=args.num_samples)
+    batches = encode_calibration(calib, processor, get_adapter(base), progress=False)
+    sets = {s: sorted(int(x) for x in s.split(",")) for s in args.extra_set}
+    results = {"config": {"model": args.model, "num_samples": args.num_samples, "rank": 8, "tokens": "important"},
+               "sets": {s: gap_diagnostics(base, batches, layers) for s, layers in tqdm(sets.items(), desc="sets")}}
+    (out / f"best_cut_gaps_{args.model}.json").write_text(json.dumps(results, indent=1) + "\n")
+    extra = "".join(f" --extra-set {s}" for s in args.extra_set)
+    lines = [f"# SCP's gap statistics on {args.model}", "",
+             f"Command: `.venv/bin/python benchmarks/best_cut_search.py --model {args.model} --gaps-only "
+             f"--num-samples {args.num_samples}{extra}`", "",
+             "residual = |H - a P u|^2 / |H|^2 on the unpruned model's streams, H the gap a removed run leaves on the "
+             "calibration set's important tokens, u the output of the kept layer below that SCP edits, P the top-8 "
+             "gap subspace (1 = the edit closes nothing; above 1 = it widens the gap).", "", *GAP_HEADER]
+    for label, gaps in results["sets"].items():
+        lines += gap_lines(label, gaps)
+    text = "\n".join(lines) + "\n"
+    (out / f"best_cut_gaps_{args.model}.md").write_text(text)
+    print(text)
+
+
 def write_report(results: dict, out: Path, count: int, args) -> None:
     cfg = results["config"]
     base = results["test"]["none"]["accuracy"]
@@ -192,16 +241,10 @@ def write_report(results: dict, out: Path, count: int, args) -> None:
     lines += ["", "## SCP's gap statistics per removed run (calibration set, important tokens, k = 8)", "",
               "residual = |H - a P u|^2 / |H|^2 on the unpruned model's streams (1 = the edit closes nothing; "
               "above 1 = it widens the gap).", "",
-              "| set | run | edited layer | top-k energy share | fitted alpha | residual a=1 | residual fitted | "
-              "top direction on 3 coords |", "|---|---|---|---|---|---|---|---|"]
+              *GAP_HEADER]
     for key, entry in results["test"].items():
-        for gap in entry.get("gaps", []) if key != "none" else []:
-            if gap["edited_layer"] is None:
-                lines.append(f"| {entry['label']} | {gap['removed']} | none (starts at layer 0) | | | | | |")
-                continue
-            lines.append(f"| {entry['label']} | {gap['removed']} | {gap['edited_layer']} | "
-                         f"{gap['top_k_energy_share']:.3f} | {gap['fitted_alpha']:.3f} | {gap['residual_alpha_1']:.3f} | "
-                         f"{gap['residual_fitted']:.3f} | {gap['top_direction_mass_on_3_largest_coordinates']:.3f} |")
+        if key != "none":
+            lines += gap_lines(entry["label"], entry.get("gaps", []))
     text = "\n".join(lines) + "\n"
     (out / f"best_cut_search_{cfg['model']}.md").write_text(text)
     print(text)
