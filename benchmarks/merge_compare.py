@@ -1,0 +1,61 @@
+"""Merge `shortlvlm compare` outputs that ran side by side into one report.
+
+    .venv/bin/python benchmarks/merge_compare.py OUT RESULTS_DIR [RESULTS_DIR ...]
+
+A long method (SLEB: hundreds of loss passes) can run in its own `compare` process on the other
+CPU core while the rest run in another. This joins their results.json into OUT/results.json,
+results.md and accuracy_vs_ratio.png (the same report `compare` writes). It refuses to merge runs
+whose configuration differs in anything but the method list (model weights, benchmark, questions,
+ratios, calibration hash), whose unpruned scores differ, or that share a method: the merged table
+must be one comparison, not several stitched together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from shortlvlm.jobs.compare_report import write_report
+
+
+def merge(parts: list[dict]) -> dict:
+    first = parts[0]
+    same = {k: v for k, v in first["config"].items() if k != "methods"}
+    merged = {"config": {**first["config"], "methods": []}, "scoring": {}, "unpruned": first["unpruned"], "cells": {}}
+    for part in parts:
+        config = {k: v for k, v in part["config"].items() if k != "methods"}
+        if config != same:
+            raise SystemExit(f"configurations differ: {config} against {same}")
+        if part["unpruned"]["score"] != first["unpruned"]["score"]:
+            raise SystemExit("the unpruned scores differ: not the same model or questions")
+        shared = set(part["config"]["methods"]) & set(merged["config"]["methods"])
+        if shared:
+            raise SystemExit(f"methods measured twice: {sorted(shared)}")
+        merged["config"]["methods"] += part["config"]["methods"]
+        merged["scoring"].update(part["scoring"])
+        merged["cells"].update(part["cells"])
+    return merged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out")
+    parser.add_argument("results", nargs="+", help="folders written by `shortlvlm compare --out`")
+    args = parser.parse_args()
+    out = Path(args.out)
+    (out / "plans").mkdir(parents=True, exist_ok=True)
+    parts = [json.loads((Path(d) / "results.json").read_text()) for d in args.results]
+    merged = merge(parts)
+    merged["merged_from"] = [Path(d).name for d in args.results]
+    for folder in args.results:
+        for plan in (Path(folder) / "plans").glob("*.json"):
+            shutil.copy2(plan, out / "plans" / plan.name)
+    (out / "results.json").write_text(json.dumps(merged, indent=2) + "\n")
+    write_report(merged, out)
+    print((out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""benchmarks/merge_compare.py: side-by-side compare runs join into one comparison, or are refused."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from merge_compare import merge
+
+CONFIG = {"model": "m", "weights": "w", "bench": "shapes", "num_questions": 10, "ratios": [0.1, 0.2], "seed": 0,
+          "calibration": {"num_samples": 4, "hash": "h"}}
+
+
+def run(methods, score=90.0, **config):
+    return {"config": {**CONFIG, **config, "methods": methods}, "unpruned": {"score": score},
+            "scoring": {m: {"seconds": 1.0, "removal_order": [1]} for m in methods},
+            "cells": {m: {"0.1": {"score": 80.0}} for m in methods}}
+
+
+def test_methods_scoring_and_cells_are_joined_in_order():
+    merged = merge([run(["sleb"]), run(["tis-loss", "ppl"])])
+    assert merged["config"]["methods"] == ["sleb", "tis-loss", "ppl"]
+    assert set(merged["scoring"]) == set(merged["cells"]) == {"sleb", "tis-loss", "ppl"}
+    assert {k: v for k, v in merged["config"].items() if k != "methods"} == CONFIG
+
+
+@pytest.mark.parametrize("other, message", [
+    (run(["ppl"], weights="other"), "configurations differ"),
+    (run(["ppl"], ratios=[0.1]), "configurations differ"),
+    (run(["ppl"], score=91.0), "unpruned scores differ"),
+    (run(["sleb"]), "measured twice"),
+])
+def test_runs_that_are_not_one_comparison_are_refused(other, message):
+    with pytest.raises(SystemExit, match=message):
+        merge([run(["sleb"]), other])
