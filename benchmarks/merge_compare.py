@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from shortlvlm.jobs.compare_report import write_report
+from shortlvlm.jobs.compare_results import write_json
 
 
 def merge(parts: list[dict]) -> dict:
@@ -52,7 +53,7 @@ def main() -> None:
     for folder in args.results:
         for plan in (Path(folder) / "plans").glob("*.json"):
             shutil.copy2(plan, out / "plans" / plan.name)
-    (out / "results.json").write_text(json.dumps(merged, indent=2) + "\n")
+    write_json(out / "results.json", merged)
     write_report(merged, out)
     print((out / "results.md").read_text())
 
