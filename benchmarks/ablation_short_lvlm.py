@@ -60,6 +60,20 @@ def method_options(kwargs: dict) -> tuple[TISCosine, SCP | None]:
     return TISCosine(tis=tis, iterative=kwargs.get("iterative", False)), scp if kwargs["compensation"] == "scp" else None
 
 
+def planned_runs(with_sweeps: bool) -> dict[str, tuple[dict, float]]:
+    """Every pruned run in order, by its key in results.json: (prune kwargs, ratio)."""
+    runs = {f"{arm} @ {ratio}": (kwargs, ratio) for arm, kwargs in ARMS.items() for ratio in RATIOS}
+    runs.update({f"{group}: {label} @ 0.3": (kwargs, 0.3) for group, label, kwargs in (sweeps() if with_sweeps else [])})
+    return runs
+
+
+def model_identity(removed_layers: list[int], compensation: SCP | None) -> str:
+    """What determines the pruned model, given the calibration set: two runs with the same identity
+    build the same weights, so the second reuses the first's evaluation (sweep settings equal to the
+    defaults, or scorers that remove the same layers)."""
+    return json.dumps([sorted(removed_layers), repr(compensation)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="toy", choices=["toy", "smol-llava"], help="a model answering shapes")
@@ -92,6 +106,11 @@ def main() -> None:
         tmp.write_text(json.dumps(results, indent=2) + "\n")
         tmp.replace(path)
 
+    planned = planned_runs(args.sweeps == "all")
+    identities = {key: model_identity(entry["removed_layers"],
+                                      method_options(planned[key][0])[1] if key in planned else None)
+                  for key, entry in runs.items() if key == "unpruned" or key in planned}
+
     def run(key: str, kwargs: dict, ratio: float | None) -> None:
         if key in runs:
             return
@@ -104,20 +123,26 @@ def main() -> None:
                                 source=args.model, progress=False)
             kwargs = {k: v for k, v in kwargs.items() if k != "compensation"}
         seconds = time.perf_counter() - started
-        metrics, _ = evaluate(model, processor, "shapes", samples, batch_size=50)
+        removed = plan.removed_layers if plan else []
+        identity = model_identity(removed, compensation if ratio is not None else None)
+        same = next((other for other, entry in runs.items() if identities.get(other) == identity), None)
+        if same is None:
+            metrics, _ = evaluate(model, processor, "shapes", samples, batch_size=50)
+        else:  # the same weights were evaluated already: the same answers, not worth 3 minutes again
+            metrics = {name: runs[same][name] for name in ("accuracy", "per_family")}
         runs[key] = {"ratio": ratio, "kwargs": {k: v for k, v in kwargs.items()}, "accuracy": metrics["accuracy"],
                      "per_family": metrics["per_family"], "prune_seconds": round(seconds, 2),
-                     "removed_layers": plan.removed_layers if plan else [],
-                     "compensation_report": plan.params.get("compensation_report") if plan else None}
-        print(f"{key}: {metrics['accuracy']:.2f}  removed {runs[key]['removed_layers']}", flush=True)
+                     "removed_layers": removed,
+                     "compensation_report": plan.params.get("compensation_report") if plan else None,
+                     "same_model_as": same}
+        identities[key] = identity
+        print(f"{key}: {metrics['accuracy']:.2f}  removed {removed}" + (f" (same model as {same})" if same else ""),
+              flush=True)
         save()
 
     run("unpruned", {}, None)
-    for arm, kwargs in ARMS.items():
-        for ratio in RATIOS:
-            run(f"{arm} @ {ratio}", kwargs, ratio)
-    for group, label, kwargs in sweeps() if args.sweeps == "all" else []:
-        run(f"{group}: {label} @ 0.3", kwargs, 0.3)
+    for key, (kwargs, ratio) in planned.items():
+        run(key, kwargs, ratio)
     write_report(results, out, stem)
 
 
@@ -161,8 +186,9 @@ def write_report(results: dict, out: Path, stem: str = "ablation_short_lvlm") ->
               "|---|---|---|---|---|"] if swept else []
     for group, label in swept:
         entry = runs[f"{group}: {label} @ 0.3"]
+        same = f" (the model of {entry['same_model_as']})" if entry.get("same_model_as") else ""
         lines.append(f"| {group} | {label} | {entry['accuracy']:.2f} | {100 * entry['accuracy'] / base:.1f} | "
-                     f"{entry['removed_layers']} |")
+                     f"{entry['removed_layers']}{same} |")
     lines += ["", "Per-family accuracy at 30%:", "", "| run | " + " | ".join(runs["unpruned"]["per_family"]) + " |",
               "|---|" + "---|" * len(runs["unpruned"]["per_family"])]
     for key in ["unpruned", *(f"{arm} @ 0.3" for arm in ARMS)]:

@@ -1,0 +1,35 @@
+"""benchmarks/ablation_short_lvlm.py: runs that build the same weights share one evaluation, others never do."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from ablation_short_lvlm import method_options, model_identity, planned_runs
+
+
+def identity(key, removed, runs):
+    return model_identity(removed, method_options(runs[key][0])[1])
+
+
+def test_sweep_settings_equal_to_the_defaults_are_the_grid_model():
+    runs = planned_runs(with_sweeps=True)
+    grid = identity("tis-cosine + scp (Short-LVLM) @ 0.3", [3, 4, 5], runs)
+    for default in ("scp alpha: alpha=1.0 @ 0.3", "scp rank k: k=8 @ 0.3", "scp writers: writers=mlp @ 0.3"):
+        assert identity(default, [3, 4, 5], runs) == grid
+    # a setting that changes the SCP edit, the removed layers, or drops SCP is another model
+    assert identity("scp alpha: alpha=fit @ 0.3", [3, 4, 5], runs) != grid
+    assert identity("scp rank k: k=4 @ 0.3", [3, 4, 5], runs) != grid
+    assert identity("tis-cosine + scp (Short-LVLM) @ 0.3", [3, 4, 6], runs) != grid
+    assert identity("tis-cosine @ 0.3", [3, 4, 5], runs) != grid
+
+
+def test_scorers_without_compensation_share_a_model_only_when_they_remove_the_same_layers():
+    runs = planned_runs(with_sweeps=True)
+    assert identity("cosine, all tokens @ 0.3", [5, 4], runs) == identity("tis_top_p: top_p=0.1 @ 0.3", [4, 5], runs)
+    assert identity("cosine, all tokens @ 0.3", [4, 5], runs) != identity("tis-cosine @ 0.3", [4, 6], runs)
+
+
+def test_without_sweeps_only_the_grid_is_planned():
+    assert len(planned_runs(with_sweeps=False)) == 5 * 4
+    assert len(planned_runs(with_sweeps=True)) == 5 * 4 + 23
