@@ -11,7 +11,7 @@ from tests.scoring.conftest import labels_for
 from shortlvlm import drop_layers
 from shortlvlm.scoring import ScoringError
 from shortlvlm.scoring import loss as loss_module
-from shortlvlm.scoring.loss import answer_loss, count_answer_tokens
+from shortlvlm.scoring.loss import Resume, answer_loss, answer_loss_streams, count_answer_tokens
 
 
 def transformers_loss(model, batch) -> float:
@@ -51,3 +51,27 @@ def test_calibration_without_answers_is_refused(make_context):
     context = make_context(answers=False)
     with pytest.raises(ScoringError, match="answer"):
         answer_loss(context)
+
+
+@pytest.mark.parametrize("model_type", ["llava", "qwen2_vl", "gemma3", "idefics3"])
+def test_a_pass_started_from_recorded_streams_gives_the_full_pass_loss(make_context, model_type):
+    context = make_context(model_type, dtype=torch.float64)
+    full, recorded = answer_loss_streams(context, [1], record=[2, 4])
+    assert full == answer_loss(context, [1])
+    assert set(recorded) == {2, 4} and len(recorded[2]) == len(context.batches)
+    for layer in (2, 4):
+        resumed, _ = answer_loss_streams(context, [1], resume=Resume(layer, recorded[layer]))
+        assert resumed == pytest.approx(full, rel=1e-12)
+    # the start layer itself bypassed (the trial removing it): its stored input passes through
+    assert answer_loss_streams(context, [1, 4], resume=Resume(4, recorded[4]))[0] == pytest.approx(
+        answer_loss(context, [1, 4]), rel=1e-12)
+    # the stored streams are what the pass runs on
+    shifted = [stream + 1.0 for stream in recorded[4]]
+    assert answer_loss_streams(context, [1], resume=Resume(4, shifted))[0] != pytest.approx(full, rel=1e-6)
+
+
+def test_recording_below_the_start_is_refused(make_context):
+    context = make_context()
+    _, recorded = answer_loss_streams(context, record=[3])
+    with pytest.raises(ValueError, match="below layer 3"):
+        answer_loss_streams(context, resume=Resume(3, recorded[3]), record=[2])

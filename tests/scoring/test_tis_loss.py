@@ -110,3 +110,19 @@ def test_options_are_checked():
         TISLoss(recheck=-1)
     with pytest.raises(ScoringError, match="loss-full-steps"):
         TISLoss(full_steps=-1)
+
+
+@pytest.mark.parametrize("model_type", ["llava", "qwen2_vl", "gemma3", "idefics3"])
+def test_passes_started_from_stored_streams_give_the_recomputed_losses_for_less_compute(make_context, model_type):
+    context = make_context(model_type, num_layers=10, dtype=torch.float64)
+    reused = TISLoss(pool_min_extra=3, full_steps=2).rank(context, 4)
+    recomputed = TISLoss(pool_min_extra=3, full_steps=2, recompute=True).rank(context, 4)
+    assert reused.order == recomputed.order
+    assert reused.scores == pytest.approx(recomputed.scores, rel=1e-12, nan_ok=True)
+    assert [s["perplexity"] for s in reused.details["greedy_steps"]] == pytest.approx(
+        [s["perplexity"] for s in recomputed.details["greedy_steps"]], rel=1e-12)
+    assert reused.details["loss_passes"] == recomputed.details["loss_passes"]
+    # recomputed: every pass runs every layer it does not bypass
+    passes = recomputed.details["loss_passes"]
+    assert recomputed.details["decoder_layers_run"] < passes * 10
+    assert reused.details["decoder_layers_run"] < 0.8 * recomputed.details["decoder_layers_run"]

@@ -88,27 +88,61 @@ def _allowed_entries(kwargs: dict, probs: torch.Tensor) -> torch.Tensor:
     return causal.expand(batch, queries, keys)
 
 
+# How a decoder layer class returns its output, learned from a real call (see `bypass_layers`): a
+# tensor, or a tuple whose entries after the hidden states are all None (then its length), or
+# "compute" when those entries carry something (attention maps, a cache) a pass-through cannot fake.
+_OUTPUT_FORMS: dict[tuple, object] = {}
+
+
+def _call_signature(layer: nn.Module, kwargs: dict) -> tuple:
+    """What can change a layer's output structure: its class, the flags it is called with, a cache."""
+    flags = tuple(sorted(k for k, v in kwargs.items() if isinstance(v, bool) and v))
+    cache = any(v is not None and not isinstance(v, bool) for k, v in kwargs.items() if "cache" in k or "past_key" in k)
+    return type(layer), flags, cache
+
+
+def _output_form(output) -> object:
+    if torch.is_tensor(output):
+        return "tensor"
+    if isinstance(output, tuple) and all(entry is None for entry in output[1:]):
+        return len(output)
+    return "compute"
+
+
 @contextlib.contextmanager
 def bypass_layers(adapter: Adapter, indices: Iterable[int]) -> Iterator[None]:
-    """Make the given decoder layers pass their input through unchanged (in place, no copies)."""
-    handles = []
+    """Make the given decoder layers pass their input through unchanged (in place, no copies).
+
+    A bypassed layer is not computed: its `forward` is swapped for a pass-through returning the input
+    in the structure the layer's class returns (learned from one real call per class and call
+    signature; a class whose output carries more than the hidden states is computed and its hidden
+    states replaced). Hooks on the layer still run. docs/design.md §2.4.
+    """
+    patched = []
     for index in sorted(set(indices)):
-        inputs: dict[str, torch.Tensor] = {}
-
-        def remember(module, args, kwargs, store=inputs):
-            store["h"] = layer_input(args, kwargs)
-
-        def pass_through(module, args, kwargs, output, store=inputs):
-            return _replace_hidden(output, store.pop("h"))
-
         layer = adapter.layers[index]
-        handles.append(layer.register_forward_pre_hook(remember, with_kwargs=True))
-        handles.append(layer.register_forward_hook(pass_through, with_kwargs=True))
+        original = layer.forward  # the instance's own wrapper (accelerate's offload hook) when there is one
+
+        def pass_through(*args, _original=original, _layer=layer, **kwargs):
+            hidden = layer_input(args, kwargs)
+            signature = _call_signature(_layer, kwargs)
+            form = _OUTPUT_FORMS.get(signature)
+            if form is None or form == "compute":
+                output = _original(*args, **kwargs)
+                _OUTPUT_FORMS[signature] = _output_form(output)
+                return _replace_hidden(output, hidden)
+            return hidden if form == "tensor" else (hidden, *([None] * (form - 1)))
+
+        patched.append((layer, layer.__dict__.get("forward")))
+        layer.forward = pass_through
     try:
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        for layer, previous in reversed(patched):
+            if previous is None:
+                del layer.forward
+            else:
+                layer.forward = previous
 
 
 class LayerTaps:

@@ -9,9 +9,12 @@ accepts it), so the [batch, seq, vocab] tensor of a large-vocabulary model is ne
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from shortlvlm.capture import CalibrationBatch, bypass_layers
+from shortlvlm.capture.hooks import layer_input
 from shortlvlm.io.offload import input_device
 from shortlvlm.scoring.base import ScoringContext, ScoringError
 
@@ -64,13 +68,68 @@ def count_answer_tokens(batches: Sequence[CalibrationBatch]) -> int:
     return sum(int(answer_positions(b)[2].sum()) for b in batches)
 
 
+@dataclass
+class Resume:
+    """Start the decoder at `layer` from stored streams instead of from the input (docs/design.md §2.5).
+
+    `streams[b]` is the residual stream entering `layer` for calibration batch b in the model being
+    measured; every layer below `layer` is bypassed (not computed), so a pass costs the layers from
+    `layer` up plus the embeddings and the vision tower. `layer` itself may be bypassed (the trial
+    that removes it): the stream then passes through it to the next layer.
+    """
+
+    layer: int
+    streams: list[torch.Tensor]
+
+
+@contextlib.contextmanager
+def _resume_and_record(context: ScoringContext, resume: Resume | None, record: Sequence[int],
+                       current: list[int], recorded: dict[int, list[torch.Tensor]]) -> Iterator[None]:
+    """Hooks that swap in the stored stream at `resume.layer` and keep the streams entering `record`."""
+    handles = []
+
+    def replace(module, args, kwargs):
+        stored = resume.streams[current[0]]
+        hidden = layer_input(args, kwargs)
+        stored = stored.to(device=hidden.device, dtype=hidden.dtype)
+        if args:
+            return (stored, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": stored}
+
+    def keep(module, args, kwargs, index):
+        recorded[index].append(layer_input(args, kwargs).detach().to("cpu", copy=True))
+
+    try:
+        if resume is not None:
+            handles.append(context.adapter.layers[resume.layer].register_forward_pre_hook(replace, with_kwargs=True))
+        for index in record:  # registered after `replace`: a recorded resume layer keeps the stored stream
+            handles.append(context.adapter.layers[index].register_forward_pre_hook(
+                functools.partial(keep, index=index), with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.inference_mode()
-def answer_loss(context: ScoringContext, skip: Sequence[int] = (), *, progress_bar: tqdm | None = None) -> float:
-    """Mean NLL per answer token over the calibration set with the `skip` layers bypassed."""
+def answer_loss_streams(context: ScoringContext, skip: Sequence[int] = (), *, resume: Resume | None = None,
+                        record: Sequence[int] = (), progress_bar: tqdm | None = None,
+                        ) -> tuple[float, dict[int, list[torch.Tensor]]]:
+    """`answer_loss`, started from stored streams (`resume`), keeping the streams entering the `record`
+    layers (per calibration batch, on the CPU) for later passes to start from."""
     device = input_device(context.model)
     total, count = 0.0, 0
-    with bypass_layers(context.adapter, skip):
-        for batch in context.batches:
+    below = range(resume.layer) if resume is not None else ()
+    if resume is not None and len(resume.streams) != len(context.batches):
+        raise ValueError(f"{len(resume.streams)} stored streams for {len(context.batches)} calibration batches")
+    if resume is not None and any(index < resume.layer for index in record):
+        raise ValueError(f"cannot record below layer {resume.layer}, where the pass starts")
+    recorded: dict[int, list[torch.Tensor]] = {index: [] for index in record}
+    current = [0]
+    with bypass_layers(context.adapter, {*skip, *below}), _resume_and_record(context, resume, record, current,
+                                                                            recorded):
+        for number, batch in enumerate(context.batches):
+            current[0] = number
             nll, tokens = batch_answer_nll(context.model, batch.to(device))
             total += float(nll)
             count += tokens
@@ -84,4 +143,9 @@ def answer_loss(context: ScoringContext, skip: Sequence[int] = (), *, progress_b
             f"the answer loss is {loss} with layers {sorted(skip)} bypassed (numerical overflow); "
             "load the model in bfloat16 or float32 (--dtype) instead of float16"
         )
-    return loss
+    return loss, recorded
+
+
+def answer_loss(context: ScoringContext, skip: Sequence[int] = (), *, progress_bar: tqdm | None = None) -> float:
+    """Mean NLL per answer token over the calibration set with the `skip` layers bypassed (not computed)."""
+    return answer_loss_streams(context, skip, progress_bar=progress_bar)[0]

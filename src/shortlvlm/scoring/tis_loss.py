@@ -36,9 +36,9 @@ import math
 from tqdm import tqdm
 
 from shortlvlm.importance import TIS
-from shortlvlm.options import non_negative_int, option, options
+from shortlvlm.options import is_bool, non_negative_int, option, options
 from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, order_by
-from shortlvlm.scoring.loss import answer_loss
+from shortlvlm.scoring.loss import Resume, answer_loss_streams
 from shortlvlm.scoring.tis_cosine import TISCosine
 
 
@@ -73,6 +73,10 @@ class TISLoss(Scorer):
                                   "remaining pool layer with the removed ones bypassed (SLEB's step on the pool); "
                                   "later shortlists follow the last such measurement (0: the one-shot losses)")
 
+    recompute: bool = option(False, check=is_bool, flag="--loss-recompute",
+                             help="run every loss pass from the input instead of from the stored streams entering "
+                                  "the first layer it changes (same losses, more compute; for checking)")
+
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         cosine = TISCosine(tis=self.tis)
         similarity = cosine.measure(context).similarity(self.tis.tokens)
@@ -87,28 +91,82 @@ class TISLoss(Scorer):
                    disable=not context.progress, leave=False)
         scores = [math.nan] * context.adapter.num_layers
         steps = []
+        streams = _PoolStreams(context, pool, enabled=not self.recompute)
         with bar:
-            for layer in pool:
-                scores[layer] = math.exp(answer_loss(context, [layer], progress_bar=bar))
+            # one-shot losses, highest pool layer first: that pass runs from the input and keeps the
+            # unpruned streams entering every lower pool layer, where the other passes start
+            for layer in sorted(pool, reverse=True):
+                scores[layer] = math.exp(streams.loss([], layer, bar))
             latest = {layer: scores[layer] for layer in pool}  # the losses the shortlists are drawn from
             by_loss = order_by(scores, pool, descending=False)
             order = by_loss[:1] if num_remove else []
             if order:
                 steps.append({"removed": order[0], "perplexity": scores[order[0]], "tried": order[:]})
+                streams.removed(order[0])
             while len(order) < num_remove:
                 remaining = sorted((layer for layer in pool if layer not in order), key=lambda la: (latest[la], la))
                 full_step = len(order) <= full  # every remaining pool layer; its losses rank the later shortlists
                 shortlist = remaining if full_step else remaining[:max(1, self.recheck)]
                 if len(shortlist) == 1:  # recheck 0 or 1, or one pool layer left: nothing to compare
                     order.append(shortlist[0])
+                    streams.removed(shortlist[0], measured=False)
                     continue
-                trial = {layer: math.exp(answer_loss(context, [*order, layer], progress_bar=bar)) for layer in shortlist}
+                trial = {layer: math.exp(streams.loss(order, layer, bar)) for layer in shortlist}
                 if full_step:
                     latest = trial
                 pick = min(trial, key=lambda layer: (trial[layer], layer))
                 order.append(pick)
+                streams.removed(pick)
                 steps.append({"removed": pick, "perplexity": trial[pick], "tried": shortlist})
         details = {"tis_cosine_similarity": similarity, "pool": pool, "greedy_steps": steps,
-                   "loss_passes": len(pool) + sum(len(s["tried"]) for s in steps[1:])}
+                   "loss_passes": len(pool) + sum(len(s["tried"]) for s in steps[1:]),
+                   "decoder_layers_run": streams.layers_run}
         return LayerRanking(scores, order, "answer perplexity with only this layer removed, measured on the pool of "
                             "the most TIS-cosine-similar layers (NaN outside it); the order is greedy", details)
+
+
+class _PoolStreams:
+    """The residual streams entering the pool layers in the model with the chosen layers removed, so a
+    loss pass that changes nothing below layer l starts at l (docs/design.md §2.5).
+
+    A trial removing `layer` on top of the chosen ones is identical to the current model below
+    `layer`; it starts from the stored stream there and keeps the streams entering the pool layers
+    above it. The best trial's streams replace the stored ones above the layer it removes (below it
+    nothing changed); the others are dropped, so at most two sets are held (on the CPU).
+    """
+
+    def __init__(self, context: ScoringContext, pool: list[int], *, enabled: bool):
+        self.context, self.pool, self.enabled = context, sorted(pool), enabled
+        self.current: dict[int, list] = {}  # pool layer -> per-batch streams entering it in the current model
+        self.best: tuple[float, int, dict[int, list]] | None = None  # (loss, layer, streams) of this step's best trial
+        self.layers_run = 0
+
+    def loss(self, chosen: list[int], layer: int, bar) -> float:
+        """Answer loss with `chosen` and `layer` bypassed, started as high as the stored streams allow."""
+        resume = Resume(layer, self.current[layer]) if self.enabled and layer in self.current else None
+        start = layer if resume is not None else 0
+        # the pass from the input (the first one) keeps the unpruned streams below `layer` too
+        record = [la for la in self.pool if la not in chosen and la != layer and (la > layer or not self.current)]
+        loss, recorded = answer_loss_streams(self.context, [*chosen, layer], resume=resume,
+                                             record=record if self.enabled else (), progress_bar=bar)
+        removed = {*chosen, layer}
+        self.layers_run += sum(1 for la in range(start, self.context.adapter.num_layers) if la not in removed)
+        if self.enabled:
+            for la in [la for la in recorded if la < layer]:
+                self.current.setdefault(la, recorded.pop(la))
+            if self.best is None or (loss, layer) < self.best[:2]:
+                self.best = (loss, layer, recorded)
+        return loss
+
+    def removed(self, layer: int, *, measured: bool = True) -> None:
+        """`layer` joins the chosen ones: the stored streams above it become those of its trial."""
+        best, self.best = self.best, None
+        if not self.enabled:
+            return
+        self.current.pop(layer, None)
+        above = [la for la in self.current if la > layer]
+        for la in above:
+            del self.current[la]
+        if measured and best is not None and best[1] == layer:
+            self.current.update(best[2])
+        # unmeasured (a forced pick): the streams above it are unknown, so passes there start lower

@@ -1,0 +1,118 @@
+"""Scoring cost of the loss-based scorers, side by side in one process: seconds and decoder layers run.
+
+    .venv/bin/python benchmarks/loss_scoring_cost.py [--model toy] [--ratio 0.4] [--num-samples N]
+        [--methods tis-loss,tis-loss-recompute,sleb,ppl] [--repeats 1] [--out benchmarks/results]
+
+Each method ranks MODEL's layers on the same encoded calibration set (the model's bundled shapes
+samples; `--num-samples` takes the first N) for the count `compare` scores at `--ratio`.
+`tis-loss-recompute` is `tis-loss --loss-recompute`: every loss pass from the input, no stored
+streams. Besides wall time (noisy on a shared machine; the ratio of two methods measured in the
+same run is what to read), every decoder layer's computations are counted with a hook on its first
+submodule, which fires only when the layer is really computed (bypassed layers are not), so
+`layers run` is the compute each scorer spends in decoder layers, independent of the machine.
+The orders are printed so that `tis-loss` and `tis-loss-recompute` can be seen to agree. Writes
+loss_scoring_cost_<model>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from shortlvlm import get_adapter, load
+from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.data.encode import encode_calibration
+from shortlvlm.jobs.compare_results import write_json
+from shortlvlm.scoring import SLEB, Perplexity, ScoringContext, TISLoss
+
+SCORERS = {"tis-loss": lambda: TISLoss(), "tis-loss-recompute": lambda: TISLoss(recompute=True),
+           "sleb": lambda: SLEB(), "ppl": lambda: Perplexity()}
+
+
+def count_layer_runs(adapter) -> tuple[list[int], list]:
+    """Per-layer counters of real computations (a hook on each layer's first submodule)."""
+    counts = [0] * adapter.num_layers
+    handles = []
+    for index, layer in enumerate(adapter.layers):
+        first = next(module for module in layer.children() if any(True for _ in module.parameters()))
+
+        def hook(module, args, index=index):
+            counts[index] += 1
+        handles.append(first.register_forward_pre_hook(hook))
+    return counts, handles
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="toy")
+    parser.add_argument("--ratio", type=float, default=0.4)
+    parser.add_argument("--num-samples", type=int, default=None, help="first N calibration samples (default: all)")
+    parser.add_argument("--methods", default="tis-loss,tis-loss-recompute,sleb,ppl")
+    parser.add_argument("--repeats", type=int, default=1, help="time each method this many times (median)")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in SCORERS]
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {sorted(SCORERS)}")
+
+    model, processor = load(args.model)
+    adapter = get_adapter(model)
+    calib = read_calibration(Calibration(num_samples=args.num_samples), args.model)
+    batches = encode_calibration(list(calib.samples), processor, adapter, batch_size=calib.options.batch_size,
+                                 progress=False)
+    num_remove = round(args.ratio * adapter.num_layers)  # compare's count at its largest ratio
+    context = ScoringContext(model, adapter, batches, progress=False)
+    results = {"model": args.model, "num_layers": adapter.num_layers, "num_remove": num_remove,
+               "num_samples": len(calib.samples), "batches": len(batches), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "methods": {}}
+    for method in methods:
+        times, order, details, layers_run = [], None, {}, None
+        for _ in range(args.repeats):
+            counts, handles = count_layer_runs(adapter)
+            started = time.perf_counter()
+            ranking = SCORERS[method]().rank(context, num_remove)
+            times.append(time.perf_counter() - started)
+            for handle in handles:
+                handle.remove()
+            order, details = ranking.order[:num_remove], ranking.details
+            layers_run = sum(counts) / len(batches)
+        results["methods"][method] = {
+            "seconds": round(statistics.median(times), 2), "all_seconds": [round(t, 2) for t in times],
+            "decoder_layers_run": layers_run, "order": order,
+            "loss_passes": details.get("loss_passes"), "pool": details.get("pool")}
+        print(f"{method}: {statistics.median(times):.1f} s, {layers_run:.0f} decoder layers run, order {order}",
+              flush=True)
+    write_report(results, Path(args.out), args)
+
+
+def write_report(results: dict, out: Path, args) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"loss_scoring_cost_{results['model']}"
+    write_json(out / f"{stem}.json", results)
+    methods = results["methods"]
+    reference = methods.get("sleb")
+    command = (f".venv/bin/python benchmarks/loss_scoring_cost.py --model {results['model']} --ratio {args.ratio}"
+               + (f" --num-samples {args.num_samples}" if args.num_samples else "")
+               + f" --methods {args.methods} --repeats {args.repeats}")
+    lines = [f"# Loss-based scoring cost on {results['model']}", "", f"Command: `{command}`  ",
+             f"{results['num_layers']} layers, {results['num_remove']} removed, {results['num_samples']} calibration "
+             f"samples in {results['batches']} batches, {results['threads']} torch threads, one process.", "",
+             "| method | seconds | decoder layers run | loss passes | vs SLEB (time) | vs SLEB (layers) | order |",
+             "|---|---|---|---|---|---|---|"]
+    for method, entry in methods.items():
+        share = (f"{100 * entry['seconds'] / reference['seconds']:.0f}% | "
+                 f"{100 * entry['decoder_layers_run'] / reference['decoder_layers_run']:.0f}%") if reference else "- | -"
+        lines.append(f"| {method} | {entry['seconds']:.1f} | {entry['decoder_layers_run']:.0f} | "
+                     f"{entry['loss_passes'] if entry['loss_passes'] is not None else '-'} | {share} | "
+                     f"{entry['order']} |")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
