@@ -61,9 +61,13 @@ def method_options(kwargs: dict) -> tuple[TISCosine, SCP | None]:
 
 
 def planned_runs(with_sweeps: bool) -> dict[str, tuple[dict, float]]:
-    """Every pruned run in order, by its key in results.json: (prune kwargs, ratio)."""
-    runs = {f"{arm} @ {ratio}": (kwargs, ratio) for arm, kwargs in ARMS.items() for ratio in RATIOS}
+    """Every pruned run in the order they run, by key in results.json: (prune kwargs, ratio). The
+    components at 30% and the sweeps (all at 30%) come first, so that a run stopped early has the
+    comparisons at the paper's ratio."""
+    grid = {f"{arm} @ {ratio}": (kwargs, ratio) for arm, kwargs in ARMS.items() for ratio in RATIOS}
+    runs = {key: entry for key, entry in grid.items() if entry[1] == 0.3}
     runs.update({f"{group}: {label} @ 0.3": (kwargs, 0.3) for group, label, kwargs in (sweeps() if with_sweeps else [])})
+    runs.update(grid)
     return runs
 
 

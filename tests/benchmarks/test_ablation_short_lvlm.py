@@ -33,3 +33,9 @@ def test_scorers_without_compensation_share_a_model_only_when_they_remove_the_sa
 def test_without_sweeps_only_the_grid_is_planned():
     assert len(planned_runs(with_sweeps=False)) == 5 * 4
     assert len(planned_runs(with_sweeps=True)) == 5 * 4 + 23
+
+
+def test_runs_at_30_percent_come_first():
+    ratios = [ratio for _, ratio in planned_runs(with_sweeps=True).values()]
+    first_other = next(i for i, ratio in enumerate(ratios) if ratio != 0.3)
+    assert set(ratios[:first_other]) == {0.3} and 0.3 not in ratios[first_other:]
