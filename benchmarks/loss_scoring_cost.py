@@ -70,23 +70,21 @@ def main() -> None:
     results = {"model": args.model, "num_layers": adapter.num_layers, "num_remove": num_remove,
                "num_samples": len(calib.samples), "batches": len(batches), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "methods": {}}
-    for method in methods:
-        times, order, details, layers_run = [], None, {}, None
-        for _ in range(args.repeats):
+    times = {method: [] for method in methods}
+    for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every method
+        for method in methods:
             counts, handles = count_layer_runs(adapter)
             started = time.perf_counter()
             ranking = SCORERS[method]().rank(context, num_remove)
-            times.append(time.perf_counter() - started)
+            times[method].append(time.perf_counter() - started)
             for handle in handles:
                 handle.remove()
-            order, details = ranking.order[:num_remove], ranking.details
-            layers_run = sum(counts) / len(batches)
-        results["methods"][method] = {
-            "seconds": round(statistics.median(times), 2), "all_seconds": [round(t, 2) for t in times],
-            "decoder_layers_run": layers_run, "order": order,
-            "loss_passes": details.get("loss_passes"), "pool": details.get("pool")}
-        print(f"{method}: {statistics.median(times):.1f} s, {layers_run:.0f} decoder layers run, order {order}",
-              flush=True)
+            results["methods"][method] = {
+                "seconds": round(statistics.median(times[method]), 2), "all_seconds": [round(t, 2) for t in times[method]],
+                "decoder_layers_run": sum(counts) / len(batches), "order": ranking.order[:num_remove],
+                "loss_passes": ranking.details.get("loss_passes"), "pool": ranking.details.get("pool")}
+            print(f"{method}: {times[method][-1]:.1f} s, {sum(counts) / len(batches):.0f} decoder layers run, "
+                  f"order {ranking.order[:num_remove]}", flush=True)
     write_report(results, Path(args.out), args)
 
 

@@ -25,6 +25,18 @@ recheck·(n-1-F) greedy passes (none for recheck <= 1); SLEB costs L + (L-1) + .
 passes and PPL costs L. With the defaults (extra 0.5, at least 2; F = 1; recheck 3): L=30, n=12
 (40%): 1 + 18 + 17 + 30 = 66 passes against SLEB's 294 (22%); n=9: 1 + 14 + 13 + 21 = 49 against
 234 (21%); the toy, L=16, n=6: 1 + 9 + 8 + 12 = 30 against 81 (37%): the saving grows with depth.
+
+What a pass costs: bypassed layers are not computed, and a loss pass that removes `layer` on top of
+the chosen ones starts at `layer` from the stored residual streams of the current model (the
+model is unchanged below it; `_PoolStreams`), so it runs only the layers above `layer` that are
+kept, plus the embeddings, the vision tower and the head. A pass of SLEB's at step k runs L-k-1
+layers from the input: Σ_{k<n} (L-k)(L-k-1) decoder layers (1030 on the toy at n=6, 7052 at
+L=30, n=12), against 257 and 936 for this scorer as measured by benchmarks/loss_scoring_cost.py
+(25% and 13%). The stored streams are one [batch, tokens, hidden] tensor per pool layer and
+calibration batch, held on the CPU in the model's dtype, up to three sets at once (the current
+model's, the best trial's so far, the pass being recorded): about 3·P·(calibration tokens)·hidden
+values, 20 GB for a 7B model (hidden 4096, bf16) with 64 samples of 700 tokens and P = 18;
+`--loss-recompute` runs every pass from the input instead and stores nothing (same losses).
 The defaults were chosen on held-out selection questions (benchmarks/tis_loss_selection.py),
 not on the test split.
 """
