@@ -1,13 +1,15 @@
 """Merge `shortlvlm compare` outputs that ran side by side into one report.
 
-    .venv/bin/python benchmarks/merge_compare.py OUT RESULTS_DIR [RESULTS_DIR ...]
+    .venv/bin/python benchmarks/merge_compare.py OUT RESULTS_DIR [RESULTS_DIR ...] [--drop METHOD,...]
 
 A long method (SLEB: hundreds of loss passes) can run in its own `compare` process on the other
 CPU core while the rest run in another. This joins their results.json into OUT/results.json,
 results.md and accuracy_vs_ratio.png (the same report `compare` writes). It refuses to merge runs
 whose configuration differs in anything but the method list (model weights, benchmark, questions,
 ratios, calibration hash), whose unpruned scores differ, or that share a method: the merged table
-must be one comparison, not several stitched together.
+must be one comparison, not several stitched together. `--drop` leaves named methods out of every
+input first (a method re-measured after a change to its defaults, whose newer run is merged in
+instead); the merged results.json lists what was dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from shortlvlm.jobs.compare_report import write_report
 from shortlvlm.jobs.compare_results import write_json
 
 
-def merge(parts: list[dict]) -> dict:
+def without(part: dict, methods: set[str]) -> dict:
+    """`part` with the given methods' scoring and cells left out."""
+    kept = [m for m in part["config"]["methods"] if m not in methods]
+    return {**part, "config": {**part["config"], "methods": kept},
+            "scoring": {m: v for m, v in part["scoring"].items() if m not in methods},
+            "cells": {m: v for m, v in part["cells"].items() if m not in methods}}
+
+
+def merge(parts: list[dict], drop: set[str] = frozenset()) -> dict:
+    parts = [without(part, set(drop)) for part in parts]
     first = parts[0]
     same = {k: v for k, v in first["config"].items() if k != "methods"}
     merged = {"config": {**first["config"], "methods": []}, "scoring": {}, "unpruned": first["unpruned"], "cells": {}}
@@ -44,15 +55,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out")
     parser.add_argument("results", nargs="+", help="folders written by `shortlvlm compare --out`")
+    parser.add_argument("--drop", default="", help="comma-separated methods to leave out of every input")
     args = parser.parse_args()
+    drop = {m for m in args.drop.split(",") if m}
     out = Path(args.out)
     (out / "plans").mkdir(parents=True, exist_ok=True)
     parts = [json.loads((Path(d) / "results.json").read_text()) for d in args.results]
-    merged = merge(parts)
+    merged = merge(parts, drop)
     merged["merged_from"] = [Path(d).name for d in args.results]
-    for folder in args.results:
-        for plan in (Path(folder) / "plans").glob("*.json"):
-            shutil.copy2(plan, out / "plans" / plan.name)
+    merged["dropped"] = sorted(drop)
+    for folder, part in zip(args.results, parts, strict=True):
+        for method in part["config"]["methods"]:
+            if method not in drop:
+                shutil.copy2(Path(folder) / "plans" / f"{method}.json", out / "plans" / f"{method}.json")
     write_json(out / "results.json", merged)
     write_report(merged, out)
     print((out / "results.md").read_text())

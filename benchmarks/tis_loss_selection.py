@@ -64,6 +64,7 @@ def main() -> None:
         print(json.dumps(row))
         rows.append(row)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "suffix"))
     result = {"command": f"benchmarks/tis_loss_selection.py {flags}" + (f" --suffix {args.suffix}" if args.suffix else ""),
         "selection": {"split": "calibration", "start": SELECT_START, "size": args.select},

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from merge_compare import merge
+from merge_compare import merge, without
 
 CONFIG = {"model": "m", "weights": "w", "bench": "shapes", "num_questions": 10, "ratios": [0.1, 0.2], "seed": 0,
           "calibration": {"num_samples": 4, "hash": "h"}}
@@ -35,3 +35,17 @@ def test_methods_scoring_and_cells_are_joined_in_order():
 def test_runs_that_are_not_one_comparison_are_refused(other, message):
     with pytest.raises(SystemExit, match=message):
         merge([run(["sleb"]), other])
+
+
+def test_a_dropped_method_leaves_every_input_and_its_newer_run_merges_in():
+    old = run(["sleb", "tis-loss"])
+    newer = run(["tis-loss"])
+    newer["cells"]["tis-loss"]["0.1"]["score"] = 85.0
+    with pytest.raises(SystemExit, match="measured twice"):
+        merge([old, newer])
+    merged = merge([without(old, {"tis-loss"}), newer])
+    assert merged["config"]["methods"] == ["sleb", "tis-loss"]
+    assert merged["cells"]["tis-loss"]["0.1"]["score"] == 85.0
+    assert "tis-loss" in old["cells"]  # the input itself is untouched
+    dropped = merge([old, newer], drop={"tis-loss"})
+    assert dropped["config"]["methods"] == ["sleb"] and set(dropped["scoring"]) == {"sleb"}

@@ -22,10 +22,9 @@ look* and spends loss passes only there:
 Cost in calibration passes, for n layers removed out of L: 1 capture pass with attention maps
 (TIS-cosine) + P one-shot loss passes (P = n + extra) + (P-1) + ... + (P-F) full-step passes +
 recheck·(n-1-F) greedy passes (none for recheck <= 1); SLEB costs L + (L-1) + ... + (L-n+1) loss
-passes and PPL costs L. With the defaults (extra 0.5, at least 2; F = 1; recheck 3): L=30, n=12
-(40%): 1 + 18 + 17 + 30 = 66 passes against SLEB's 294 (22%); n=9: 1 + 14 + 13 + 21 = 49 against
-234 (21%); the toy, L=16, n=6: 1 + 9 + 8 + 12 = 30 against 81 (37%): the saving grows with depth.
-
+passes and PPL costs L. With the defaults (extra 0.5, at least 2; F = 2; recheck 3): L=30, n=12
+(40%): 1 + 18 + 17 + 16 + 27 = 79 passes against SLEB's 294; n=9: 1 + 14 + 13 + 12 + 18 = 58
+against 234; the toy, L=16, n=6: 1 + 9 + 8 + 7 + 9 = 34 against 81.
 What a pass costs: bypassed layers are not computed, and a loss pass that removes `layer` on top of
 the chosen ones starts at `layer` from the stored residual streams of the current model (the
 model is unchanged below it; `_PoolStreams`), so it runs only the layers above `layer` that are
@@ -80,7 +79,7 @@ class TISLoss(Scorer):
                           help="greedy steps try this many lowest-loss pool layers with the removed ones bypassed "
                                "(0 or 1: order by one-shot loss only)")
 
-    full_steps: int = option(1, check=non_negative_int, flag="--loss-full-steps",
+    full_steps: int = option(2, check=non_negative_int, flag="--loss-full-steps",
                              help="the first this many greedy steps after the first removal re-measure every "
                                   "remaining pool layer with the removed ones bypassed (SLEB's step on the pool); "
                                   "later shortlists follow the last such measurement (0: the one-shot losses)")
