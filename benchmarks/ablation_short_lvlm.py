@@ -87,11 +87,18 @@ def main() -> None:
                         help="none: only the component grid at 10-40%% (the sweeps at 30%% are 21 more runs)")
     parser.add_argument("--limit", type=int, default=1200, help="shapes test questions (default 1200)")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the .md and .png from the JSON in --out (an unfinished run's too); run nothing")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "ablation_short_lvlm" + ("" if args.model == "toy" else f"_{args.model}")
     path = out / f"{stem}.json"
+    if args.report_only:
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist: nothing to report")
+        report_only(path)
+        return
     results = json.loads(path.read_text()) if path.exists() else {}
     for name in ("limit", "num_samples"):
         if name in results and results[name] != getattr(args, name):
@@ -150,6 +157,12 @@ def main() -> None:
     write_report(results, out, stem)
 
 
+def report_only(path: Path) -> None:
+    """Rewrite the tables and plot of a (possibly unfinished) results JSON without running anything."""
+    results = json.loads(path.read_text())
+    write_report(results, path.parent, path.stem)
+
+
 def write_report(results: dict, out: Path, stem: str = "ablation_short_lvlm") -> None:
     import matplotlib
 
@@ -172,9 +185,11 @@ def write_report(results: dict, out: Path, stem: str = "ablation_short_lvlm") ->
              "|---|" + "---|" * len(RATIOS)]
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm in ARMS:
-        accs = [runs[f"{arm} @ {r}"]["accuracy"] for r in RATIOS]
-        lines.append(f"| {arm} | " + " | ".join(f"{a:.2f} ({100 * a / base:.1f})" for a in accs) + " |")
-        ax.plot([100 * r for r in RATIOS], accs, marker="o", label=arm)
+        accs = [runs[f"{arm} @ {r}"]["accuracy"] if f"{arm} @ {r}" in runs else None for r in RATIOS]
+        lines.append(f"| {arm} | " + " | ".join("not run" if a is None else f"{a:.2f} ({100 * a / base:.1f})"
+                                               for a in accs) + " |")
+        done = [(100 * r, a) for r, a in zip(RATIOS, accs, strict=True) if a is not None]
+        ax.plot([x for x, _ in done], [a for _, a in done], marker="o", label=arm)
     ax.axhline(base, color="gray", linestyle="--", label="unpruned")
     ax.set_xlabel("layers removed (%)")
     ax.set_ylabel("shapes accuracy (%)")
@@ -184,7 +199,10 @@ def write_report(results: dict, out: Path, stem: str = "ablation_short_lvlm") ->
     fig.savefig(out / f"{stem}.png", dpi=120)
     plt.close(fig)
     lines += ["", "Removed layers at 30%: " + "; ".join(
-        f"{arm}: {runs[f'{arm} @ 0.3']['removed_layers']}" for arm in ARMS), ""]
+        f"{arm}: {runs[f'{arm} @ 0.3']['removed_layers']}" for arm in ARMS if f"{arm} @ 0.3" in runs), ""]
+    missing = [key for key in planned_runs(with_sweeps=True) if key not in runs]
+    if missing:  # a run stopped early (the script resumes): say what the tables lack
+        lines += [f"Not run yet ({len(missing)}): " + "; ".join(missing), ""]
     swept = [(group, label) for group, label, _ in sweeps() if f"{group}: {label} @ 0.3" in runs]
     lines += ["## Parameter sweeps at 30%", "", "| parameter | setting | accuracy | retention | removed |",
               "|---|---|---|---|---|"] if swept else []
@@ -195,7 +213,7 @@ def write_report(results: dict, out: Path, stem: str = "ablation_short_lvlm") ->
                      f"{entry['removed_layers']}{same} |")
     lines += ["", "Per-family accuracy at 30%:", "", "| run | " + " | ".join(runs["unpruned"]["per_family"]) + " |",
               "|---|" + "---|" * len(runs["unpruned"]["per_family"])]
-    for key in ["unpruned", *(f"{arm} @ 0.3" for arm in ARMS)]:
+    for key in ["unpruned", *(f"{arm} @ 0.3" for arm in ARMS if f"{arm} @ 0.3" in runs)]:
         lines.append(f"| {key} | " + " | ".join(f"{v:.1f}" for v in runs[key]["per_family"].values()) + " |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -39,3 +39,20 @@ def test_runs_at_30_percent_come_first():
     ratios = [ratio for _, ratio in planned_runs(with_sweeps=True).values()]
     first_other = next(i for i, ratio in enumerate(ratios) if ratio != 0.3)
     assert set(ratios[:first_other]) == {0.3} and 0.3 not in ratios[first_other:]
+
+
+def test_an_unfinished_run_is_reported_with_what_it_lacks(tmp_path):
+    from ablation_short_lvlm import write_report
+
+    family = {"exists": 100.0}
+    entry = {"accuracy": 40.0, "per_family": family, "removed_layers": [3, 4], "same_model_as": None}
+    results = {"model": "smol-llava", "limit": 1200, "num_samples": 64,
+               "runs": {"unpruned": {"accuracy": 80.0, "per_family": family, "removed_layers": []},
+                        "tis-cosine @ 0.3": entry,
+                        "scp rank k: k=1 @ 0.3": {**entry, "accuracy": 20.0}}}
+    write_report(results, tmp_path, "partial")
+    text = (tmp_path / "partial.md").read_text()
+    assert "| tis-cosine | not run | not run | 40.00 (50.0) | not run |" in text
+    assert "| scp rank k | k=1 | 20.00 | 25.0 | [3, 4] |" in text
+    assert f"Not run yet ({len(planned_runs(with_sweeps=True)) - 2})" in text
+    assert (tmp_path / "partial.png").exists()
