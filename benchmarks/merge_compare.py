@@ -7,9 +7,9 @@ CPU core while the rest run in another. This joins their results.json into OUT/r
 results.md and accuracy_vs_ratio.png (the same report `compare` writes). It refuses to merge runs
 whose configuration differs in anything but the method list (model weights, benchmark, questions,
 ratios, calibration hash), whose unpruned scores differ, or that share a method: the merged table
-must be one comparison, not several stitched together. `--drop` leaves named methods out of every
-input first (a method re-measured after a change to its defaults, whose newer run is merged in
-instead); the merged results.json lists what was dropped.
+must be one comparison, not several stitched together. `--drop` names methods measured again
+after a change to their defaults: each is kept only from the last folder that holds it (the newer
+run) and left out of the earlier ones; the merged results.json lists what was replaced.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def without(part: dict, methods: set[str]) -> dict:
 
 
 def merge(parts: list[dict], drop: set[str] = frozenset()) -> dict:
-    parts = [without(part, set(drop)) for part in parts]
+    last = {method: i for i, part in enumerate(parts) for method in part["config"]["methods"] if method in drop}
+    parts = [without(part, {m for m in drop if last.get(m) != i}) for i, part in enumerate(parts)]
     first = parts[0]
     same = {k: v for k, v in first["config"].items() if k != "methods"}
     merged = {"config": {**first["config"], "methods": []}, "scoring": {}, "unpruned": first["unpruned"], "cells": {}}
@@ -55,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out")
     parser.add_argument("results", nargs="+", help="folders written by `shortlvlm compare --out`")
-    parser.add_argument("--drop", default="", help="comma-separated methods to leave out of every input")
+    parser.add_argument("--drop", default="", help="comma-separated methods measured again: kept from the last folder holding each")
     args = parser.parse_args()
     drop = {m for m in args.drop.split(",") if m}
     out = Path(args.out)
@@ -63,11 +64,11 @@ def main() -> None:
     parts = [json.loads((Path(d) / "results.json").read_text()) for d in args.results]
     merged = merge(parts, drop)
     merged["merged_from"] = [Path(d).name for d in args.results]
-    merged["dropped"] = sorted(drop)
-    for folder, part in zip(args.results, parts, strict=True):
-        for method in part["config"]["methods"]:
-            if method not in drop:
-                shutil.copy2(Path(folder) / "plans" / f"{method}.json", out / "plans" / f"{method}.json")
+    merged["replaced"] = {m: f"kept from {Path(d).name}" for m in sorted(drop)
+                          for d, part in zip(args.results, parts, strict=True) if m in part["config"]["methods"]}
+    source = {m: d for d, part in zip(args.results, parts, strict=True) for m in part["config"]["methods"]}
+    for method in merged["config"]["methods"]:
+        shutil.copy2(Path(source[method]) / "plans" / f"{method}.json", out / "plans" / f"{method}.json")
     write_json(out / "results.json", merged)
     write_report(merged, out)
     print((out / "results.md").read_text())

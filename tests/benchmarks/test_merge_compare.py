@@ -47,5 +47,8 @@ def test_a_dropped_method_leaves_every_input_and_its_newer_run_merges_in():
     assert merged["config"]["methods"] == ["sleb", "tis-loss"]
     assert merged["cells"]["tis-loss"]["0.1"]["score"] == 85.0
     assert "tis-loss" in old["cells"]  # the input itself is untouched
-    dropped = merge([old, newer], drop={"tis-loss"})
-    assert dropped["config"]["methods"] == ["sleb"] and set(dropped["scoring"]) == {"sleb"}
+    replaced = merge([old, newer], drop={"tis-loss"})  # kept from the last input holding it
+    assert replaced["config"]["methods"] == ["sleb", "tis-loss"]
+    assert replaced["cells"]["tis-loss"]["0.1"]["score"] == 85.0
+    alone = merge([old, run(["ppl"])], drop={"tis-loss"})  # measured once: its only run is the last
+    assert alone["cells"]["tis-loss"]["0.1"]["score"] == 80.0
