@@ -30,8 +30,8 @@ the chosen ones starts at `layer` from the stored residual streams of the curren
 model is unchanged below it; `_PoolStreams`), so it runs only the layers above `layer` that are
 kept, plus the embeddings, the vision tower and the head. A pass of SLEB's at step k runs L-k-1
 layers from the input: Σ_{k<n} (L-k)(L-k-1) decoder layers (1030 on the toy at n=6, 7052 at
-L=30, n=12), against 257 and 936 for this scorer as measured by benchmarks/loss_scoring_cost.py
-(25% and 13%). The stored streams are one [batch, tokens, hidden] tensor per pool layer and
+L=30, n=12), against 290 and 1168 for this scorer (its capture pass included; smol-llava, 64
+calibration samples) as counted by benchmarks/loss_scoring_cost.py: 28% and 17%. The stored streams are one [batch, tokens, hidden] tensor per pool layer and
 calibration batch, held on the CPU in the model's dtype, up to three sets at once (the current
 model's, the best trial's so far, the pass being recorded): about 3·P·(calibration tokens)·hidden
 values, 20 GB for a 7B model (hidden 4096, bf16) with 64 samples of 700 tokens and P = 18;
