@@ -1,0 +1,33 @@
+"""benchmarks/loss_scoring_cost.py: the layer counter counts real computations, not bypassed layers."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from loss_scoring_cost import count_layer_runs
+
+from shortlvlm import get_adapter
+from shortlvlm.capture import bypass_layers
+from shortlvlm.models.tiny import tiny_inputs, tiny_model
+
+
+def test_bypassed_layers_are_not_counted_and_hooks_come_off():
+    torch.manual_seed(0)
+    model = tiny_model("llava", 5).eval()
+    adapter = get_adapter(model)
+    inputs = tiny_inputs(model.config)
+    with torch.no_grad(), bypass_layers(adapter, [1, 3]):
+        model(**inputs, use_cache=False)  # a first bypassed call computes once, to learn the output form
+    counts, handles = count_layer_runs(adapter)
+    with torch.no_grad():
+        model(**inputs, use_cache=False)
+        with bypass_layers(adapter, [1, 3]):
+            model(**inputs, use_cache=False)
+        assert counts == [2, 1, 2, 1, 2]
+        for handle in handles:
+            handle.remove()
+        model(**inputs, use_cache=False)
+    assert counts == [2, 1, 2, 1, 2]
