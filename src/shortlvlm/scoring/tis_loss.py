@@ -31,8 +31,9 @@ model is unchanged below it; `_PoolStreams`), so it runs only the layers above `
 kept, plus the embeddings, the vision tower and the head. A pass of SLEB's at step k runs L-k-1
 layers from the input: Σ_{k<n} (L-k)(L-k-1) decoder layers (1030 on the toy at n=6, 7052 at
 L=30, n=12), against 290 and 1168 for this scorer (its capture pass included; smol-llava, 64
-calibration samples) as counted by benchmarks/loss_scoring_cost.py: 28% and 17%. The stored streams are one [batch, tokens, hidden] tensor per pool layer and
-calibration batch, held on the CPU in the model's dtype, up to three sets at once (the current
+calibration samples) as counted by benchmarks/loss_scoring_cost.py: 28% and 17%. The stored
+streams are one [batch, tokens, hidden] tensor per pool layer and calibration batch, held on the
+CPU in the model's dtype, up to three sets at once (the current
 model's, the best trial's so far, the pass being recorded): about 3·P·(calibration tokens)·hidden
 values, 20 GB for a 7B model (hidden 4096, bf16) with 64 samples of 700 tokens and P = 18;
 `--loss-recompute` runs every pass from the input instead and stores nothing (same losses).
@@ -143,7 +144,8 @@ class _PoolStreams:
     A trial removing `layer` on top of the chosen ones is identical to the current model below
     `layer`; it starts from the stored stream there and keeps the streams entering the pool layers
     above it. The best trial's streams replace the stored ones above the layer it removes (below it
-    nothing changed); the others are dropped, so at most two sets are held (on the CPU).
+    nothing changed); the others are dropped, so at most three sets are held (on the CPU): the
+    current model's, the best trial's so far, and the pass being recorded.
     """
 
     def __init__(self, context: ScoringContext, pool: list[int], *, enabled: bool):
@@ -174,10 +176,7 @@ class _PoolStreams:
         best, self.best = self.best, None
         if not self.enabled:
             return
-        self.current.pop(layer, None)
-        above = [la for la in self.current if la > layer]
-        for la in above:
-            del self.current[la]
+        self.current = {la: streams for la, streams in self.current.items() if la < layer}
         if measured and best is not None and best[1] == layer:
             self.current.update(best[2])
         # unmeasured (a forced pick): the streams above it are unknown, so passes there start lower
