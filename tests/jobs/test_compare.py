@@ -96,10 +96,37 @@ def test_an_interrupted_comparison_resumes_without_redoing_finished_steps(tmp_pa
 def test_a_different_comparison_in_the_same_folder_is_refused(tmp_path):
     out = tmp_path / "cmp"
     small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.1])
-    with pytest.raises(CompareError, match="ratios"):
-        small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.2])
+    with pytest.raises(CompareError, match="num_questions"):
+        small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.1], samples=load_shapes(12))
+    with pytest.raises(CompareError, match="calibration"):
+        small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.1], calibration=toy_calibration(4))
     data = small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.2], overwrite=True)
-    assert list(data["cells"]["last"]) == ["0.2"]
+    assert list(data["cells"]["last"]) == ["0.2"] and data["config"]["ratios"] == [0.2]
+
+
+def test_more_methods_and_ratios_extend_a_comparison_without_redoing_it(tmp_path):
+    out = tmp_path / "cmp"
+    first = small_run(out, CountingLoader(), methods=parse_methods("block-influence,last"), ratios=[0.1])
+    loader = CountingLoader()
+    data = small_run(out, loader, methods=parse_methods("block-influence+scp"), ratios=[0.1, 0.2])
+    assert loader.loads == 2  # the two new cells only: block influence is not scored again, the base not re-run
+    assert data["config"]["methods"] == ["block-influence", "last", "block-influence+scp"]
+    assert data["config"]["ratios"] == [0.1, 0.2]
+    assert data["scoring"]["block-influence"] == first["scoring"]["block-influence"]
+    assert data["cells"]["last"]["0.1"] == first["cells"]["last"]["0.1"] and "0.2" not in data["cells"]["last"]
+    assert set(data["cells"]["block-influence+scp"]) == {"0.1", "0.2"}
+    table = (out / "results.md").read_text()
+    assert "| block-influence+scp |" in table and "| last | " in table and "…" in table  # last at 20%: not run
+
+
+def test_an_extension_to_a_higher_ratio_scores_a_count_scorer_again(tmp_path):
+    out = tmp_path / "cmp"
+    small_run(out, CountingLoader(), methods=parse_methods("sleb"), ratios=[0.1])
+    logged = []
+    data = small_run(out, CountingLoader(), methods=parse_methods("sleb"), ratios=[0.1, 0.2], log=logged.append)
+    assert any("scoring again" in line for line in logged)
+    assert len(data["scoring"]["sleb"]["removal_order"]) == 3  # round(0.2 x 16)
+    assert data["cells"]["sleb"]["0.2"]["removed_layers"] == sorted(data["scoring"]["sleb"]["removal_order"])
 
 
 def test_weights_fingerprint_follows_the_weights_not_the_path(tmp_path):

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "at every ratio (with the method's compensation), evaluate each on --bench, and write --out/"
         "results.json, results.md (score and retention per method x ratio, scoring time) and "
         "accuracy_vs_ratio.png. Plans are kept in --out/plans. Progress is saved after every step: "
-        "run the same command again to resume a killed comparison.",
+        "run the same command again to resume a killed comparison, or with more --methods or --ratios to "
+        "extend it (finished cells and rankings are reused).",
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
@@ -36,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N questions only")
     p.add_argument("--eval-batch-size", type=int, default=16, help="generation batch size (default: 16)")
-    p.add_argument("--out", required=True, help="output directory (resumed if it holds the same comparison)")
-    p.add_argument("--overwrite", action="store_true", help="discard a different comparison found in --out")
+    p.add_argument("--out", required=True, help="output directory (resumed, or extended by new methods and ratios, if it holds the same comparison)")
+    p.add_argument("--overwrite", action="store_true", help="start over: discard what --out holds")
     group = p.add_argument_group("calibration (shared by every method)")
     add_options(group, Calibration)
     add_options(group, RandomLayers)

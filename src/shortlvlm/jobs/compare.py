@@ -98,18 +98,24 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
     for name in dict.fromkeys(m.scorer for m in methods):
         specs = [m for m in methods if m.scorer == name]
         plan = results.scored_plan(name, specs) if name in results.data["scoring"] else None
-        if plan is None:
+        scorer = compared_scorer(name, seed)
+        if plan is not None and scorer.needs_count:  # a comparison extended to a higher ratio needs a longer order
+            needed = max(round(r * plan.num_layers_before) for r in ratios)  # layers_to_remove's count
+            if len(plan.params.get("removal_order", [])) < needed:
+                log(f"{name} ranked {len(plan.params.get('removal_order', []))} layers; {needed} needed: scoring again")
+                plan = None
+        rescored = plan is None
+        if rescored:
             model, processor = scoring_model()
             adapter = source.adapter(model)
             log(f"scoring layers with {name} ...")
-            scorer = compared_scorer(name, seed)
             num_remove = max(layers_to_remove(r, adapter) for r in ratios) if scorer.needs_count else None
             plan = score(model, processor, scorer=scorer, calibration=encoded(processor, adapter),
                          num_remove=num_remove, method=name, adapter=adapter, source=source.name, progress=progress)
             results.data["scoring"][name] = {"seconds": plan.params["scoring_seconds"],
                                              "removal_order": plan.params["removal_order"]}
         for spec in specs:  # one plan per compared method, so `prune --plan plans/LABEL.json` gives that cell
-            if not results.plan_path(spec.label).exists():
+            if rescored or not results.plan_path(spec.label).exists():
                 write_json(results.plan_path(spec.label), method_plan(plan, spec).to_dict())
         results.save()
 

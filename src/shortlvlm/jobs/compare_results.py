@@ -18,22 +18,34 @@ def write_json(path: Path, data: dict) -> None:
     write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
+# What a comparison measures: the methods and ratios compared are its scope, which may grow on a rerun.
+SCOPE = ("methods", "ratios")
+
+
 class Comparison:
-    """Scores, the unpruned result and every finished cell, saved after each step (atomically)."""
+    """Scores, the unpruned result and every finished cell, saved after each step (atomically).
+
+    A folder holds one comparison: one model and weights, benchmark, question count, seed and
+    calibration set. Rerunning with more methods or ratios extends it (finished cells, scores and the
+    unpruned result are kept); any other difference is refused unless `overwrite`.
+    """
 
     def __init__(self, out: Path, config: dict, *, overwrite: bool):
         self.out, self.path = out, out / RESULTS
         if out.exists() and not out.is_dir():
             raise CompareError(f"--out {out} exists and is not a directory; choose another --out")
         existing = json.loads(self.path.read_text()) if self.path.exists() else None
-        if existing is not None and existing.get("config") != config and not overwrite:
-            changed = sorted(k for k in config if existing.get("config", {}).get(k) != config[k])
+        old = existing.get("config", {}) if existing is not None else {}
+        changed = sorted(k for k in config if k not in SCOPE and old.get(k) != config[k])
+        if existing is not None and changed and not overwrite:
             raise CompareError(
-                f"{out} holds a comparison with different settings ({', '.join(changed) or 'format'}); "
+                f"{out} holds a comparison with different settings ({', '.join(changed)}); "
                 "resume it with the same arguments, choose another --out, or pass --overwrite to start over"
             )
-        if existing is None or existing.get("config") != config:
+        if existing is None or changed or (overwrite and old != config):
             existing = {"config": config, "scoring": {}, "unpruned": None, "cells": {}}
+        else:  # the same comparison, maybe with more methods or ratios: the union, earlier ones first
+            existing["config"] = {**config, **{k: list(dict.fromkeys([*old.get(k, []), *config[k]])) for k in SCOPE}}
         self.data = existing
         (out / "plans").mkdir(parents=True, exist_ok=True)
         self.save()
