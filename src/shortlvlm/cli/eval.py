@@ -16,13 +16,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a model on a benchmark",
         description="Answer a benchmark's questions with greedy decoding (the model's chat template, "
         "batched with left padding) and score them with the benchmark's official metric. "
-        "`shapes` is the toy task (generated, no --data needed); the others read the benchmark's "
+        "`shapes` is the toy task (generated, no --data needed); `easy-vqa` reads the installed easy-vqa "
+        "package's data when --data is not given; the others read the benchmark's "
         "official local layout from --data. Answers are saved as they come (beside --out); if the run is "
         "killed, the same command continues where it stopped.",
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--bench", required=True, choices=NAMES)
-    p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
+    p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes, nor for easy-vqa when the easy-vqa package is installed)")
     p.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lenient", action="store_true",

@@ -288,3 +288,21 @@ def build_aokvqa(datasets: Path) -> Path:
         )  # fmt: skip
     write_json(aokvqa_dir / "aokvqa_v1p0_val.json", data)
     return aokvqa_dir
+
+
+# ---------------------------------------------------------------- easy-VQA
+EASY_VQA_ANSWERS = ("circle", "green", "red", "gray", "yes", "teal", "black", "rectangle", "yellow", "triangle",
+                    "brown", "blue", "no")  # answers.txt as released
+EASY_VQA_QUESTIONS = [["what is the red shape?", "triangle", 0], ["what is the color of the triangle?", "red", 0],
+                      ["does the image contain a circle?", "no", 0], ["is there a blue shape?", "yes", 1],
+                      ["what color is the shape?", "blue", 1]]  # the released entries' form
+
+
+def build_easy_vqa(root: Path, questions: list | None = None) -> Path:
+    """easy-vqa's `data` folder: answers.txt, test/questions.json, test/images/<id>.png."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "answers.txt").write_text("".join(a + "\n" for a in EASY_VQA_ANSWERS))
+    write_json(root / "test" / "questions.json", EASY_VQA_QUESTIONS if questions is None else questions)
+    for image_id in (0, 1):
+        write_image(root / "test" / "images" / f"{image_id}.png", image_id)
+    return root

@@ -27,7 +27,7 @@ def _rewrite_jsonl(path, change):
 
 
 def test_registry_and_error_type():
-    assert BENCHMARKS == ("pope", "mme", "mmbench", "scienceqa-img", "seed-img", "aokvqa")
+    assert BENCHMARKS == ("pope", "mme", "mmbench", "scienceqa-img", "seed-img", "aokvqa", "easy-vqa")
     assert issubclass(BenchmarkDataError, ShortLVLMError)
     assert "llava_pope_test.jsonl" in expected_layout("pope")
     with pytest.raises(BenchmarkDataError, match=r"unknown benchmark 'vqav2'.*pope"):

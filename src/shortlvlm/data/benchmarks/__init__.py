@@ -1,7 +1,8 @@
 """Benchmarks for `shortlvlm eval` and `compare`: load, prompt LLaVA-1.5 style, score officially.
 
 The registry is the only way to a benchmark. Each module has NAME, LAYOUT (the files it expects),
-NEEDS_DATA (whether it reads a data folder; `shapes`, the toy task, is generated), HEADLINE (the
+NEEDS_DATA (whether it reads a data folder; `shapes`, the toy task, is generated), optionally
+`default_root()` (the folder used when none is given: an installed package's data), HEADLINE (the
 metric a comparison reports), `load(root, limit)` and `score(samples, predictions, lenient)`.
 The generation loop calls `load_benchmark`, answers each `BenchSample.question` about
 `BenchSample.load_image()`, and passes `{sample.id: answer_text}` to `score_benchmark`.
@@ -19,12 +20,12 @@ from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
-from shortlvlm.data.benchmarks import aokvqa, mmbench, mme, pope, scienceqa, seed, shapes
+from shortlvlm.data.benchmarks import aokvqa, easyvqa, mmbench, mme, pope, scienceqa, seed, shapes
 from shortlvlm.data.benchmarks.base import BenchSample
 from shortlvlm.data.errors import BenchmarkDataError
 
 REGISTRY: dict[str, ModuleType] = {
-    module.NAME: module for module in (shapes, pope, mme, mmbench, scienceqa, seed, aokvqa)
+    module.NAME: module for module in (shapes, pope, mme, mmbench, scienceqa, seed, aokvqa, easyvqa)
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)  # every benchmark, `shapes` (the default) first
 BENCHMARKS: tuple[str, ...] = tuple(name for name, module in REGISTRY.items() if module.NEEDS_DATA)  # read from files
@@ -48,8 +49,11 @@ def load_benchmark(name: str, data_root: str | Path | None = None, limit: int | 
         raise BenchmarkDataError(f"limit must be a positive number of questions, got {limit}")
     if not module.NEEDS_DATA:
         return module.load(None, limit)
+    if data_root is None and hasattr(module, "default_root"):  # data shipped in an installed package
+        data_root = module.default_root()
     if data_root is None:
-        raise BenchmarkDataError(f"--data is required for {name}: the folder holding its files")
+        hint = f" (or `pip install {name}`, which ships them)" if hasattr(module, "default_root") else ""
+        raise BenchmarkDataError(f"--data is required for {name}: the folder holding its files{hint}")
     root = Path(data_root).expanduser().absolute()
     if not root.is_dir():
         raise BenchmarkDataError(f"{name} data folder not found: {root}\nIt should contain:\n{module.LAYOUT}")
