@@ -1,19 +1,25 @@
-"""Which tokens make a layer look redundant: per-layer cos(h_in, h_out) on the toy, by token group.
+"""Which tokens make a layer look redundant: per-layer cos(h_in, h_out) on a shapes model, by token group.
 
-    .venv/bin/python benchmarks/toy_token_cosine.py
+    .venv/bin/python benchmarks/toy_token_cosine.py [--model toy|smol-llava] [--num-samples N]
 
-Runs the bundled calibration set (256 samples) through the toy with hooks on the decoder layers
+Runs the model's bundled calibration set (256 samples, or the first N) with hooks on the decoder layers
 and averages, per layer, the cosine between the layer's input and output hidden states over:
 image tokens, text tokens (non-padding, non-image, including the answer), all of these, and the
 last prompt token (the position that predicts the answer). Prints each group's five most
 redundant layers (highest cosine, what a 30% cut removes) next to tis-cosine's plans (with the
 shared chat template skipped, the default, and kept), and which tokens TIS ranks important: mean
-TIS and the share of each token role selected, with the template kept and skipped. Writes
-benchmarks/results/toy_token_cosine.{json,md}.
+TIS and the share of each token role selected, with the template kept and skipped. The Spearman
+rank correlation of the groups' per-layer cosines (and of tis-cosine's own similarity, important
+tokens) says how far the token choice can move a ranking at all; with `--loss-plan` (a plan whose
+layer scores are the answer loss with each layer removed alone: `compare`'s plans/ppl.json), the
+correlation of each group's cosine with that damage (higher cosine should mean lower loss) says
+whether any token choice makes the cosine predict what a removal costs. Writes
+benchmarks/results/toy_token_cosine.{json,md} (toy) or token_cosine_<model>.{json,md}.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -21,8 +27,7 @@ import torch
 
 from shortlvlm import get_adapter, load
 from shortlvlm.capture import capture
-from shortlvlm.data.calibration import toy_calibration
-from shortlvlm.data.calibration_set import calibration_set
+from shortlvlm.data.calibration_set import Calibration, calibration_set, read_calibration
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.importance import (
     TIS,
@@ -124,10 +129,22 @@ def token_cosines(model, adapter, batches) -> dict[str, list[float]]:
     return {g: (sums[g] / counts[g]).tolist() for g in GROUPS}
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Rank correlation of two per-layer series (no ties in practice: float cosines)."""
+    ranks = [torch.tensor(v, dtype=torch.float64).argsort().argsort().double() for v in (a, b)]
+    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+
+
 def main() -> None:
-    model, processor = load("toy", dtype=torch.float32)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="toy", help="toy or smol-llava (their bundled calibration sets)")
+    parser.add_argument("--num-samples", type=int, default=None, help="first N calibration samples (default: all)")
+    parser.add_argument("--loss-plan", default=None,
+                        help="a ppl plan (layer scores: answer perplexity with one layer removed) to correlate with")
+    args = parser.parse_args()
+    model, processor = load(args.model, dtype=torch.float32)
     adapter = get_adapter(model)
-    calibration = toy_calibration()
+    calibration = list(read_calibration(Calibration(num_samples=args.num_samples), args.model).samples)
     batches = encode_calibration(calibration, processor, adapter, batch_size=8, progress=False)
     cosines = token_cosines(model, adapter, batches)
     cut = round(0.3 * adapter.num_layers)
@@ -135,22 +152,46 @@ def main() -> None:
     for label, skip in (("tis-cosine, template skipped (default)", True), ("tis-cosine, template kept", False)):
         encoded = calibration_set(calibration).with_batches(batches)
         plan = score(model, processor, scorer=TISCosine(tis=TIS(skip_template=skip)), calibration=encoded,
-                     method="tis-cosine", adapter=adapter, source="toy", progress=False)
+                     method="tis-cosine", adapter=adapter, source=args.model, progress=False)
         top[label] = sorted(plan.params["removal_order"][:cut])
+        if skip:
+            cosines["important (TIS)"] = list(plan.layer_scores)
+    correlation = {f"{a} vs {b}": spearman(cosines[a], cosines[b])
+                   for i, a in enumerate(cosines) for b in list(cosines)[i + 1:]}
+    damage = {}
+    if args.loss_plan:
+        loss = json.loads(Path(args.loss_plan).read_text())["layer_scores"]
+        inner = slice(1, adapter.num_layers - 1)  # the first and last layers, which no rule removes, left out
+        damage = {g: {"all layers": spearman(v, [-x for x in loss]),
+                      "without first and last": spearman(v[inner], [-x for x in loss[inner]])}
+                  for g, v in cosines.items()}
     template = template_length(batches)
     template_words = processor.tokenizer.convert_ids_to_tokens(batches[0].inputs["input_ids"][0, :template].tolist())
     roles = {"template kept": role_importance(model, adapter, batches, template, skip=False),
              "template skipped": role_importance(model, adapter, batches, template, skip=True)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "toy_token_cosine.json").write_text(json.dumps(
-        {"cosines": cosines, "top": top, "template": template_words, "roles": roles}, indent=2) + "\n")
-    lines = ["# Per-layer cos(h_in, h_out) on the toy by token group",
-             "", "`.venv/bin/python benchmarks/toy_token_cosine.py` (bundled 256-sample calibration set)", "",
-             "| layer | " + " | ".join(GROUPS) + " |", "|---" * (len(GROUPS) + 1) + "|"]
+    name = "toy_token_cosine" if args.model == "toy" else f"token_cosine_{args.model}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(
+        {"model": args.model, "num_samples": len(calibration), "cosines": cosines, "top": top,
+         "spearman": correlation, "loss_plan": args.loss_plan, "spearman_with_minus_loss": damage,
+         "template": template_words, "roles": roles}, indent=2) + "\n")
+    command = "benchmarks/toy_token_cosine.py" + ("" if args.model == "toy" else f" --model {args.model}") + (
+        f" --num-samples {args.num_samples}" if args.num_samples else "") + (
+        f" --loss-plan {args.loss_plan}" if args.loss_plan else "")
+    lines = [f"# Per-layer cos(h_in, h_out) on {args.model} by token group",
+             "", f"`.venv/bin/python {command}` (bundled calibration set, {len(calibration)} samples)", "",
+             "| layer | " + " | ".join(cosines) + " |", "|---" * (len(cosines) + 1) + "|"]
     for i in range(adapter.num_layers):
-        lines.append(f"| {i} | " + " | ".join(f"{cosines[g][i]:.4f}" for g in GROUPS) + " |")
+        lines.append(f"| {i} | " + " | ".join(f"{cosines[g][i]:.4f}" for g in cosines) + " |")
     lines += ["", f"The {cut} most redundant layers (a 30% cut) by group:", ""]
     lines += [f"- {g}: {v}" for g, v in top.items()]
+    lines += ["", "Spearman rank correlation of the per-layer cosines (1: the same ranking):", ""]
+    lines += [f"- {pair}: {value:.3f}" for pair, value in correlation.items()]
+    if damage:
+        lines += ["", f"Spearman correlation of each group's cosine with minus the answer loss of removing that "
+                  f"layer alone ({args.loss_plan}; 1: the cosine orders layers exactly as their removal damage):", "",
+                  "| group | all layers | without the first and last |", "|---|---|---|"]
+        lines += [f"| {g} | {v['all layers']:.3f} | {v['without first and last']:.3f} |" for g, v in damage.items()]
     lines += ["", f"Which tokens TIS ranks important (top_p {TIS().top_p} per modality, all probe layers). "
               f"The shared chat template is {template_words}; its text tokens are 'template text'; 'question' is "
               "the text between the image and the last prompt token (ASSISTANT included).", "",
@@ -161,7 +202,7 @@ def main() -> None:
         lines.append(f"| {role} | {kept['tokens']} | {kept['mean_tis']:.4f} | {100 * kept['selected']:.0f}% | "
                      f"{100 * skipped['selected']:.0f}% |")
     text = "\n".join(lines) + "\n"
-    (RESULTS / "toy_token_cosine.md").write_text(text)
+    (RESULTS / f"{name}.md").write_text(text)
     print(text)
 
 
