@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 from tests.scoring.conftest import labels_for
 
 from shortlvlm import drop_layers
+from shortlvlm.models.tiny import TINY_MODEL_TYPES
 from shortlvlm.scoring import ScoringError
 from shortlvlm.scoring import loss as loss_module
 from shortlvlm.scoring.loss import Resume, answer_loss, answer_loss_streams, count_answer_tokens
@@ -75,3 +77,36 @@ def test_recording_below_the_start_is_refused(make_context):
     _, recorded = answer_loss_streams(context, record=[3])
     with pytest.raises(ValueError, match="below layer 3"):
         answer_loss_streams(context, resume=Resume(3, recorded[3]), record=[2])
+
+
+def _encoder_calls(model) -> list[int]:
+    """A counter of the image encoder's runs (its vision module's forward)."""
+    calls = [0]
+    vision = next(getattr(model.model, name) for name in ("vision_tower", "visual", "vision_model")
+                  if hasattr(model.model, name))
+    vision.register_forward_pre_hook(lambda module, args: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
+def test_later_passes_reuse_the_image_encoder_output_and_give_the_same_loss(make_context, model_type):
+    context = make_context(model_type)
+    calls = _encoder_calls(context.model)
+    first = answer_loss(context, [1])
+    assert calls[0] == 1 and set(context.encoder_outputs) == {0}
+    kept = context.encoder_outputs[0]
+    assert kept.pooler_output is not None and getattr(kept, "hidden_states", None) is None
+    assert answer_loss(context, [1]) == first and answer_loss(context) == answer_loss(
+        dataclasses.replace(context, reuse_encoder=False, encoder_outputs={}))
+    assert calls[0] == 2  # the reused passes did not run the encoder; the one with reuse off did
+    assert answer_loss(context, [1, 2]) != first  # the kept output feeds a pass that still changes with the skip
+    assert "get_image_features" not in context.model.model.__dict__  # the keeping wrapper came off
+
+
+def test_a_model_that_cannot_take_encoder_outputs_runs_the_encoder_every_pass(make_context, monkeypatch):
+    context = make_context()
+    monkeypatch.setattr(loss_module, "_encoder_owner", lambda model: None)
+    calls = _encoder_calls(context.model)
+    answer_loss(context)
+    answer_loss(context)
+    assert calls[0] == 2 and context.encoder_outputs == {}

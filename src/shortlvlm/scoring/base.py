@@ -32,6 +32,10 @@ class ScoringContext:
     adapter: Adapter
     batches: list[CalibrationBatch]
     progress: bool = True
+    # Each batch's image-encoder output (vision tower + projector), kept by the first loss pass and
+    # handed to the later ones, which then skip the encoder (scoring/loss.py, docs/design.md §2.4).
+    encoder_outputs: dict[int, object] = field(default_factory=dict)
+    reuse_encoder: bool = True
 
     def candidates(self, exclude: set[int] = frozenset()) -> list[int]:
         """Layers that may be removed: not protected by the adapter, not already excluded."""

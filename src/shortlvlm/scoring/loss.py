@@ -5,6 +5,12 @@ The loss is the mean negative log-likelihood of the calibration answers' tokens 
 the prompt (teacher forcing), pooled over every answer token of the calibration set. Only the
 logits of positions that predict an answer token are computed (`logits_to_keep` where the model
 accepts it), so the [batch, seq, vocab] tensor of a large-vocabulary model is never materialised.
+
+The image encoder (vision tower and projector) is never pruned, so its output for a calibration
+batch is the same in every pass: the first pass keeps it (what the model's `get_image_features`
+returned, without the tower's per-layer hidden states) and later passes hand it to the model as
+`mm_encoder_outputs` instead of the pixels, which transformers' VLMs accept in place of running the
+encoder. Models whose forward does not take `mm_encoder_outputs` run the encoder every pass.
 """
 
 from __future__ import annotations
@@ -48,13 +54,59 @@ def answer_positions(batch: CalibrationBatch) -> tuple[torch.Tensor, torch.Tenso
     return columns, targets, predicts[:, columns]
 
 
-def batch_answer_nll(model: nn.Module, batch: CalibrationBatch) -> tuple[torch.Tensor, int]:
-    """(sum of the answer tokens' NLL in float32, number of answer tokens) for one batch."""
+def _encoder_owner(model: nn.Module) -> nn.Module | None:
+    """The module whose forward runs the image encoder through `get_image_features` and accepts its
+    output as `mm_encoder_outputs` instead (transformers' VLMs: the inner `model`), or None."""
+    def takes_encoder_outputs(module: nn.Module) -> bool:
+        try:
+            return "mm_encoder_outputs" in inspect.signature(module.forward).parameters
+        except (TypeError, ValueError):
+            return False
+    inner = getattr(model, "model", None)
+    if (isinstance(inner, nn.Module) and callable(getattr(inner, "get_image_features", None))
+            and takes_encoder_outputs(model) and takes_encoder_outputs(inner)):
+        return inner
+    return None
+
+
+_ENCODER_FIELDS_DROPPED = ("hidden_states", "attentions", "last_hidden_state")  # not read by the decoder side
+
+
+@contextlib.contextmanager
+def _keep_encoder_output(owner: nn.Module, store: dict[int, object], number: int) -> Iterator[None]:
+    """While a batch runs, keep what `owner.get_image_features` returns (the features the decoder reads)."""
+    original = owner.get_image_features
+    had_instance_attribute = "get_image_features" in owner.__dict__
+
+    @functools.wraps(original)
+    def keeping(*args, **kwargs):
+        output = original(*args, **kwargs)
+        if hasattr(output, "pooler_output"):  # a ModelOutput (return_dict=True, as the VLM forwards ask)
+            store[number] = type(output)(**{k: v for k, v in output.items() if k not in _ENCODER_FIELDS_DROPPED})
+        return output
+
+    owner.get_image_features = keeping
+    try:
+        yield
+    finally:
+        if had_instance_attribute:
+            owner.get_image_features = original
+        else:
+            del owner.get_image_features
+
+
+def batch_answer_nll(model: nn.Module, batch: CalibrationBatch, encoder_output: object | None = None,
+                     ) -> tuple[torch.Tensor, int]:
+    """(sum of the answer tokens' NLL in float32, number of answer tokens) for one batch; with
+    `encoder_output` (the batch's kept image-encoder output) the encoder is not run."""
     columns, targets, mask = answer_positions(batch)
     count = int(mask.sum())
     if count == 0:
         return torch.zeros((), dtype=torch.float32, device=targets.device), 0
     inputs = {**batch.inputs, "use_cache": False}
+    if encoder_output is not None:
+        inputs.pop("pixel_values")
+        inputs["mm_encoder_outputs"] = {"image": encoder_output}
     if _accepts_logits_to_keep(model):
         logits = model(**inputs, logits_to_keep=columns).logits
     else:
@@ -74,7 +126,7 @@ class Resume:
 
     `streams[b]` is the residual stream entering `layer` for calibration batch b in the model being
     measured; every layer below `layer` is bypassed (not computed), so a pass costs the layers from
-    `layer` up plus the embeddings and the vision tower. `layer` itself may be bypassed (the trial
+    `layer` up plus the embeddings (the image encoder's output is reused after the first pass). `layer` itself may be bypassed (the trial
     that removes it): the stream then passes through it to the next layer.
     """
 
@@ -126,11 +178,17 @@ def answer_loss_streams(context: ScoringContext, skip: Sequence[int] = (), *, re
         raise ValueError(f"cannot record below layer {resume.layer}, where the pass starts")
     recorded: dict[int, list[torch.Tensor]] = {index: [] for index in record}
     current = [0]
+    owner = _encoder_owner(context.model) if context.reuse_encoder else None
     with bypass_layers(context.adapter, {*skip, *below}), _resume_and_record(context, resume, record, current,
                                                                             recorded):
         for number, batch in enumerate(context.batches):
             current[0] = number
-            nll, tokens = batch_answer_nll(context.model, batch.to(device))
+            kept = context.encoder_outputs.get(number) if owner is not None else None
+            keeping = (_keep_encoder_output(owner, context.encoder_outputs, number)
+                       if owner is not None and kept is None and "pixel_values" in batch.inputs
+                       else contextlib.nullcontext())
+            with keeping:
+                nll, tokens = batch_answer_nll(context.model, batch.to(device), kept)
             total += float(nll)
             count += tokens
             if progress_bar is not None:

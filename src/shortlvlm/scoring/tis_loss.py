@@ -28,7 +28,8 @@ against 234; the toy, L=16, n=6: 1 + 9 + 8 + 7 + 9 = 34 against 81.
 What a pass costs: bypassed layers are not computed, and a loss pass that removes `layer` on top of
 the chosen ones starts at `layer` from the stored residual streams of the current model (the
 model is unchanged below it; `_PoolStreams`), so it runs only the layers above `layer` that are
-kept, plus the embeddings, the vision tower and the head. A pass of SLEB's at step k runs L-k-1
+kept, plus the embeddings and the head (every loss pass after the first reuses the image
+encoder's output: scoring/loss.py). A pass of SLEB's at step k runs L-k-1
 layers from the input: Σ_{k<n} (L-k)(L-k-1) decoder layers (1030 on the toy at n=6, 7052 at
 L=30, n=12), against 290 and 1168 for this scorer (its capture pass included; smol-llava, 64
 calibration samples) as counted by benchmarks/loss_scoring_cost.py: 28% and 17%. The stored
@@ -43,6 +44,7 @@ not on the test split.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from tqdm import tqdm
@@ -86,8 +88,9 @@ class TISLoss(Scorer):
                                   "later shortlists follow the last such measurement (0: the one-shot losses)")
 
     recompute: bool = option(False, check=is_bool, flag="--loss-recompute",
-                             help="run every loss pass from the input instead of from the stored streams entering "
-                                  "the first layer it changes (same losses, more compute; for checking)")
+                             help="run every loss pass from the input (pixels included) instead of from the stored "
+                                  "streams entering the first layer it changes and the kept image-encoder output "
+                                  "(same losses, more compute; for checking)")
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         cosine = TISCosine(tis=self.tis)
@@ -103,6 +106,8 @@ class TISLoss(Scorer):
                    disable=not context.progress, leave=False)
         scores = [math.nan] * context.adapter.num_layers
         steps = []
+        if self.recompute:  # every pass from the pixels: no stored streams, the image encoder run each time
+            context = dataclasses.replace(context, reuse_encoder=False)
         streams = _PoolStreams(context, pool, enabled=not self.recompute)
         with bar:
             # one-shot losses, highest pool layer first: that pass runs from the input and keeps the
