@@ -6,7 +6,10 @@
 Each method ranks MODEL's layers on the same encoded calibration set (the model's bundled shapes
 samples; `--num-samples` takes the first N) for the count `compare` scores at `--ratio`.
 `tis-loss-recompute` is `tis-loss --loss-recompute`: every loss pass from the input, no stored
-streams. Besides wall time (noisy on a shared machine; the ratio of two methods measured in the
+streams, the image encoder run in every pass; `sleb-encoder-every-pass` is SLEB without reusing the
+image encoder's output (design §2.4). Each method starts with no kept encoder output. Before the
+methods, one unpruned loss pass is timed by part (decoder layers, image encoder, LM head, the rest):
+what a pass costs besides its decoder layers. Besides wall time (noisy on a shared machine; the ratio of two methods measured in the
 same run is what to read), every decoder layer's computations are counted with a hook on its first
 submodule, which fires only when the layer is really computed (bypassed layers are not), so
 `layers run` is the compute each scorer spends in decoder layers, independent of the machine.
@@ -28,9 +31,46 @@ from shortlvlm.data.calibration_set import Calibration, read_calibration
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.jobs.compare_results import write_json
 from shortlvlm.scoring import SLEB, Perplexity, ScoringContext, TISLoss
+from shortlvlm.scoring.loss import answer_loss
 
 SCORERS = {"tis-loss": lambda: TISLoss(), "tis-loss-recompute": lambda: TISLoss(recompute=True),
-           "sleb": lambda: SLEB(), "ppl": lambda: Perplexity()}
+           "sleb": lambda: SLEB(), "ppl": lambda: Perplexity(), "sleb-encoder-every-pass": lambda: SLEB()}
+ENCODER_EVERY_PASS = {"sleb-encoder-every-pass"}  # the image encoder run in every pass (no reuse, design §2.4)
+ENCODER_PARTS = ("vision_tower", "visual", "vision_model", "multi_modal_projector", "connector")
+
+
+def pass_anatomy(model, adapter, batches, repeats: int = 3) -> dict:
+    """Where one unpruned answer-loss pass over the calibration batches spends its time (median of
+    `repeats`, the image encoder run): the decoder layers, the image encoder (vision module and
+    projector), the LM head, and the rest (embeddings, masks, rotary tables, the loss, Python)."""
+    parts = {"decoder layers": list(adapter.layers),
+             "image encoder": [getattr(model.model, n) for n in ENCODER_PARTS if hasattr(model.model, n)],
+             "lm head": [model.lm_head] if hasattr(model, "lm_head") else []}
+    spent = dict.fromkeys(parts, 0.0)
+    started: dict[int, float] = {}
+    handles = []
+    for name, modules in parts.items():
+        for module in modules:
+            handles.append(module.register_forward_pre_hook(
+                lambda m, a: started.__setitem__(id(m), time.perf_counter())))
+            handles.append(module.register_forward_hook(
+                lambda m, a, o, name=name: spent.__setitem__(name, spent[name] + time.perf_counter() - started[id(m)])))
+    context = ScoringContext(model, adapter, batches, progress=False, reuse_encoder=False)
+    rows = []
+    try:
+        for _ in range(repeats):
+            spent.update(dict.fromkeys(parts, 0.0))
+            begun = time.perf_counter()
+            answer_loss(context)
+            total = time.perf_counter() - begun
+            rows.append({**spent, "rest": total - sum(spent.values()), "total": total})
+    finally:
+        for handle in handles:
+            handle.remove()
+    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    per_layer = median["decoder layers"] / adapter.num_layers
+    return {"seconds": {k: round(v, 6) for k, v in median.items()},
+            "in_decoder_layers": {k: round(v / per_layer, 2) for k, v in median.items()}}
 
 
 def count_layer_runs(adapter) -> tuple[list[int], list]:
@@ -66,14 +106,18 @@ def main() -> None:
     batches = encode_calibration(list(calib.samples), processor, adapter, batch_size=calib.options.batch_size,
                                  progress=False)
     num_remove = round(args.ratio * adapter.num_layers)  # compare's count at its largest ratio
-    context = ScoringContext(model, adapter, batches, progress=False)
     results = {"model": args.model, "num_layers": adapter.num_layers, "num_remove": num_remove,
                "num_samples": len(calib.samples), "batches": len(batches), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "methods": {}}
     times = {method: [] for method in methods}
+    results["pass_anatomy"] = pass_anatomy(model, adapter, batches)
+    print(f"one unpruned pass: {results['pass_anatomy']}", flush=True)
     for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every method
         for method in methods:
             counts, handles = count_layer_runs(adapter)
+            # each method keeps its own image-encoder outputs, so each pays its first pass in full
+            context = ScoringContext(model, adapter, batches, progress=False,
+                                     reuse_encoder=method not in ENCODER_EVERY_PASS)
             started = time.perf_counter()
             ranking = SCORERS[method]().rank(context, num_remove)
             times[method].append(time.perf_counter() - started)
@@ -108,6 +152,13 @@ def write_report(results: dict, out: Path, args) -> None:
         lines.append(f"| {method} | {entry['seconds']:.1f} | {entry['decoder_layers_run']:.0f} | "
                      f"{entry['loss_passes'] if entry['loss_passes'] is not None else '-'} | {share} | "
                      f"{entry['order']} |")
+    anatomy = results.get("pass_anatomy")
+    if anatomy:
+        lines += ["", "One unpruned loss pass over the calibration set, image encoder run (median of 3): seconds, and "
+                  "the same in decoder layers (a part's time over one decoder layer's average):", "",
+                  "| part | seconds | decoder layers |", "|---|---|---|"]
+        lines += [f"| {part} | {seconds:.3f} | {anatomy['in_decoder_layers'][part]:.2f} |"
+                  for part, seconds in anatomy["seconds"].items()]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
