@@ -216,3 +216,22 @@ def test_prune_from_a_compared_plan_reproduces_that_cell(tmp_path, capsys):
         assert headline("shapes", json.loads(results.read_text())) == cells[label]["0.25"]["score"]
         weights[label] = (pruned / "model.safetensors").read_bytes()
     assert weights["short-lvlm"] != weights["tis-cosine"]  # the same layers go; SCP edited the kept ones
+
+
+def test_a_ranking_scored_with_other_options_is_not_reused(tmp_path):
+    """A folder from an older version (other scorer defaults) must not mix its ranking with the current one."""
+    out = tmp_path / "cmp"
+    small_run(out, CountingLoader(), methods=parse_methods("tis-cosine"), ratios=[0.1])
+    plan_file = out / "plans" / "tis-cosine.json"
+    plan = json.loads(plan_file.read_text())
+    plan["scorer"]["tis"]["top_p"] = 0.25  # as if scored under another default
+    plan_file.write_text(json.dumps(plan))
+    logged, loader = [], CountingLoader()
+    data = small_run(out, loader, methods=parse_methods("tis-cosine"), ratios=[0.1], log=logged.append)
+    assert any("scoring again" in line and "tis-cosine" in line for line in logged)
+    assert loader.loads == 2  # scored again, and its cell measured again
+    assert json.loads(plan_file.read_text())["scorer"]["tis"]["top_p"] == 0.5
+    assert set(data["cells"]["tis-cosine"]) == {"0.1"}
+    loader = CountingLoader()
+    small_run(out, loader, methods=parse_methods("tis-cosine"), ratios=[0.1])
+    assert loader.loads == 0  # now current: nothing redone

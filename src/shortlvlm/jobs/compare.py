@@ -24,7 +24,7 @@ from shortlvlm.eval.evaluate import evaluate
 from shortlvlm.io.output import claim_output
 from shortlvlm.jobs.compare_report import ratio_key, write_report
 from shortlvlm.jobs.compare_results import Comparison, write_json
-from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
+from shortlvlm.jobs.compare_spec import CompareError, MethodSpec, parse_methods
 from shortlvlm.jobs.source import ModelSource
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import prune, score
@@ -97,8 +97,14 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
 
     for name in dict.fromkeys(m.scorer for m in methods):
         specs = [m for m in methods if m.scorer == name]
-        plan = results.scored_plan(name, specs) if name in results.data["scoring"] else None
         scorer = compared_scorer(name, seed)
+        plan = results.scored_plan(scorer, specs) if name in results.data["scoring"] else None
+        if plan is None and name in results.data["scoring"]:  # its cells came from that other ranking
+            stale = [label for label in results.data["cells"] if parse_methods(label)[0].scorer == name]
+            log(f"no plan of {name} with its current options here (an older version's defaults, or a missing "
+                f"plan file): scoring again; its results ({', '.join(stale) or 'none'}) are measured again")
+            for label in stale:
+                del results.data["cells"][label]
         if plan is not None and scorer.needs_count:  # a comparison extended to a higher ratio needs a longer order
             needed = max(round(r * plan.num_layers_before) for r in ratios)  # layers_to_remove's count
             if len(plan.params.get("removal_order", [])) < needed:

@@ -9,9 +9,20 @@ from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare_report import ratio_key
 from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
 from shortlvlm.plan import Plan, PlanError
-from shortlvlm.scoring import scorer_from_dict
+from shortlvlm.scoring import Scorer, scorer_from_dict
 
 RESULTS = "results.json"
+
+
+# Options that change how a ranking is computed, not the ranking (tis-loss: the same losses either way).
+NOT_RANKING = ("recompute",)
+
+
+def same_options(recorded: dict, scorer: Scorer) -> bool:
+    """Whether a plan's recorded scorer options are `scorer`'s (an option missing from the record differs)."""
+    current = {"name": scorer.name, **scorer.to_dict()}
+    return ({k: v for k, v in recorded.items() if k not in NOT_RANKING}
+            == {k: v for k, v in current.items() if k not in NOT_RANKING})
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -57,15 +68,16 @@ class Comparison:
         """Where a compared method's plan is kept (older folders kept one per scorer)."""
         return self.out / "plans" / f"{label}.json"
 
-    def scored_plan(self, scorer: str, specs: list[MethodSpec]) -> Plan | None:
-        """The ranking `scorer` already made here: any of its methods' plans, or the older per-scorer file."""
-        for path in [*(self.plan_path(s.label) for s in specs), self.plan_path(scorer)]:
+    def scored_plan(self, scorer: Scorer, specs: list[MethodSpec]) -> Plan | None:
+        """The ranking `scorer` already made here: any of its methods' plans, or the older per-scorer file,
+        scored with the same options (a plan from a version with other defaults is not reused)."""
+        for path in [*(self.plan_path(s.label) for s in specs), self.plan_path(scorer.name)]:
             if path.exists():
                 try:
                     plan = Plan.load(path)
                 except PlanError:
                     continue
-                if scorer_from_dict(plan.scorer).name == scorer:
+                if scorer_from_dict(plan.scorer).name == scorer.name and same_options(plan.scorer, scorer):
                     return plan
         return None
 
