@@ -8,7 +8,9 @@ model's default set: the bundled shapes samples for toy and smol-llava) at the l
 `compare` does, and each prefix of its order is removed and evaluated on a selection split:
 shapes questions from the calibration split starting at index 100000 (disjoint from the
 calibration samples and from the test split, the same split as toy_removal_ceiling.py). Loss
-passes are counted, not timed (timing belongs to a quiet, side-by-side run). Writes
+passes and the decoder layers they compute (per calibration batch, with loss_scoring_cost.py's
+counter; SLEB's count at the largest count beside it) are counted, not timed (timing belongs to a
+quiet, side-by-side run). Writes
 tis_loss_selection_<model>.{json,md}.
 """
 
@@ -20,12 +22,20 @@ import json
 from pathlib import Path
 
 import torch
+from loss_scoring_cost import count_layer_runs  # decoder layers really computed, as the cost benchmark counts
 from toy_removal_ceiling import SELECT_START, accuracy, selection_split  # the same selection split
 
-from shortlvlm import drop_layers, load
+from shortlvlm import drop_layers, get_adapter, load
 from shortlvlm.data.calibration_set import Calibration
 from shortlvlm.pruning import score
 from shortlvlm.scoring import TISLoss
+
+
+def layer_share(row: dict) -> str:
+    """Decoder layers computed per calibration batch and their share of SLEB's (rows from before counting: -)."""
+    if "decoder_layers" not in row:
+        return "-"
+    return f"{row['decoder_layers']} ({100 * row['decoder_layers'] / row['sleb_decoder_layers']:.0f}%)"
 
 
 def main() -> None:
@@ -48,10 +58,19 @@ def main() -> None:
     grid = [(extra, recheck, full) for extra in [float(x) for x in args.pool_extras.split(",")]
             for recheck in [int(r) for r in args.rechecks.split(",")]
             for full in [int(f) for f in args.full_steps.split(",")]]
+    num_layers = get_adapter(model).num_layers
+    # SLEB's decoder layers at the largest count: step k runs L-k-1 layers in each of its L-k passes
+    sleb_layers = sum((num_layers - k) * (num_layers - k - 1) for k in range(max(counts)))
     for extra, recheck, full in grid:
         scorer = TISLoss(recheck=recheck, pool_extra=extra, full_steps=full)
-        plan = score(model, processor, scorer=scorer, calibration=Calibration(num_samples=args.num_samples),
-                     num_remove=max(counts), source=args.model, progress=False)
+        layer_runs, handles = count_layer_runs(get_adapter(model))
+        try:
+            plan = score(model, processor, scorer=scorer, calibration=Calibration(num_samples=args.num_samples),
+                         num_remove=max(counts), source=args.model, progress=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+        batches = -(-(args.num_samples or 256) // Calibration().batch_size)
         order = plan.params["removal_order"]
         selected = {}
         for count in counts:
@@ -60,6 +79,7 @@ def main() -> None:
             selected[count] = accuracy(pruned, processor, samples)[0]
         row = {"recheck": recheck, "pool_extra": extra, "full_steps": full, "order": order,
                "pool": plan.params["pool"], "loss_passes": plan.params["loss_passes"],
+               "decoder_layers": sum(layer_runs) // batches, "sleb_decoder_layers": sleb_layers,
                "selection_accuracy": selected, "mean": sum(selected.values()) / len(selected)}
         print(json.dumps(row))
         rows.append(row)
@@ -76,11 +96,12 @@ def main() -> None:
              f"{args.select} shapes questions of the calibration split from index {SELECT_START} (not the test "
              f"split). Unpruned: {unpruned:.1f}%.", "",
              "| recheck | pool extra | full steps | " + " | ".join(f"{c} layers" for c in counts)
-             + " | mean | loss passes |",
-             "|---|---|---|" + "---|" * len(counts) + "---|---|"]
+             + " | mean | loss passes | decoder layers (vs SLEB) |",
+             "|---|---|---|" + "---|" * len(counts) + "---|---|---|"]
     for row in rows:
         cells = " | ".join(f"{row['selection_accuracy'][c]:.1f}" for c in counts)
-        lines.append(f"| {row['recheck']} | {row['pool_extra']} | {row['full_steps']} | {cells} | {row['mean']:.2f} | {row['loss_passes']} |")
+        lines.append(f"| {row['recheck']} | {row['pool_extra']} | {row['full_steps']} | {cells} | {row['mean']:.2f} | {row['loss_passes']} | "
+                     f"{layer_share(row)} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 

@@ -126,8 +126,9 @@ class Resume:
 
     `streams[b]` is the residual stream entering `layer` for calibration batch b in the model being
     measured; every layer below `layer` is bypassed (not computed), so a pass costs the layers from
-    `layer` up plus the embeddings (the image encoder's output is reused after the first pass). `layer` itself may be bypassed (the trial
-    that removes it): the stream then passes through it to the next layer.
+    `layer` up plus the embeddings (the image encoder's output is reused after the first pass).
+    `layer` itself may be bypassed (the trial that removes it): the stream then passes through it to
+    the next layer.
     """
 
     layer: int
