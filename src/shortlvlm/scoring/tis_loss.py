@@ -22,17 +22,18 @@ look* and spends loss passes only there:
 Cost in calibration passes, for n layers removed out of L: 1 capture pass with attention maps
 (TIS-cosine) + P one-shot loss passes (P = n + extra) + (P-1) + ... + (P-F) full-step passes +
 recheck·(n-1-F) greedy passes (none for recheck <= 1); SLEB costs L + (L-1) + ... + (L-n+1) loss
-passes and PPL costs L. With the defaults (extra 0.5, at least 2; F = 2; recheck 3): L=30, n=12
-(40%): 1 + 18 + 17 + 16 + 27 = 79 passes against SLEB's 294; n=9: 1 + 14 + 13 + 12 + 18 = 58
-against 234; the toy, L=16, n=6: 1 + 9 + 8 + 7 + 9 = 34 against 81.
+passes and PPL costs L. With the defaults (extra 0.5, at least 2; F = 4; recheck 3): L=30, n=12
+(40%): 1 + 18 + (17 + 16 + 15 + 14) + 21 = 102 passes against SLEB's 294; n=9: 1 + 14 + (13 + 12
++ 11 + 10) + 12 = 73 against 234; the toy, L=16, n=6: 1 + 9 + (8 + 7 + 6 + 5) + 3 = 39 against 81.
 What a pass costs: bypassed layers are not computed, and a loss pass that removes `layer` on top of
 the chosen ones starts at `layer` from the stored residual streams of the current model (the
 model is unchanged below it; `_PoolStreams`), so it runs only the layers above `layer` that are
 kept, plus the embeddings and the head (every loss pass after the first reuses the image
 encoder's output: scoring/loss.py). A pass of SLEB's at step k runs L-k-1
 layers from the input: Σ_{k<n} (L-k)(L-k-1) decoder layers (1030 on the toy at n=6, 7052 at
-L=30, n=12), against 290 and 1168 for this scorer (its capture pass included; smol-llava, 64
-calibration samples) as counted by benchmarks/loss_scoring_cost.py: 28% and 17%. The stored
+L=30, n=12), against 1577 for this scorer on smol-llava (22%; its capture pass included, 64
+calibration samples, counted by benchmarks/tis_loss_selection.py with loss_scoring_cost.py's
+counter; design §2.5 has the toy's count and the measured times). The stored
 streams are one [batch, tokens, hidden] tensor per pool layer and calibration batch, held on the
 CPU in the model's dtype, up to three sets at once (the current
 model's, the best trial's so far, the pass being recorded): about 3·P·(calibration tokens)·hidden
@@ -82,7 +83,7 @@ class TISLoss(Scorer):
                           help="greedy steps try this many lowest-loss pool layers with the removed ones bypassed "
                                "(0 or 1: order by one-shot loss only)")
 
-    full_steps: int = option(2, check=non_negative_int, flag="--loss-full-steps",
+    full_steps: int = option(4, check=non_negative_int, flag="--loss-full-steps",
                              help="the first this many greedy steps after the first removal re-measure every "
                                   "remaining pool layer with the removed ones bypassed (SLEB's step on the pool); "
                                   "later shortlists follow the last such measurement (0: the one-shot losses)")
