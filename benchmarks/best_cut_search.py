@@ -186,6 +186,16 @@ def gap_lines(label: str, gaps: list[dict]) -> list[str]:
     return lines
 
 
+def set_residual(gaps: list[dict]) -> tuple[float, float]:
+    """(gap-energy-weighted residual at alpha 1, largest residual) over a set's compensated runs (nan if none)."""
+    edited = [g for g in gaps if g.get("edited_layer") is not None]
+    if not edited:
+        return float("nan"), float("nan")
+    energy = sum(g["gap_energy_per_token"] for g in edited)
+    weighted = sum(g["gap_energy_per_token"] * g["residual_alpha_1"] for g in edited) / energy
+    return weighted, max(g["residual_alpha_1"] for g in edited)
+
+
 def gaps_only(args, out: Path) -> None:
     """SCP's gap statistics of the given sets on the unpruned model, nothing else."""
     if not args.extra_set:
@@ -197,6 +207,11 @@ def gaps_only(args, out: Path) -> None:
     results = {"config": {"model": args.model, "num_samples": args.num_samples, "rank": 8, "tokens": "important"},
                "sets": {s: gap_diagnostics(base, batches, layers) for s, layers in tqdm(sets.items(), desc="sets")}}
     (out / f"best_cut_gaps_{args.model}.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_gaps_report(results, args, out)
+
+
+def write_gaps_report(results: dict, args, out: Path) -> None:
+    """best_cut_gaps_<model>.md from the measured statistics."""
     extra = "".join(f" --extra-set {s}" for s in args.extra_set)
     lines = [f"# SCP's gap statistics on {args.model}", "",
              f"Command: `.venv/bin/python benchmarks/best_cut_search.py --model {args.model} --gaps-only "
@@ -206,6 +221,12 @@ def gaps_only(args, out: Path) -> None:
              "gap subspace (1 = the edit closes nothing; above 1 = it widens the gap).", "", *GAP_HEADER]
     for label, gaps in results["sets"].items():
         lines += gap_lines(label, gaps)
+    lines += ["", "Per set, over its compensated runs: the residual at a=1 weighted by each run's gap energy per token "
+              "(the share of the whole set's gap left after SCP's edit) and the largest run's residual:", "",
+              "| set | weighted residual a=1 | largest residual a=1 |", "|---|---|---|"]
+    for label, gaps in results["sets"].items():
+        weighted, largest = set_residual(gaps)
+        lines.append(f"| {label} | {weighted:.3f} | {largest:.3f} |")
     text = "\n".join(lines) + "\n"
     (out / f"best_cut_gaps_{args.model}.md").write_text(text)
     print(text)
