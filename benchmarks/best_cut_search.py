@@ -89,6 +89,10 @@ def main() -> None:
                         help="comma-separated layers to measure beside the search's choice (repeatable)")
     parser.add_argument("--gaps-only", action="store_true",
                         help="only SCP's gap statistics of each --extra-set (no search, no test split)")
+    parser.add_argument("--gap-tokens", choices=["important", "all"], default="important",
+                        help="tokens the gap statistics are measured on: TIS's important tokens (what Short-LVLM's "
+                             "SCP uses) or every real token (what `compare`'s +scp uses for non-TIS scorers); "
+                             "`all` writes best_cut_gaps_<model>_all")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     out = Path(args.out)
@@ -196,6 +200,10 @@ def set_residual(gaps: list[dict]) -> tuple[float, float]:
     return weighted, max(g["residual_alpha_1"] for g in edited)
 
 
+def gaps_name(args) -> str:
+    return f"best_cut_gaps_{args.model}" + ("_all" if getattr(args, "gap_tokens", "important") == "all" else "")
+
+
 def gaps_only(args, out: Path) -> None:
     """SCP's gap statistics of the given sets on the unpruned model, nothing else."""
     if not args.extra_set:
@@ -204,20 +212,23 @@ def gaps_only(args, out: Path) -> None:
     calib = load_calibration(None, model_name=args.model, limit=args.num_samples)
     batches = encode_calibration(calib, processor, get_adapter(base), progress=False)
     sets = {s: sorted(int(x) for x in s.split(",")) for s in args.extra_set}
-    results = {"config": {"model": args.model, "num_samples": args.num_samples, "rank": 8, "tokens": "important"},
-               "sets": {s: gap_diagnostics(base, batches, layers) for s, layers in tqdm(sets.items(), desc="sets")}}
-    (out / f"best_cut_gaps_{args.model}.json").write_text(json.dumps(results, indent=1) + "\n")
+    tis = TIS(tokens=args.gap_tokens)
+    results = {"config": {"model": args.model, "num_samples": args.num_samples, "rank": 8, "tokens": args.gap_tokens},
+               "sets": {s: gap_diagnostics(base, batches, layers, tis=tis) for s, layers in tqdm(sets.items(),
+                                                                                                desc="sets")}}
+    (out / f"{gaps_name(args)}.json").write_text(json.dumps(results, indent=1) + "\n")
     write_gaps_report(results, args, out)
 
 
 def write_gaps_report(results: dict, args, out: Path) -> None:
     """best_cut_gaps_<model>.md from the measured statistics."""
     extra = "".join(f" --extra-set {s}" for s in args.extra_set)
+    tokens = getattr(args, "gap_tokens", "important")
     lines = [f"# SCP's gap statistics on {args.model}", "",
              f"Command: `.venv/bin/python benchmarks/best_cut_search.py --model {args.model} --gaps-only "
-             f"--num-samples {args.num_samples}{extra}`", "",
+             f"--num-samples {args.num_samples}{extra}" + (" --gap-tokens all" if tokens == "all" else "") + "`", "",
              "residual = |H - a P u|^2 / |H|^2 on the unpruned model's streams, H the gap a removed run leaves on the "
-             "calibration set's important tokens, u the output of the kept layer below that SCP edits, P the top-8 "
+             f"calibration set's {'real' if tokens == 'all' else 'important'} tokens, u the output of the kept layer below that SCP edits, P the top-8 "
              "gap subspace (1 = the edit closes nothing; above 1 = it widens the gap).", "", *GAP_HEADER]
     for label, gaps in results["sets"].items():
         lines += gap_lines(label, gaps)
@@ -228,7 +239,7 @@ def write_gaps_report(results: dict, args, out: Path) -> None:
         weighted, largest = set_residual(gaps)
         lines.append(f"| {label} | {weighted:.3f} | {largest:.3f} |")
     text = "\n".join(lines) + "\n"
-    (out / f"best_cut_gaps_{args.model}.md").write_text(text)
+    (out / f"{gaps_name(args)}.md").write_text(text)
     print(text)
 
 
