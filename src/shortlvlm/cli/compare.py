@@ -37,7 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N questions only")
     p.add_argument("--eval-batch-size", type=int, default=16, help="generation batch size (default: 16)")
-    p.add_argument("--out", required=True, help="output directory (resumed, or extended by new methods and ratios, if it holds the same comparison)")
+    p.add_argument("--out", required=True,
+                   help="output directory (resumed, or extended by new methods and ratios, if it holds the same "
+                        "comparison)")
     p.add_argument("--overwrite", action="store_true", help="start over: discard what --out holds")
     group = p.add_argument_group("calibration (shared by every method)")
     add_options(group, Calibration)

@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--bench", required=True, choices=NAMES)
-    p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes, nor for easy-vqa when the easy-vqa package is installed)")
+    p.add_argument("--data", default=None,
+                   help="the benchmark's folder (not needed for shapes, nor for easy-vqa when the easy-vqa package "
+                        "is installed)")
     p.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lenient", action="store_true",

@@ -105,10 +105,11 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
                 f"plan file): scoring again; its results ({', '.join(stale) or 'none'}) are measured again")
             for label in stale:
                 del results.data["cells"][label]
-        if plan is not None and scorer.needs_count:  # a comparison extended to a higher ratio needs a longer order
+        if plan is not None and scorer.needs_count:  # extended to a higher ratio: a longer order is needed
+            ranked = len(plan.params.get("removal_order", []))
             needed = max(round(r * plan.num_layers_before) for r in ratios)  # layers_to_remove's count
-            if len(plan.params.get("removal_order", [])) < needed:
-                log(f"{name} ranked {len(plan.params.get('removal_order', []))} layers; {needed} needed: scoring again")
+            if ranked < needed:
+                log(f"{name} ranked {ranked} layers; {needed} needed: scoring again")
                 plan = None
         rescored = plan is None
         if rescored:

@@ -56,7 +56,8 @@ class Comparison:
         if existing is None or changed or (overwrite and old != config):
             existing = {"config": config, "scoring": {}, "unpruned": None, "cells": {}}
         else:  # the same comparison, maybe with more methods or ratios: the union, earlier ones first
-            existing["config"] = {**config, **{k: list(dict.fromkeys([*old.get(k, []), *config[k]])) for k in SCOPE}}
+            union = {key: list(dict.fromkeys([*old.get(key, []), *config[key]])) for key in SCOPE}
+            existing["config"] = {**config, **union}
         self.data = existing
         (out / "plans").mkdir(parents=True, exist_ok=True)
         self.save()

@@ -82,7 +82,8 @@ def _keep_encoder_output(owner: nn.Module, store: dict[int, object], number: int
     def keeping(*args, **kwargs):
         output = original(*args, **kwargs)
         if hasattr(output, "pooler_output"):  # a ModelOutput (return_dict=True, as the VLM forwards ask)
-            store[number] = type(output)(**{k: v for k, v in output.items() if k not in _ENCODER_FIELDS_DROPPED})
+            kept = {key: value for key, value in output.items() if key not in _ENCODER_FIELDS_DROPPED}
+            store[number] = type(output)(**kept)
         return output
 
     owner.get_image_features = keeping

@@ -89,9 +89,9 @@ class TISLoss(Scorer):
                                   "later shortlists follow the last such measurement (0: the one-shot losses)")
 
     recompute: bool = option(False, check=is_bool, flag="--loss-recompute",
-                             help="run every loss pass from the input (pixels included) instead of from the stored "
-                                  "streams entering the first layer it changes and the kept image-encoder output "
-                                  "(same losses, more compute; for checking)")
+                             help="run every loss pass from the input (pixels included) instead of from the "
+                                  "stored streams entering the first layer it changes and the kept image-encoder "
+                                  "output (same losses, more compute; for checking)")
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         cosine = TISCosine(tis=self.tis)

@@ -54,21 +54,23 @@ def load(root: Path, limit: int | None) -> list[BenchSample]:
     questions_path = require_file(root, QUESTIONS, LAYOUT)
     records = read_json(questions_path)
     if not isinstance(records, list):
-        raise BenchmarkDataError(f"{questions_path}: expected a list of [question, answer, image_id]\n{LAYOUT}")
+        raise BenchmarkDataError(f"{questions_path}: expected a list of [question, answer, image_id]\n"
+                                 f"{LAYOUT}")
     samples = []
     for number, record in enumerate(records):
         if limit is not None and len(samples) >= limit:
             break
         where = f"{questions_path}, entry {number}"
-        if not (isinstance(record, list) and len(record) == 3 and isinstance(record[0], str)
-                and isinstance(record[1], str) and isinstance(record[2], int) and not isinstance(record[2], bool)):
+        if not (isinstance(record, list) and [type(value) for value in record] == [str, str, int]):
             raise BenchmarkDataError(f"{where}: expected [question, answer, image_id], got {record!r}")
         question, answer, image_id = record
         if answer not in answers:
-            raise BenchmarkDataError(f"{where}: answer {answer!r} is not one of the answers in {answers_path}")
+            raise BenchmarkDataError(f"{where}: answer {answer!r} is not one of the answers in "
+                                     f"{answers_path}")
         samples.append(BenchSample(
             id=str(number),
-            image_path=existing_image(root, f"{image_id}.png", base="test/images", source=where, layout=LAYOUT),
+            image_path=existing_image(root, f"{image_id}.png", base="test/images", source=where,
+                                      layout=LAYOUT),
             question=short_answer_prompt(question),
             answer=answer,
             meta={"type": question_type(answer), "image_id": image_id},
