@@ -22,7 +22,7 @@ from shortlvlm.data.calibration_set import Calibration, CalibrationSet, calibrat
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.errors import ScoringError
 from shortlvlm.importance import TIS
-from shortlvlm.io.fingerprint import model_fingerprint
+from shortlvlm.io.fingerprint import model_fingerprint, weights_sample_fingerprint
 from shortlvlm.methods import METHODS, default_compensation, method_name
 from shortlvlm.models import Adapter, get_adapter
 from shortlvlm.plan import Plan
@@ -77,6 +77,7 @@ def prune(
     adapter: Adapter | None = None,
     source: str = "",
     progress: bool = True,
+    allow_other_weights: bool = False,
 ) -> tuple[nn.Module, Plan]:
     """Remove round(ratio * L) layers ranked by `scorer` (default TISCosine()), bridge each cut with
     `compensation` (SCP(), or None), and return (model, plan); the model is edited in place.
@@ -92,7 +93,7 @@ def prune(
         raise ScoringError("give a scorer or a plan, not both: a plan from `score` holds its scorer")
     if compensation is not None and not isinstance(compensation, SCP):
         raise ScoringError(f"unknown compensation {compensation!r}; pass SCP(...) or None")
-    count = check_removal(model, adapter, ratio, plan)
+    count = check_removal(model, adapter, ratio, plan, allow_other_weights=allow_other_weights)
     scorer = scorer_from_dict(plan.scorer) if plan is not None else scorer or TISCosine()
     method = _checked_method(method) or (plan.method if plan is not None else method_name(scorer, compensation))
     calib = calibration_set(calibration, source or None) if needs_calibration(scorer, compensation,
@@ -175,5 +176,6 @@ def _rank(model: nn.Module, adapter: Adapter, scorer: Scorer, method: str, calib
                 "scoring_seconds": round(seconds, 3), **ranking.details},
         calibration=calib.info() if calib is not None else {},
         model={"name_or_path": source or getattr(model.config, "_name_or_path", ""), "class": type(model).__name__,
-               "adapter": adapter.spec.name, "fingerprint": model_fingerprint(model)},
+               "adapter": adapter.spec.name, "fingerprint": model_fingerprint(model),
+               "weights": weights_sample_fingerprint(model)},
     )

@@ -1,7 +1,8 @@
 """Which layers a request removes: n = round(ratio x L) checked against the model, and a scored plan's choice for n.
 
 These checks need only the model's config and module tree, so jobs run them on the skeleton
-(shortlvlm.io.load.load_skeleton) before any weights load, and `prune` runs the same ones.
+(shortlvlm.io.load.load_skeleton) before any weights load, and `prune` runs the same ones; the one
+that needs weights (a plan scored on other weights) runs only there, before any weight is edited.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from shortlvlm.errors import InvalidLayerSelectionError
-from shortlvlm.io.fingerprint import model_fingerprint
+from shortlvlm.io.fingerprint import model_fingerprint, weights_sample_fingerprint
 from shortlvlm.models import Adapter
 from shortlvlm.plan import Plan, PlanError
 
@@ -33,8 +34,10 @@ def layers_to_remove(ratio: float, adapter: Adapter) -> int:
     return count
 
 
-def check_plan_matches(plan: Plan, model: nn.Module, adapter: Adapter) -> None:
-    """Refuse a plan scored on a different model (layer count or config fingerprint)."""
+def check_plan_matches(plan: Plan, model: nn.Module, adapter: Adapter, *,
+                       allow_other_weights: bool = False) -> None:
+    """Refuse a plan scored on a different model (layer count, config fingerprint, and, unless allowed, the
+    weights it records; a skeleton's weights are not checked)."""
     if plan.num_layers_before != adapter.num_layers:
         raise PlanError(
             f"the plan was made for a model with {plan.num_layers_before} decoder layers; this one has "
@@ -58,6 +61,22 @@ def check_plan_matches(plan: Plan, model: nn.Module, adapter: Adapter) -> None:
             for k, v in sets.items())):
         raise PlanError("the plan's params.removal_sets must map each count (\"3\") to that many distinct "
                         "layer indices; write it with `shortlvlm score`")
+    if not allow_other_weights:
+        _check_plan_weights(plan, model)
+
+
+def _check_plan_weights(plan: Plan, model: nn.Module) -> None:
+    recorded = plan.model.get("weights") if isinstance(plan.model, dict) else None
+    if not recorded:
+        return  # plans written before weights were recorded
+    actual = weights_sample_fingerprint(model)
+    if actual is not None and recorded != actual:
+        name = plan.model.get("name_or_path") or "unknown"
+        raise PlanError(
+            f"the plan was scored on other weights of this config ({name}, weights hash {recorded}; this "
+            f"model's is {actual}). Score this model (shortlvlm score), or pass --plan-other-weights "
+            "(allow_other_weights=True) to use its ranking on these weights"
+        )
 
 
 def _is_layer_list(value, adapter: Adapter) -> bool:
@@ -87,14 +106,15 @@ def planned_removal(plan: Plan, count: int) -> list[int]:
     return list(order[:count])
 
 
-def check_removal(model: nn.Module, adapter: Adapter, ratio: float, plan: Plan | None = None) -> int:
+def check_removal(model: nn.Module, adapter: Adapter, ratio: float, plan: Plan | None = None, *,
+                  allow_other_weights: bool = False) -> int:
     """How many layers `ratio` removes; with a scored plan, also that it fits this model, covers that many
     layers and names a valid scorer. A job runs this on the skeleton before loading, `prune` on the model."""
     from shortlvlm.scoring import scorer_from_dict
 
     count = layers_to_remove(ratio, adapter)
     if plan is not None:
-        check_plan_matches(plan, model, adapter)
+        check_plan_matches(plan, model, adapter, allow_other_weights=allow_other_weights)
         planned_removal(plan, count)
         scorer_from_dict(plan.scorer)
     return count

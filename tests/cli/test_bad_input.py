@@ -80,6 +80,9 @@ def world(tmp_path_factory) -> World:
     plan = json.loads(toy_plan.read_text())
     plan["model"]["fingerprint"] = "0123456789abcdef"  # as if scored on another 16-layer model
     (w.root / "plan-other-hash.json").write_text(json.dumps(plan))
+    plan["model"].update(fingerprint=json.loads(toy_plan.read_text())["model"]["fingerprint"],
+                         weights="0123456789abcdef")  # as if scored on a fine-tune of the toy
+    (w.root / "plan-other-weights.json").write_text(json.dumps(plan))
     return w
 
 
@@ -170,6 +173,10 @@ CASES = [
                                               w.path("plan-toy.json")], r"made for a model with 16 decoder layers"),
     Case("plan-other-model-hash", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan",
                                              w.path("plan-other-hash.json")], r"made for another model"),
+    Case("plan-other-weights", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan",
+                                          w.path("plan-other-weights.json")],
+         r"scored on other weights of this config \(toy, weights hash 0123456789abcdef; this model's is "
+         r"[0-9a-f]{16}\)\. Score this model .*--plan-other-weights", before_load=False),
     Case("plan-with-method", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan", w.path("plan-toy.json"),
                                         "--method", "sleb"], r"--plan already names its method.*drop --method sleb"),
     Case("plan-with-layers", lambda w: ["prune", "toy", "--layers", "1", "--plan", w.path("plan-toy.json")],

@@ -184,3 +184,25 @@ def test_plan_from_another_model_is_refused_before_loading(saved_models, tmp_pat
     code, _, err = run_cli(capsys, "prune", saved_models / "llava", "--ratio", "0.3", "--plan", plan_path,
                            "--out", tmp_path / "x")
     assert code == 2 and "16 decoder layers" in err
+
+
+def test_a_plan_scored_on_other_weights_needs_plan_other_weights(tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from shortlvlm.toy import TOY_CHECKPOINT
+
+    plan_path = tmp_path / "plan.json"
+    assert run_cli(capsys, "score", "toy", "--method", "last", "--out", plan_path)[0] == 0
+    tuned = shutil.copytree(TOY_CHECKPOINT, tmp_path / "tuned")  # the toy's config, one weight changed
+    tensors = load_file(tuned / "model.safetensors")
+    tensors["language_model.model.embed_tokens.weight"][0, 0] += 0.5
+    save_file(tensors, tuned / "model.safetensors", metadata={"format": "pt"})
+    argv = ["prune", tuned, "--ratio", "0.25", "--plan", plan_path, "--out", tmp_path / "x"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "scored on other weights" in err and "--plan-other-weights" in err
+    assert not (tmp_path / "x").exists()
+    assert run_cli(capsys, *argv, "--plan-other-weights")[0] == 0
+    order = json.loads(plan_path.read_text())["params"]["removal_order"]
+    assert json.loads((tmp_path / "x" / PLAN_FILENAME).read_text())["removed_layers"] == sorted(order[:4])

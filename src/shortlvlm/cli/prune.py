@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", default=None,
                    help="plan from `shortlvlm score` or `compare` (OUT/plans/METHOD.json): reuse its ranking, no "
                    "scoring pass, with its method and compensation (--compensation overrides); needs --ratio")
+    p.add_argument("--plan-other-weights", action="store_true",
+                   help="use --plan although it was scored on other weights of the same config (e.g. the "
+                   "base model of a fine-tune); by default such a plan is refused")
     p.add_argument("--out", required=True, help="output directory for the pruned checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_prune(PruneRequest(
         source=source_from_args(args), out=Path(args.out), layers=args.layers, ratio=args.ratio, method=method,
         scorer=scorer, compensation=scp, calibration=calibration_from_args(args), plan=plan,
-        overwrite=args.overwrite, verify=not args.no_verify, fresh=args.fresh))
+        overwrite=args.overwrite, verify=not args.no_verify, fresh=args.fresh,
+        allow_other_weights=args.plan_other_weights))
     plan, adapter = result.plan, result.adapter
     print(f"removed layers {plan.removed_layers} of {plan.num_layers_before} "
           f"({adapter.spec.name}, method {plan.method}, compensation {plan.compensation}); {adapter.num_layers} remain")

@@ -11,6 +11,15 @@ from shortlvlm.errors import UnsupportedModelError
 from shortlvlm.io.offload import input_device
 from shortlvlm.models import Adapter
 
+MAX_NEW_TOKENS = 8  # benchmark answers are a word, a number or a letter
+
+
+def generation_settings(max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
+    """What decides an answer's text besides the model, the question and the batching (for resume keys)."""
+    return {"max_new_tokens": max_new_tokens, "decoding": "greedy", "padding_side": "left",
+            "prompt": "chat template: image, then question; generation prompt",
+            "decode": "new tokens, special tokens skipped, stripped"}
+
 
 def conversation(question: str) -> list[dict]:
     """One user turn: the image, then the question text."""
@@ -42,10 +51,10 @@ def answer_samples(
     samples: list[BenchSample],
     *,
     batch_size: int = 16,
-    max_new_tokens: int = 8,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     progress: bool = True,
 ) -> dict[str, str]:
-    """{sample id: generated answer text} with left-padded batched greedy decoding."""
+    """{sample id: generated answer text} with left-padded batched greedy decoding (generation_settings)."""
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
     device = input_device(model)

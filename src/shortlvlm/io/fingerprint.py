@@ -1,4 +1,4 @@
-"""Identities of what a result depends on: a model's config, and the weights files it was loaded from."""
+"""Identities of what a result depends on: a model's config, its weights files, and its weights' values."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
+from shortlvlm.io.offload import read_weight_ends
 from shortlvlm.io.source import local_safetensors
 
 # Config fields that name, place or dress a model without changing what it computes.
@@ -68,3 +70,31 @@ def weights_stamp(name_or_path: str | os.PathLike) -> str | None:
         stat = file.resolve().stat()
         digest.update(f"{file.name}\0{_hub_blob_hash(file) or (stat.st_size, stat.st_mtime_ns)}\0".encode())
     return digest.hexdigest()[:16]
+
+
+SAMPLED_ELEMENTS = 4096  # from each end of every parameter
+
+
+def weights_sample_fingerprint(model: nn.Module) -> str | None:
+    """Short hash of a sample of the loaded weights' values: which weights a plan was scored on.
+
+    Every parameter gives its name, shape and its first and last 4096 elements (flattened), compared at
+    bfloat16 precision, so the same checkpoint hashes alike loaded in float32 or bfloat16, on any device,
+    offloaded or layer by layer (offloaded weights are read from accelerate's map or their file, only the
+    ends). It tells apart another training, fine-tune or seed, and edits that reach the sampled ends of a
+    parameter; it misses edits confined to the elements in between and changes below bfloat16 precision,
+    and may tell apart the same weights loaded in float16 from a wider type (range, double rounding).
+    None where no parameter holds a value (a skeleton on the meta device).
+    """
+    digest, sampled = hashlib.sha256(), False
+    for module_name, module in model.named_modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            values = read_weight_ends(module, name, SAMPLED_ELEMENTS)
+            if values is None:
+                continue
+            sampled = True
+            digest.update(f"{module_name}.{name}\0{tuple(parameter.shape)}\0".encode())
+            if values.is_floating_point():
+                values = values.to(torch.bfloat16).view(torch.int16)
+            digest.update(values.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16] if sampled else None

@@ -9,7 +9,10 @@ checkpoint it points at) is never written to.
 
 from __future__ import annotations
 
+import math
+
 import torch
+from safetensors import safe_open
 from torch import nn
 
 
@@ -76,3 +79,39 @@ def input_device(model: nn.Module) -> torch.device:
 def has_offloaded_weights(model: nn.Module) -> bool:
     """Whether any module of the model keeps its weights outside itself (accelerate offload)."""
     return any(is_offloaded(module) for module in model.modules())
+
+
+def read_weight_ends(module: nn.Module, name: str, count: int) -> torch.Tensor | None:
+    """The first and last `count` elements of `module.<name>` flattened (all of them if it has no more than
+    2 x count), on the CPU; an offloaded weight kept in a safetensors file is read only there. None for a
+    meta placeholder whose value nothing holds (a skeleton)."""
+    weights_map = getattr(offload_hook(module), "weights_map", None)
+    loader = getattr(weights_map, "dataset", None)  # accelerate's OffloadedWeightsLoader
+    if loader is not None:
+        key = f"{weights_map.prefix}{name}"
+        if key in getattr(loader, "state_dict", {}):  # in memory (an edit by write_weight goes here too)
+            return _ends(loader.state_dict[key], count)
+        info = getattr(loader, "index", {}).get(key)
+        if info is not None and info.get("safetensors_file"):
+            return _safetensors_ends(info["safetensors_file"], info.get("weight_name", key), count)
+        if info is not None:
+            return _ends(loader[key], count)
+    value = getattr(module, name)
+    return None if value.device.type == "meta" else _ends(value, count)
+
+
+def _ends(tensor: torch.Tensor, count: int) -> torch.Tensor:
+    flat = tensor.detach().reshape(-1)
+    return (flat if flat.numel() <= 2 * count else torch.cat([flat[:count], flat[-count:]])).cpu()
+
+
+def _safetensors_ends(file: str, name: str, count: int) -> torch.Tensor:
+    """_ends of a tensor in a safetensors file, reading only the leading and trailing rows it needs."""
+    with safe_open(file, framework="pt", device="cpu") as handle:
+        part = handle.get_slice(name)
+        shape = part.get_shape()
+        if not shape or math.prod(shape) <= 2 * count:
+            return handle.get_tensor(name).reshape(-1)
+        rows = -(-count // math.prod(shape[1:]))  # leading rows that hold `count` elements
+        head, tail = part[:rows].reshape(-1)[:count], part[shape[0] - rows:].reshape(-1)[-count:]
+        return torch.cat([head, tail])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.eval.evaluate import evaluate
-from shortlvlm.eval.generate import check_can_answer
+from shortlvlm.eval.generate import check_can_answer, generation_settings
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
@@ -30,7 +30,8 @@ def run_eval(source: ModelSource, bench: str, out: Path, *, data: str | None = N
         model, processor = source.load(log)
         # Answers are appended to a hidden file beside `out` as they come; the same job resumes from it.
         partial = out.with_name(f".{out.name}.partial.jsonl")
-        key = answers_key(source.name, bench, data, limit, source.loading.dtype)
+        key = answers_key(model, source.name, bench=bench, data=data, limit=limit, batch_size=batch_size,
+                          generation=generation_settings())
         metrics, predictions = evaluate(model, processor, bench, samples, batch_size=batch_size,
                                         resume_file=partial, resume_key=key, lenient=lenient)
         write_text_atomically(out, json.dumps({"model": source.name, **metrics, "predictions": predictions},

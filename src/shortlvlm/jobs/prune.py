@@ -39,6 +39,7 @@ class PruneRequest:
 
     Give `layers` (explicit indices) or `ratio` (chosen by `method`: its `scorer`, or the `plan`'s
     ranking and scorer, with `compensation` SCP(...) or None, calibrated on `calibration`).
+    `allow_other_weights` accepts a plan scored on other weights of the same config.
     """
 
     source: ModelSource
@@ -53,6 +54,7 @@ class PruneRequest:
     overwrite: bool = False
     verify: bool = True
     fresh: bool = False
+    allow_other_weights: bool = False
 
 
 def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> PruneResult:
@@ -67,7 +69,8 @@ def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> Pru
     if request.layers is not None:
         num_removed = len(validate_layer_selection(request.layers, source.adapter(skeleton)))
     else:
-        num_removed = check_removal(skeleton, source.adapter(skeleton), request.ratio, request.plan)
+        num_removed = check_removal(skeleton, source.adapter(skeleton), request.ratio, request.plan,
+                                    allow_other_weights=request.allow_other_weights)
         scorer = scorer_from_dict(request.plan.scorer) if request.plan is not None else request.scorer
         if needs_calibration(scorer, request.compensation, scored=request.plan is not None):
             calibration = read_calibration(calibration, source.name)
@@ -88,7 +91,8 @@ def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> Pru
         try:
             model, plan = prune(model, processor, request.ratio, scorer=None if request.plan else request.scorer,
                                 compensation=request.compensation, calibration=calibration, plan=request.plan,
-                                cache=cache, method=request.method, adapter=adapter, source=source.name)
+                                cache=cache, method=request.method, adapter=adapter, source=source.name,
+                                allow_other_weights=request.allow_other_weights)
             after = count_parameters(model)
             out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
                                            verify_checkpoint=request.verify,

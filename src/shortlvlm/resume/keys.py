@@ -2,10 +2,13 @@
 whose result it would be. Algorithms never build keys; the jobs that cache their results do, here.
 
 Keys name the model (config fingerprint and dtype; the weights files through a StageCache's
-`identity` or the comparison's weights fingerprint), the calibration samples (their hash, not
-where they were read from) and batching, and the options the result depends on, and nothing
-else: SCP's gap statistics do not depend on its rank or a numeric alpha, so those may change
-between runs of the same job.
+`identity`, an evaluation's weights stamp or the comparison's weights fingerprint), the calibration
+samples (their hash, not where they were read from) and batching, and the options the result
+depends on, and nothing else: SCP's gap statistics do not depend on its rank or a numeric alpha, so
+those may change between runs of the same job. An evaluation's answers depend on the model that
+gave them (other weights in the same folder answer again) and on how they were generated: the
+batch size (padding changes the text) and the generation settings (greedy, new-token budget,
+prompt format), not on the scoring (`lenient` re-reads the same answers).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from torch import nn
 
 from shortlvlm.compensation import SCP
 from shortlvlm.data.calibration_set import CalibrationSet
-from shortlvlm.io.fingerprint import model_fingerprint, weights_fingerprint
+from shortlvlm.io.fingerprint import model_fingerprint, weights_fingerprint, weights_stamp
 from shortlvlm.scoring import Scorer, scorer_to_dict
 
 
@@ -43,9 +46,13 @@ def gaps_key(model: nn.Module, calibration: CalibrationSet, batch_size: int, *, 
             "writers": scp.writers if scp.fit else None}
 
 
-def answers_key(model_name: str, bench: str, data: str | None, limit: int | None, dtype: str) -> dict:
-    """An evaluation's answers: which model (as named), benchmark, data folder, question count and dtype."""
-    return {"model": model_name, "bench": bench, "data": data, "limit": limit, "dtype": dtype}
+def answers_key(model: nn.Module, model_name: str, *, bench: str, data: str | None, limit: int | None,
+                batch_size: int, generation: dict) -> dict:
+    """An evaluation's answers: the model (as named, its config, dtype and weights stamp), benchmark, data
+    folder, question count, and the batch size and generation settings the answers were generated with."""
+    return {"model": model_name, "config": model_fingerprint(model), "weights": weights_stamp(model_name),
+            "dtype": str(next(model.parameters()).dtype), "bench": bench, "data": data, "limit": limit,
+            "batch_size": batch_size, "generation": generation}
 
 
 def comparison_key(model_name: str, *, bench: str, data: str | None, num_questions: int, methods: list[str],

@@ -1,0 +1,60 @@
+"""A scored plan fits only its model: layer count, config and, where recorded, the weights scored on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shortlvlm import get_adapter, load
+from shortlvlm.io.load import load_skeleton
+from shortlvlm.plan import Plan, PlanError
+from shortlvlm.pruning import prune, score
+from shortlvlm.scoring import get_scorer
+from shortlvlm.selection import check_plan_matches, check_removal
+
+
+@pytest.fixture(scope="module")
+def toy_plan() -> Plan:
+    model, processor = load("toy")
+    return score(model, processor, scorer=get_scorer("last"), source="toy", progress=False)
+
+
+def other_weights():
+    """The toy with one weight changed: the same config, other weights."""
+    model, processor = load("toy")
+    with torch.no_grad():
+        model.get_input_embeddings().weight[0, 0] += 0.5
+    return model, processor
+
+
+def test_a_plan_scored_on_other_weights_with_the_same_config_is_refused(toy_plan):
+    model, processor = other_weights()
+    adapter = get_adapter(model)
+    recorded = toy_plan.model.get("weights")
+    with pytest.raises(PlanError, match=rf"scored on other weights of this config \(toy, weights hash "
+                                        rf"{recorded}; this model's is [0-9a-f]{{16}}\).*--plan-other-weights"):
+        check_plan_matches(toy_plan, model, adapter)
+    with pytest.raises(PlanError, match="other weights"):
+        prune(model, processor, 0.25, compensation=None, plan=toy_plan, progress=False)
+    assert adapter.num_layers == 16  # refused before any layer went
+
+    check_plan_matches(toy_plan, model, adapter, allow_other_weights=True)
+    _, pruned = prune(model, processor, 0.25, compensation=None, plan=toy_plan, allow_other_weights=True,
+                      progress=False)
+    assert pruned.removed_layers == sorted(toy_plan.params["removal_order"][:4])
+
+
+def test_the_plan_fits_a_fresh_load_of_the_same_weights_and_the_skeleton(toy_plan):
+    model, processor = load("toy")
+    check_plan_matches(toy_plan, model, get_adapter(model))
+    _, pruned = prune(model, processor, 0.25, compensation=None, plan=toy_plan, progress=False)
+    assert len(pruned.removed_layers) == 4
+    skeleton = load_skeleton("toy")  # no weights before the load: the weights are checked after it
+    assert check_removal(skeleton, get_adapter(skeleton), 0.25, toy_plan) == 4
+
+
+def test_a_plan_without_a_weights_record_is_accepted_as_before(toy_plan):
+    model, _ = other_weights()
+    record = {k: v for k, v in toy_plan.model.items() if k != "weights"}
+    old = Plan.from_dict({**toy_plan.to_dict(), "model": record})
+    check_plan_matches(old, model, get_adapter(model))
