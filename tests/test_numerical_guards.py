@@ -58,7 +58,7 @@ def test_scp_with_float16_overflow_is_refused_not_applied():
 
 
 def test_scp_statistics_with_nan_are_refused(monkeypatch):
-    import shortlvlm.compensation as compensation
+    import shortlvlm.compensation.scp as compensation
 
     context = overflowing_context(torch.float32)
     real = compensation.measure_gaps

@@ -9,7 +9,7 @@ import pytest
 
 import shortlvlm
 from shortlvlm.cli.main import build_parser
-from shortlvlm.compensation import SCP
+from shortlvlm.compensation import SCP, LstSq
 from shortlvlm.data.calibration_set import Calibration
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.importance import TIS
@@ -18,7 +18,7 @@ from shortlvlm.jobs.source import Architecture, Loading
 from shortlvlm.options import Options, flag_of, nested_options
 from shortlvlm.scoring import SCORERS, TISCosine, scorer_from_dict, scorer_to_dict
 
-OPTIONS = [TIS, SCP, Calibration, Layerwise, Loading, Architecture, *SCORERS.values()]  # prune shows all flags
+OPTIONS = [TIS, SCP, LstSq, Calibration, Layerwise, Loading, Architecture, *SCORERS.values()]  # prune shows all flags
 
 
 def subparser(name: str) -> argparse.ArgumentParser:
@@ -58,7 +58,7 @@ def test_the_cli_flag_carries_the_field_default_and_help(cls):
 
 def test_every_method_flag_of_score_and_prune_is_an_options_field():
     """The other direction: no method or calibration flag exists that no options field declares."""
-    declared = {flag for cls in (SCP, Calibration, *SCORERS.values()) for _, flag in _all_flags(cls)}
+    declared = {flag for cls in (SCP, LstSq, Calibration, *SCORERS.values()) for _, flag in _all_flags(cls)}
     for command in ("score", "prune"):
         group = next(g for g in subparser(command)._action_groups if g.title == "method")
         flags = {flag for action in group._group_actions for flag in action.option_strings}
@@ -86,6 +86,9 @@ def test_flags_build_the_same_options_the_api_builds():
     _, none = method_from_args(subparser("prune").parse_args(["toy", "--out", "x", "--method", "tis-cosine"]),
                                "tis-cosine")
     assert none is None  # tis-cosine alone: no compensation unless --compensation scp
+    bridged = subparser("prune").parse_args(["toy", "--out", "x", "--method", "sleb", "--compensation", "lstsq",
+                                             "--lstsq-ridge", "0.2", "--lstsq-streams", "sequential"])
+    assert method_from_args(bridged, "sleb")[1] == LstSq(ridge=0.2, streams="sequential")
 
 
 @pytest.mark.parametrize("scorer", [TISCosine(tis=TIS(top_p=0.3, layers=[2, 5])), *(cls() for cls in SCORERS.values())],
@@ -94,7 +97,8 @@ def test_the_plan_records_each_options_object_under_its_own_field_names(scorer):
     record = scorer_to_dict(scorer)
     assert set(record) == {"name"} | {f.name for f in dataclasses.fields(scorer)}
     assert scorer_from_dict(record) == scorer
-    for options in (SCP(alpha="fit", tis=TIS(tokens="all")), Calibration(source="c.jsonl", num_samples=4)):
+    for options in (SCP(alpha="fit", tis=TIS(tokens="all")), LstSq(ridge=0.5, tokens="important"),
+                    Calibration(source="c.jsonl", num_samples=4)):
         assert set(options.to_dict()) == {f.name for f in dataclasses.fields(options)}
         assert type(options).from_dict(options.to_dict()) == options
 

@@ -7,10 +7,11 @@ import torch
 
 from shortlvlm import get_adapter, load
 from shortlvlm.capture import CalibrationBatch
-from shortlvlm.compensation import SCP
+from shortlvlm.compensation import compensation_named
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.errors import InvalidLayerSelectionError
+from shortlvlm.importance import TIS
 from shortlvlm.io.fingerprint import model_fingerprint
 from shortlvlm.jobs.checkpoint import write_checkpoint
 from shortlvlm.plan import Plan, PlanError
@@ -134,16 +135,20 @@ def test_batches_are_reused_for_scoring_and_compensation(toy, calib, monkeypatch
     assert len(encoded) == 1
 
 
-@pytest.mark.parametrize("compensation", ["none", "scp"])
+@pytest.mark.parametrize("compensation", ["none", "scp", "lstsq"])
 @pytest.mark.parametrize("method", ["block-influence", "angular", "sleb", "taylor", "ppl"])
 def test_every_baseline_combines_with_every_compensation(calib, method, compensation):
     model, processor = load("toy")
     count = layers_to_remove(0.2, get_adapter(model))
     model, plan = prune(model, processor, 0.2, scorer=get_scorer(method),
-                        compensation=SCP() if compensation == "scp" else None, calibration=calib[:8], progress=False)
+                        compensation=compensation_named(compensation), calibration=calib[:8], progress=False)
     assert len(plan.removed_layers) == count and get_adapter(model).num_layers == 16 - count
     assert plan.compensation == compensation and plan.scorer["name"] == method
-    assert ("compensation_report" in plan.params) == (compensation == "scp")
+    assert ("compensation_report" in plan.params) == (compensation != "none")
+    recorded = None if compensation == "none" else compensation_named(compensation).to_dict()
+    if compensation == "scp":  # "follow the scorer": every real token for a scorer without TIS
+        recorded["tis"] = TIS(tokens="all").to_dict()
+    assert plan.compensation_options == recorded
     if method == "angular":
         assert plan.removed_layers == plan.params["removal_sets"][str(count)]
         assert plan.removed_layers == list(range(plan.removed_layers[0], plan.removed_layers[0] + count))

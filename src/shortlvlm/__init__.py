@@ -1,12 +1,13 @@
 """shortlvlm: prune redundant decoder layers of vision-language models without training.
 
 The method: `score` ranks the decoder layers once, `prune` removes round(ratio x L) of them and bridges
-each cut (Short-LVLM: `TISCosine` scoring on Token Importance Scores, `SCP` compensation). Every
-choice is an options object whose fields carry their defaults and help (`TIS`, `SCP`, `Calibration`,
+each cut (Short-LVLM: `TISCosine` scoring on Token Importance Scores, `SCP` compensation; `LstSq` is
+ReplaceMe's least-squares bridge). Every choice is an options object whose fields carry their defaults
+and help (`TIS`, `SCP`, `LstSq`, `Calibration`,
 `Layerwise`, the scorers). Surgery and checkpoints: `drop_layers`, `load`, `save`, `verify`.
 """
 
-from shortlvlm.compensation import SCP
+from shortlvlm.compensation import SCP, LstSq
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.errors import ShortLVLMError
@@ -29,6 +30,7 @@ from shortlvlm.scoring import (
     RandomLayers,
     TaylorPlus,
     TISCosine,
+    TISLoss,
 )
 from shortlvlm.surgery import drop_layers
 from shortlvlm.version import __version__
@@ -44,11 +46,13 @@ __all__ = [
     "CalibrationSet",
     "LastLayers",
     "Layerwise",
+    "LstSq",
     "Perplexity",
     "Plan",
     "RandomLayers",
     "ShortLVLMError",
     "TISCosine",
+    "TISLoss",
     "TaylorPlus",
     "__version__",
     "drop_layers",

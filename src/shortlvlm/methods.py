@@ -1,17 +1,18 @@
 """Method names a user gives (`--method`): a scorer, or a named recipe of scorer and compensation.
 
 `short-lvlm` is TIS-cosine scoring with SCP; every scorer's own name is that scorer without
-compensation. `compensation` is "scp" or "none" (a comparison may pair any scorer with either).
+compensation. `compensation` is "none" or a compensation's name, scp or lstsq (a comparison may pair any
+scorer with any of them).
 """
 
 from __future__ import annotations
 
-from shortlvlm.compensation import SCP
+from shortlvlm.compensation import COMPENSATION_NAMES, SCP, Compensation
 from shortlvlm.errors import ScoringError
 from shortlvlm.scoring import SCORERS, Scorer
 
 SHORT_LVLM = "short-lvlm"
-COMPENSATIONS = ("none", "scp")
+COMPENSATIONS = COMPENSATION_NAMES
 # method -> (scorer name, default compensation)
 METHODS: dict[str, tuple[str, str]] = {SHORT_LVLM: ("tis-cosine", "scp"), **{name: (name, "none") for name in SCORERS}}
 
@@ -27,9 +28,10 @@ def resolve_method(method: str, compensation: str | None = None) -> tuple[type[S
     return SCORERS[scorer], compensation
 
 
-def method_name(scorer: Scorer, compensation: SCP | None) -> str:
-    """The name a plan records when none is given: short-lvlm for its recipe, else the scorer's name."""
-    return SHORT_LVLM if scorer.name == METHODS[SHORT_LVLM][0] and compensation is not None else scorer.name
+def method_name(scorer: Scorer, compensation: Compensation | None) -> str:
+    """The name a plan records when none is given: short-lvlm for its recipe (TIS-cosine with SCP), else the
+    scorer's name."""
+    return SHORT_LVLM if scorer.name == METHODS[SHORT_LVLM][0] and isinstance(compensation, SCP) else scorer.name
 
 
 def default_compensation(method: str) -> str:

@@ -155,3 +155,36 @@ def finite_or(*words: str) -> Check:
 
 def is_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
+
+
+def options_from_text(cls: type[T], text: str, **fixed: Any) -> T:
+    """'ridge=0.1,tokens=important' -> cls(ridge=0.1, tokens="important"): each value read as its CLI flag
+    reads it (the field's parser, else its int/float/bool/str type); nested options cannot be set this way."""
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = dict(fixed)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, equals, raw = (part.strip() for part in item.partition("="))
+        if not equals or name not in fields or name in nested_options(cls):
+            settable = ", ".join(n for n in fields if n not in nested_options(cls))
+            raise cls.error(f"{cls.__name__} option {item!r} must be NAME=VALUE with NAME one of: {settable}")
+        values[name] = _read_value(cls, fields[name], hints[name], raw)
+    return cls(**values)
+
+
+def _read_value(cls: type[Options], field: dataclasses.Field, hint: Any, raw: str) -> Any:
+    parse = field.metadata.get("parse")
+    kinds = [k for k in (typing.get_args(hint) or (hint,)) if k is not type(None)]
+    try:
+        if parse is not None:
+            return parse(raw)
+        if bool in kinds:
+            if raw.lower() not in ("true", "false"):
+                raise ValueError("takes true or false")
+            return raw.lower() == "true"
+        for kind in (int, float):
+            if kind in kinds:
+                return kind(raw)
+    except ValueError as err:
+        raise cls.error(f"{cls.__name__}.{field.name} cannot read {raw!r} ({err})") from None
+    return raw

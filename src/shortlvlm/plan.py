@@ -1,8 +1,9 @@
 """The pruning plan: which layers go, why, and how; saved as pruning_plan.json beside a checkpoint.
 
 Format 2 stores each options object as one sub-dict under its own field names: `scorer` (the
-scorer's options plus its `name`), `scp` (SCP's options, null without compensation) and
-`calibration` (the calibration options, with the count of samples used and their hash).
+scorer's options plus its `name`), `compensation_options` (the options of whichever compensation
+`compensation` names, scp or lstsq; null without), `scp` (SCP's options again, as format 2 first wrote
+them) and `calibration` (the calibration options, with the count of samples used and their hash).
 `params` holds what scoring and compensation found. Plans written before (format 1, flat
 `params`) are converted on reading (shortlvlm.plan_v1).
 """
@@ -30,6 +31,7 @@ _FIELD_TYPES = (  # (field, the types it accepts, what the error asks for)
     ("layer_scores", (list, type(None)), "a list of numbers or null"),
     ("scorer", (dict,), "an object"),
     ("scp", (dict, type(None)), "an object or null"),
+    ("compensation_options", (dict, type(None)), "an object or null"),
     ("params", (dict,), "an object"),
     ("calibration", (dict,), "an object"),
     ("model", (dict,), "an object"),
@@ -53,7 +55,8 @@ class Plan:
     ratio: float | None = None
     layer_scores: list[float] | None = None
     scorer: dict = field(default_factory=dict)  # the scorer's options: {"name": ..., field: value, ...}
-    scp: dict | None = None  # SCP's options when compensation is "scp"
+    scp: dict | None = None  # SCP's options when compensation is "scp" (kept for readers of format 2)
+    compensation_options: dict | None = None  # the compensation's options (any kind), null without one
     params: dict = field(default_factory=dict)  # what scoring and compensation found (removal order, report)
     calibration: dict = field(default_factory=dict)  # the calibration options, num_samples used, hash
     model: dict = field(default_factory=dict)

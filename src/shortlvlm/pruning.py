@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch
-from shortlvlm.compensation import SCP, compensate, measure_gaps
+from shortlvlm.compensation import COMPENSATIONS, SCP, Compensation, compensate, compensation_record
 from shortlvlm.data.calibration import CalibrationSample
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, calibration_set
 from shortlvlm.data.encode import encode_calibration
@@ -69,7 +69,7 @@ def prune(
     ratio: float,
     *,
     scorer: Scorer | None = None,
-    compensation: SCP | None = SCP(),
+    compensation: Compensation | None = SCP(),
     calibration: CalibrationInput = Calibration(),
     plan: Plan | None = None,
     cache: StageCache | None = None,
@@ -80,19 +80,19 @@ def prune(
     allow_other_weights: bool = False,
 ) -> tuple[nn.Module, Plan]:
     """Remove round(ratio * L) layers ranked by `scorer` (default TISCosine()), bridge each cut with
-    `compensation` (SCP(), or None), and return (model, plan); the model is edited in place.
+    `compensation` (SCP(), LstSq(), or None), and return (model, plan); the model is edited in place.
 
-    With `plan` (from `score`), its ranking and scorer are reused and no scoring pass runs; SCP still
-    needs one forward pass over the calibration set to measure the gap of the chosen layers. With
-    `cache` (shortlvlm.resume), the scored plan and the SCP statistics are saved as they finish and
+    With `plan` (from `score`), its ranking and scorer are reused and no scoring pass runs; a
+    compensation still needs one forward pass over the calibration set to measure the chosen layers'
+    gap. With `cache` (shortlvlm.resume), the scored plan and the compensation's statistics are saved as they finish and
     reused when the same job runs again. `method` is the name the plan records (default: the plan's,
     else short-lvlm for TISCosine with SCP, else the scorer's name).
     """
     adapter = adapter or get_adapter(model)
     if plan is not None and scorer is not None:
         raise ScoringError("give a scorer or a plan, not both: a plan from `score` holds its scorer")
-    if compensation is not None and not isinstance(compensation, SCP):
-        raise ScoringError(f"unknown compensation {compensation!r}; pass SCP(...) or None")
+    if compensation is not None and not isinstance(compensation, tuple(COMPENSATIONS.values())):
+        raise ScoringError(f"unknown compensation {compensation!r}; pass SCP(...), LstSq(...) or None")
     count = check_removal(model, adapter, ratio, plan, allow_other_weights=allow_other_weights)
     scorer = scorer_from_dict(plan.scorer) if plan is not None else scorer or TISCosine()
     method = _checked_method(method) or (plan.method if plan is not None else method_name(scorer, compensation))
@@ -106,30 +106,32 @@ def prune(
         plan = rank() if cache is None else cache.plan(
             keys.plan_key(model, calib, _batch_size(calib), method=method, count=count, scorer=scorer), rank)
     removed = validate_layer_selection(planned_removal(plan, count), adapter)
-    params, scp = dict(plan.params), None
+    params = dict(plan.params)
     if compensation is not None:
         if plan.calibration.get("hash") not in (None, calib.hash):
             params["scp_calibration"] = calib.info()
-        scp = compensation if compensation.tis is not None else dataclasses.replace(compensation, tis=_tis_of(scorer))
+        if isinstance(compensation, SCP) and compensation.tis is None:
+            compensation = dataclasses.replace(compensation, tis=_tis_of(scorer))
         gaps = None
         if cache is not None:
-            def gaps():
-                key = keys.gaps_key(model, calib, _batch_size(calib), removed=removed, scp=scp)
-                return cache.tensors("scp", key, lambda: measure_gaps(model, adapter, batches, removed, scp,
-                                                                      progress=progress))
+            def gaps(compensation=compensation):
+                key = keys.gaps_key(model, calib, _batch_size(calib), removed=removed, scp=compensation)
+                return cache.tensors(compensation.name, key, lambda: compensation.measure(
+                    model, adapter, batches, removed, progress=progress))
         started = time.perf_counter()
-        report = compensate(model, adapter, batches, removed, scp, progress=progress, gaps=gaps)
+        report = compensate(model, adapter, batches, removed, compensation, progress=progress, gaps=gaps)
         params.update(compensation_report=report, compensation_seconds=round(time.perf_counter() - started, 3))
     drop_layers(model, removed, adapter)
+    name, options = compensation_record(compensation)
     pruned = Plan(method=method, num_layers_before=plan.num_layers_before, removed_layers=removed,
-                  compensation="none" if scp is None else "scp", ratio=ratio, layer_scores=plan.layer_scores,
-                  scorer=plan.scorer, scp=None if scp is None else scp.to_dict(), params=params,
+                  compensation=name, ratio=ratio, layer_scores=plan.layer_scores, scorer=plan.scorer,
+                  scp=options if name == "scp" else None, compensation_options=options, params=params,
                   calibration=dict(plan.calibration), model=plan.model)
     return model, pruned
 
 
-def needs_calibration(scorer: Scorer, compensation: SCP | None, *, scored: bool = False) -> bool:
-    """Whether pruning reads calibration data: for SCP always; for scoring unless the scorer needs none or a
+def needs_calibration(scorer: Scorer, compensation: Compensation | None, *, scored: bool = False) -> bool:
+    """Whether pruning reads calibration data: with a compensation always; for scoring unless the scorer needs none or a
     scored plan is given."""
     return compensation is not None or (not scored and scorer.needs_data)
 

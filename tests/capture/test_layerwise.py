@@ -14,7 +14,7 @@ import torch
 
 from shortlvlm import get_adapter
 from shortlvlm.capture import CaptureError, Collector, batch_from_inputs, capture
-from shortlvlm.compensation import SCP, measure_gaps
+from shortlvlm.compensation import SCP, LstSq, measure_bridges, measure_gaps
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.importance import TIS
@@ -210,15 +210,28 @@ def test_layerwise_activations_in_a_folder_equal_and_are_removed(calib, tmp_path
     assert list(tmp_path.iterdir()) == []  # scratch removed
 
 
-@pytest.mark.parametrize("alpha", [1.0, "fit"])
-def test_layerwise_prune_writes_the_in_memory_checkpoint(calib, tmp_path, alpha):
+@pytest.mark.parametrize("model_type", ["llava", "qwen3_vl"])
+@pytest.mark.parametrize("tokens", ["all", "important"])
+def test_layerwise_bridge_statistics_equal_whole_model(model_type, tokens):
+    context = tiny_context(model_type)
+    model, adapter, batches = context.model, context.adapter, context.batches
+    expected = measure_bridges(model, adapter, batches, [1, 2, 4], LstSq(tokens=tokens), progress=False)
+    use_layerwise(model)
+    actual = measure_bridges(model, adapter, batches, [1, 2, 4], LstSq(tokens=tokens), progress=False)
+    assert expected.keys() == actual.keys() and len(expected) == 2 * 5
+    for key in expected:
+        assert torch.equal(actual[key], expected[key]), key
+
+
+@pytest.mark.parametrize("compensation", [SCP(alpha=1.0), SCP(alpha="fit"), LstSq()], ids=["scp", "scp-fit", "lstsq"])
+def test_layerwise_prune_writes_the_in_memory_checkpoint(calib, tmp_path, compensation):
     from shortlvlm.jobs.checkpoint import write_checkpoint
 
     source = file_digest(TOY_CHECKPOINT / "model.safetensors")
     model, processor = layerwise_toy()
-    model, plan = prune(model, processor, 0.25, compensation=SCP(alpha=alpha), calibration=calib, progress=False)
+    model, plan = prune(model, processor, 0.25, compensation=compensation, calibration=calib, progress=False)
     assert has_offloaded_weights(model)
-    reference, reference_plan = prune(*load("toy", dtype=torch.float32), 0.25, compensation=SCP(alpha=alpha),
+    reference, reference_plan = prune(*load("toy", dtype=torch.float32), 0.25, compensation=compensation,
                                       calibration=calib, progress=False)
     assert plan.removed_layers == reference_plan.removed_layers
     assert plan.params["compensation_report"] == reference_plan.params["compensation_report"]

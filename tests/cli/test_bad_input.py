@@ -154,6 +154,8 @@ CASES = [
          r"argument --method: invalid choice: 'shortgpt'"),
     Case("method-bad-parameter", lambda w: ["prune", "toy", "--ratio", "0.3", "--tis-top-p", "1.5"], r"TIS\.top_p \(--tis-top-p\) must be in \(0, 1\]"),
     Case("scp-rank-zero", lambda w: ["prune", "toy", "--ratio", "0.3", "--scp-rank", "0"], r"SCP\.rank \(--scp-rank\) must be a positive integer"),
+    Case("lstsq-ridge-negative", lambda w: ["prune", "toy", "--ratio", "0.3", "--compensation", "lstsq", "--lstsq-ridge",
+                                            "-1"], r"LstSq\.ridge \(--lstsq-ridge\) must be a finite number >= 0"),
     Case("architecture-unknown", lambda w: ["prune", w.path("gpt2"), "--layers", "1"], r"--generic"),
     # models, outputs, plans
     Case("model-path-not-a-model", lambda w: ["prune", w.path("not-a-model"), "--layers", "1"],

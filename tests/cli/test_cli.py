@@ -164,8 +164,20 @@ def test_prune_short_lvlm_by_ratio_compensates_and_verifies(tmp_path, capsys):
     assert len(plan["removed_layers"]) == 3 and plan["calibration"]["num_samples"] == 8
 
 
+def test_prune_with_the_least_squares_bridge_records_its_options(tmp_path, capsys):
+    out = tmp_path / "bridged"
+    code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--method", "block-influence", "--num-samples",
+                              "8", "--compensation", "lstsq", "--lstsq-ridge", "0.5", "--out", out)
+    assert code == 0 and "method block-influence, compensation lstsq" in stdout and "gap left" in stdout
+    plan = json.loads((out / PLAN_FILENAME).read_text())
+    assert plan["compensation"] == "lstsq"
+    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "streams": "unpruned"}
+    assert plan["scp"] is None and {e.get("ridge") for e in plan["params"]["compensation_report"]} <= {0.5, None}
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--layers", "1", "--ratio", "0.3"], "exactly one of --layers"),
+    (["--ratio", "0.3", "--compensation", "lstsq", "--lstsq-ridge", "-1"], "LstSq.ridge (--lstsq-ridge) must be"),
     (["--ratio", "0"], "strictly between 0 and 1"),
     (["--ratio", "0.3", "--calib", "missing.jsonl"], "missing.jsonl"),
     (["--ratio", "0.3", "--method", "tis-cosine", "--tis-top-p", "0"], "TIS.top_p (--tis-top-p) must be in (0, 1]"),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from shortlvlm import get_adapter
-from shortlvlm.compensation import SCP
+from shortlvlm.compensation import SCP, LstSq
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.io.load import load
@@ -57,19 +57,20 @@ def test_scores_under_disk_offload_equal_the_in_memory_scores(tmp_path, calib, m
     assert plan.layer_scores == pytest.approx(reference.layer_scores, rel=1e-6, nan_ok=True)
 
 
-@pytest.mark.parametrize("alpha", [1.0, "fit"])
-def test_scp_edit_and_save_under_disk_offload_equal_the_in_memory_checkpoint(tmp_path, calib, alpha):
+@pytest.mark.parametrize("compensation", [SCP(alpha=1.0), SCP(alpha="fit"), LstSq()], ids=["scp", "scp-fit", "lstsq"])
+def test_compensation_and_save_under_disk_offload_equal_the_in_memory_checkpoint(tmp_path, calib, compensation):
     folder = tmp_path / "offload"
     model, processor = offloaded(folder)
     before = folder_digest(folder)
     weights_before = [read_weight(layer.mlp.down_proj, "weight").clone() for layer in get_adapter(model).layers]
-    model, plan = prune(model, processor, 0.25, compensation=SCP(alpha=alpha), calibration=calib, progress=False)
+    model, plan = prune(model, processor, 0.25, compensation=compensation, calibration=calib, progress=False)
     assert has_offloaded_weights(model)
-    reference, reference_plan = prune(*in_memory(), 0.25, compensation=SCP(alpha=alpha), calibration=calib,
+    reference, reference_plan = prune(*in_memory(), 0.25, compensation=compensation, calibration=calib,
                                       progress=False)
     assert plan.removed_layers == reference_plan.removed_layers
     report, reference_report = plan.params["compensation_report"], reference_plan.params["compensation_report"]
-    assert [e["alpha"] for e in report] == pytest.approx([e["alpha"] for e in reference_report], rel=1e-9)
+    found = "alpha" if isinstance(compensation, SCP) else "gap_left"
+    assert [e[found] for e in report] == pytest.approx([e[found] for e in reference_report], rel=1e-9)
     edited = {e["edited_layer"] for e in report}
     for position, original in enumerate(plan.kept_layers):  # the edit reached the offloaded weight, only there
         now = read_weight(get_adapter(model).layers[position].mlp.down_proj, "weight")

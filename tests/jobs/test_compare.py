@@ -9,9 +9,11 @@ import pytest
 
 from shortlvlm import get_adapter, load
 from shortlvlm.cli import main
+from shortlvlm.compensation import LstSq
 from shortlvlm.data.benchmarks import headline
 from shortlvlm.data.benchmarks.shapes import load_shapes
 from shortlvlm.data.calibration import toy_calibration
+from shortlvlm.eval.evaluate import evaluate
 from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_report import markdown_table
 from shortlvlm.jobs.compare_spec import CompareError, parse_methods, parse_ratios
@@ -25,9 +27,23 @@ def test_methods_take_a_compensation_suffix():
         ("tis-cosine", "none", "tis-cosine")]
 
 
+def test_settings_take_scorer_and_compensation_options():
+    specs = parse_methods("tis-loss[full_steps=2]+lstsq[ridge=0.1,tokens=important],sleb+lstsq,random[seed=3]")
+    assert [(s.label, s.method, s.compensation) for s in specs] == [
+        ("tis-loss[full_steps=2]+lstsq[ridge=0.1,tokens=important]", "tis-loss", "lstsq"),
+        ("sleb+lstsq", "sleb", "lstsq"), ("random[seed=3]", "random", "none")]
+    assert specs[0].make_scorer(0).full_steps == 2 and specs[0].make_compensation() == LstSq(ridge=0.1, tokens="important")
+    assert specs[1].make_compensation() == LstSq() and specs[2].make_scorer(0).seed == 3
+    assert parse_methods("random")[0].make_scorer(7).seed == 7  # --seed still reaches a scorer left at defaults
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("", "empty"), ("shortgpt", "unknown method 'shortgpt'"), ("sleb+lora", "unknown compensation"),
-    ("last,last", "twice"),
+    ("last,last", "twice"), ("sleb+lstsq[ridge=-1]", r"ridge \(--lstsq-ridge\) must be a finite number >= 0"),
+    ("sleb+lstsq[rank=2]", "NAME one of: ridge, tokens"), ("sleb+none[ridge=1]", "options to no compensation"),
+    ("sleb+scp+lstsq", "more than one compensation"), ("tis-loss[full_steps=1],tis-loss[full_steps=2]+scp",
+                                                      "two different scorer settings"),
+    ("sleb[", "cannot read"), ("sleb+lstsq[ridge=x]", "cannot read 'x'"),
 ])
 def test_bad_methods_are_named(text, message):
     with pytest.raises(CompareError, match=message):
@@ -117,6 +133,23 @@ def test_more_methods_and_ratios_extend_a_comparison_without_redoing_it(tmp_path
     assert set(data["cells"]["block-influence+scp"]) == {"0.1", "0.2"}
     table = (out / "results.md").read_text()
     assert "| block-influence+scp |" in table and "| last | " in table and "…" in table  # last at 20%: not run
+
+
+def test_a_compensation_setting_reaches_the_cells_and_their_plans(tmp_path):
+    out = tmp_path / "cmp"
+    data = small_run(out, CountingLoader(), methods=parse_methods("block-influence+lstsq[ridge=0.5]"), ratios=[0.2])
+    cell = data["cells"]["block-influence+lstsq[ridge=0.5]"]["0.2"]
+    assert len(cell["removed_layers"]) == 3
+    plan = json.loads((out / "plans" / "block-influence+lstsq[ridge=0.5].json").read_text())
+    assert plan["compensation"] == "lstsq"
+    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "streams": "unpruned"}
+    model, processor = load("toy")  # the cell is the library's prune with that compensation
+    from shortlvlm.plan import Plan
+    from shortlvlm.pruning import prune
+    model, pruned = prune(model, processor, 0.2, plan=Plan.from_dict(plan), compensation=LstSq(ridge=0.5),
+                          calibration=toy_calibration(8), progress=False)
+    metrics, _ = evaluate(model, processor, "shapes", load_shapes(24), batch_size=24, progress=False)
+    assert pruned.removed_layers == cell["removed_layers"] and metrics["accuracy"] == cell["metrics"]["accuracy"]
 
 
 def test_an_extension_to_a_higher_ratio_scores_a_count_scorer_again(tmp_path):

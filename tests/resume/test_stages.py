@@ -102,3 +102,29 @@ def test_other_weights_at_the_same_path_do_not_reuse_stages(tmp_path, capsys):
     assert main([*argv, "--overwrite"]) == 0
     err = capsys.readouterr().err
     assert "reusing the plan stage" in err and "reusing the scp stage" in err
+
+
+def test_bridge_statistics_are_reused_across_ridges_not_across_token_sets(tmp_path, calib):
+    from shortlvlm.compensation import LstSq
+
+    def bridged(cache, **options):
+        model, processor = load("toy", dtype=torch.float32)
+        return prune(model, processor, 0.25, scorer=TISCosine(), compensation=LstSq(**options), calibration=calib,
+                     cache=cache, progress=False)
+
+    first = StageCache(tmp_path / "stages", announce=False)
+    model, plan = bridged(first, ridge=0.1)
+    assert first.reused == [] and (first.directory / "lstsq.safetensors").exists()
+    ridge = StageCache(first.directory, announce=False)
+    _, ridge_plan = bridged(ridge, ridge=0.5)  # the ridge is applied when solving: statistics reused
+    assert ridge.reused == ["plan", "lstsq"]
+    assert [e.get("ridge") for e in ridge_plan.params["compensation_report"] if e["edited_layer"] is not None] == [
+        0.5] * len([e for e in plan.params["compensation_report"] if e["edited_layer"] is not None])
+    again = StageCache(first.directory, announce=False)
+    same, _ = bridged(again, ridge=0.1)
+    assert again.reused == ["plan", "lstsq"]
+    for a, b in zip(model.state_dict().values(), same.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the reused statistics give the identical merge
+    tokens = StageCache(first.directory, announce=False)
+    bridged(tokens, ridge=0.1, tokens="important")
+    assert tokens.reused == ["plan"]

@@ -30,8 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma-separated methods; append +scp or +none to override a method's compensation, "
-                   f"e.g. block-influence+scp (default: {','.join(DEFAULT_METHODS)})")
+                   help="comma-separated settings METHOD[OPTIONS]+COMPENSATION[OPTIONS]: append +scp, +lstsq or "
+                   "+none to override a method's compensation; bracketed NAME=VALUE lists set the scorer's and "
+                   "the compensation's options by their field names (as in `help(shortlvlm.LstSq)`), e.g. "
+                   "tis-loss[full_steps=2]+lstsq[ridge=0.1] (one scorer setting per scorer per comparison; "
+                   f"default: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--ratios", default="0.1,0.2,0.3", help="fractions of layers to remove (default: 0.1,0.2,0.3)")
     p.add_argument("--bench", default=NAMES[0], choices=NAMES, help=f"benchmark (default: {NAMES[0]})")
     p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")

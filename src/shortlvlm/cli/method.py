@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from shortlvlm.cli.flags import add_options, options_from_args
-from shortlvlm.compensation import SCP
+from shortlvlm.compensation import COMPENSATION_NAMES, COMPENSATIONS, Compensation
 from shortlvlm.data.calibration_set import Calibration
 from shortlvlm.methods import METHODS, SHORT_LVLM, resolve_method
 from shortlvlm.scoring import SCORERS, Scorer
@@ -25,9 +25,11 @@ def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
     for scorer in SCORERS.values():
         add_options(group, scorer, seen)
     if scp:
-        group.add_argument("--compensation", default=None, choices=["scp", "none"],
-                           help="gap compensation (default: scp for short-lvlm, none for the others)")
-        add_options(group, SCP)
+        group.add_argument("--compensation", default=None, choices=list(COMPENSATION_NAMES),
+                           help="gap compensation: scp (Short-LVLM's subspace edit), lstsq (ReplaceMe's "
+                           "least-squares bridge), none (default: scp for short-lvlm, none for the others)")
+        for compensation in COMPENSATIONS.values():
+            add_options(group, compensation)
 
 
 def method_of(args: argparse.Namespace) -> str:
@@ -36,14 +38,15 @@ def method_of(args: argparse.Namespace) -> str:
 
 
 def method_from_args(args: argparse.Namespace, method: str, compensation: str | None = None
-                     ) -> tuple[Scorer, SCP | None]:
-    """`method`'s scorer with the flags' options, and SCP with its flags (None without compensation).
+                     ) -> tuple[Scorer, Compensation | None]:
+    """`method`'s scorer with the flags' options, and the compensation with its flags (None without one).
 
     The compensation is --compensation if given, else `compensation` (a plan's), else the method's default.
     """
     scorer_class, compensation = resolve_method(method, getattr(args, "compensation", None) or compensation)
-    scorer, scp = options_from_args(scorer_class, args), options_from_args(SCP, args)  # both checked
-    return scorer, scp if compensation == "scp" else None
+    scorer = options_from_args(scorer_class, args)
+    chosen = {name: options_from_args(cls, args) for name, cls in COMPENSATIONS.items()}  # all checked
+    return scorer, chosen.get(compensation)
 
 
 def calibration_from_args(args: argparse.Namespace) -> Calibration:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from shortlvlm.compensation import SCP
+from shortlvlm.compensation import compensation_record
 from shortlvlm.data.benchmarks import headline
 from shortlvlm.data.calibration import CalibrationSample
 from shortlvlm.data.calibration_set import CalibrationSet, calibration_set
@@ -29,20 +29,14 @@ from shortlvlm.jobs.source import ModelSource
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import prune, score
 from shortlvlm.resume.keys import comparison_key
-from shortlvlm.scoring import SCORERS, Scorer
 from shortlvlm.selection import layers_to_remove
 
 
-def compared_scorer(name: str, seed: int) -> Scorer:
-    """A scorer with its default options; `seed` goes to the scorers that have one (random)."""
-    cls = SCORERS[name]
-    return cls(**{"seed": seed} if "seed" in {f.name for f in dataclasses.fields(cls)} else {})
-
-
 def method_plan(scored: Plan, spec: MethodSpec) -> Plan:
-    """A scorer's plan as one compared method's: its method name and compensation (SCP's defaults)."""
-    scp = SCP().to_dict() if spec.compensation == "scp" else None
-    return dataclasses.replace(scored, method=spec.method, compensation=spec.compensation, scp=scp)
+    """A scorer's plan as one compared method's: its method name and compensation with that setting's options."""
+    name, options = compensation_record(spec.make_compensation())
+    return dataclasses.replace(scored, method=spec.method, compensation=name, compensation_options=options,
+                               scp=options if name == "scp" else None)
 
 
 def run_compare(
@@ -97,7 +91,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
 
     for name in dict.fromkeys(m.scorer for m in methods):
         specs = [m for m in methods if m.scorer == name]
-        scorer = compared_scorer(name, seed)
+        scorer = specs[0].make_scorer(seed)  # parse_methods allows one scorer setting per scorer
         plan = results.scored_plan(scorer, specs) if name in results.data["scoring"] else None
         if plan is None and name in results.data["scoring"]:  # its cells came from that other ranking
             stale = [label for label in results.data["cells"] if parse_methods(label)[0].scorer == name]
@@ -142,7 +136,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
         plan = Plan.load(results.plan_path(spec.label))
         model, processor = source.load()
         adapter = source.adapter(model)
-        compensation = SCP() if spec.compensation == "scp" else None
+        compensation = spec.make_compensation()
         started = time.perf_counter()
         model, pruned = prune(model, processor, ratio, compensation=compensation,
                               calibration=encoded(processor, adapter) if compensation else None, plan=plan,

@@ -1,15 +1,26 @@
-"""What a comparison compares: method settings (`short-lvlm`, `block-influence+scp`, ...) and ratios."""
+"""What a comparison compares: method settings (`short-lvlm`, `block-influence+scp`, ...) and ratios.
+
+A setting is `METHOD[OPTIONS]+COMPENSATION[OPTIONS]`, both bracketed parts optional, e.g.
+`tis-loss[full_steps=2]+lstsq[ridge=0.1,tokens=important]`; the options are the scorer's and the
+compensation's own fields (shortlvlm.options.options_from_text), so any stored comparison can be
+regenerated from the command line.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
+from shortlvlm.compensation import COMPENSATION_NAMES, COMPENSATIONS, Compensation
 from shortlvlm.errors import ShortLVLMError
-from shortlvlm.methods import COMPENSATIONS, METHODS
-from shortlvlm.scoring import SCORERS
+from shortlvlm.methods import METHODS
+from shortlvlm.options import options_from_text
+from shortlvlm.scoring import SCORERS, Scorer
 
 DEFAULT_METHODS = ("short-lvlm", "tis-cosine", "tis-loss", "block-influence", "angular", "sleb", "taylor", "ppl",
                    "last", "random")
+_PART = re.compile(r"^(?P<name>[^\[\]+]+)(?:\[(?P<options>[^\[\]]*)\])?$")
 
 
 class CompareError(ShortLVLMError):
@@ -18,11 +29,13 @@ class CompareError(ShortLVLMError):
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One compared setting: a method (scorer or recipe) with a compensation."""
+    """One compared setting: a method (scorer or recipe) with a compensation, each with its options text."""
 
     label: str
     method: str
     compensation: str
+    scorer_options: str = ""
+    compensation_options: str = ""
 
     @property
     def scorer(self) -> str:
@@ -30,26 +43,79 @@ class MethodSpec:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.compensation == "scp" or SCORERS[self.scorer].needs_data
+        return self.compensation != "none" or SCORERS[self.scorer].needs_data
+
+    def make_scorer(self, seed: int) -> Scorer:
+        """The scorer with this setting's options; `seed` goes to the scorers that have one (random)."""
+        cls = SCORERS[self.scorer]
+        fixed = {"seed": seed} if "seed" in {f.name for f in dataclasses.fields(cls)} else {}
+        return options_from_text(cls, self.scorer_options, **fixed)
+
+    def make_compensation(self) -> Compensation | None:
+        """The compensation with this setting's options (None for none)."""
+        if self.compensation == "none":
+            return None
+        return options_from_text(COMPENSATIONS[self.compensation], self.compensation_options)
+
+
+def split_outside_brackets(text: str, separator: str) -> list[str]:
+    """Split at the separators outside brackets: 'a[x=1,y=2],b' at ',' -> ['a[x=1,y=2]', 'b']."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == separator and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [item.strip() for item in [*items, current]]
+
+
+def _part(text: str, item: str) -> tuple[str, str]:
+    match = _PART.match(text.strip())
+    if match is None:
+        raise CompareError(f"cannot read {item!r} in --methods: write METHOD[NAME=VALUE,...]+COMPENSATION[...], "
+                           "e.g. tis-loss+lstsq[ridge=0.1]")
+    return match["name"].strip(), (match["options"] or "").strip()
 
 
 def parse_methods(text: str | list[str]) -> list[MethodSpec]:
-    """'short-lvlm,block-influence+scp,sleb' -> specs; `+none`/`+scp` overrides the compensation."""
-    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    """'short-lvlm,block-influence+scp,tis-loss+lstsq[ridge=0.1]' -> specs; `+COMPENSATION` overrides the
+    method's compensation; every option is checked here, before anything loads."""
+    items = split_outside_brackets(text, ",") if isinstance(text, str) else list(text)
+    items = [item.strip() for item in items if item.strip()]
     if not items:
         raise CompareError("--methods is empty; name at least one, e.g. short-lvlm,block-influence")
     specs = []
     for item in items:
-        method, _, compensation = item.partition("+")
+        parts = split_outside_brackets(item, "+")
+        if len(parts) > 2:
+            raise CompareError(f"{item!r} in --methods names more than one compensation; give one after '+'")
+        method, scorer_options = _part(parts[0], item)
         if method not in METHODS:
             raise CompareError(f"unknown method {method!r} in --methods; choose from: {', '.join(sorted(METHODS))}")
-        compensation = compensation or METHODS[method][1]
-        if compensation not in COMPENSATIONS:
-            raise CompareError(f"unknown compensation {compensation!r} in {item!r}; use +none or +scp")
-        specs.append(MethodSpec(item, method, compensation))
+        compensation, compensation_options = _part(parts[1], item) if len(parts) == 2 else (METHODS[method][1], "")
+        if compensation not in COMPENSATION_NAMES:
+            raise CompareError(f"unknown compensation {compensation!r} in {item!r}; use "
+                               f"{', '.join('+' + name for name in COMPENSATION_NAMES)}")
+        if compensation == "none" and compensation_options:
+            raise CompareError(f"{item!r} gives options to no compensation; drop the brackets after +none")
+        spec = MethodSpec(item, method, compensation, scorer_options, compensation_options)
+        try:
+            spec.make_scorer(0), spec.make_compensation()  # every option checked before anything loads
+        except ShortLVLMError as err:
+            raise CompareError(f"{item!r} in --methods: {err}") from None
+        specs.append(spec)
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise CompareError(f"--methods lists a setting twice: {labels}")
+    by_scorer: dict[str, set[str]] = {}
+    for spec in specs:
+        by_scorer.setdefault(spec.scorer, set()).add(spec.scorer_options)
+    mixed = sorted(name for name, settings in by_scorer.items() if len(settings) > 1)
+    if mixed:
+        raise CompareError(f"--methods gives {mixed[0]} two different scorer settings; one comparison ranks with one "
+                           "setting per scorer: compare the other in another --out")
     return specs
 
 

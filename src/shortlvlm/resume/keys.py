@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from shortlvlm.compensation import SCP
+from shortlvlm.compensation import Compensation
 from shortlvlm.data.calibration_set import CalibrationSet
 from shortlvlm.io.fingerprint import model_fingerprint, weights_fingerprint, weights_stamp
 from shortlvlm.scoring import Scorer, scorer_to_dict
@@ -38,12 +38,14 @@ def plan_key(model: nn.Module, calibration: CalibrationSet | None, batch_size: i
             "scorer": scorer_to_dict(scorer), "answer_tokens": ANSWER_TOKENS}
 
 
-def gaps_key(model: nn.Module, calibration: CalibrationSet, batch_size: int, *, removed: list[int], scp: SCP) -> dict:
-    """SCP's gap statistics: model, data, the removed layers, the tokens measured on, normalisation, and for
-    a fitted alpha the writers whose outputs were accumulated (not the rank, not a numeric alpha)."""
-    return {**_model_and_data(model, calibration, batch_size), "removed": sorted(removed),
-            "tis": scp.tis.to_dict() if scp.tis is not None else None, "normalize": scp.normalize, "fit": scp.fit,
-            "writers": scp.writers if scp.fit else None}
+def gaps_key(model: nn.Module, calibration: CalibrationSet, batch_size: int, *, removed: list[int],
+             scp: Compensation) -> dict:
+    """A compensation's statistics: model, data, the removed layers, and the options they depend on (for SCP the
+    tokens, normalisation and a fitted alpha's writers, not the rank or a numeric alpha; for the least-squares
+    bridge the tokens, not the ridge)."""
+    extra = {"compensation": scp.name} if scp.name != "scp" else {}  # SCP's keys stay as older versions wrote them
+    return {**_model_and_data(model, calibration, batch_size), "removed": sorted(removed), **extra,
+            **scp.statistics_key()}
 
 
 def answers_key(model: nn.Module, model_name: str, *, bench: str, data: str | None, limit: int | None,

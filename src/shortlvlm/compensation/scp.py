@@ -12,20 +12,18 @@ u_t the edited writers' output, P = V_k V_k^T; it needs two more d x d accumulat
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch, capture
+from shortlvlm.compensation.runs import WRITER_CHOICES, RemovedRun, removed_runs, uncompensated, writer_names
 from shortlvlm.errors import CompensationError
 from shortlvlm.importance import TIS, ImportanceAwareCollector, TokenImportance
 from shortlvlm.io.offload import read_weight, write_weight
 from shortlvlm.models import Adapter
 from shortlvlm.options import Options, finite_or, is_bool, option, options, positive_int
-
-WRITER_CHOICES = ("mlp", "attn", "both")
 
 
 def parse_alpha(text: str) -> float | str:
@@ -42,6 +40,7 @@ def parse_alpha(text: str) -> float | str:
 class SCP(Options):
     """Subspace-Compensated Pruning: how the kept layer below each removed run is edited."""
 
+    name: ClassVar[str] = "scp"
     flag_prefix = "scp"
     error = CompensationError
 
@@ -59,40 +58,19 @@ class SCP(Options):
     def fit(self) -> bool:
         return self.alpha == "fit"
 
+    def statistics_key(self) -> dict:
+        """What the measured statistics depend on: the tokens, normalisation, and for a fitted alpha the
+        writers whose outputs were accumulated (not the rank, not a numeric alpha)."""
+        return {"tis": self.tis.to_dict() if self.tis is not None else None, "normalize": self.normalize,
+                "fit": self.fit, "writers": self.writers if self.fit else None}
 
-@dataclass
-class RemovedRun:
-    """A maximal run of consecutive removed layers and the kept layer directly below it."""
+    def measure(self, model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int],
+                *, progress: bool = True) -> dict[str, torch.Tensor]:
+        return measure_gaps(model, adapter, batches, removed, self, progress=progress)
 
-    layers: list[int]
-    below: int | None  # None: the run starts at layer 0, nothing to compensate with
-
-
-def removed_runs(removed: list[int]) -> list[RemovedRun]:
-    """Group removed layer indices into maximal consecutive runs."""
-    runs: list[RemovedRun] = []
-    for index in sorted(set(removed)):
-        if runs and runs[-1].layers[-1] == index - 1:
-            runs[-1].layers.append(index)
-        else:
-            runs.append(RemovedRun([index], index - 1 if index > 0 else None))
-    return runs
-
-
-def writer_names(adapter: Adapter, writers: str) -> list[str]:
-    """Residual writers to edit: the MLP output (last), the attention output (first), or both."""
-    if writers not in WRITER_CHOICES:
-        raise CompensationError(f"scp writers must be one of {', '.join(WRITER_CHOICES)}, got {writers!r}")
-    names = list(adapter.spec.residual_writers)
-    chosen = {"mlp": names[-1:], "attn": names[:1], "both": names}[writers]
-    normed = [n for n in chosen if n in adapter.spec.writer_post_norms]
-    if normed:
-        raise CompensationError(
-            f"SCP cannot be written as a weight edit for {adapter.spec.name}: '{normed[0]}' is followed by "
-            f"'{adapter.spec.writer_post_norms[normed[0]]}' (a norm) before it joins the residual stream, so "
-            "(I + a V V^T) W would be undone by the norm. Use --compensation none for this model"
-        )
-    return chosen
+    def apply(self, model: nn.Module, adapter: Adapter, removed: list[int],
+              measured: dict[str, torch.Tensor]) -> list[dict]:
+        return apply_scp(model, adapter, removed, self, measured)
 
 
 class GapStatistics(ImportanceAwareCollector):
@@ -212,31 +190,13 @@ def measure_gaps(model: nn.Module, adapter: Adapter, batches: list[CalibrationBa
     return measured
 
 
-def compensate(
-    model: nn.Module,
-    adapter: Adapter,
-    batches: list[CalibrationBatch],
-    removed: list[int],
-    scp: SCP = SCP(),
-    *,
-    progress: bool = True,
-    gaps: Callable[[], dict[str, torch.Tensor]] | None = None,
-) -> list[dict]:
-    """Measure the gaps of `removed` (original indices) on the unpruned model and edit the kept layers below.
-
-    Call before the layers are dropped. Returns one report entry per run of removed layers.
-    `scp.tis` None measures on TIS() (the caller resolves "follow the scorer"). `gaps` supplies the
-    statistics instead of a new capture pass (e.g. a resumed job's saved ones, shortlvlm.resume).
-    """
+def apply_scp(model: nn.Module, adapter: Adapter, removed: list[int], scp: SCP,
+              measured: dict[str, torch.Tensor]) -> list[dict]:
+    """Edit the kept layer below each run of `removed` with its measured gap subspace; one report entry per run."""
     names = writer_names(adapter, scp.writers)
     runs = removed_runs(removed)
-    compensated = [run for run in runs if run.below is not None]
-    report = [{"removed": run.layers, "edited_layer": None, "reason": "run starts at layer 0: nothing below"}
-              for run in runs if run.below is None]
-    if not compensated:
-        return report
-    measured = gaps() if gaps is not None else measure_gaps(model, adapter, batches, removed, scp, progress=progress)
-    for run in compensated:
+    report = [uncompensated(run) for run in runs if run.below is None]
+    for run in [run for run in runs if run.below is not None]:
         below = run.below
         hth, tokens_seen = measured[f"hth.{below}"], int(measured[f"tokens.{below}"].item())
         entry = {"removed": run.layers, "edited_layer": below, "writers": names, "tokens": tokens_seen}

@@ -1,0 +1,75 @@
+"""Compensation: training-free weight edits that bridge the gap removed layers leave (docs/design.md §2.3, §2.6).
+
+Each compensation is an options object (fields = CLI flags = the plan's record) with the same
+lifecycle: `measure` streams its statistics in one capture pass over the unpruned model (the
+pass a resumed job may skip: the statistics are saved), then `apply` edits the kept layer below
+each run of removed layers before the layers are dropped. A run that starts at layer 0 has no
+kept layer below it and is reported as uncompensated.
+
+- `SCP` (scp.py): Short-LVLM's subspace-compensated pruning, (I + alpha V V^T) W.
+- `LstSq` (lstsq.py): ReplaceMe's least-squares bridge, T^T W with a ridge-regularised T.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from shortlvlm.capture import CalibrationBatch
+from shortlvlm.compensation.lstsq import LstSq, measure_bridges, solve_bridge
+from shortlvlm.compensation.runs import WRITER_CHOICES, RemovedRun, removed_runs, writer_names
+from shortlvlm.compensation.scp import SCP, GapStatistics, edit_writer, fit_alpha, measure_gaps, top_subspace
+from shortlvlm.errors import CompensationError
+from shortlvlm.models import Adapter
+
+Compensation = SCP | LstSq
+COMPENSATIONS: dict[str, type[Compensation]] = {"scp": SCP, "lstsq": LstSq}
+COMPENSATION_NAMES = ("none", *COMPENSATIONS)
+
+
+def compensation_named(name: str) -> Compensation | None:
+    """The compensation `name` with its default options; None for "none"."""
+    if name == "none":
+        return None
+    if name not in COMPENSATIONS:
+        raise CompensationError(f"unknown compensation {name!r}; choose one of: {', '.join(COMPENSATION_NAMES)}")
+    return COMPENSATIONS[name]()
+
+
+def compensation_record(compensation: Compensation | None) -> tuple[str, dict | None]:
+    """(name, options dict) as a plan records them: ("none", None) without compensation."""
+    return ("none", None) if compensation is None else (compensation.name, compensation.to_dict())
+
+
+def compensate(
+    model: nn.Module,
+    adapter: Adapter,
+    batches: list[CalibrationBatch],
+    removed: list[int],
+    compensation: Compensation = SCP(),
+    *,
+    progress: bool = True,
+    gaps: Callable[[], dict[str, torch.Tensor]] | None = None,
+) -> list[dict]:
+    """Measure the statistics of `removed` (original indices) on the unpruned model and edit the kept layers.
+
+    Call before the layers are dropped. Returns one report entry per run of removed layers.
+    SCP with `tis` None measures on TIS() (the caller resolves "follow the scorer"). `gaps` supplies the
+    statistics instead of a new capture pass (e.g. a resumed job's saved ones, shortlvlm.resume).
+    """
+    if not isinstance(compensation, tuple(COMPENSATIONS.values())):
+        raise CompensationError(f"unknown compensation {compensation!r}; pass one of "
+                                f"{', '.join(c.__name__ for c in COMPENSATIONS.values())}, or None")
+    if all(run.below is None for run in removed_runs(removed)):
+        return compensation.apply(model, adapter, removed, {})
+    measured = gaps() if gaps is not None else compensation.measure(model, adapter, batches, removed,
+                                                                     progress=progress)
+    return compensation.apply(model, adapter, removed, measured)
+
+
+__all__ = ["COMPENSATIONS", "COMPENSATION_NAMES", "SCP", "WRITER_CHOICES", "Compensation", "GapStatistics",
+           "LstSq", "RemovedRun", "compensate", "compensation_named", "compensation_record", "edit_writer",
+           "fit_alpha", "measure_bridges", "measure_gaps", "removed_runs", "solve_bridge", "top_subspace",
+           "writer_names"]

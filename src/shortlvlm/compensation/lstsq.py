@@ -1,0 +1,235 @@
+"""Least-squares bridge (ReplaceMe's linear transform, docs/design.md §2.6): a d x d map T merged into a writer.
+
+For each maximal run of removed layers p1..pm with kept layer r directly below it, on the chosen
+calibration tokens of the unpruned model: A = the output of r's MLP writer (`mlp.down_proj`),
+X^r = the stream leaving r, X^{pm} = the stream leaving the run. Without the run, the next kept
+layer would see X^r = (X^r - A) + A; the bridge asks r's MLP to write A T instead, with
+T = argmin |A T - Y|^2 + lambda |T - 0|^2 = (A^T A + lambda I)^-1 A^T Y,  Y = X^{pm} - X^r + A,
+so that (X^r - A) + A T ~ X^{pm}. lambda = ridge * tr(A^T A) / d (scale-free). Solved in float64
+from streamed A^T A and A^T Y; merged offline as W <- T^T W (and b <- T^T b), so the checkpoint
+keeps its architecture. Gemma 3's MLP writer is followed by a norm: refused (runs.writer_names).
+`streams="sequential"` fits the runs one after another from the bottom, each on the streams of the
+model with the runs below it removed and bridged (ReplaceMe's code bridges one block; this is how
+several compose), at one calibration pass per run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from shortlvlm.capture import CalibrationBatch, capture
+from shortlvlm.compensation.runs import RemovedRun, removed_runs, uncompensated, writer_names
+from shortlvlm.errors import CompensationError
+from shortlvlm.importance import TIS, ImportanceAwareCollector, TokenImportance
+from shortlvlm.io.offload import read_weight, write_weight
+from shortlvlm.models import Adapter
+from shortlvlm.options import Options, option, options
+
+TOKEN_CHOICES = ("all", "important")
+STREAM_CHOICES = ("unpruned", "sequential")
+
+
+def non_negative(value: Any) -> str | None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return None if number and math.isfinite(value) and value >= 0 else "must be a finite number >= 0"
+
+
+@options
+class LstSq(Options):
+    """Least-squares bridge (ReplaceMe): a linear map fitted per removed run, merged into the MLP writer below it."""
+
+    name: ClassVar[str] = "lstsq"
+    flag_prefix = "lstsq"
+    error = CompensationError
+
+    ridge: float = option(0.01, check=non_negative,
+                          help="ridge lambda as a fraction of tr(A^T A)/d (0: plain least squares)")
+    tokens: str = option("all", choices=TOKEN_CHOICES,
+                         help="tokens the map is fitted on: 'all' real tokens, or TIS's 'important' ones "
+                              "(TIS() defaults)")
+    streams: str = option("unpruned", choices=STREAM_CHOICES,
+                          help="'unpruned': every run fitted on the unpruned model's streams (one pass); "
+                               "'sequential': run after run from the bottom, each on the model with the runs "
+                               "below it removed and bridged (one pass per run)")
+
+    def statistics_key(self) -> dict:
+        """The statistics depend on the tokens and streams; on the ridge only when the bridges below a run
+        shaped the streams it is fitted on (sequential)."""
+        return {"tokens": self.tokens, "streams": self.streams,
+                **({"ridge": self.ridge} if self.streams == "sequential" else {})}
+
+    def measure(self, model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int],
+                *, progress: bool = True) -> dict[str, torch.Tensor]:
+        return measure_bridges(model, adapter, batches, removed, self, progress=progress)
+
+    def apply(self, model: nn.Module, adapter: Adapter, removed: list[int],
+              measured: dict[str, torch.Tensor]) -> list[dict]:
+        return apply_bridges(model, adapter, removed, self, measured)
+
+
+class BridgeStatistics(ImportanceAwareCollector):
+    """Streams A^T A, A^T Y, |Y|^2 and the gap energy |X^{pm} - X^r|^2 for every compensated run (float64)."""
+
+    batch_state = ("batch", "outputs", "writer_outputs")
+
+    def __init__(self, runs: list[RemovedRun], importance: TokenImportance | None, dim: int):
+        super().__init__(importance)
+        self.runs = [run for run in runs if run.below is not None]
+        self.needed = {run.below for run in self.runs} | {run.layers[-1] for run in self.runs}
+        self.ata = {run.below: torch.zeros(dim, dim, dtype=torch.float64) for run in self.runs}
+        self.aty = {run.below: torch.zeros(dim, dim, dtype=torch.float64) for run in self.runs}
+        self.yty = {run.below: torch.zeros((), dtype=torch.float64) for run in self.runs}
+        self.gap = {run.below: torch.zeros((), dtype=torch.float64) for run in self.runs}
+        self.tokens = {run.below: 0 for run in self.runs}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.writer_outputs: dict[int, torch.Tensor] = {}
+
+    def begin_batch(self, batch: CalibrationBatch) -> None:
+        super().begin_batch(batch)
+        self.outputs, self.writer_outputs = {}, {}
+
+    def layer_output(self, layer: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
+        if layer in self.needed:
+            self.outputs[layer] = hidden_out
+
+    def writer_output(self, layer: int, output: torch.Tensor) -> None:
+        self.writer_outputs[layer] = output
+
+    def end_batch(self) -> None:
+        mask = self.selected_tokens()
+        for run in self.runs:
+            below = run.below
+            start = self.outputs[below][mask].double()
+            gap = self.outputs[run.layers[-1]][mask].double() - start
+            written = self.writer_outputs[below][mask].double()
+            target = gap + written
+            self.ata[below] += (written.T @ written).cpu()
+            self.aty[below] += (written.T @ target).cpu()
+            self.yty[below] += (target * target).sum().cpu()
+            self.gap[below] += (gap * gap).sum().cpu()
+            self.tokens[below] += int(mask.sum())
+        self.outputs, self.writer_outputs = {}, {}
+
+
+def bridge_tis(bridge: LstSq) -> TIS:
+    return TIS() if bridge.tokens == "important" else TIS(tokens="all")
+
+
+def measure_bridges(model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int],
+                    bridge: LstSq, *, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Per compensated run (keyed by the kept layer r below it): "ata.{r}", "aty.{r}" (float64, d x d),
+    "yty.{r}", "gap.{r}" and "tokens.{r}". One capture pass over the unpruned model, or with
+    `streams="sequential"` one per run on the partly pruned model; the weights are left as they were."""
+    (name,) = writer_names(adapter, "mlp", "the least-squares bridge")
+    runs = removed_runs(removed)
+    if bridge.streams == "unpruned":
+        return _measure(model, adapter, batches, runs, name, bridge, skip=[], progress=progress)
+    skip = [layer for run in runs if run.below is None for layer in run.layers]
+    measured: dict[str, torch.Tensor] = {}
+    originals: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
+    try:
+        for run in [run for run in runs if run.below is not None]:
+            measured.update(_measure(model, adapter, batches, [run], name, bridge, skip=skip, progress=progress))
+            writer = adapter.residual_writers(run.below)[name]
+            originals.append((writer, {w: read_weight(writer, w).clone() for w in ("weight", "bias")
+                                       if getattr(writer, w) is not None}))
+            ata, aty = measured[f"ata.{run.below}"], measured[f"aty.{run.below}"]
+            if int(measured[f"tokens.{run.below}"]) and torch.trace(ata) > 0:
+                merge_bridge(writer, solve_bridge(ata, aty, bridge.ridge))
+            skip += run.layers
+    finally:
+        for writer, saved in originals:
+            for weight, value in saved.items():
+                write_weight(writer, weight, value)
+    return measured
+
+
+def _measure(model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], runs: list[RemovedRun],
+             name: str, bridge: LstSq, *, skip: list[int], progress: bool) -> dict[str, torch.Tensor]:
+    """One capture pass with the `skip` layers bypassed: the statistics of `runs`."""
+    hidden = adapter.config.get_text_config().hidden_size
+    importance = bridge_tis(bridge).importance(batches, adapter.num_layers, skip)
+    probes = importance.probe_layers if importance is not None else []
+    stats = BridgeStatistics(runs, importance, dim=hidden)
+    handles = [adapter.residual_writers(run.below)[name].register_forward_hook(
+        lambda mod, args, out, layer=run.below: stats.writer_output(layer, out)) for run in stats.runs]
+    try:
+        capture(model, adapter, batches, stats, attention_layers=probes, skip_layers=skip, desc="lstsq",
+                progress=progress)
+    finally:
+        for handle in handles:
+            handle.remove()
+    measured = {}
+    for run in stats.runs:
+        below = run.below
+        measured.update({f"ata.{below}": stats.ata[below], f"aty.{below}": stats.aty[below],
+                         f"yty.{below}": stats.yty[below].reshape(1), f"gap.{below}": stats.gap[below].reshape(1),
+                         f"tokens.{below}": torch.tensor([stats.tokens[below]], dtype=torch.int64)})
+    return measured
+
+
+def solve_bridge(ata: torch.Tensor, aty: torch.Tensor, ridge: float) -> torch.Tensor:
+    """T = (A^T A + lambda I)^-1 A^T Y in float64, lambda = ridge * tr(A^T A) / d."""
+    ata, aty = ata.double(), aty.double()
+    dim = ata.shape[0]
+    damping = ridge * torch.trace(ata) / dim
+    if ridge == 0:  # plain least squares: the pseudo-inverse, also when A^T A is singular
+        return torch.linalg.lstsq(ata, aty, driver="gelsd").solution
+    return torch.linalg.solve(ata + damping * torch.eye(dim, dtype=torch.float64), aty)
+
+
+def residual_fraction(transform: torch.Tensor, ata: torch.Tensor, aty: torch.Tensor, yty: torch.Tensor,
+                      gap: torch.Tensor) -> float:
+    """|A T - Y|^2 / |X^{pm} - X^r|^2: the share of the gap left after the bridge (1: as without one)."""
+    left = torch.trace(transform.T @ ata @ transform) - 2 * torch.trace(transform.T @ aty) + yty.sum()
+    return float(left.clamp(min=0) / gap.sum()) if gap.sum() > 0 else 0.0
+
+
+@torch.no_grad()
+def merge_bridge(linear: nn.Module, transform: torch.Tensor) -> None:
+    """W <- T^T W and b <- T^T b in float64, so the writer outputs (x W^T + b) T."""
+    if not isinstance(linear, nn.Linear):
+        raise CompensationError(f"the least-squares bridge edits nn.Linear writers; got {type(linear).__name__}")
+    if linear.weight.shape[0] != transform.shape[0]:
+        raise CompensationError(f"writer output width {linear.weight.shape[0]} does not match the residual width "
+                                f"{transform.shape[0]}")
+    for name in ("weight", "bias"):
+        if getattr(linear, name) is None:
+            continue
+        value = read_weight(linear, name)  # the real tensor, also when accelerate offloads the module
+        transform_here = transform.to(device=value.device, dtype=torch.float64)
+        write_weight(linear, name, transform_here.T @ value.double())
+
+
+def apply_bridges(model: nn.Module, adapter: Adapter, removed: list[int], bridge: LstSq,
+                  measured: dict[str, torch.Tensor]) -> list[dict]:
+    """Solve and merge the bridge of every run of `removed` with a kept layer below; one report entry per run."""
+    (name,) = writer_names(adapter, "mlp", "the least-squares bridge")
+    runs = removed_runs(removed)
+    report = [uncompensated(run) for run in runs if run.below is None]
+    for run in [run for run in runs if run.below is not None]:
+        below = run.below
+        ata, aty = measured[f"ata.{below}"], measured[f"aty.{below}"]
+        tokens_seen = int(measured[f"tokens.{below}"].item())
+        entry = {"removed": run.layers, "edited_layer": below, "writers": [name], "tokens": tokens_seen}
+        if not (torch.isfinite(ata).all() and torch.isfinite(aty).all()):
+            raise CompensationError(
+                f"the bridge statistics of removed layers {run.layers} contain NaN/Inf; the model overflows in "
+                "its dtype on the calibration set. Load it in bfloat16 or float32 (--dtype)")
+        if tokens_seen == 0 or torch.trace(ata) == 0:
+            report.append({**entry, "reason": "no calibration tokens selected (or the writer is silent): nothing to fit"})
+            continue
+        transform = solve_bridge(ata, aty, bridge.ridge)
+        merge_bridge(adapter.residual_writers(below)[name], transform)
+        identity = torch.eye(transform.shape[0], dtype=torch.float64)
+        entry.update(ridge=bridge.ridge,
+                     gap_left=round(residual_fraction(transform, ata, aty, measured[f"yty.{below}"],
+                                                      measured[f"gap.{below}"]), 6),
+                     distance_from_identity=round(float((transform - identity).norm() / transform.shape[0] ** 0.5),
+                                                  6))
+        report.append(entry)
+    return sorted(report, key=lambda e: e["removed"][0])

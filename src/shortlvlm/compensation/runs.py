@@ -1,0 +1,54 @@
+"""What every compensation works on: the runs of removed layers, and the kept layer's writers it may edit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shortlvlm.errors import CompensationError
+from shortlvlm.models import Adapter
+
+WRITER_CHOICES = ("mlp", "attn", "both")
+
+
+@dataclass
+class RemovedRun:
+    """A maximal run of consecutive removed layers and the kept layer directly below it."""
+
+    layers: list[int]
+    below: int | None  # None: the run starts at layer 0, nothing to compensate with
+
+
+def removed_runs(removed: list[int]) -> list[RemovedRun]:
+    """Group removed layer indices into maximal consecutive runs."""
+    runs: list[RemovedRun] = []
+    for index in sorted(set(removed)):
+        if runs and runs[-1].layers[-1] == index - 1:
+            runs[-1].layers.append(index)
+        else:
+            runs.append(RemovedRun([index], index - 1 if index > 0 else None))
+    return runs
+
+
+def uncompensated(run: RemovedRun) -> dict:
+    """The report entry of a run that starts at layer 0 (no kept layer below it to edit)."""
+    return {"removed": run.layers, "edited_layer": None, "reason": "run starts at layer 0: nothing below"}
+
+
+def writer_names(adapter: Adapter, writers: str, method: str = "SCP") -> list[str]:
+    """Residual writers to edit: the MLP output (last), the attention output (first), or both.
+
+    A writer followed by a norm before it joins the residual stream (Gemma 3's sandwich norms) is
+    refused: a linear edit of its weight would be undone by the norm.
+    """
+    if writers not in WRITER_CHOICES:
+        raise CompensationError(f"{method} writers must be one of {', '.join(WRITER_CHOICES)}, got {writers!r}")
+    names = list(adapter.spec.residual_writers)
+    chosen = {"mlp": names[-1:], "attn": names[:1], "both": names}[writers]
+    normed = [n for n in chosen if n in adapter.spec.writer_post_norms]
+    if normed:
+        raise CompensationError(
+            f"{method} cannot be written as a weight edit for {adapter.spec.name}: '{normed[0]}' is followed by "
+            f"'{adapter.spec.writer_post_norms[normed[0]]}' (a norm) before it joins the residual stream, so "
+            "a linear edit of its weight would be undone by the norm. Use --compensation none for this model"
+        )
+    return chosen
