@@ -130,6 +130,40 @@ def prune(
     return model, pruned
 
 
+def prune_listed(
+    model: nn.Module,
+    processor,
+    layers: Sequence[int],
+    *,
+    compensation: Compensation | None,
+    calibration: CalibrationInput = Calibration(),
+    adapter: Adapter | None = None,
+    source: str = "",
+    progress: bool = True,
+) -> tuple[nn.Module, Plan]:
+    """Remove the listed layers (original indices), each run bridged by `compensation` first (SCP measures on
+    every real token: no scorer chose these layers); the plan's method is "manual"."""
+    adapter = adapter or get_adapter(model)
+    removed = validate_layer_selection(list(layers), adapter)
+    params: dict = {}
+    calib = None
+    if compensation is not None:
+        if isinstance(compensation, SCP) and compensation.tis is None:
+            compensation = dataclasses.replace(compensation, tis=TIS(tokens="all"))
+        calib = calibration_set(calibration, source or None)
+        started = time.perf_counter()
+        report = compensate(model, adapter, _batches(calib, processor, adapter, progress), removed, compensation,
+                            progress=progress)
+        params.update(compensation_report=report, compensation_seconds=round(time.perf_counter() - started, 3))
+    model_record = {"name_or_path": source, "class": type(model).__name__, "adapter": adapter.spec.name}
+    num_layers = adapter.num_layers
+    drop_layers(model, removed, adapter)
+    name, options = compensation_record(compensation)
+    return model, Plan(method="manual", num_layers_before=num_layers, removed_layers=removed, compensation=name,
+                       scp=options if name == "scp" else None, compensation_options=options, params=params,
+                       calibration=calib.info() if calib is not None else {}, model=model_record)
+
+
 def needs_calibration(scorer: Scorer, compensation: Compensation | None, *, scored: bool = False) -> bool:
     """Whether pruning reads calibration data: with a compensation always; for scoring unless the scorer needs none or a
     scored plan is given."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from shortlvlm.cli import main
@@ -162,6 +163,28 @@ def test_prune_short_lvlm_by_ratio_compensates_and_verifies(tmp_path, capsys):
     assert "method short-lvlm, compensation scp" in stdout and "edited layer" in stdout and "verified" in stdout
     plan = json.loads((out / PLAN_FILENAME).read_text())
     assert len(plan["removed_layers"]) == 3 and plan["calibration"]["num_samples"] == 8
+
+
+@pytest.mark.parametrize("compensation", ["lstsq", "scp"])
+def test_listed_layers_are_bridged_when_a_compensation_is_asked(tmp_path, capsys, compensation):
+    out = tmp_path / "listed"
+    code, stdout, _ = run_cli(capsys, "prune", "toy", "--layers", "3,4,9", "--compensation", compensation,
+                              "--num-samples", "8", "--out", out)
+    assert code == 0 and f"method manual, compensation {compensation}" in stdout and "verified" in stdout
+    plan = json.loads((out / PLAN_FILENAME).read_text())
+    assert plan["removed_layers"] == [3, 4, 9] and plan["compensation"] == compensation
+    assert [(e["removed"], e["edited_layer"]) for e in plan["params"]["compensation_report"]] == [([3, 4], 2), ([9], 8)]
+    assert plan["calibration"]["num_samples"] == 8
+    from shortlvlm import Calibration, load
+    from shortlvlm.compensation import compensation_named
+    from shortlvlm.pruning import prune_listed
+
+    model, processor = load("toy")  # the CLI's checkpoint is the library's listed prune
+    model, _ = prune_listed(model, processor, [3, 4, 9], compensation=compensation_named(compensation),
+                            calibration=Calibration(num_samples=8), source="toy", progress=False)
+    saved, _ = load(out)
+    for name, value in model.state_dict().items():
+        assert torch.equal(saved.state_dict()[name], value), name
 
 
 def test_prune_with_the_least_squares_bridge_records_its_options(tmp_path, capsys):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args, method_of
+from shortlvlm.data.calibration_set import Calibration
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.jobs.prune import PruneRequest, run_prune
 from shortlvlm.plan import Plan
@@ -33,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--layers", type=layer_list, default=None,
-                   help="comma-separated decoder layer indices to remove, e.g. 3,7")
+                   help="comma-separated decoder layer indices to remove, e.g. 3,7 (bridged only with "
+                   "--compensation scp or lstsq, calibrated on --calib)")
     p.add_argument("--ratio", type=float, default=None,
                    help="fraction of decoder layers to remove, e.g. 0.3 (round(ratio x L) layers)")
     p.add_argument("--plan", default=None,
@@ -53,6 +55,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_listed_request(args: argparse.Namespace) -> None:
+    """--layers names the layers: refuse the flags that only choose layers; calibration only with a compensation."""
+    if args.method is not None:
+        raise ShortLVLMError(f"--method {args.method} chooses layers for --ratio, but --layers names them; drop "
+                             "--method (a compensation for the listed layers: --compensation scp or lstsq)")
+    if (args.compensation in (None, "none")) and calibration_from_args(args) != Calibration():
+        raise ShortLVLMError("the calibration flags are read only to choose layers (--ratio) or to bridge them "
+                             "(--compensation scp or lstsq); add --compensation, or drop them")
+
+
 def run(args: argparse.Namespace) -> int:
     """Remove decoder layers (listed, or chosen by a method) and write a verified, standard checkpoint."""
     plan = None
@@ -64,8 +76,12 @@ def run(args: argparse.Namespace) -> int:
             raise ShortLVLMError(f"--plan already names its method and compensation; drop --method {args.method} "
                                  "(or drop --plan to score with that method)")
         plan = Plan.load(args.plan)
+    if args.layers is not None:
+        check_listed_request(args)
     method = plan.method if plan is not None else method_of(args)
     scorer, scp = method_from_args(args, method, plan.compensation if plan is not None else None)
+    if args.layers is not None and args.compensation is None:
+        scp = None  # listed layers are bridged only when asked
     result = run_prune(PruneRequest(
         source=source_from_args(args), out=Path(args.out), layers=args.layers, ratio=args.ratio, method=method,
         scorer=scorer, compensation=scp, calibration=calibration_from_args(args), plan=plan,

@@ -26,7 +26,7 @@ from shortlvlm.jobs.checkpoint import (
 )
 from shortlvlm.jobs.source import ModelSource, stderr
 from shortlvlm.plan import Plan
-from shortlvlm.pruning import needs_calibration, prune
+from shortlvlm.pruning import needs_calibration, prune, prune_listed
 from shortlvlm.resume import StageCache, partial_dir_for
 from shortlvlm.scoring import Scorer, scorer_from_dict
 from shortlvlm.selection import check_removal
@@ -38,7 +38,8 @@ class PruneRequest:
     """What to remove from `source` and where the checkpoint goes.
 
     Give `layers` (explicit indices) or `ratio` (chosen by `method`: its `scorer`, or the `plan`'s
-    ranking and scorer, with `compensation` SCP(...) or None, calibrated on `calibration`).
+    ranking and scorer); either way `compensation` (SCP(...), LstSq(...) or None) bridges the cuts,
+    calibrated on `calibration`.
     `allow_other_weights` accepts a plan scored on other weights of the same config.
     """
 
@@ -68,6 +69,8 @@ def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> Pru
     calibration = request.calibration
     if request.layers is not None:
         num_removed = len(validate_layer_selection(request.layers, source.adapter(skeleton)))
+        if request.compensation is not None:
+            calibration = read_calibration(calibration, source.name)
     else:
         num_removed = check_removal(skeleton, source.adapter(skeleton), request.ratio, request.plan,
                                     allow_other_weights=request.allow_other_weights)
@@ -79,6 +82,14 @@ def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> Pru
     with claim_output(out, overwrite=request.overwrite, expected_bytes=expected):
         model, processor = source.load(log)
         adapter = source.adapter(model)
+        if request.layers is not None and request.compensation is not None:
+            before = count_parameters(model)
+            model, plan = prune_listed(model, processor, request.layers, compensation=request.compensation,
+                                       calibration=calibration, adapter=adapter, source=source.name)
+            out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
+                                           verify_checkpoint=request.verify,
+                                           trust_remote_code=source.loading.trust_remote_code)
+            return PruneResult(out, plan, before, count_parameters(model), report, adapter)
         if request.layers is not None:
             return prune_layers_to_checkpoint(model, processor, request.layers, out, adapter=adapter,
                                               overwrite=request.overwrite, verify_checkpoint=request.verify,
