@@ -34,8 +34,8 @@ def activations(model, adapter, inputs, below: int):
     return written[0], states
 
 
-def reference_bridge(model, adapter, batch, inputs, run: list[int], ridge: float) -> np.ndarray:
-    """T from numpy on the stacked tokens: lstsq for ridge 0, else the ridge normal equations."""
+def reference_bridge(model, adapter, batch, inputs, run: list[int], ridge: float, prior: str = "zero") -> np.ndarray:
+    """T from numpy on the stacked tokens: lstsq for ridge 0, else the ridge normal equations (toward 0 or I)."""
     below = run[0] - 1
     written, states = activations(model, adapter, inputs, below)
     valid = batch.valid.numpy()
@@ -45,15 +45,17 @@ def reference_bridge(model, adapter, batch, inputs, run: list[int], ridge: float
         return np.linalg.lstsq(a, y, rcond=None)[0]
     gram = a.T @ a
     damping = ridge * np.trace(gram) / gram.shape[0]
-    return np.linalg.solve(gram + damping * np.eye(gram.shape[0]), a.T @ y)
+    pull = damping * np.eye(gram.shape[0]) if prior == "identity" else 0
+    return np.linalg.solve(gram + damping * np.eye(gram.shape[0]), a.T @ y + pull)
 
 
-@pytest.mark.parametrize("ridge", [0.0, 1e-3, 0.1])
-def test_streamed_bridge_equals_numpy_on_the_stacked_tokens(ridge):
+@pytest.mark.parametrize(("ridge", "prior"), [(0.0, "zero"), (1e-3, "zero"), (0.1, "zero"), (0.1, "identity"),
+                                              (10.0, "identity")])
+def test_streamed_bridge_equals_numpy_on_the_stacked_tokens(ridge, prior):
     model, adapter, batch, inputs = float64_model()
     measured = measure_bridges(model, adapter, [batch], [2, 3], LstSq(ridge=ridge), progress=False)
-    expected = reference_bridge(model, adapter, batch, inputs, [2, 3], ridge)
-    transform = solve_bridge(measured["ata.1"], measured["aty.1"], ridge)
+    expected = reference_bridge(model, adapter, batch, inputs, [2, 3], ridge, prior)
+    transform = solve_bridge(measured["ata.1"], measured["aty.1"], ridge, prior)
     assert int(measured["tokens.1"]) == int(batch.valid.sum())
     np.testing.assert_allclose(transform.numpy(), expected, rtol=1e-7, atol=1e-9)
 
@@ -87,6 +89,15 @@ def test_merged_weights_equal_the_map_applied_at_run_time(model_type):
     with torch.no_grad():
         actual = model(**inputs, use_cache=False).logits
     torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_a_strong_ridge_toward_identity_leaves_the_gap_as_it_was_and_toward_zero_widens_it():
+    model, adapter, batch, _ = float64_model()
+    (toward_identity,) = compensate(model, adapter, [batch], [3], LstSq(ridge=1e6, prior="identity"), progress=False)
+    model, adapter, batch, _ = float64_model()
+    (toward_zero,) = compensate(model, adapter, [batch], [3], LstSq(ridge=1e6), progress=False)
+    assert toward_identity["gap_left"] == pytest.approx(1.0, abs=1e-3)  # T ~ I: as without a bridge
+    assert toward_zero["gap_left"] > 1.0  # T ~ 0 silences the writer: worse than no bridge on these tokens
 
 
 def test_merge_maps_weight_and_bias():

@@ -4,8 +4,9 @@ For each maximal run of removed layers p1..pm with kept layer r directly below i
 calibration tokens of the unpruned model: A = the output of r's MLP writer (`mlp.down_proj`),
 X^r = the stream leaving r, X^{pm} = the stream leaving the run. Without the run, the next kept
 layer would see X^r = (X^r - A) + A; the bridge asks r's MLP to write A T instead, with
-T = argmin |A T - Y|^2 + lambda |T - 0|^2 = (A^T A + lambda I)^-1 A^T Y,  Y = X^{pm} - X^r + A,
-so that (X^r - A) + A T ~ X^{pm}. lambda = ridge * tr(A^T A) / d (scale-free). Solved in float64
+T = argmin |A T - Y|^2 + lambda |T - P|^2 = (A^T A + lambda I)^-1 (A^T Y + lambda P),  Y = X^{pm} - X^r + A,
+so that (X^r - A) + A T ~ X^{pm}. lambda = ridge * tr(A^T A) / d (scale-free); P = 0 is ReplaceMe's
+form, P = I (`prior="identity"`, ours) pulls T toward leaving the writer as it is. Solved in float64
 from streamed A^T A and A^T Y; merged offline as W <- T^T W (and b <- T^T b), so the checkpoint
 keeps its architecture. Gemma 3's MLP writer is followed by a norm: refused (runs.writer_names).
 `streams="sequential"` fits the runs one after another from the bottom, each on the streams of the
@@ -31,6 +32,7 @@ from shortlvlm.options import Options, option, options
 
 TOKEN_CHOICES = ("all", "important")
 STREAM_CHOICES = ("unpruned", "sequential")
+PRIOR_CHOICES = ("zero", "identity")
 
 
 def non_negative(value: Any) -> str | None:
@@ -51,6 +53,9 @@ class LstSq(Options):
     tokens: str = option("all", choices=TOKEN_CHOICES,
                          help="tokens the map is fitted on: 'all' real tokens, or TIS's 'important' ones "
                               "(TIS() defaults)")
+    prior: str = option("zero", choices=PRIOR_CHOICES,
+                        help="what the ridge pulls T toward: 'zero' (ReplaceMe's form) or 'identity' (the writer "
+                             "as it is, so a strong ridge means no bridge)")
     streams: str = option("unpruned", choices=STREAM_CHOICES,
                           help="'unpruned': every run fitted on the unpruned model's streams (one pass); "
                                "'sequential': run after run from the bottom, each on the model with the runs "
@@ -60,7 +65,7 @@ class LstSq(Options):
         """The statistics depend on the tokens and streams; on the ridge only when the bridges below a run
         shaped the streams it is fitted on (sequential)."""
         return {"tokens": self.tokens, "streams": self.streams,
-                **({"ridge": self.ridge} if self.streams == "sequential" else {})}
+                **({"ridge": self.ridge, "prior": self.prior} if self.streams == "sequential" else {})}
 
     def measure(self, model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int],
                 *, progress: bool = True) -> dict[str, torch.Tensor]:
@@ -139,7 +144,7 @@ def measure_bridges(model: nn.Module, adapter: Adapter, batches: list[Calibratio
                                        if getattr(writer, w) is not None}))
             ata, aty = measured[f"ata.{run.below}"], measured[f"aty.{run.below}"]
             if int(measured[f"tokens.{run.below}"]) and torch.trace(ata) > 0:
-                merge_bridge(writer, solve_bridge(ata, aty, bridge.ridge))
+                merge_bridge(writer, solve_bridge(ata, aty, bridge.ridge, bridge.prior))
             skip += run.layers
     finally:
         for writer, saved in originals:
@@ -172,14 +177,16 @@ def _measure(model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch]
     return measured
 
 
-def solve_bridge(ata: torch.Tensor, aty: torch.Tensor, ridge: float) -> torch.Tensor:
-    """T = (A^T A + lambda I)^-1 A^T Y in float64, lambda = ridge * tr(A^T A) / d."""
+def solve_bridge(ata: torch.Tensor, aty: torch.Tensor, ridge: float, prior: str = "zero") -> torch.Tensor:
+    """argmin |A T - Y|^2 + lambda |T - P|^2 in float64, lambda = ridge * tr(A^T A) / d, P = 0 or I:
+    T = (A^T A + lambda I)^-1 (A^T Y + lambda P)."""
     ata, aty = ata.double(), aty.double()
     dim = ata.shape[0]
-    damping = ridge * torch.trace(ata) / dim
     if ridge == 0:  # plain least squares: the pseudo-inverse, also when A^T A is singular
         return torch.linalg.lstsq(ata, aty, driver="gelsd").solution
-    return torch.linalg.solve(ata + damping * torch.eye(dim, dtype=torch.float64), aty)
+    damping = ridge * torch.trace(ata) / dim
+    eye = torch.eye(dim, dtype=torch.float64)
+    return torch.linalg.solve(ata + damping * eye, aty + (damping * eye if prior == "identity" else 0))
 
 
 def residual_fraction(transform: torch.Tensor, ata: torch.Tensor, aty: torch.Tensor, yty: torch.Tensor,
@@ -223,7 +230,7 @@ def apply_bridges(model: nn.Module, adapter: Adapter, removed: list[int], bridge
         if tokens_seen == 0 or torch.trace(ata) == 0:
             report.append({**entry, "reason": "no calibration tokens selected (or the writer is silent): nothing to fit"})
             continue
-        transform = solve_bridge(ata, aty, bridge.ridge)
+        transform = solve_bridge(ata, aty, bridge.ridge, bridge.prior)
         merge_bridge(adapter.residual_writers(below)[name], transform)
         identity = torch.eye(transform.shape[0], dtype=torch.float64)
         entry.update(ridge=bridge.ridge,
