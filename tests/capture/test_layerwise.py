@@ -211,13 +211,14 @@ def test_layerwise_activations_in_a_folder_equal_and_are_removed(calib, tmp_path
 
 
 @pytest.mark.parametrize("model_type", ["llava", "qwen3_vl"])
-@pytest.mark.parametrize("tokens", ["all", "important"])
-def test_layerwise_bridge_statistics_equal_whole_model(model_type, tokens):
+@pytest.mark.parametrize(("tokens", "streams"), [("all", "unpruned"), ("important", "unpruned"), ("all", "sequential")])
+def test_layerwise_bridge_statistics_equal_whole_model(model_type, tokens, streams):
     context = tiny_context(model_type)
     model, adapter, batches = context.model, context.adapter, context.batches
-    expected = measure_bridges(model, adapter, batches, [1, 2, 4], LstSq(tokens=tokens), progress=False)
+    bridge = LstSq(tokens=tokens, streams=streams)
+    expected = measure_bridges(model, adapter, batches, [1, 2, 4], bridge, progress=False)
     use_layerwise(model)
-    actual = measure_bridges(model, adapter, batches, [1, 2, 4], LstSq(tokens=tokens), progress=False)
+    actual = measure_bridges(model, adapter, batches, [1, 2, 4], bridge, progress=False)
     assert expected.keys() == actual.keys() and len(expected) == 2 * 5
     for key in expected:
         assert torch.equal(actual[key], expected[key]), key

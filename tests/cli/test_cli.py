@@ -194,7 +194,7 @@ def test_prune_with_the_least_squares_bridge_records_its_options(tmp_path, capsy
     assert code == 0 and "method block-influence, compensation lstsq" in stdout and "gap left" in stdout
     plan = json.loads((out / PLAN_FILENAME).read_text())
     assert plan["compensation"] == "lstsq"
-    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "prior": "zero", "streams": "unpruned"}
+    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "prior": "zero", "streams": "sequential"}
     assert plan["scp"] is None and {e.get("ridge") for e in plan["params"]["compensation_report"]} <= {0.5, None}
 
 

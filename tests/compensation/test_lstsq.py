@@ -147,7 +147,7 @@ def test_sequential_fits_each_run_on_the_model_pruned_and_bridged_below_it():
     measured = measure_bridges(reference, reference_adapter, [batch], [3, 4], LstSq(), progress=False)
     for key in ("ata", "aty", "yty", "gap", "tokens"):
         torch.testing.assert_close(sequential[f"{key}.4"], measured[f"{key}.2"], rtol=1e-10, atol=1e-10)
-    unpruned = measure_bridges(model, adapter, [batch], [0, 2, 5, 6], LstSq(), progress=False)
+    unpruned = measure_bridges(model, adapter, [batch], [0, 2, 5, 6], LstSq(streams="unpruned"), progress=False)
     assert not torch.allclose(sequential["aty.4"], unpruned["aty.4"])  # the streams differ above a bridged cut
     alone = [measure_bridges(model, adapter, [batch], [5, 6], LstSq(streams=s), progress=False)
              for s in ("sequential", "unpruned")]

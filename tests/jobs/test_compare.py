@@ -142,7 +142,7 @@ def test_a_compensation_setting_reaches_the_cells_and_their_plans(tmp_path):
     assert len(cell["removed_layers"]) == 3
     plan = json.loads((out / "plans" / "block-influence+lstsq[ridge=0.5].json").read_text())
     assert plan["compensation"] == "lstsq"
-    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "prior": "zero", "streams": "unpruned"}
+    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "prior": "zero", "streams": "sequential"}
     model, processor = load("toy")  # the cell is the library's prune with that compensation
     from shortlvlm.plan import Plan
     from shortlvlm.pruning import prune

@@ -109,8 +109,8 @@ def test_bridge_statistics_are_reused_across_ridges_not_across_token_sets(tmp_pa
 
     def bridged(cache, **options):
         model, processor = load("toy", dtype=torch.float32)
-        return prune(model, processor, 0.25, scorer=TISCosine(), compensation=LstSq(**options), calibration=calib,
-                     cache=cache, progress=False)
+        return prune(model, processor, 0.25, scorer=TISCosine(), compensation=LstSq(streams="unpruned", **options),
+                     calibration=calib, cache=cache, progress=False)
 
     first = StageCache(tmp_path / "stages", announce=False)
     model, plan = bridged(first, ridge=0.1)
@@ -128,3 +128,23 @@ def test_bridge_statistics_are_reused_across_ridges_not_across_token_sets(tmp_pa
     tokens = StageCache(first.directory, announce=False)
     bridged(tokens, ridge=0.1, tokens="important")
     assert tokens.reused == ["plan"]
+
+
+def test_sequential_bridge_statistics_depend_on_the_ridge(tmp_path, calib):
+    from shortlvlm.compensation import LstSq
+
+    def bridged(cache, ridge):
+        model, processor = load("toy", dtype=torch.float32)
+        return prune(model, processor, 0.25, scorer=TISCosine(), compensation=LstSq(ridge=ridge, streams="sequential"),
+                     calibration=calib, cache=cache, progress=False)
+
+    first = StageCache(tmp_path / "stages", announce=False)
+    model, _ = bridged(first, 0.1)
+    again = StageCache(first.directory, announce=False)
+    same, _ = bridged(again, 0.1)
+    assert again.reused == ["plan", "lstsq"]
+    for a, b in zip(model.state_dict().values(), same.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other = StageCache(first.directory, announce=False)
+    bridged(other, 0.5)  # the bridges below a run shaped its streams: measured again
+    assert other.reused == ["plan"]

@@ -56,7 +56,7 @@ class LstSq(Options):
     prior: str = option("zero", choices=PRIOR_CHOICES,
                         help="what the ridge pulls T toward: 'zero' (ReplaceMe's form) or 'identity' (the writer "
                              "as it is, so a strong ridge means no bridge)")
-    streams: str = option("unpruned", choices=STREAM_CHOICES,
+    streams: str = option("sequential", choices=STREAM_CHOICES,
                           help="'unpruned': every run fitted on the unpruned model's streams (one pass); "
                                "'sequential': run after run from the bottom, each on the model with the runs "
                                "below it removed and bridged (one pass per run)")
