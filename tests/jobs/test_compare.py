@@ -268,3 +268,18 @@ def test_a_ranking_scored_with_other_options_is_not_reused(tmp_path):
     loader = CountingLoader()
     small_run(out, loader, methods=parse_methods("tis-cosine"), ratios=[0.1])
     assert loader.loads == 0  # now current: nothing redone
+
+
+def test_a_cell_measured_with_other_compensation_options_is_measured_again(tmp_path):
+    out = tmp_path / "cmp"
+    small_run(out, CountingLoader(), methods=parse_methods("last+lstsq,last+scp"), ratios=[0.1])
+    results = json.loads((out / "results.json").read_text())
+    assert results["cells"]["last+lstsq"]["0.1"]["compensation_options"] == LstSq().to_dict()
+    results["cells"]["last+lstsq"]["0.1"]["compensation_options"]["streams"] = "unpruned"  # as an older default
+    results["cells"]["last+lstsq"]["0.1"]["score"] = -1.0
+    (out / "results.json").write_text(json.dumps(results))
+    loader, logged = CountingLoader(), []
+    data = small_run(out, loader, methods=parse_methods("last+lstsq,last+scp"), ratios=[0.1], log=logged.append)
+    assert loader.loads == 1 and any("other compensation options" in line for line in logged)  # only that cell
+    assert data["cells"]["last+lstsq"]["0.1"]["score"] != -1.0
+    assert data["cells"]["last+lstsq"]["0.1"]["compensation_options"] == LstSq().to_dict()

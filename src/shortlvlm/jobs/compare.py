@@ -32,6 +32,14 @@ from shortlvlm.resume.keys import comparison_key
 from shortlvlm.selection import layers_to_remove
 
 
+def measured_with(cell: dict, spec: MethodSpec) -> bool:
+    """Whether a finished cell was measured with the setting's current compensation options (cells from before
+    they were recorded count as current: SCP's defaults never changed)."""
+    if "compensation_options" not in cell:
+        return True
+    return cell["compensation_options"] == compensation_record(spec.make_compensation())[1]
+
+
 def method_plan(scored: Plan, spec: MethodSpec) -> Plan:
     """A scorer's plan as one compared method's: its method name and compensation with that setting's options."""
     name, options = compensation_record(spec.make_compensation())
@@ -130,7 +138,12 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
         results.save()
     del model, processor
 
-    todo = [(m, r) for m in methods for r in ratios if results.cell(m.label, r) is None]
+    stale = [(m, r) for m in methods for r in ratios
+             if results.cell(m.label, r) is not None and not measured_with(results.cell(m.label, r), m)]
+    if stale:
+        log(f"{len(stale)} cell(s) measured with other compensation options ({stale[0][0].label}'s defaults changed): "
+            "measured again")
+    todo = [(m, r) for m in methods for r in ratios if results.cell(m.label, r) is None or (m, r) in stale]
     for index, (spec, ratio) in enumerate(todo, 1):
         log(f"[{index}/{len(todo)}] {spec.label} at {ratio_key(ratio)} ...")
         plan = Plan.load(results.plan_path(spec.label))
@@ -147,6 +160,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
         results.set_cell(spec.label, ratio, {
             "removed_layers": pruned.removed_layers, "metrics": metrics, "score": headline(bench, metrics),
             "prune_seconds": round(prune_seconds, 2), "eval_seconds": round(time.perf_counter() - started, 1),
+            "compensation_options": compensation_record(spec.make_compensation())[1],  # as asked (measured_with)
         })
         del model, processor
     write_report(results.data, Path(out))
