@@ -60,3 +60,13 @@ def test_writer_refuses_to_overwrite_and_replaces_when_asked(tmp_path):
     assert [s.id for s in read_calibration_jsonl(out / "calibration.jsonl")] == ["calibration-0", "calibration-1"]
     assert sorted(p.name for p in (out / "images").iterdir()) == ["calibration-0.png", "calibration-1.png"]
     assert [p.name for p in tmp_path.iterdir()] == ["calib"]  # no staging folders left behind
+
+
+def test_another_start_writes_a_disjoint_draw_of_the_same_split(tmp_path, bundled):
+    assert main(["--out", str(tmp_path / "draw"), "--size", "4", "--start", "20000"]) == 0
+    draw = read_calibration_jsonl(tmp_path / "draw" / "calibration.jsonl")
+    assert [s.id for s in draw] == [f"calibration-{i}" for i in range(20000, 20004)]
+    assert [(s.prompt, s.answer) for s in draw] == [(t.question, t.answer) for t in make_split("calibration", 4, 20000)]
+    assert not {s.id for s in draw} & {s.id for s in bundled}
+    with pytest.raises(ValueError, match="start must be a non-negative integer"):
+        write_calibration_set(tmp_path / "bad", 2, start=-1)

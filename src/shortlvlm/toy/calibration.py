@@ -21,10 +21,14 @@ JSONL_NAME = "calibration.jsonl"
 IMAGES_DIR = "images"
 
 
-def write_calibration_set(out_dir: str | os.PathLike, size: int = 256, *, overwrite: bool = False) -> Path:
-    """Write `size` calibration samples to out_dir/calibration.jsonl and out_dir/images/; returns the JSONL."""
+def write_calibration_set(out_dir: str | os.PathLike, size: int = 256, *, overwrite: bool = False,
+                          start: int = 0) -> Path:
+    """Write `size` calibration samples (from index `start` of the calibration split: another draw of the same
+    distribution than the bundled set's 0..255) to out_dir/calibration.jsonl and out_dir/images/; returns the JSONL."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output directory {out} already exists; pass --overwrite to replace it")
@@ -37,7 +41,7 @@ def write_calibration_set(out_dir: str | os.PathLike, size: int = 256, *, overwr
         os.chmod(staging, 0o755)
         (staging / IMAGES_DIR).mkdir()
         lines = []
-        for sample in make_split("calibration", size):
+        for sample in make_split("calibration", size, start=start):
             image = f"{IMAGES_DIR}/{sample.id}.png"
             sample.image().save(staging / image, format="PNG")
             lines.append(json.dumps({
@@ -73,12 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shortlvlm.toy.calibration", description=__doc__)
     parser.add_argument("--out", required=True, help="folder to write calibration.jsonl and images/ into")
     parser.add_argument("--size", type=int, default=256, help="number of samples (default 256)")
+    parser.add_argument("--start", type=int, default=0,
+                        help="first index in the calibration split (default 0, the bundled set's; another start "
+                             "gives a disjoint draw of the same distribution)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
     if args.size < 1:
         parser.error("--size must be a positive integer")
+    if args.start < 0:
+        parser.error("--start must be a non-negative index")
     try:
-        path = write_calibration_set(args.out, args.size, overwrite=args.overwrite)
+        path = write_calibration_set(args.out, args.size, overwrite=args.overwrite, start=args.start)
     except OutputExistsError as exc:
         parser.exit(2, f"error: {exc}\n")
     print(f"wrote {args.size} samples to {path}")
