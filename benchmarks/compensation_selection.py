@@ -60,6 +60,7 @@ def write(results: dict, path: Path) -> None:
              f"Calibration: {cfg['num_samples']} samples of the model's default set (hash {cfg['calibration'][:12]}). "
              f"Evaluated on {cfg['select']} shapes questions of the calibration split from index {SELECT_START} "
              f"(never the test split). Unpruned: {results['unpruned']:.1f}%.", "",
+             *([cfg["note"], ""] if cfg.get("note") else []),
              "## Accuracy % (selection split)", "", *table(results), "",
              "## Share of the gap left on the calibration tokens (least-squares bridges; 1 = as without one)", ""]
     for setting, row in results["cells"].items():
