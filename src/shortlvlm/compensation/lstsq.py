@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch, capture
-from shortlvlm.compensation.runs import RemovedRun, removed_runs, uncompensated, writer_names
+from shortlvlm.compensation.runs import RemovedRun, RunStreams, removed_runs, uncompensated, writer_names
 from shortlvlm.errors import CompensationError
-from shortlvlm.importance import TIS, ImportanceAwareCollector, TokenImportance
+from shortlvlm.importance import TIS, TokenImportance
 from shortlvlm.io.offload import read_weight, write_weight
 from shortlvlm.models import Adapter
 from shortlvlm.options import Options, option, options
@@ -76,33 +76,15 @@ class LstSq(Options):
         return apply_bridges(model, adapter, removed, self, measured)
 
 
-class BridgeStatistics(ImportanceAwareCollector):
+class BridgeStatistics(RunStreams):
     """Streams A^T A, A^T Y, |Y|^2 and the gap energy |X^{pm} - X^r|^2 for every compensated run (float64)."""
 
-    batch_state = ("batch", "outputs", "writer_outputs")
-
     def __init__(self, runs: list[RemovedRun], importance: TokenImportance | None, dim: int):
-        super().__init__(importance)
-        self.runs = [run for run in runs if run.below is not None]
-        self.needed = {run.below for run in self.runs} | {run.layers[-1] for run in self.runs}
+        super().__init__(runs, importance)
         self.ata = {run.below: torch.zeros(dim, dim, dtype=torch.float64) for run in self.runs}
         self.aty = {run.below: torch.zeros(dim, dim, dtype=torch.float64) for run in self.runs}
         self.yty = {run.below: torch.zeros((), dtype=torch.float64) for run in self.runs}
         self.gap = {run.below: torch.zeros((), dtype=torch.float64) for run in self.runs}
-        self.tokens = {run.below: 0 for run in self.runs}
-        self.outputs: dict[int, torch.Tensor] = {}
-        self.writer_outputs: dict[int, torch.Tensor] = {}
-
-    def begin_batch(self, batch: CalibrationBatch) -> None:
-        super().begin_batch(batch)
-        self.outputs, self.writer_outputs = {}, {}
-
-    def layer_output(self, layer: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
-        if layer in self.needed:
-            self.outputs[layer] = hidden_out
-
-    def writer_output(self, layer: int, output: torch.Tensor) -> None:
-        self.writer_outputs[layer] = output
 
     def end_batch(self) -> None:
         mask = self.selected_tokens()

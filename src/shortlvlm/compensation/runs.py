@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from shortlvlm.capture import CalibrationBatch
 from shortlvlm.errors import CompensationError
+from shortlvlm.importance import ImportanceAwareCollector, TokenImportance
 from shortlvlm.models import Adapter
 
 WRITER_CHOICES = ("mlp", "attn", "both")
@@ -52,3 +56,31 @@ def writer_names(adapter: Adapter, writers: str, method: str = "SCP") -> list[st
             "a linear edit of its weight would be undone by the norm. Use --compensation none for this model"
         )
     return chosen
+
+
+class RunStreams(ImportanceAwareCollector):
+    """Base of the compensations' collectors: per batch, the streams leaving each compensated run's kept layer
+    and its last removed layer, and the summed output of the hooked writers of the kept layer."""
+
+    batch_state = ("batch", "outputs", "writer_outputs")
+
+    def __init__(self, runs: list[RemovedRun], importance: TokenImportance | None):
+        super().__init__(importance)
+        self.runs = [run for run in runs if run.below is not None]
+        self.needed = {run.below for run in self.runs} | {run.layers[-1] for run in self.runs}
+        self.tokens = {run.below: 0 for run in self.runs}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.writer_outputs: dict[int, torch.Tensor] = {}
+
+    def begin_batch(self, batch: CalibrationBatch) -> None:
+        super().begin_batch(batch)
+        self.outputs, self.writer_outputs = {}, {}
+
+    def layer_output(self, layer: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
+        if layer in self.needed:
+            self.outputs[layer] = hidden_out
+
+    def writer_output(self, layer: int, output: torch.Tensor) -> None:
+        """Called from hooks on the hooked writers of the kept layers below the runs."""
+        previous = self.writer_outputs.get(layer)
+        self.writer_outputs[layer] = output if previous is None else previous + output

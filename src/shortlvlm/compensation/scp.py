@@ -18,9 +18,16 @@ import torch
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch, capture
-from shortlvlm.compensation.runs import WRITER_CHOICES, RemovedRun, removed_runs, uncompensated, writer_names
+from shortlvlm.compensation.runs import (
+    WRITER_CHOICES,
+    RemovedRun,
+    RunStreams,
+    removed_runs,
+    uncompensated,
+    writer_names,
+)
 from shortlvlm.errors import CompensationError
-from shortlvlm.importance import TIS, ImportanceAwareCollector, TokenImportance
+from shortlvlm.importance import TIS, TokenImportance
 from shortlvlm.io.offload import read_weight, write_weight
 from shortlvlm.models import Adapter
 from shortlvlm.options import Options, finite_or, is_bool, option, options, positive_int
@@ -73,38 +80,18 @@ class SCP(Options):
         return apply_scp(model, adapter, removed, self, measured)
 
 
-class GapStatistics(ImportanceAwareCollector):
+class GapStatistics(RunStreams):
     """Streams H^T H (and, for alpha="fit", sum u H^T and sum u u^T) for every compensated run."""
-
-    batch_state = ("batch", "outputs", "writer_outputs")
 
     def __init__(self, runs: list[RemovedRun], importance: TokenImportance | None, fit: bool, dim: int,
                  normalize: bool = False):
-        super().__init__(importance)
+        super().__init__(runs, importance)
         self.normalize = normalize
-        self.runs = [run for run in runs if run.below is not None]
         self.fit = fit
-        self.needed = {run.below for run in self.runs} | {run.layers[-1] for run in self.runs}
         zeros = lambda: torch.zeros(dim, dim, dtype=torch.float64)  # noqa: E731
         self.hth = {run.below: zeros() for run in self.runs}
         self.cross = {run.below: zeros() for run in self.runs} if fit else {}
         self.gram = {run.below: zeros() for run in self.runs} if fit else {}
-        self.tokens = {run.below: 0 for run in self.runs}
-        self.outputs: dict[int, torch.Tensor] = {}
-        self.writer_outputs: dict[int, torch.Tensor] = {}
-
-    def begin_batch(self, batch: CalibrationBatch) -> None:
-        super().begin_batch(batch)
-        self.outputs, self.writer_outputs = {}, {}
-
-    def layer_output(self, layer: int, hidden_in: torch.Tensor, hidden_out: torch.Tensor) -> None:
-        if layer in self.needed:
-            self.outputs[layer] = hidden_out
-
-    def writer_output(self, layer: int, output: torch.Tensor) -> None:
-        """Called from hooks on the edited writers of the layers below the runs (fit only)."""
-        previous = self.writer_outputs.get(layer)
-        self.writer_outputs[layer] = output if previous is None else previous + output
 
     def end_batch(self) -> None:
         mask = self.selected_tokens()
