@@ -187,6 +187,23 @@ def test_listed_layers_are_bridged_when_a_compensation_is_asked(tmp_path, capsys
         assert torch.equal(saved.state_dict()[name], value), name
 
 
+def test_a_plan_recording_bridge_options_is_pruned_with_them_unless_flags_say_otherwise(tmp_path, capsys):
+    scored = tmp_path / "plan.json"
+    assert run_cli(capsys, "score", "toy", "--method", "block-influence", "--num-samples", "8", "--out", scored)[0] == 0
+    plan = json.loads(scored.read_text())
+    plan.update(compensation="lstsq", compensation_options={"ridge": 0.5, "tokens": "all", "prior": "identity",
+                                                            "streams": "unpruned"})
+    scored.write_text(json.dumps(plan))  # as compare writes plans/block-influence+lstsq[ridge=0.5,...].json
+    for flags, expected in (([], 0.5), (["--lstsq-ridge", "0.2"], 0.2)):
+        out = tmp_path / f"out{len(flags)}"
+        code, _, _ = run_cli(capsys, "prune", "toy", "--plan", scored, "--ratio", "0.2", "--num-samples", "8", *flags,
+                             "--out", out)
+        written = json.loads((out / PLAN_FILENAME).read_text())
+        assert code == 0 and written["compensation"] == "lstsq"
+        assert written["compensation_options"]["ridge"] == expected
+        assert written["compensation_options"]["prior"] == ("identity" if not flags else "zero")
+
+
 def test_prune_with_the_least_squares_bridge_records_its_options(tmp_path, capsys):
     out = tmp_path / "bridged"
     code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--method", "block-influence", "--num-samples",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args, method_of
+from shortlvlm.compensation import COMPENSATIONS, Compensation
 from shortlvlm.data.calibration_set import Calibration
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.jobs.prune import PruneRequest, run_prune
@@ -55,6 +56,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def recorded_compensation(plan: Plan, flagged: Compensation) -> Compensation:
+    """The plan's compensation with the options it records (a compare cell's, e.g. lstsq[ridge=0.1]), unless a
+    compensation flag was given (then the flags' options)."""
+    cls = type(flagged)
+    if not plan.compensation_options or flagged != cls() or COMPENSATIONS.get(plan.compensation) is not cls:
+        return flagged
+    return cls.from_dict(plan.compensation_options)
+
+
 def check_listed_request(args: argparse.Namespace) -> None:
     """--layers names the layers: refuse the flags that only choose layers; calibration only with a compensation."""
     if args.method is not None:
@@ -82,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     scorer, scp = method_from_args(args, method, plan.compensation if plan is not None else None)
     if args.layers is not None and args.compensation is None:
         scp = None  # listed layers are bridged only when asked
+    if plan is not None and scp is not None and args.compensation is None:
+        scp = recorded_compensation(plan, scp)
     result = run_prune(PruneRequest(
         source=source_from_args(args), out=Path(args.out), layers=args.layers, ratio=args.ratio, method=method,
         scorer=scorer, compensation=scp, calibration=calibration_from_args(args), plan=plan,
