@@ -283,3 +283,12 @@ def test_a_cell_measured_with_other_compensation_options_is_measured_again(tmp_p
     assert loader.loads == 1 and any("other compensation options" in line for line in logged)  # only that cell
     assert data["cells"]["last+lstsq"]["0.1"]["score"] != -1.0
     assert data["cells"]["last+lstsq"]["0.1"]["compensation_options"] == LstSq().to_dict()
+
+
+def test_overwrite_starts_over_also_with_the_same_settings(tmp_path):
+    out = tmp_path / "cmp"
+    small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.1])
+    loader = CountingLoader()
+    data = small_run(out, loader, methods=parse_methods("last"), ratios=[0.1], overwrite=True)
+    assert loader.loads == 2  # the unpruned model and the cell again: nothing reused
+    assert list(data["cells"]["last"]) == ["0.1"] and (out / "plans" / "last.json").exists()

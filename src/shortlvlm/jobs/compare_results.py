@@ -38,7 +38,7 @@ class Comparison:
 
     A folder holds one comparison: one model and weights, benchmark, question count, seed and
     calibration set. Rerunning with more methods or ratios extends it (finished cells, scores and the
-    unpruned result are kept); any other difference is refused unless `overwrite`.
+    unpruned result are kept); any other difference is refused unless `overwrite`, which starts over.
     """
 
     def __init__(self, out: Path, config: dict, *, overwrite: bool):
@@ -53,8 +53,10 @@ class Comparison:
                 f"{out} holds a comparison with different settings ({', '.join(changed)}); "
                 "resume it with the same arguments, choose another --out, or pass --overwrite to start over"
             )
-        if existing is None or changed or (overwrite and old != config):
+        if existing is None or changed or overwrite:  # --overwrite starts over, also with the same settings
             existing = {"config": config, "scoring": {}, "unpruned": None, "cells": {}}
+            for plan in (out / "plans").glob("*.json") if overwrite else ():
+                plan.unlink()
         else:  # the same comparison, maybe with more methods or ratios: the union, earlier ones first
             union = {key: list(dict.fromkeys([*old.get(key, []), *config[key]])) for key in SCOPE}
             existing["config"] = {**config, **union}
