@@ -158,6 +158,8 @@ CASES = [
          r"--method sleb chooses layers for --ratio, but --layers names them"),
     Case("layers-calib-without-compensation", lambda w: ["prune", "toy", "--layers", "3", "--num-samples", "8"],
          r"calibration flags are read only to choose layers \(--ratio\) or to bridge them"),
+    Case("device-map-unknown", lambda w: ["prune", "toy", "--layers", "1", "--device-map", "foo"],
+         r"Loading\.device_map \(--device-map\) must be auto, balanced"),
     Case("lstsq-ridge-negative", lambda w: ["prune", "toy", "--ratio", "0.3", "--compensation", "lstsq", "--lstsq-ridge",
                                             "-1"], r"LstSq\.ridge \(--lstsq-ridge\) must be a finite number >= 0"),
     Case("architecture-unknown", lambda w: ["prune", w.path("gpt2"), "--layers", "1"], r"--generic"),

@@ -36,6 +36,30 @@ def parse_names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+DEVICE_MAP_WORDS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def device_map_check(value: object) -> str | None:
+    """A placement word, or one device that exists here (a CUDA device on a machine without one is refused)."""
+    if value is None or value in DEVICE_MAP_WORDS:
+        return None
+    try:
+        device = torch.device(str(value))
+    except RuntimeError:
+        return (f"must be {', '.join(DEVICE_MAP_WORDS)} or one device such as cpu, cuda or cuda:1 "
+                "(a dict device map goes through the Python API)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return "names a CUDA device, but this machine has none visible (torch.cuda.is_available() is False); " \
+                   "leave --device-map out to load on the CPU"
+        if device.index is not None and device.index >= count:
+            return f"names CUDA device {device.index}, but only {count} are visible (0..{count - 1})"
+    elif device.type not in ("cpu", "meta") and not (device.type == "mps" and torch.backends.mps.is_available()):
+        return f"names a {device.type} device; shortlvlm places models on cpu, cuda or mps"
+    return None
+
+
 @options
 class Loading(Options):
     """How a model is loaded: dtype, placement on devices, and whether its own code may run."""
@@ -43,7 +67,8 @@ class Loading(Options):
     error = ShortLVLMError
 
     dtype: str = option("auto", choices=DTYPES, help="weights dtype; auto: as stored in the checkpoint")
-    device_map: str | None = option(None, help="accelerate device map, e.g. 'auto' or 'cpu' (default: load on CPU)")
+    device_map: str | None = option(None, check=device_map_check,
+                                    help="accelerate device map, e.g. 'auto' or 'cpu' (default: load on CPU)")
     max_memory: dict | None = option(None, parse=parse_max_memory,
                                      help="per-device memory caps for --device-map auto, e.g. '0=70GiB,cpu=200GiB'; "
                                           "what does not fit goes to --offload-folder (scoring, SCP and save work on "
