@@ -160,6 +160,12 @@ CASES = [
          r"calibration flags are read only to choose layers \(--ratio\) or to bridge them"),
     Case("device-map-unknown", lambda w: ["prune", "toy", "--layers", "1", "--device-map", "foo"],
          r"Loading\.device_map \(--device-map\) must be auto, balanced"),
+    Case("ratio-not-a-number", lambda w: ["prune", "toy", "--ratio", "abc"],
+         r"argument --ratio: invalid float value: 'abc' \(see shortlvlm prune --help\)"),
+    Case("eval-batch-size-zero", lambda w: ["eval", "toy", "--bench", "shapes", "--batch-size", "0"],
+         r"argument --batch-size: takes a positive integer \(got 0\)"),
+    Case("compare-eval-batch-size-zero", lambda w: ["compare", "toy", "--eval-batch-size", "0"],
+         r"argument --eval-batch-size: takes a positive integer \(got 0\)"),
     Case("lstsq-ridge-negative", lambda w: ["prune", "toy", "--ratio", "0.3", "--compensation", "lstsq", "--lstsq-ridge",
                                             "-1"], r"LstSq\.ridge \(--lstsq-ridge\) must be a finite number >= 0"),
     Case("architecture-unknown", lambda w: ["prune", w.path("gpt2"), "--layers", "1"], r"--generic"),
@@ -235,6 +241,13 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(world, tmp_path, caps
     if case.before_load:
         assert "Loading weights" not in err
     assert (world.root / "existing-file").read_text() == "x" and not any((world.root / "existing-dir").iterdir())
+
+
+@pytest.mark.parametrize("argv", [["prune", "toy", "--ratio", "abc", "--out", "x"], ["eval", "toy", "--bench", "nope"],
+                                  ["compare", "toy", "--out", "x", "--eval-batch-size", "0"]])
+def test_usage_errors_are_one_line_without_the_usage_dump(capsys, argv):
+    code, err = run(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "usage:" not in err and "--help" in err
 
 
 def test_the_docs_table_and_these_cases_agree():

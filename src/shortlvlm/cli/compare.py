@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shortlvlm.cli.flags import add_options, options_from_args
+from shortlvlm.cli.flags import add_options, options_from_args, positive_count
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.data.benchmarks import NAMES, load_benchmark
 from shortlvlm.data.calibration_set import Calibration, read_calibration
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bench", default=NAMES[0], choices=NAMES, help=f"benchmark (default: {NAMES[0]})")
     p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N questions only")
-    p.add_argument("--eval-batch-size", type=int, default=16, help="generation batch size (default: 16)")
+    p.add_argument("--eval-batch-size", type=positive_count, default=16, help="generation batch size (default: 16)")
     p.add_argument("--out", required=True,
                    help="output directory (resumed, or extended by new methods and ratios, if it holds the same "
                         "comparison)")

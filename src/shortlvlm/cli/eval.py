@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from shortlvlm.cli.flags import positive_count
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.data.benchmarks import NAMES
 from shortlvlm.jobs.eval import run_eval
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the benchmark's folder (not needed for shapes, nor for easy-vqa when the easy-vqa package "
                         "is installed)")
     p.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_count, default=16, help="generation batch size (default: 16)")
     p.add_argument("--lenient", action="store_true",
                    help="read answers leniently ('B.', '(b)', an option's text, normalised short answers) instead "
                    "of exactly as the official scripts do; the results say \"parser\": \"lenient\" and are not "

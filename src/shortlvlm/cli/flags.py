@@ -19,6 +19,17 @@ from shortlvlm.options import Options, flag_of, nested_options
 T = typing.TypeVar("T", bound=Options)
 
 
+def positive_count(text: str) -> int:
+    """An argparse type: an integer >= 1 (batch sizes, counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a positive integer (got '{text}')") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a positive integer (got {value})")
+    return value
+
+
 def dest_of(flag: str) -> str:
     """Where argparse keeps a flag's value: --tis-top-p -> tis_top_p."""
     return flag.lstrip("-").replace("-", "_")

@@ -19,14 +19,21 @@ ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, err
 SUBCOMMANDS = (models, score, prune, compare, evaluate, bench, demo)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line naming the problem and where help is, no usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="shortlvlm",
         description="Make vision-language models smaller and faster by removing redundant decoder "
         "layers, without training (Short-LVLM). MODEL is a hub id or a local directory.",
     )
     parser.add_argument("--version", action="version", version=f"shortlvlm {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for command in SUBCOMMANDS:
         command.add_parser(sub)
     return parser
