@@ -34,35 +34,50 @@ from shortlvlm.resume import StageCache
 
 
 def compensation_of(setting: str):
-    """'none', 'scp', 'lstsq[ridge=0.1]' -> the options object (via compare's parser, so the syntax is one)."""
+    """'none', 'scp', 'lstsq[ridge=0.1]' -> the options object (compare's parser: one syntax)."""
     return parse_methods(f"last+{setting}")[0].make_compensation()
 
 
 def table(results: dict) -> list[str]:
     counts = sorted({int(c) for row in results["cells"].values() for c in row})
-    lines = ["| setting | " + " | ".join(f"{c} layers" for c in counts) + " | mean |",
-             "|---|" + "---|" * (len(counts) + 1)]
+    lines = [
+        "| setting | " + " | ".join(f"{c} layers" for c in counts) + " | mean |",
+        "|---|" + "---|" * (len(counts) + 1),
+    ]
     for setting, row in results["cells"].items():
         values = [row.get(str(c), {}).get("accuracy") for c in counts]
         done = [v for v in values if v is not None]
         mean = f"{sum(done) / len(done):.1f}" if len(done) == len(counts) else "-"
-        lines.append(f"| {setting} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in values) + f" | {mean} |")
+        lines.append(
+            f"| {setting} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in values) + f" | {mean} |"
+        )
     return lines
 
 
 def write(results: dict, path: Path) -> None:
     path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     cfg = results["config"]
-    lines = [f"# Compensation settings on {cfg['model']}'s selection split", "",
-             "Made by (each command adds the cells it lacks):", "",
-             *(f"    {c}" for c in cfg["commands"]), "",
-             f"Removed layers: the first N of `{cfg['plan']}`'s removal order {cfg['removal_order']}. "
-             f"Calibration: {cfg['num_samples']} samples of the model's default set (hash {cfg['calibration'][:12]}). "
-             f"Evaluated on {cfg['select']} shapes questions of the calibration split from index {SELECT_START} "
-             f"(never the test split). Unpruned: {results['unpruned']:.1f}%.", "",
-             *([cfg["note"], ""] if cfg.get("note") else []),
-             "## Accuracy % (selection split)", "", *table(results), "",
-             "## Share of the gap left on the calibration tokens (least-squares bridges; 1 = as without one)", ""]
+    lines = [
+        f"# Compensation settings on {cfg['model']}'s selection split",
+        "",
+        "Made by (each command adds the cells it lacks):",
+        "",
+        *(f"    {c}" for c in cfg["commands"]),
+        "",
+        f"Removed layers: the first N of `{cfg['plan']}`'s removal order {cfg['removal_order']}. "
+        f"Calibration: {cfg['num_samples']} samples of the model's default set "
+        f"(hash {cfg['calibration'][:12]}). "
+        f"Evaluated on {cfg['select']} shapes questions of the calibration split from index {SELECT_START} "
+        f"(never the test split). Unpruned: {results['unpruned']:.1f}%.",
+        "",
+        *([cfg["note"], ""] if cfg.get("note") else []),
+        "## Accuracy % (selection split)",
+        "",
+        *table(results),
+        "",
+        "## Share of the gap left on the calibration tokens (least-squares bridges; 1 = as without one)",
+        "",
+    ]
     for setting, row in results["cells"].items():
         for count, cell in sorted(row.items(), key=lambda kv: int(kv[0])):
             left = [f"{e['removed']}: {e['gap_left']:.3f}" for e in cell["report"] if "gap_left" in e]
@@ -72,12 +87,19 @@ def write(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="toy")
-    parser.add_argument("--plan", required=True, help="a scored plan (plans/METHOD.json of a comparison, or score's)")
+    parser.add_argument(
+        "--plan", required=True, help="a scored plan (plans/METHOD.json of a comparison, or score's)"
+    )
     parser.add_argument("--counts", default="9,6,12,3")
-    parser.add_argument("--settings", default="none;scp;lstsq[ridge=0.01];lstsq[ridge=0.1]",
-                        help="';'-separated compensation settings")
+    parser.add_argument(
+        "--settings",
+        default="none;scp;lstsq[ridge=0.01];lstsq[ridge=0.1]",
+        help="';'-separated compensation settings",
+    )
     parser.add_argument("--select", type=int, default=300)
     parser.add_argument("--num-samples", type=int, default=64)
     parser.add_argument("--out", default="benchmarks/results")
@@ -88,18 +110,32 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     plan = Plan.load(args.plan)
     path = Path(args.out) / f"compensation_selection_{args.model}{args.suffix}"
-    results = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else None
+    results = (
+        json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else None
+    )
     calib = calibration_set(Calibration(num_samples=args.num_samples), args.model)
     samples = selection_split(args.select)
-    command = ("python benchmarks/compensation_selection.py " + " ".join(
-        f"--{k.replace('_', '-')} {v!r}" if isinstance(v, str) and (";" in v or "[" in v) else f"--{k.replace('_', '-')} {v}"
-        for k, v in vars(args).items()))
+    command = "python benchmarks/compensation_selection.py " + " ".join(
+        f"--{k.replace('_', '-')} {v!r}"
+        if isinstance(v, str) and (";" in v or "[" in v)
+        else f"--{k.replace('_', '-')} {v}"
+        for k, v in vars(args).items()
+    )
     if results is None:
         model, processor = load(args.model)
-        results = {"config": {"model": args.model, "plan": args.plan, "removal_order": plan.params["removal_order"],
-                              "num_samples": len(calib.samples), "calibration": calib.hash, "select": args.select,
-                              "commands": [command]},
-                   "unpruned": accuracy(model, processor, samples)[0], "cells": {}}
+        results = {
+            "config": {
+                "model": args.model,
+                "plan": args.plan,
+                "removal_order": plan.params["removal_order"],
+                "num_samples": len(calib.samples),
+                "calibration": calib.hash,
+                "select": args.select,
+                "commands": [command],
+            },
+            "unpruned": accuracy(model, processor, samples)[0],
+            "cells": {},
+        }
     commands = results["config"].setdefault("commands", [results["config"].pop("command", command)])
     if command not in commands:
         commands.append(command)
@@ -110,18 +146,31 @@ def main() -> None:
                     continue
                 compensation = compensations[setting]
                 tokens = getattr(compensation, "tokens", None) or getattr(compensation, "tis", None)
-                cache = StageCache(Path(scratch) / f"{count}-{compensation and compensation.name}-{tokens}",
-                                   announce=False)
+                cache = StageCache(
+                    Path(scratch) / f"{count}-{compensation and compensation.name}-{tokens}", announce=False
+                )
                 model, processor = load(args.model)
                 started = time.perf_counter()
-                model, pruned = prune(model, processor, count / plan.num_layers_before, plan=plan,
-                                      compensation=compensation, calibration=calib, cache=cache, progress=False)
+                model, pruned = prune(
+                    model,
+                    processor,
+                    count / plan.num_layers_before,
+                    plan=plan,
+                    compensation=compensation,
+                    calibration=calib,
+                    cache=cache,
+                    progress=False,
+                )
                 seconds = time.perf_counter() - started
                 acc, families = accuracy(model, processor, samples)
                 results["cells"].setdefault(setting, {})[str(count)] = {
-                    "removed": pruned.removed_layers, "accuracy": acc, "per_family": families,
-                    "report": pruned.params.get("compensation_report", []), "prune_seconds": round(seconds, 2),
-                    "statistics_reused": "lstsq" in cache.reused or "scp" in cache.reused}
+                    "removed": pruned.removed_layers,
+                    "accuracy": acc,
+                    "per_family": families,
+                    "report": pruned.params.get("compensation_report", []),
+                    "prune_seconds": round(seconds, 2),
+                    "statistics_reused": "lstsq" in cache.reused or "scp" in cache.reused,
+                }
                 print(f"{setting} at {count}: {acc:.1f} ({seconds:.1f} s)", flush=True)
                 write(results, path)
     write(results, path)

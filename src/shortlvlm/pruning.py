@@ -83,9 +83,9 @@ def prune(
     `compensation` (SCP(), LstSq(), or None), and return (model, plan); the model is edited in place.
 
     With `plan` (from `score`), its ranking and scorer are reused and no scoring pass runs; a
-    compensation still needs one forward pass over the calibration set to measure the chosen layers'
-    gap. With `cache` (shortlvlm.resume), the scored plan and the compensation's statistics are saved as they finish and
-    reused when the same job runs again. `method` is the name the plan records (default: the plan's,
+    compensation still needs a pass over the calibration set (one per run for sequential bridges) to
+    measure the chosen layers' gap. With `cache` (shortlvlm.resume), the scored plan and the
+    compensation's statistics are saved as they finish and reused when the same job runs again. `method` is the name the plan records (default: the plan's,
     else short-lvlm for TISCosine with SCP, else the scorer's name).
     """
     adapter = adapter or get_adapter(model)
@@ -115,7 +115,7 @@ def prune(
         gaps = None
         if cache is not None:
             def gaps(compensation=compensation):
-                key = keys.gaps_key(model, calib, _batch_size(calib), removed=removed, scp=compensation)
+                key = keys.gaps_key(model, calib, _batch_size(calib), removed=removed, compensation=compensation)
                 return cache.tensors(compensation.name, key, lambda: compensation.measure(
                     model, adapter, batches, removed, progress=progress))
         started = time.perf_counter()

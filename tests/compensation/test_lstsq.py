@@ -27,15 +27,18 @@ def activations(model, adapter, inputs, below: int):
     written = []
     name = adapter.spec.residual_writers[-1]
     handle = adapter.residual_writers(below)[name].register_forward_hook(
-        lambda mod, args, out: written.append(out.detach().clone()))
+        lambda mod, args, out: written.append(out.detach().clone())
+    )
     with torch.no_grad():
         states = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
     handle.remove()
     return written[0], states
 
 
-def reference_bridge(model, adapter, batch, inputs, run: list[int], ridge: float, prior: str = "zero") -> np.ndarray:
-    """T from numpy on the stacked tokens: lstsq for ridge 0, else the ridge normal equations (toward 0 or I)."""
+def reference_bridge(
+    model, adapter, batch, inputs, run: list[int], ridge: float, prior: str = "zero"
+) -> np.ndarray:
+    """T from numpy on the stacked tokens: lstsq for ridge 0, else the ridge normal equations."""
     below = run[0] - 1
     written, states = activations(model, adapter, inputs, below)
     valid = batch.valid.numpy()
@@ -49,8 +52,9 @@ def reference_bridge(model, adapter, batch, inputs, run: list[int], ridge: float
     return np.linalg.solve(gram + damping * np.eye(gram.shape[0]), a.T @ y + pull)
 
 
-@pytest.mark.parametrize(("ridge", "prior"), [(0.0, "zero"), (1e-3, "zero"), (0.1, "zero"), (0.1, "identity"),
-                                              (10.0, "identity")])
+@pytest.mark.parametrize(
+    ("ridge", "prior"), [(0.0, "zero"), (1e-3, "zero"), (0.1, "zero"), (0.1, "identity"), (10.0, "identity")]
+)
 def test_streamed_bridge_equals_numpy_on_the_stacked_tokens(ridge, prior):
     model, adapter, batch, inputs = float64_model()
     measured = measure_bridges(model, adapter, [batch], [2, 3], LstSq(ridge=ridge), progress=False)
@@ -67,7 +71,7 @@ def test_gap_left_is_the_residual_of_the_fit_relative_to_no_bridge():
     a, gap = written[valid], (states[4] - states[2])[valid]
     (entry,) = compensate(model, adapter, [batch], [2, 3], LstSq(ridge=0.01), progress=False)
     transform = torch.from_numpy(reference_bridge(*float64_model(), [2, 3], 0.01))
-    expected = float(((a @ transform - (gap + a)) ** 2).sum() / (gap ** 2).sum())
+    expected = float(((a @ transform - (gap + a)) ** 2).sum() / (gap**2).sum())
     assert entry["edited_layer"] == 1 and entry["writers"] == ["mlp.down_proj"]
     assert entry["gap_left"] == pytest.approx(expected, rel=1e-5)
     assert 0 < entry["gap_left"] < 1  # the bridge closes part of the gap on the tokens it is fitted on
@@ -75,7 +79,7 @@ def test_gap_left_is_the_residual_of_the_fit_relative_to_no_bridge():
 
 @pytest.mark.parametrize("model_type", ["llava", "qwen2_vl", "idefics3"])
 def test_merged_weights_equal_the_map_applied_at_run_time(model_type):
-    """The pruned, merged model's logits equal the unpruned model with the run bypassed and T applied by a hook."""
+    """The pruned, merged model equals the unpruned one with the run bypassed and T applied by a hook."""
     model, adapter, batch, inputs = float64_model(model_type)
     measured = measure_bridges(model, adapter, [batch], [2, 3], LstSq(ridge=0.05), progress=False)
     transform = solve_bridge(measured["ata.1"], measured["aty.1"], 0.05)
@@ -93,7 +97,9 @@ def test_merged_weights_equal_the_map_applied_at_run_time(model_type):
 
 def test_a_strong_ridge_toward_identity_leaves_the_gap_as_it_was_and_toward_zero_widens_it():
     model, adapter, batch, _ = float64_model()
-    (toward_identity,) = compensate(model, adapter, [batch], [3], LstSq(ridge=1e6, prior="identity"), progress=False)
+    (toward_identity,) = compensate(
+        model, adapter, [batch], [3], LstSq(ridge=1e6, prior="identity"), progress=False
+    )
     model, adapter, batch, _ = float64_model()
     (toward_zero,) = compensate(model, adapter, [batch], [3], LstSq(ridge=1e6), progress=False)
     assert toward_identity["gap_left"] == pytest.approx(1.0, abs=1e-3)  # T ~ I: as without a bridge
@@ -136,22 +142,33 @@ def test_every_architecture_is_bridged_or_refused_in_one_line(model_type):
 def test_sequential_fits_each_run_on_the_model_pruned_and_bridged_below_it():
     model, adapter, batch, _ = float64_model(num_layers=8)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    sequential = measure_bridges(model, adapter, [batch], [0, 2, 5, 6], LstSq(streams="sequential", ridge=0.05),
-                                 progress=False)
+    sequential = measure_bridges(
+        model, adapter, [batch], [0, 2, 5, 6], LstSq(streams="sequential", ridge=0.05), progress=False
+    )
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # measuring edits nothing
     # Reference: remove layer 0, bridge and remove layer 2 for real, then measure the last run as usual.
     reference, reference_adapter, _, _ = float64_model(num_layers=8)
     drop_layers(reference, [0], reference_adapter)
-    compensate(reference, reference_adapter, [batch], [1], LstSq(ridge=0.05), progress=False)  # original layer 2
+    compensate(
+        reference, reference_adapter, [batch], [1], LstSq(ridge=0.05), progress=False
+    )  # original layer 2
     drop_layers(reference, [1], reference_adapter)
     measured = measure_bridges(reference, reference_adapter, [batch], [3, 4], LstSq(), progress=False)
     for key in ("ata", "aty", "yty", "gap", "tokens"):
         torch.testing.assert_close(sequential[f"{key}.4"], measured[f"{key}.2"], rtol=1e-10, atol=1e-10)
-    unpruned = measure_bridges(model, adapter, [batch], [0, 2, 5, 6], LstSq(streams="unpruned"), progress=False)
-    assert not torch.allclose(sequential["aty.4"], unpruned["aty.4"])  # the streams differ above a bridged cut
-    alone = [measure_bridges(model, adapter, [batch], [5, 6], LstSq(streams=s), progress=False)
-             for s in ("sequential", "unpruned")]
-    assert all(torch.equal(alone[0][k], alone[1][k]) for k in alone[1])  # one run, nothing below: the same pass
+    unpruned = measure_bridges(
+        model, adapter, [batch], [0, 2, 5, 6], LstSq(streams="unpruned"), progress=False
+    )
+    assert not torch.allclose(
+        sequential["aty.4"], unpruned["aty.4"]
+    )  # the streams differ above a bridged cut
+    alone = [
+        measure_bridges(model, adapter, [batch], [5, 6], LstSq(streams=s), progress=False)
+        for s in ("sequential", "unpruned")
+    ]
+    assert all(
+        torch.equal(alone[0][k], alone[1][k]) for k in alone[1]
+    )  # one run, nothing below: the same pass
 
 
 def test_important_tokens_fit_on_fewer_tokens():
@@ -161,11 +178,14 @@ def test_important_tokens_fit_on_fewer_tokens():
     assert 0 < int(important["tokens.2"]) < int(every["tokens.2"])
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (lambda: LstSq(ridge=-1.0), r"LstSq\.ridge \(--lstsq-ridge\) must be a finite number >= 0"),
-    (lambda: LstSq(ridge=float("nan")), "finite"),
-    (lambda: LstSq(tokens="some"), r"LstSq\.tokens \(--lstsq-tokens\) must be one of all, important"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (lambda: LstSq(ridge=-1.0), r"LstSq\.ridge \(--lstsq-ridge\) must be a finite number >= 0"),
+        (lambda: LstSq(ridge=float("nan")), "finite"),
+        (lambda: LstSq(tokens="some"), r"LstSq\.tokens \(--lstsq-tokens\) must be one of all, important"),
+    ],
+)
 def test_bad_options_are_refused(options, message):
     with pytest.raises(CompensationError, match=message):
         options()

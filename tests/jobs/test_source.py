@@ -15,10 +15,12 @@ def test_a_cuda_device_map_without_cuda_is_refused_in_one_line(monkeypatch, caps
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ShortLVLMError, match=r"names a CUDA device, but this machine has none visible"):
         Loading(device_map=device_map)
-    for argv in (["prune", "toy", "--layers", "1", "--out", str(tmp_path / "x")],
-                 ["eval", "toy", "--bench", "shapes", "--limit", "2", "--out", str(tmp_path / "r.json")],
-                 ["bench", "toy", "--out", str(tmp_path / "b.json")],
-                 ["prune", "toy", "--layers", "1", "--layerwise", "--out", str(tmp_path / "y")]):
+    for argv in (
+        ["prune", "toy", "--layers", "1", "--out", str(tmp_path / "x")],
+        ["eval", "toy", "--bench", "shapes", "--limit", "2", "--out", str(tmp_path / "r.json")],
+        ["bench", "toy", "--out", str(tmp_path / "b.json")],
+        ["prune", "toy", "--layers", "1", "--layerwise", "--out", str(tmp_path / "y")],
+    ):
         code = main([*argv, "--device-map", device_map])
         err = capsys.readouterr().err
         assert code == 2 and err.count("shortlvlm: error:") == 1 and "Traceback" not in err, argv

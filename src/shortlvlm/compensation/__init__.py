@@ -1,4 +1,4 @@
-"""Compensation: training-free weight edits that bridge the gap removed layers leave (docs/design.md §2.3, §2.6).
+"""Compensation: training-free weight edits bridging the gap removed layers leave (docs/design.md §2.3, §2.6).
 
 Each compensation is an options object (fields = CLI flags = the plan's record) with the same
 lifecycle: `measure` streams its statistics in one capture pass over the unpruned model (the
@@ -34,7 +34,9 @@ def compensation_named(name: str) -> Compensation | None:
     if name == "none":
         return None
     if name not in COMPENSATIONS:
-        raise CompensationError(f"unknown compensation {name!r}; choose one of: {', '.join(COMPENSATION_NAMES)}")
+        raise CompensationError(
+            f"unknown compensation {name!r}; choose one of: {', '.join(COMPENSATION_NAMES)}"
+        )
     return COMPENSATIONS[name]()
 
 
@@ -60,16 +62,38 @@ def compensate(
     statistics instead of a new capture pass (e.g. a resumed job's saved ones, shortlvlm.resume).
     """
     if not isinstance(compensation, tuple(COMPENSATIONS.values())):
-        raise CompensationError(f"unknown compensation {compensation!r}; pass one of "
-                                f"{', '.join(c.__name__ for c in COMPENSATIONS.values())}, or None")
+        raise CompensationError(
+            f"unknown compensation {compensation!r}; pass one of "
+            f"{', '.join(c.__name__ for c in COMPENSATIONS.values())}, or None"
+        )
     if all(run.below is None for run in removed_runs(removed)):
         return compensation.apply(model, adapter, removed, {})
-    measured = gaps() if gaps is not None else compensation.measure(model, adapter, batches, removed,
-                                                                     progress=progress)
+    measured = (
+        gaps()
+        if gaps is not None
+        else compensation.measure(model, adapter, batches, removed, progress=progress)
+    )
     return compensation.apply(model, adapter, removed, measured)
 
 
-__all__ = ["COMPENSATIONS", "COMPENSATION_NAMES", "SCP", "WRITER_CHOICES", "Compensation", "GapStatistics",
-           "LstSq", "RemovedRun", "compensate", "compensation_named", "compensation_record", "edit_writer",
-           "fit_alpha", "measure_bridges", "measure_gaps", "removed_runs", "solve_bridge", "top_subspace",
-           "writer_names"]
+__all__ = [
+    "COMPENSATIONS",
+    "COMPENSATION_NAMES",
+    "SCP",
+    "WRITER_CHOICES",
+    "Compensation",
+    "GapStatistics",
+    "LstSq",
+    "RemovedRun",
+    "compensate",
+    "compensation_named",
+    "compensation_record",
+    "edit_writer",
+    "fit_alpha",
+    "measure_bridges",
+    "measure_gaps",
+    "removed_runs",
+    "solve_bridge",
+    "top_subspace",
+    "writer_names",
+]

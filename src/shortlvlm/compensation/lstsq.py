@@ -1,4 +1,4 @@
-"""Least-squares bridge (ReplaceMe's linear transform, docs/design.md §2.6): a d x d map T merged into a writer.
+"""Least-squares bridge (ReplaceMe's linear transform, docs/design.md §2.6): a d x d map merged into a writer.
 
 For each maximal run of removed layers p1..pm with kept layer r directly below it, on the chosen
 calibration tokens of the unpruned model: A = the output of r's MLP writer (`mlp.down_proj`),
@@ -42,37 +42,57 @@ def non_negative(value: Any) -> str | None:
 
 @options
 class LstSq(Options):
-    """Least-squares bridge (ReplaceMe): a linear map fitted per removed run, merged into the MLP writer below it."""
+    """Least-squares bridge (ReplaceMe): a linear map per removed run, merged into the MLP writer below it."""
 
     name: ClassVar[str] = "lstsq"
     flag_prefix = "lstsq"
     error = CompensationError
 
-    ridge: float = option(0.01, check=non_negative,
-                          help="ridge lambda as a fraction of tr(A^T A)/d (0: plain least squares)")
-    tokens: str = option("all", choices=TOKEN_CHOICES,
-                         help="tokens the map is fitted on: 'all' real tokens, or TIS's 'important' ones "
-                              "(TIS() defaults)")
-    prior: str = option("zero", choices=PRIOR_CHOICES,
-                        help="what the ridge pulls T toward: 'zero' (ReplaceMe's form) or 'identity' (the writer "
-                             "as it is, so a strong ridge means no bridge)")
-    streams: str = option("sequential", choices=STREAM_CHOICES,
-                          help="'unpruned': every run fitted on the unpruned model's streams (one pass); "
-                               "'sequential': run after run from the bottom, each on the model with the runs "
-                               "below it removed and bridged (one pass per run)")
+    ridge: float = option(
+        0.01, check=non_negative, help="ridge lambda as a fraction of tr(A^T A)/d (0: plain least squares)"
+    )
+    tokens: str = option(
+        "all",
+        choices=TOKEN_CHOICES,
+        help="tokens the map is fitted on: 'all' real tokens, or TIS's 'important' ones (TIS() defaults)",
+    )
+    prior: str = option(
+        "zero",
+        choices=PRIOR_CHOICES,
+        help="what the ridge pulls T toward: 'zero' (ReplaceMe's form) or 'identity' (the writer "
+        "as it is, so a strong ridge means no bridge)",
+    )
+    streams: str = option(
+        "sequential",
+        choices=STREAM_CHOICES,
+        help="'unpruned': every run fitted on the unpruned model's streams (one pass); "
+        "'sequential': run after run from the bottom, each on the model with the runs "
+        "below it removed and bridged (one pass per run)",
+    )
 
     def statistics_key(self) -> dict:
         """The statistics depend on the tokens and streams; on the ridge only when the bridges below a run
         shaped the streams it is fitted on (sequential)."""
-        return {"tokens": self.tokens, "streams": self.streams,
-                **({"ridge": self.ridge, "prior": self.prior} if self.streams == "sequential" else {})}
+        return {
+            "tokens": self.tokens,
+            "streams": self.streams,
+            **({"ridge": self.ridge, "prior": self.prior} if self.streams == "sequential" else {}),
+        }
 
-    def measure(self, model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int],
-                *, progress: bool = True) -> dict[str, torch.Tensor]:
+    def measure(
+        self,
+        model: nn.Module,
+        adapter: Adapter,
+        batches: list[CalibrationBatch],
+        removed: list[int],
+        *,
+        progress: bool = True,
+    ) -> dict[str, torch.Tensor]:
         return measure_bridges(model, adapter, batches, removed, self, progress=progress)
 
-    def apply(self, model: nn.Module, adapter: Adapter, removed: list[int],
-              measured: dict[str, torch.Tensor]) -> list[dict]:
+    def apply(
+        self, model: nn.Module, adapter: Adapter, removed: list[int], measured: dict[str, torch.Tensor]
+    ) -> list[dict]:
         return apply_bridges(model, adapter, removed, self, measured)
 
 
@@ -106,8 +126,15 @@ def bridge_tis(bridge: LstSq) -> TIS:
     return TIS() if bridge.tokens == "important" else TIS(tokens="all")
 
 
-def measure_bridges(model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int],
-                    bridge: LstSq, *, progress: bool = True) -> dict[str, torch.Tensor]:
+def measure_bridges(
+    model: nn.Module,
+    adapter: Adapter,
+    batches: list[CalibrationBatch],
+    removed: list[int],
+    bridge: LstSq,
+    *,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
     """Per compensated run (keyed by the kept layer r below it): "ata.{r}", "aty.{r}" (float64, d x d),
     "yty.{r}", "gap.{r}" and "tokens.{r}". One capture pass over the unpruned model, or with
     `streams="sequential"` one per run on the partly pruned model; the weights are left as they were."""
@@ -120,10 +147,20 @@ def measure_bridges(model: nn.Module, adapter: Adapter, batches: list[Calibratio
     originals: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
     try:
         for run in [run for run in runs if run.below is not None]:
-            measured.update(_measure(model, adapter, batches, [run], name, bridge, skip=skip, progress=progress))
+            measured.update(
+                _measure(model, adapter, batches, [run], name, bridge, skip=skip, progress=progress)
+            )
             writer = adapter.residual_writers(run.below)[name]
-            originals.append((writer, {w: read_weight(writer, w).clone() for w in ("weight", "bias")
-                                       if getattr(writer, w) is not None}))
+            originals.append(
+                (
+                    writer,
+                    {
+                        w: read_weight(writer, w).clone()
+                        for w in ("weight", "bias")
+                        if getattr(writer, w) is not None
+                    },
+                )
+            )
             ata, aty = measured[f"ata.{run.below}"], measured[f"aty.{run.below}"]
             if int(measured[f"tokens.{run.below}"]) and torch.trace(ata) > 0:
                 merge_bridge(writer, solve_bridge(ata, aty, bridge.ridge, bridge.prior))
@@ -135,27 +172,54 @@ def measure_bridges(model: nn.Module, adapter: Adapter, batches: list[Calibratio
     return measured
 
 
-def _measure(model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], runs: list[RemovedRun],
-             name: str, bridge: LstSq, *, skip: list[int], progress: bool) -> dict[str, torch.Tensor]:
+def _measure(
+    model: nn.Module,
+    adapter: Adapter,
+    batches: list[CalibrationBatch],
+    runs: list[RemovedRun],
+    name: str,
+    bridge: LstSq,
+    *,
+    skip: list[int],
+    progress: bool,
+) -> dict[str, torch.Tensor]:
     """One capture pass with the `skip` layers bypassed: the statistics of `runs`."""
     hidden = adapter.config.get_text_config().hidden_size
     importance = bridge_tis(bridge).importance(batches, adapter.num_layers, skip)
     probes = importance.probe_layers if importance is not None else []
     stats = BridgeStatistics(runs, importance, dim=hidden)
-    handles = [adapter.residual_writers(run.below)[name].register_forward_hook(
-        lambda mod, args, out, layer=run.below: stats.writer_output(layer, out)) for run in stats.runs]
+    handles = [
+        adapter.residual_writers(run.below)[name].register_forward_hook(
+            lambda mod, args, out, layer=run.below: stats.writer_output(layer, out)
+        )
+        for run in stats.runs
+    ]
     try:
-        capture(model, adapter, batches, stats, attention_layers=probes, skip_layers=skip, desc="lstsq",
-                progress=progress)
+        capture(
+            model,
+            adapter,
+            batches,
+            stats,
+            attention_layers=probes,
+            skip_layers=skip,
+            desc="lstsq",
+            progress=progress,
+        )
     finally:
         for handle in handles:
             handle.remove()
     measured = {}
     for run in stats.runs:
         below = run.below
-        measured.update({f"ata.{below}": stats.ata[below], f"aty.{below}": stats.aty[below],
-                         f"yty.{below}": stats.yty[below].reshape(1), f"gap.{below}": stats.gap[below].reshape(1),
-                         f"tokens.{below}": torch.tensor([stats.tokens[below]], dtype=torch.int64)})
+        measured.update(
+            {
+                f"ata.{below}": stats.ata[below],
+                f"aty.{below}": stats.aty[below],
+                f"yty.{below}": stats.yty[below].reshape(1),
+                f"gap.{below}": stats.gap[below].reshape(1),
+                f"tokens.{below}": torch.tensor([stats.tokens[below]], dtype=torch.int64),
+            }
+        )
     return measured
 
 
@@ -171,8 +235,9 @@ def solve_bridge(ata: torch.Tensor, aty: torch.Tensor, ridge: float, prior: str 
     return torch.linalg.solve(ata + damping * eye, aty + (damping * eye if prior == "identity" else 0))
 
 
-def residual_fraction(transform: torch.Tensor, ata: torch.Tensor, aty: torch.Tensor, yty: torch.Tensor,
-                      gap: torch.Tensor) -> float:
+def residual_fraction(
+    transform: torch.Tensor, ata: torch.Tensor, aty: torch.Tensor, yty: torch.Tensor, gap: torch.Tensor
+) -> float:
     """|A T - Y|^2 / |X^{pm} - X^r|^2: the share of the gap left after the bridge (1: as without one)."""
     left = torch.trace(transform.T @ ata @ transform) - 2 * torch.trace(transform.T @ aty) + yty.sum()
     return float(left.clamp(min=0) / gap.sum()) if gap.sum() > 0 else 0.0
@@ -182,10 +247,14 @@ def residual_fraction(transform: torch.Tensor, ata: torch.Tensor, aty: torch.Ten
 def merge_bridge(linear: nn.Module, transform: torch.Tensor) -> None:
     """W <- T^T W and b <- T^T b in float64, so the writer outputs (x W^T + b) T."""
     if not isinstance(linear, nn.Linear):
-        raise CompensationError(f"the least-squares bridge edits nn.Linear writers; got {type(linear).__name__}")
+        raise CompensationError(
+            f"the least-squares bridge edits nn.Linear writers; got {type(linear).__name__}"
+        )
     if linear.weight.shape[0] != transform.shape[0]:
-        raise CompensationError(f"writer output width {linear.weight.shape[0]} does not match the residual width "
-                                f"{transform.shape[0]}")
+        raise CompensationError(
+            f"writer output width {linear.weight.shape[0]} does not match the residual width "
+            f"{transform.shape[0]}"
+        )
     for name in ("weight", "bias"):
         if getattr(linear, name) is None:
             continue
@@ -194,9 +263,10 @@ def merge_bridge(linear: nn.Module, transform: torch.Tensor) -> None:
         write_weight(linear, name, transform_here.T @ value.double())
 
 
-def apply_bridges(model: nn.Module, adapter: Adapter, removed: list[int], bridge: LstSq,
-                  measured: dict[str, torch.Tensor]) -> list[dict]:
-    """Solve and merge the bridge of every run of `removed` with a kept layer below; one report entry per run."""
+def apply_bridges(
+    model: nn.Module, adapter: Adapter, removed: list[int], bridge: LstSq, measured: dict[str, torch.Tensor]
+) -> list[dict]:
+    """Solve and merge the bridge of each run of `removed` with a kept layer below; a report entry per run."""
     (name,) = writer_names(adapter, "mlp", "the least-squares bridge")
     runs = removed_runs(removed)
     report = [uncompensated(run) for run in runs if run.below is None]
@@ -207,18 +277,27 @@ def apply_bridges(model: nn.Module, adapter: Adapter, removed: list[int], bridge
         entry = {"removed": run.layers, "edited_layer": below, "writers": [name], "tokens": tokens_seen}
         if not (torch.isfinite(ata).all() and torch.isfinite(aty).all()):
             raise CompensationError(
-                f"the bridge statistics of removed layers {run.layers} contain NaN/Inf; the model overflows in "
-                "its dtype on the calibration set. Load it in bfloat16 or float32 (--dtype)")
+                f"the bridge statistics of removed layers {run.layers} contain NaN/Inf; the model overflows "
+                "in "
+                "its dtype on the calibration set. Load it in bfloat16 or float32 (--dtype)"
+            )
         if tokens_seen == 0 or torch.trace(ata) == 0:
-            report.append({**entry, "reason": "no calibration tokens selected (or the writer is silent): nothing to fit"})
+            report.append(
+                {
+                    **entry,
+                    "reason": "no calibration tokens selected (or the writer is silent): nothing to fit",
+                }
+            )
             continue
         transform = solve_bridge(ata, aty, bridge.ridge, bridge.prior)
         merge_bridge(adapter.residual_writers(below)[name], transform)
         identity = torch.eye(transform.shape[0], dtype=torch.float64)
-        entry.update(ridge=bridge.ridge,
-                     gap_left=round(residual_fraction(transform, ata, aty, measured[f"yty.{below}"],
-                                                      measured[f"gap.{below}"]), 6),
-                     distance_from_identity=round(float((transform - identity).norm() / transform.shape[0] ** 0.5),
-                                                  6))
+        entry.update(
+            ridge=bridge.ridge,
+            gap_left=round(
+                residual_fraction(transform, ata, aty, measured[f"yty.{below}"], measured[f"gap.{below}"]), 6
+            ),
+            distance_from_identity=round(float((transform - identity).norm() / transform.shape[0] ** 0.5), 6),
+        )
         report.append(entry)
     return sorted(report, key=lambda e: e["removed"][0])

@@ -45,13 +45,16 @@ def writer_names(adapter: Adapter, writers: str, method: str = "SCP") -> list[st
     refused: a linear edit of its weight would be undone by the norm.
     """
     if writers not in WRITER_CHOICES:
-        raise CompensationError(f"{method} writers must be one of {', '.join(WRITER_CHOICES)}, got {writers!r}")
+        raise CompensationError(
+            f"{method} writers must be one of {', '.join(WRITER_CHOICES)}, got {writers!r}"
+        )
     names = list(adapter.spec.residual_writers)
     chosen = {"mlp": names[-1:], "attn": names[:1], "both": names}[writers]
     normed = [n for n in chosen if n in adapter.spec.writer_post_norms]
     if normed:
         raise CompensationError(
-            f"{method} cannot be written as a weight edit for {adapter.spec.name}: '{normed[0]}' is followed by "
+            f"{method} cannot be written as a weight edit for {adapter.spec.name}: '{normed[0]}' is followed "
+            "by "
             f"'{adapter.spec.writer_post_norms[normed[0]]}' (a norm) before it joins the residual stream, so "
             "a linear edit of its weight would be undone by the norm. Use --compensation none for this model"
         )

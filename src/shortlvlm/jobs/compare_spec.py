@@ -18,8 +18,18 @@ from shortlvlm.methods import METHODS
 from shortlvlm.options import options_from_text
 from shortlvlm.scoring import SCORERS, Scorer
 
-DEFAULT_METHODS = ("short-lvlm", "tis-cosine", "tis-loss", "block-influence", "angular", "sleb", "taylor", "ppl",
-                   "last", "random")
+DEFAULT_METHODS = (
+    "short-lvlm",
+    "tis-cosine",
+    "tis-loss",
+    "block-influence",
+    "angular",
+    "sleb",
+    "taylor",
+    "ppl",
+    "last",
+    "random",
+)
 _PART = re.compile(r"^(?P<name>[^\[\]+]+)(?:\[(?P<options>[^\[\]]*)\])?$")
 
 
@@ -74,8 +84,10 @@ def split_outside_brackets(text: str, separator: str) -> list[str]:
 def _part(text: str, item: str) -> tuple[str, str]:
     match = _PART.match(text.strip())
     if match is None:
-        raise CompareError(f"cannot read {item!r} in --methods: write METHOD[NAME=VALUE,...]+COMPENSATION[...], "
-                           "e.g. tis-loss+lstsq[ridge=0.1]")
+        raise CompareError(
+            f"cannot read {item!r} in --methods: write METHOD[NAME=VALUE,...]+COMPENSATION[...], "
+            "e.g. tis-loss+lstsq[ridge=0.1]"
+        )
     return match["name"].strip(), (match["options"] or "").strip()
 
 
@@ -93,11 +105,17 @@ def parse_methods(text: str | list[str]) -> list[MethodSpec]:
             raise CompareError(f"{item!r} in --methods names more than one compensation; give one after '+'")
         method, scorer_options = _part(parts[0], item)
         if method not in METHODS:
-            raise CompareError(f"unknown method {method!r} in --methods; choose from: {', '.join(sorted(METHODS))}")
-        compensation, compensation_options = _part(parts[1], item) if len(parts) == 2 else (METHODS[method][1], "")
+            raise CompareError(
+                f"unknown method {method!r} in --methods; choose from: {', '.join(sorted(METHODS))}"
+            )
+        compensation, compensation_options = (
+            _part(parts[1], item) if len(parts) == 2 else (METHODS[method][1], "")
+        )
         if compensation not in COMPENSATION_NAMES:
-            raise CompareError(f"unknown compensation {compensation!r} in {item!r}; use "
-                               f"{', '.join('+' + name for name in COMPENSATION_NAMES)}")
+            raise CompareError(
+                f"unknown compensation {compensation!r} in {item!r}; use "
+                f"{', '.join('+' + name for name in COMPENSATION_NAMES)}"
+            )
         if compensation == "none" and compensation_options:
             raise CompareError(f"{item!r} gives options to no compensation; drop the brackets after +none")
         spec = MethodSpec(item, method, compensation, scorer_options, compensation_options)
@@ -114,8 +132,10 @@ def parse_methods(text: str | list[str]) -> list[MethodSpec]:
         by_scorer.setdefault(spec.scorer, set()).add(spec.scorer_options)
     mixed = sorted(name for name, settings in by_scorer.items() if len(settings) > 1)
     if mixed:
-        raise CompareError(f"--methods gives {mixed[0]} two different scorer settings; one comparison ranks with one "
-                           "setting per scorer: compare the other in another --out")
+        raise CompareError(
+            f"--methods gives {mixed[0]} two different scorer settings; one comparison ranks with one "
+            "setting per scorer: compare the other in another --out"
+        )
     return specs
 
 

@@ -39,13 +39,14 @@ def plan_key(model: nn.Module, calibration: CalibrationSet | None, batch_size: i
 
 
 def gaps_key(model: nn.Module, calibration: CalibrationSet, batch_size: int, *, removed: list[int],
-             scp: Compensation) -> dict:
+             compensation: Compensation) -> dict:
     """A compensation's statistics: model, data, the removed layers, and the options they depend on (for SCP the
     tokens, normalisation and a fitted alpha's writers, not the rank or a numeric alpha; for the least-squares
-    bridge the tokens, not the ridge)."""
-    extra = {"compensation": scp.name} if scp.name != "scp" else {}  # SCP's keys stay as older versions wrote them
+    bridge the tokens and streams, and the ridge and prior only for sequential streams)."""
+    # SCP's keys stay as older versions wrote them, so their saved statistics are still found.
+    extra = {"compensation": compensation.name} if compensation.name != "scp" else {}
     return {**_model_and_data(model, calibration, batch_size), "removed": sorted(removed), **extra,
-            **scp.statistics_key()}
+            **compensation.statistics_key()}
 
 
 def answers_key(model: nn.Module, model_name: str, *, bench: str, data: str | None, limit: int | None,
