@@ -210,3 +210,17 @@ def test_a_silent_writer_is_reported_and_left_alone():
     (entry,) = compensate(model, adapter, [batch], [3], LstSq(), progress=False)
     assert entry["edited_layer"] == 2 and "nothing to fit" in entry["reason"]
     assert torch.count_nonzero(adapter.layers[2].mlp.down_proj.weight) == 0
+
+
+@pytest.mark.parametrize(("streams", "passes"), [("unpruned", 1), ("sequential", 2)])
+def test_fitting_adds_at_most_one_calibration_pass_per_removed_run(monkeypatch, streams, passes):
+    import shortlvlm.compensation.lstsq as lstsq
+
+    calls = []
+    real = lstsq.capture
+    monkeypatch.setattr(lstsq, "capture", lambda *a, **k: calls.append(list(k["skip_layers"])) or real(*a, **k))
+    model, adapter, batch, _ = float64_model(num_layers=8)
+    compensate(model, adapter, [batch], [0, 3, 4, 6], LstSq(streams=streams), progress=False)
+    assert len(calls) == passes  # runs [3, 4] and [6] have a kept layer below; [0] has none
+    if streams == "sequential":
+        assert [sorted(skip) for skip in calls] == [[0], [0, 3, 4]]  # each pass skips the runs below it

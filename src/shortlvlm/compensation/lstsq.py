@@ -164,7 +164,7 @@ def measure_bridges(
             ata, aty = measured[f"ata.{run.below}"], measured[f"aty.{run.below}"]
             if int(measured[f"tokens.{run.below}"]) and torch.trace(ata) > 0:
                 merge_bridge(writer, solve_bridge(ata, aty, bridge.ridge, bridge.prior))
-            skip += run.layers
+            skip = [*skip, *run.layers]
     finally:
         for writer, saved in originals:
             for weight, value in saved.items():
