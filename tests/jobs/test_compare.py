@@ -292,3 +292,21 @@ def test_overwrite_starts_over_also_with_the_same_settings(tmp_path):
     data = small_run(out, loader, methods=parse_methods("last"), ratios=[0.1], overwrite=True)
     assert loader.loads == 2  # the unpruned model and the cell again: nothing reused
     assert list(data["cells"]["last"]) == ["0.1"] and (out / "plans" / "last.json").exists()
+
+
+def test_every_method_of_a_rescored_scorer_prunes_from_the_new_ranking(tmp_path):
+    """A plan file left by an older ranking is neither reused nor kept once the scorer ranks again."""
+    out = tmp_path / "cmp"
+    small_run(out, CountingLoader(), methods=parse_methods("block-influence,block-influence+scp"), ratios=[0.1])
+    old = json.loads((out / "plans" / "block-influence.json").read_text())
+    stale = dict(old, scorer={**old["scorer"], "unknown_old_option": 1},
+                 params={**old["params"], "removal_order": old["params"]["removal_order"][::-1]})
+    for label in ("block-influence", "block-influence+scp"):  # as a version with other options left them
+        (out / "plans" / f"{label}.json").write_text(json.dumps(stale))
+    data = small_run(out, CountingLoader(), methods=parse_methods("block-influence+lstsq"), ratios=[0.1])
+    assert not (out / "plans" / "block-influence.json").exists()  # went with the cells of the old ranking
+    data = small_run(out, CountingLoader(), methods=parse_methods("block-influence,block-influence+lstsq"),
+                     ratios=[0.1])
+    order = json.loads((out / "plans" / "block-influence+lstsq.json").read_text())["params"]["removal_order"]
+    assert json.loads((out / "plans" / "block-influence.json").read_text())["params"]["removal_order"] == order
+    assert data["cells"]["block-influence"]["0.1"]["removed_layers"] == sorted(order[:2])

@@ -26,7 +26,7 @@ from shortlvlm.jobs.compare_report import ratio_key, write_report
 from shortlvlm.jobs.compare_results import Comparison, write_json
 from shortlvlm.jobs.compare_spec import CompareError, MethodSpec, parse_methods
 from shortlvlm.jobs.source import ModelSource
-from shortlvlm.plan import Plan
+from shortlvlm.plan import Plan, PlanError
 from shortlvlm.pruning import prune, score
 from shortlvlm.resume.keys import comparison_key
 from shortlvlm.selection import layers_to_remove
@@ -38,6 +38,15 @@ def measured_with(cell: dict, spec: MethodSpec) -> bool:
     if "compensation_options" not in cell:
         return True
     return cell["compensation_options"] == compensation_record(spec.make_compensation())[1]
+
+
+def holds_ranking(path: Path, plan: Plan) -> bool:
+    """Whether a compared method's plan file holds `plan`'s ranking (a file left by another ranking does not)."""
+    try:
+        kept = Plan.load(path)
+    except PlanError:
+        return False
+    return kept.scorer == plan.scorer and kept.params.get("removal_order") == plan.params.get("removal_order")
 
 
 def method_plan(scored: Plan, spec: MethodSpec) -> Plan:
@@ -107,6 +116,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
                 f"plan file): scoring again; its results ({', '.join(stale) or 'none'}) are measured again")
             for label in stale:
                 del results.data["cells"][label]
+                results.plan_path(label).unlink(missing_ok=True)  # that ranking's plan goes with its cells
         if plan is not None and scorer.needs_count:  # extended to a higher ratio: a longer order is needed
             ranked = len(plan.params.get("removal_order", []))
             needed = max(round(r * plan.num_layers_before) for r in ratios)  # layers_to_remove's count
@@ -124,7 +134,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
             results.data["scoring"][name] = {"seconds": plan.params["scoring_seconds"],
                                              "removal_order": plan.params["removal_order"]}
         for spec in specs:  # one plan per compared method, so `prune --plan plans/LABEL.json` gives that cell
-            if rescored or not results.plan_path(spec.label).exists():
+            if rescored or not holds_ranking(results.plan_path(spec.label), plan):
                 write_json(results.plan_path(spec.label), method_plan(plan, spec).to_dict())
         results.save()
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from shortlvlm.errors import ShortLVLMError
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare_report import ratio_key
 from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
-from shortlvlm.plan import Plan, PlanError
+from shortlvlm.plan import Plan
 from shortlvlm.scoring import Scorer, scorer_from_dict
 
 RESULTS = "results.json"
@@ -78,9 +79,10 @@ class Comparison:
             if path.exists():
                 try:
                     plan = Plan.load(path)
-                except PlanError:
+                    recorded = scorer_from_dict(plan.scorer)
+                except ShortLVLMError:  # unreadable, or options this version does not know: not this ranking
                     continue
-                if scorer_from_dict(plan.scorer).name == scorer.name and same_options(plan.scorer, scorer):
+                if recorded.name == scorer.name and same_options(plan.scorer, scorer):
                     return plan
         return None
 
