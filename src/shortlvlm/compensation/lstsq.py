@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch, capture
-from shortlvlm.compensation.runs import RemovedRun, RunStreams, removed_runs, uncompensated, writer_names
+from shortlvlm.compensation.runs import (
+    RemovedRun,
+    RunStreams,
+    edit_writer_rows,
+    removed_runs,
+    uncompensated,
+    writer_names,
+)
 from shortlvlm.errors import CompensationError
 from shortlvlm.importance import TIS, TokenImportance
 from shortlvlm.io.offload import read_weight, write_weight
@@ -243,24 +250,11 @@ def residual_fraction(
     return float(left.clamp(min=0) / gap.sum()) if gap.sum() > 0 else 0.0
 
 
-@torch.no_grad()
 def merge_bridge(linear: nn.Module, transform: torch.Tensor) -> None:
     """W <- T^T W and b <- T^T b in float64, so the writer outputs (x W^T + b) T."""
-    if not isinstance(linear, nn.Linear):
-        raise CompensationError(
-            f"the least-squares bridge edits nn.Linear writers; got {type(linear).__name__}"
-        )
-    if linear.weight.shape[0] != transform.shape[0]:
-        raise CompensationError(
-            f"writer output width {linear.weight.shape[0]} does not match the residual width "
-            f"{transform.shape[0]}"
-        )
-    for name in ("weight", "bias"):
-        if getattr(linear, name) is None:
-            continue
-        value = read_weight(linear, name)  # the real tensor, also when accelerate offloads the module
-        transform_here = transform.to(device=value.device, dtype=torch.float64)
-        write_weight(linear, name, transform_here.T @ value.double())
+    edit_writer_rows(linear, transform.shape[0],
+                     lambda current: transform.to(device=current.device, dtype=torch.float64).T @ current,
+                     "the least-squares bridge")
 
 
 def apply_bridges(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from shortlvlm.capture import CalibrationBatch
 from shortlvlm.errors import CompensationError
 from shortlvlm.importance import ImportanceAwareCollector, TokenImportance
+from shortlvlm.io.offload import read_weight, write_weight
 from shortlvlm.models import Adapter
 
 WRITER_CHOICES = ("mlp", "attn", "both")
@@ -87,3 +90,18 @@ class RunStreams(ImportanceAwareCollector):
         """Called from hooks on the hooked writers of the kept layers below the runs."""
         previous = self.writer_outputs.get(layer)
         self.writer_outputs[layer] = output if previous is None else previous + output
+
+
+@torch.no_grad()
+def edit_writer_rows(linear: nn.Module, width: int, edit: Callable[[torch.Tensor], torch.Tensor], method: str) -> None:
+    """Replace a residual writer's weight W (and bias b) by edit(W) (edit(b)), computed in float64 on the weight's
+    device; read and written through accelerate's offload map when the module is offloaded."""
+    if not isinstance(linear, nn.Linear):
+        raise CompensationError(f"{method} edits nn.Linear writers; got {type(linear).__name__}")
+    if linear.weight.shape[0] != width:
+        raise CompensationError(
+            f"writer output width {linear.weight.shape[0]} does not match the residual width {width}"
+        )
+    for name in ("weight", "bias"):
+        if getattr(linear, name) is not None:
+            write_weight(linear, name, edit(read_weight(linear, name).double()))

@@ -22,13 +22,13 @@ from shortlvlm.compensation.runs import (
     WRITER_CHOICES,
     RemovedRun,
     RunStreams,
+    edit_writer_rows,
     removed_runs,
     uncompensated,
     writer_names,
 )
 from shortlvlm.errors import CompensationError
 from shortlvlm.importance import TIS, TokenImportance
-from shortlvlm.io.offload import read_weight, write_weight
 from shortlvlm.models import Adapter
 from shortlvlm.options import Options, finite_or, is_bool, option, options, positive_int
 
@@ -120,22 +120,12 @@ def top_subspace(hth: torch.Tensor, rank: int, rel_tol: float = 1e-10) -> tuple[
     return vectors[:, :keep], values[:keep]
 
 
-@torch.no_grad()
 def edit_writer(linear: nn.Module, basis: torch.Tensor, alpha: float) -> None:
     """W <- (I + alpha V V^T) W and b <- (I + alpha V V^T) b, computed in float64."""
-    if not isinstance(linear, nn.Linear):
-        raise CompensationError(f"SCP edits nn.Linear writers; got {type(linear).__name__}")
-    if linear.weight.shape[0] != basis.shape[0]:
-        raise CompensationError(
-            f"writer output width {linear.weight.shape[0]} does not match the residual width {basis.shape[0]}"
-        )
-    for name in ("weight", "bias"):
-        if getattr(linear, name) is None:
-            continue
-        value = read_weight(linear, name)  # the real tensor, also when accelerate offloads the module
-        basis_here = basis.to(device=value.device, dtype=torch.float64)
-        current = value.double()
-        write_weight(linear, name, current + alpha * basis_here @ (basis_here.T @ current))
+    def edit(current: torch.Tensor) -> torch.Tensor:
+        here = basis.to(device=current.device, dtype=torch.float64)
+        return current + alpha * here @ (here.T @ current)
+    edit_writer_rows(linear, basis.shape[0], edit, "SCP")
 
 
 def fit_alpha(basis: torch.Tensor, cross: torch.Tensor, gram: torch.Tensor) -> float:
