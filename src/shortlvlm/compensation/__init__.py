@@ -1,9 +1,10 @@
 """Compensation: training-free weight edits bridging the gap removed layers leave (docs/design.md §2.3, §2.6).
 
 Each compensation is an options object (fields = CLI flags = the plan's record) with the same
-lifecycle: `measure` streams its statistics in one capture pass over the unpruned model (the
-pass a resumed job may skip: the statistics are saved), then `apply` edits the kept layer below
-each run of removed layers before the layers are dropped. A run that starts at layer 0 has no
+lifecycle: `measure` streams its statistics in capture passes that leave the weights as they
+were (one pass over the unpruned model; one per run for the bridge's sequential streams; a
+resumed job skips them, the statistics are saved), then `apply` edits the kept layer below each
+run of removed layers before the layers are dropped. A run that starts at layer 0 has no
 kept layer below it and is reported as uncompensated.
 
 - `SCP` (scp.py): Short-LVLM's subspace-compensated pruning, (I + alpha V V^T) W.
