@@ -121,4 +121,4 @@ def test_api_docstrings_point_at_the_options():
     assert "Options:" in shortlvlm.SCP.__doc__ and "rank = 8:" in shortlvlm.SCP.__doc__
     assert "top_p = 0.5:" in shortlvlm.TIS.__doc__
     for function in (shortlvlm.prune, shortlvlm.score):
-        assert "TISCosine()" in function.__doc__
+        assert "TISLoss()" in function.__doc__

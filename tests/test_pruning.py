@@ -7,7 +7,7 @@ import torch
 
 from shortlvlm import get_adapter, load
 from shortlvlm.capture import CalibrationBatch
-from shortlvlm.compensation import compensation_named
+from shortlvlm.compensation import SCP, compensation_named
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.errors import InvalidLayerSelectionError
@@ -16,7 +16,7 @@ from shortlvlm.io.fingerprint import model_fingerprint
 from shortlvlm.jobs.checkpoint import write_checkpoint
 from shortlvlm.plan import Plan, PlanError
 from shortlvlm.pruning import prune, score
-from shortlvlm.scoring import ScoringError, get_scorer
+from shortlvlm.scoring import ScoringError, TISCosine, get_scorer
 from shortlvlm.selection import layers_to_remove
 
 
@@ -32,8 +32,9 @@ def calib():
 
 @pytest.fixture(scope="module")
 def toy_plan(toy, calib):
+    """The paper's scorer's plan (TIS-cosine): its method name says short-lvlm, so prune applies SCP."""
     model, processor = toy
-    return score(model, processor, calibration=calib, source="toy", progress=False)
+    return score(model, processor, scorer=TISCosine(), calibration=calib, source="toy", progress=False)
 
 
 def test_encoded_batches_mark_image_and_answer_tokens(toy, calib):
@@ -73,7 +74,7 @@ def test_pruning_from_a_plan_does_not_recalibrate(toy_plan, calib, monkeypatch):
 def test_short_lvlm_prune_compensates_saves_reloads_and_generates(toy_plan, calib, tmp_path):
     model, processor = load("toy")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model, plan = prune(model, processor, 0.3, calibration=calib, plan=toy_plan, progress=False)
+    model, plan = prune(model, processor, 0.3, compensation=SCP(), calibration=calib, plan=toy_plan, progress=False)
     assert plan.method == "short-lvlm" and plan.compensation == "scp"
     edited = [e["edited_layer"] for e in plan.params["compensation_report"] if e["edited_layer"] is not None]
     assert edited and all(layer not in plan.removed_layers for layer in edited)
@@ -94,6 +95,22 @@ def test_short_lvlm_prune_compensates_saves_reloads_and_generates(toy_plan, cali
     assert answers == answer_samples(model, processor, questions, progress=False)
     assert all(answers[q.id] for q in questions)
     assert Plan.load(out / "pruning_plan.json").removed_layers == plan.removed_layers
+
+
+def test_the_defaults_are_tis_loss_with_the_least_squares_bridge(toy, calib):
+    """score() and prune() without a scorer or compensation: tis-loss scoring, LstSq bridges, and the plans
+    name the recipe, so `prune --plan` of a default score applies the bridge."""
+    model, processor = toy
+    scored = score(model, processor, calibration=calib[:8], source="toy", progress=False)
+    assert scored.method == "tis-loss+lstsq" and scored.compensation == "lstsq"
+    assert scored.scorer["name"] == "tis-loss"
+    model, processor = load("toy")
+    model, plan = prune(model, processor, 0.2, calibration=calib[:8], source="toy", progress=False)
+    assert plan.method == "tis-loss+lstsq" and plan.compensation == "lstsq" and plan.scorer["name"] == "tis-loss"
+    # the same ranking as score()'s, and every run above layer 0 bridged (a least-squares report per run)
+    assert plan.removed_layers == sorted(scored.params["removal_order"][:3])
+    report = plan.params["compensation_report"]
+    assert report and all("gap_left" in entry for entry in report if entry["edited_layer"] is not None)
 
 
 def test_ratio_errors():

@@ -1,8 +1,9 @@
 """shortlvlm: prune redundant decoder layers of vision-language models without training.
 
 The method: `score` ranks the decoder layers once, `prune` removes round(ratio x L) of them and bridges
-each cut (Short-LVLM: `TISCosine` scoring on Token Importance Scores, `SCP` compensation; `LstSq` is
-ReplaceMe's least-squares bridge). Every choice is an options object whose fields carry their defaults
+each cut. The default is `TISLoss` scoring (Token Importance Scores shortlist, answer-loss passes decide)
+with `LstSq` (ReplaceMe's least-squares bridge); the Short-LVLM paper's method is `TISCosine` scoring
+with `SCP` compensation. Every choice is an options object whose fields carry their defaults
 and help (`TIS`, `SCP`, `LstSq`, `Calibration`,
 `Layerwise`, the scorers). Surgery and checkpoints: `drop_layers`, `load`, `save`, `verify`.
 """

@@ -1,8 +1,10 @@
 """The method's public API: `score` ranks every decoder layer once, `prune` removes (and compensates) them.
 
-Short-LVLM is `prune(model, processor, ratio)` with its defaults: TISCosine() scoring and SCP()
-compensation on the calibration set. Every choice is an options object (shortlvlm.options): the
-scorer (any of shortlvlm.scoring), `compensation` (SCP(...) or None) and `calibration`
+`prune(model, processor, ratio)` with its defaults is the best measured recipe, tis-loss+lstsq: TISLoss()
+scoring and the LstSq() bridge on the calibration set (docs/design.md §2.7). The paper's Short-LVLM is
+`prune(..., scorer=TISCosine(), compensation=SCP())`. Every choice is an options object
+(shortlvlm.options): the scorer (any of shortlvlm.scoring), `compensation` (SCP(...), LstSq(...) or
+None) and `calibration`
 (Calibration(...), a CalibrationSet read before, or a list of samples). The plan records each
 of them as one sub-dict, so `prune(..., plan=plan)` reuses a ranking without scoring again.
 """
@@ -16,18 +18,18 @@ from collections.abc import Sequence
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch
-from shortlvlm.compensation import COMPENSATIONS, SCP, Compensation, compensate, compensation_record
+from shortlvlm.compensation import COMPENSATIONS, SCP, Compensation, LstSq, compensate, compensation_record
 from shortlvlm.data.calibration import CalibrationSample
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, calibration_set
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.errors import ScoringError
 from shortlvlm.importance import TIS
 from shortlvlm.io.fingerprint import model_fingerprint, weights_sample_fingerprint
-from shortlvlm.methods import METHODS, default_compensation, method_name
+from shortlvlm.methods import DEFAULT_METHOD, METHODS, default_compensation, method_name
 from shortlvlm.models import Adapter, get_adapter
 from shortlvlm.plan import Plan
 from shortlvlm.resume import StageCache, keys
-from shortlvlm.scoring import Scorer, ScoringContext, TISCosine, scorer_from_dict, scorer_to_dict
+from shortlvlm.scoring import Scorer, ScoringContext, TISCosine, TISLoss, scorer_from_dict, scorer_to_dict
 from shortlvlm.selection import check_removal, planned_removal
 from shortlvlm.surgery import drop_layers, validate_layer_selection
 
@@ -46,15 +48,17 @@ def score(
     source: str = "",
     progress: bool = True,
 ) -> Plan:
-    """Rank every layer with `scorer` (default TISCosine()) on the calibration set; the plan holds the order.
+    """Rank every layer with `scorer` (default TISLoss()) on the calibration set; the plan holds the order.
 
-    `num_remove` bounds scorers that rank as they remove (sleb, iterative tis-cosine: one pass per
-    layer) and picks the angular block; by default every removable layer is ranked. `source` names the
-    model (`toy` also selects the bundled calibration set when `calibration` names no file); `method`
-    is the name the plan records (default: short-lvlm for TISCosine, else the scorer's name).
+    `num_remove` bounds scorers that rank as they remove (sleb, tis-loss, iterative tis-cosine) and
+    picks the angular block; by default every removable layer is ranked. `source` names the model
+    (`toy` also selects the bundled calibration set when `calibration` names no file); `method` is the
+    name the plan records, and its compensation is what `prune(..., plan=plan)` from the CLI applies
+    (default: tis-loss+lstsq without a scorer, short-lvlm for TISCosine, else the scorer's name).
     """
     adapter = adapter or get_adapter(model)
-    scorer = scorer or TISCosine()
+    if scorer is None:
+        scorer, method = TISLoss(), method or DEFAULT_METHOD
     method = _checked_method(method) or method_name(scorer, SCP())
     calib = calibration_set(calibration, source or None) if scorer.needs_data else None
     if num_remove is None:
@@ -69,7 +73,7 @@ def prune(
     ratio: float,
     *,
     scorer: Scorer | None = None,
-    compensation: Compensation | None = SCP(),
+    compensation: Compensation | None = LstSq(),
     calibration: CalibrationInput = Calibration(),
     plan: Plan | None = None,
     cache: StageCache | None = None,
@@ -79,14 +83,15 @@ def prune(
     progress: bool = True,
     allow_other_weights: bool = False,
 ) -> tuple[nn.Module, Plan]:
-    """Remove round(ratio * L) layers ranked by `scorer` (default TISCosine()), bridge each cut with
-    `compensation` (SCP(), LstSq(), or None), and return (model, plan); the model is edited in place.
+    """Remove round(ratio * L) layers ranked by `scorer` (default TISLoss()), bridge each cut with
+    `compensation` (default LstSq(); SCP(), or None), and return (model, plan); the model is edited in place.
 
     With `plan` (from `score`), its ranking and scorer are reused and no scoring pass runs; a
     compensation still needs a pass over the calibration set (one per run for sequential bridges) to
     measure the chosen layers' gap. With `cache` (shortlvlm.resume), the scored plan and the
-    compensation's statistics are saved as they finish and reused when the same job runs again. `method` is the name the plan records (default: the plan's,
-    else short-lvlm for TISCosine with SCP, else the scorer's name).
+    compensation's statistics are saved as they finish and reused when the same job runs again. `method` is
+    the name the plan records (default: the plan's, else the recipe of the scorer and compensation:
+    tis-loss+lstsq for TISLoss with LstSq, short-lvlm for TISCosine with SCP; else the scorer's name).
     """
     adapter = adapter or get_adapter(model)
     if plan is not None and scorer is not None:
@@ -94,7 +99,7 @@ def prune(
     if compensation is not None and not isinstance(compensation, tuple(COMPENSATIONS.values())):
         raise ScoringError(f"unknown compensation {compensation!r}; pass SCP(...), LstSq(...) or None")
     count = check_removal(model, adapter, ratio, plan, allow_other_weights=allow_other_weights)
-    scorer = scorer_from_dict(plan.scorer) if plan is not None else scorer or TISCosine()
+    scorer = scorer_from_dict(plan.scorer) if plan is not None else scorer or TISLoss()
     method = _checked_method(method) or (plan.method if plan is not None else method_name(scorer, compensation))
     calib = calibration_set(calibration, source or None) if needs_calibration(scorer, compensation,
                                                                               scored=plan is not None) else None

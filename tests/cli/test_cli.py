@@ -127,7 +127,7 @@ def test_template_skip_is_on_by_default_and_can_be_turned_off(tmp_path, capsys):
     plans = {}
     for flag in ("--tis-skip-template", "--no-tis-skip-template"):
         path = tmp_path / f"{flag}.json"
-        assert run_cli(capsys, "score", "toy", "--num-samples", "8", flag, "--out", path)[0] == 0
+        assert run_cli(capsys, "score", "toy", "--method", "short-lvlm", "--num-samples", "8", flag, "--out", path)[0] == 0
         plans[flag] = json.loads(path.read_text())
     assert plans["--tis-skip-template"]["scorer"]["tis"]["skip_template"] is True
     assert plans["--tis-skip-template"]["params"]["template_tokens_skipped"] == 3  # <s> USER :
@@ -158,7 +158,8 @@ def test_sleb_plan_is_ranked_up_to_max_ratio_and_angular_plan_prunes_its_block(t
 
 def test_prune_short_lvlm_by_ratio_compensates_and_verifies(tmp_path, capsys):
     out = tmp_path / "short"
-    code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--num-samples", "8", "--out", out)
+    code, stdout, _ = run_cli(capsys, "prune", "toy", "--method", "short-lvlm", "--ratio", "0.2", "--num-samples", "8",
+                              "--out", out)
     assert code == 0
     assert "method short-lvlm, compensation scp" in stdout and "edited layer" in stdout and "verified" in stdout
     plan = json.loads((out / PLAN_FILENAME).read_text())

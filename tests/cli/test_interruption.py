@@ -46,7 +46,7 @@ from shortlvlm.cli import main
 sys.exit(main(argv))
 """
 
-RATIO_ARGS = ["--ratio", "0.25", "--num-samples", "8", "--overwrite"]  # short-lvlm: scoring + SCP + save
+RATIO_ARGS = ["--method", "short-lvlm", "--ratio", "0.25", "--num-samples", "8", "--overwrite"]  # scoring + SCP + save
 
 
 def snapshot(directory: Path) -> dict[str, str]:
@@ -134,14 +134,15 @@ def test_a_torn_or_foreign_stage_is_recomputed_not_trusted(tmp_path, capsys):
     (partial / "plan.json").write_text('{"method": "short-lvlm", "num_layers_bef')  # torn
     (partial / "plan.key.json").write_text("{}")  # a key no job has
     (partial / "scp.safetensors").write_bytes(b"\x00" * 64)
-    assert main(["prune", "toy", "--ratio", "0.25", "--num-samples", "8", "--out", str(out)]) == 0
+    assert main(["prune", "toy", "--method", "short-lvlm", "--ratio", "0.25", "--num-samples", "8", "--out",
+                 str(out)]) == 0
     assert "reusing" not in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_fresh_discards_saved_stages(tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["prune", "toy", "--ratio", "0.25", "--num-samples", "8", "--out", str(out)]
+    args = ["prune", "toy", "--method", "short-lvlm", "--ratio", "0.25", "--num-samples", "8", "--out", str(out)]
     from shortlvlm.resume import StageCache, partial_dir_for
 
     original = StageCache.clear

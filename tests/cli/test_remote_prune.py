@@ -59,8 +59,8 @@ def mimic(request, tmp_path):
 def test_prune_by_ratio_with_scp_reloads_and_equals_the_source_with_layers_skipped(mimic, tmp_path, capsys):
     source, calibration, layers_path, writer = mimic
     out = tmp_path / "pruned"
-    code, stdout, err = run_cli(capsys, "prune", source, "--ratio", "0.3", "--trust-remote-code",
-                                "--calib", calibration, "--out", out)
+    code, stdout, err = run_cli(capsys, "prune", source, "--method", "short-lvlm", "--ratio", "0.3",
+                                "--trust-remote-code", "--calib", calibration, "--out", out)
     assert code == 0, err
     assert "method short-lvlm, compensation scp" in stdout and "verified: reload max |logit diff|" in stdout
     plan = json.loads((out / PLAN_FILENAME).read_text())

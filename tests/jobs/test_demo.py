@@ -28,7 +28,11 @@ def test_demo_reports_every_architecture_and_the_toy(tmp_path, capsys):
     for method in DEFAULT_METHODS:
         removed = [len(toy["cells"][method][r]["removed_layers"]) for r in ("0.1", "0.2", "0.3")]
         assert removed == [2, 3, 5], method
-    assert (out / "toy-short-lvlm-30" / "model.safetensors").exists()
+    checkpoint = json.loads((out / "toy-tis-loss-lstsq-30" / "shortlvlm_plan.json").read_text())
+    assert checkpoint["method"] == "tis-loss+lstsq" and checkpoint["compensation"] == "lstsq"
+    # the checkpoint is the comparison's 30% cell: the same ranking cut at the same place
+    assert checkpoint["removed_layers"] == toy["cells"]["tis-loss+lstsq"]["0.3"]["removed_layers"]
+    assert (out / "toy-tis-loss-lstsq-30" / "model.safetensors").exists()
     assert (out / "compare" / "accuracy_vs_ratio.png").stat().st_size > 1000
     text = (out / "demo_report.md").read_text()
     assert "| unpruned |" in text and "| sleb |" in text

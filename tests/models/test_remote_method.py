@@ -15,7 +15,7 @@ import json
 import pytest
 import torch
 
-from shortlvlm import SCP, Calibration, drop_layers, get_adapter, prune, save, verify
+from shortlvlm import SCP, Calibration, TISCosine, drop_layers, get_adapter, prune, save, verify
 from shortlvlm.capture import batch_from_inputs, capture
 from shortlvlm.data.calibration import CalibrationSample
 from shortlvlm.data.calibration_set import CalibrationSet
@@ -165,8 +165,8 @@ def test_prune_with_scp_saves_and_reloads_with_remote_code(mimic, tmp_path):
     cls.config_class.register_for_auto_class()
     cls.register_for_auto_class("AutoModelForCausalLM")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model, plan = prune(model, None, 0.3, calibration=calibration_of(model, mimic), compensation=SCP(rank=4),
-                        progress=False)
+    model, plan = prune(model, None, 0.3, scorer=TISCosine(), calibration=calibration_of(model, mimic),
+                        compensation=SCP(rank=4), progress=False)
     assert len(plan.removed_layers) == 2 and plan.compensation == "scp"
     writer = get_adapter(model).spec.residual_writers[-1]
     edited = [e["edited_layer"] for e in plan.params["compensation_report"] if e["edited_layer"] is not None]

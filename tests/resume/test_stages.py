@@ -101,7 +101,7 @@ def test_other_weights_at_the_same_path_do_not_reuse_stages(tmp_path, capsys):
     interrupted_job_stages(weights_stamp(model_dir))  # stages of these very weights are reused
     assert main([*argv, "--overwrite"]) == 0
     err = capsys.readouterr().err
-    assert "reusing the plan stage" in err and "reusing the scp stage" in err
+    assert "reusing the plan stage" in err and "reusing the lstsq stage" in err  # the default: tis-loss+lstsq
 
 
 def test_bridge_statistics_are_reused_across_ridges_not_across_token_sets(tmp_path, calib):

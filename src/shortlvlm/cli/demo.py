@@ -13,10 +13,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "demo", help="the main job on the bundled toy LVLM, with a report",
         description="1) Self-check: a tiny random model of every supported architecture is saved, "
         "loaded back through the code a real checkpoint takes, pruned, saved and verified. "
-        "2) `shortlvlm compare` on the bundled toy LVLM: every method (Short-LVLM and the baselines) "
-        "removes 10/20/30% of its layers using the bundled calibration set and is evaluated on the "
-        "shapes benchmark; Short-LVLM at 30% is also written as a verified checkpoint. "
-        "Writes demo_report.md/.json, compare/ (results, plans, plot) and toy-short-lvlm-30/ to --out.",
+        "2) `shortlvlm compare` on the bundled toy LVLM: every method (the default tis-loss+lstsq, the paper's "
+        "short-lvlm and the baselines) removes 10/20/30% of its layers using the bundled calibration set and is "
+        "evaluated on the shapes benchmark; the default method at 30% is also written as a verified checkpoint. "
+        "Writes demo_report.md/.json, compare/ (results, plans, plot) and toy-tis-loss-lstsq-30/ to --out.",
     )
     p.add_argument("--out", default="shortlvlm-demo", help="output directory (default: shortlvlm-demo)")
     p.add_argument("--limit", type=int, default=600, help="shapes questions per evaluation (default: 600)")

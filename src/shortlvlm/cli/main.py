@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="shortlvlm",
         description="Make vision-language models smaller and faster by removing redundant decoder "
-        "layers, without training (Short-LVLM). MODEL is a hub id or a local directory.",
+        "layers, without training (after Short-LVLM). MODEL is a hub id or a local directory.",
     )
     parser.add_argument("--version", action="version", version=f"shortlvlm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)

@@ -7,14 +7,16 @@ import argparse
 from shortlvlm.cli.flags import add_options, options_from_args
 from shortlvlm.compensation import COMPENSATION_NAMES, COMPENSATIONS, Compensation
 from shortlvlm.data.calibration_set import Calibration
-from shortlvlm.methods import METHODS, SHORT_LVLM, resolve_method
+from shortlvlm.methods import DEFAULT_METHOD, METHODS, resolve_method
 from shortlvlm.scoring import SCORERS, Scorer
 
 METHOD_HELP = (
-    "layer-selection rule: short-lvlm (default) = tis-cosine scoring + scp compensation; tis-cosine (Short-LVLM's "
-    "scorer alone); block-influence (ShortGPT); angular (Gromov et al., best contiguous block); sleb (greedy, "
+    "layer-selection rule: tis-loss+lstsq (default: tis-loss scoring, a least-squares bridge over each cut; the "
+    "best measured on smol-llava, README 'Which method'); short-lvlm = the Short-LVLM paper's method, tis-cosine "
+    "scoring + scp compensation; tis-loss (token-aware cosine shortlist, answer-loss passes decide); tis-cosine "
+    "(Short-LVLM's scorer alone); block-influence (ShortGPT); angular (Gromov et al., best contiguous block); sleb (greedy, "
     "re-evaluated after each removal); taylor (Taylor+, Shortened LLaMA); ppl (Shortened LLaMA); last; random "
-    "(seeded). sleb, ppl and taylor measure the loss on the calibration answers")
+    "(seeded). tis-loss, sleb, ppl and taylor measure the loss on the calibration answers")
 
 
 def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
@@ -27,14 +29,14 @@ def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
     if scp:
         group.add_argument("--compensation", default=None, choices=list(COMPENSATION_NAMES),
                            help="gap compensation: scp (Short-LVLM's subspace edit), lstsq (ReplaceMe's "
-                           "least-squares bridge), none (default: scp for short-lvlm, none for the others)")
+                           "least-squares bridge), none (default: lstsq for tis-loss+lstsq, scp for short-lvlm, none for the others)")
         for compensation in COMPENSATIONS.values():
             add_options(group, compensation)
 
 
 def method_of(args: argparse.Namespace) -> str:
-    """The --method given, else short-lvlm."""
-    return args.method or SHORT_LVLM
+    """The --method given, else the default recipe (tis-loss+lstsq)."""
+    return args.method or DEFAULT_METHOD
 
 
 def method_from_args(args: argparse.Namespace, method: str, compensation: str | None = None

@@ -30,8 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "processor, pruning_plan.json, model card) to --out, verified by reloading it: logits must "
         "match the in-memory model and greedy generation must agree with and without the KV cache. "
         "Either list the layers (--layers 3,7) or give --ratio and let --method choose them "
-        "(Short-LVLM by default: token-importance-weighted cosine scoring plus subspace-compensated "
-        "pruning). Nothing appears at --out unless every step succeeds.",
+        "(tis-loss+lstsq by default: token-importance shortlist and answer-loss passes choose the layers, a "
+        "least-squares bridge per cut is merged into the layer before it; --method short-lvlm is the paper's "
+        "method). Nothing appears at --out unless every step succeeds.",
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--layers", type=layer_list, default=None,

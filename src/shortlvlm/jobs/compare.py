@@ -52,7 +52,7 @@ def holds_ranking(path: Path, plan: Plan) -> bool:
 def method_plan(scored: Plan, spec: MethodSpec) -> Plan:
     """A scorer's plan as one compared method's: its method name and compensation with that setting's options."""
     name, options = compensation_record(spec.make_compensation())
-    return dataclasses.replace(scored, method=spec.method, compensation=name, compensation_options=options,
+    return dataclasses.replace(scored, method=spec.recorded_method, compensation=name, compensation_options=options,
                                scp=options if name == "scp" else None)
 
 
@@ -163,7 +163,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
         started = time.perf_counter()
         model, pruned = prune(model, processor, ratio, compensation=compensation,
                               calibration=encoded(processor, adapter) if compensation else None, plan=plan,
-                              method=spec.method, adapter=adapter, source=source.name, progress=progress)
+                              method=spec.recorded_method, adapter=adapter, source=source.name, progress=progress)
         prune_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metrics, _ = evaluate(model, processor, bench, samples, batch_size=eval_batch_size, progress=progress)

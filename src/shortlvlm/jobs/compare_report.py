@@ -7,6 +7,7 @@ from pathlib import Path
 from shortlvlm.data.benchmarks import headline_path
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare_spec import parse_methods
+from shortlvlm.methods import DEFAULT_METHOD
 
 
 def ratio_key(ratio: float) -> str:
@@ -46,7 +47,7 @@ def ratio_plot(data: dict, path: Path) -> None:
         points = [(r, data["cells"][label][ratio_key(r)]["score"]) for r in config["ratios"]
                   if ratio_key(r) in data["cells"].get(label, {})]
         if points:
-            style = "-" if label.startswith("short-lvlm") else "--"
+            style = "-" if label.startswith(("short-lvlm", DEFAULT_METHOD)) else "--"
             ax.plot([100 * r for r, _ in points], [s for _, s in points], style, marker="o", label=label)
     ax.set_xticks([100 * r for r in config["ratios"]])
     ax.axhline(data["unpruned"]["score"], color="black", linestyle=":", label="unpruned")

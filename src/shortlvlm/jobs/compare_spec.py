@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from shortlvlm.compensation import COMPENSATION_NAMES, COMPENSATIONS, Compensation
 from shortlvlm.errors import ShortLVLMError
-from shortlvlm.methods import METHODS
+from shortlvlm.methods import METHODS, recipe_name
 from shortlvlm.options import options_from_text
 from shortlvlm.scoring import SCORERS, Scorer
 
 DEFAULT_METHODS = (
+    "tis-loss+lstsq",
     "short-lvlm",
     "tis-cosine",
     "tis-loss",
@@ -50,6 +51,11 @@ class MethodSpec:
     @property
     def scorer(self) -> str:
         return METHODS[self.method][0]
+
+    @property
+    def recorded_method(self) -> str:
+        """The method name its plans record: the recipe a scorer and compensation make (tis-loss+lstsq)."""
+        return recipe_name(self.method, self.compensation)
 
     @property
     def needs_calibration(self) -> bool:

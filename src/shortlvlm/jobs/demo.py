@@ -1,10 +1,11 @@
 """`shortlvlm demo`: the main job on the bundled default, with a report.
 
 1. Self-check: a tiny model of every supported architecture is pruned, saved and verified.
-2. `compare` on the toy LVLM: every method (Short-LVLM, its scorer without SCP, ShortGPT's block
-   influence, the angular block, SLEB, Taylor+, PPL, last, random) removes 10/20/30% of the decoder
-   layers, all calibrated on the bundled toy calibration set, and each result is evaluated on the
-   shapes benchmark; Short-LVLM at 30% is also written as a verified checkpoint.
+2. `compare` on the toy LVLM: every method (the default tis-loss+lstsq, the paper's Short-LVLM, its
+   scorer without SCP, tis-loss, ShortGPT's block influence, the angular block, SLEB, Taylor+, PPL,
+   last, random) removes 10/20/30% of the decoder layers, all calibrated on the bundled toy
+   calibration set, and each result is evaluated on the shapes benchmark; the default method at 30%
+   (from the comparison's plan: no second scoring) is also written as a verified checkpoint.
 The report (markdown, JSON and a plot) and the checkpoint land in --out atomically.
 """
 
@@ -30,24 +31,28 @@ from shortlvlm.jobs.compare_report import markdown_table as compare_table
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, parse_methods
 from shortlvlm.jobs.selfcheck import markdown_table, prune_one
 from shortlvlm.jobs.source import Loading, ModelSource
+from shortlvlm.methods import DEFAULT_METHOD
 from shortlvlm.models.tiny import TINY_MODEL_TYPES
+from shortlvlm.plan import Plan
 from shortlvlm.pruning import prune
 
 RATIOS = (0.1, 0.2, 0.3)
 TOY = ModelSource("toy", Loading(dtype="float32"))
+CHECKPOINT = f"toy-{DEFAULT_METHOD.replace('+', '-')}-30"
 
 
 def toy_comparison(work: Path, limit: int, num_samples: int | None) -> dict:
-    """Every method at 10/20/30% on the toy LVLM (shapes), plus a verified Short-LVLM 30% checkpoint."""
+    """Every method at 10/20/30% on the toy LVLM (shapes), plus a verified 30% checkpoint of the default method."""
     samples = load_benchmark("shapes", limit=limit)
     calibration = read_calibration(Calibration(num_samples=num_samples), TOY.name)
     data = run_compare(TOY, work / "compare", methods=parse_methods(list(DEFAULT_METHODS)), ratios=list(RATIOS),
                        bench="shapes", samples=samples, calibration=calibration, eval_batch_size=50, progress=False,
                        log=lambda text: tqdm.write(text))
     model, processor = TOY.load()
-    model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, method="short-lvlm", source="toy",
+    scored = Plan.load(work / "compare" / "plans" / f"{DEFAULT_METHOD}.json")  # the comparison's ranking
+    model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, plan=scored, source="toy",
                         progress=False)
-    write_checkpoint(model, processor, plan, work / "toy-short-lvlm-30")
+    write_checkpoint(model, processor, plan, work / CHECKPOINT)
     return data
 
 
@@ -71,7 +76,7 @@ def run_demo(out: Path, overwrite: bool = False, limit: int = 600, num_samples: 
                         f"the layers, every method on the same {toy['config']['calibration']['num_samples']} "
                         f"calibration samples ({limit} questions)\n\n"
                         f"{compare_table(toy)}\n\n![accuracy versus ratio](compare/accuracy_vs_ratio.png)\n\n"
-                        "Short-LVLM at 30%, saved and verified: `toy-short-lvlm-30/`.\n\n"
+                        f"The default method ({DEFAULT_METHOD}) at 30%, saved and verified: `{CHECKPOINT}/`.\n\n"
                         "## Self-check: every supported architecture pruned, saved, reloaded and verified\n\n"
                         f"{markdown_table(archs)}")
                 (work / "demo_report.md").write_text(text)

@@ -1,7 +1,7 @@
 """The prune job: every check that needs no weights first (on the skeleton), then load, prune, save and verify.
 
-Either listed layers are removed, or `ratio` of them chosen by the method (Short-LVLM by default).
-Finished stages (scores, SCP statistics) are kept beside the output until it lands, so the same
+Either listed layers are removed, or `ratio` of them chosen by the method (tis-loss+lstsq by default).
+Finished stages (scores, compensation statistics) are kept beside the output until it lands, so the same
 job run again after an interruption resumes (shortlvlm.resume).
 """
 
@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from shortlvlm.compensation import SCP
+from shortlvlm.compensation import Compensation
 from shortlvlm.data.calibration_set import Calibration, read_calibration
 from shortlvlm.errors import OutputWriteError, ShortLVLMError
 from shortlvlm.io.fingerprint import weights_stamp
@@ -25,6 +25,7 @@ from shortlvlm.jobs.checkpoint import (
     write_checkpoint,
 )
 from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.methods import DEFAULT_METHOD
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import needs_calibration, prune, prune_listed
 from shortlvlm.resume import StageCache, partial_dir_for
@@ -47,9 +48,9 @@ class PruneRequest:
     out: Path
     layers: list[int] | None = None
     ratio: float | None = None
-    method: str = "short-lvlm"
+    method: str = DEFAULT_METHOD
     scorer: Scorer | None = None
-    compensation: SCP | None = None
+    compensation: Compensation | None = None
     calibration: Calibration = Calibration()
     plan: Plan | None = None
     overwrite: bool = False
