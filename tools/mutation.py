@@ -7,7 +7,7 @@ any, .sum() for .mean(), a 0 for a 1, a float64 cast dropped...), written into a
 src/; the module's mapped tests then run against that copy (PYTHONPATH, `pytest -x -q -m "not slow"`,
 one process per mutant, a timeout each). A failing or timed-out run kills the mutant; a passing
 run lets it survive, which names a change the tests cannot see (or an equivalent program). The work
-tree is never written: Ctrl-C stops the running test process and deletes the copy.
+tree is never written: Ctrl-C (or SIGTERM) stops the running test process and deletes the copy.
 
 Prints each mutant's outcome, then killed/survived per module, the kill rate, the surviving mutants
 (file:line, mutation) and the mean seconds per mutant (with the full sweep's estimate). Error
@@ -65,10 +65,11 @@ class Mutant:
     module: str  # relative to src/shortlvlm
     site: int  # index among the module's mutation sites, in ast.walk order
     line: int
+    column: int  # 1-based, of the mutated expression
     mutation: str
 
     def __str__(self) -> str:
-        return f"{SRC / self.module}:{self.line}: {self.mutation}"
+        return f"{SRC / self.module}:{self.line}:{self.column}: {self.mutation}"
 
 
 def _skipped(tree: ast.Module) -> set[int]:
@@ -152,9 +153,9 @@ def _apply(tree: ast.Module, node: ast.AST, how: tuple) -> ast.Module:
     return ast.fix_missing_locations(tree)
 
 
-def sites(source: str) -> list[tuple[int, str]]:
-    """(line, mutation) of every mutant of a module's source, in site order."""
-    return [(node.lineno, text) for node, text, _ in _sites(ast.parse(source))]
+def sites(source: str) -> list[tuple[int, int, str]]:
+    """(line, column from 1, mutation) of every mutant of a module's source, in site order."""
+    return [(node.lineno, node.col_offset + 1, text) for node, text, _ in _sites(ast.parse(source))]
 
 
 def mutate(source: str, site: int) -> str:
@@ -166,8 +167,8 @@ def mutate(source: str, site: int) -> str:
 
 def mutants(module: str) -> list[Mutant]:
     """Every mutant of `module` (relative to src/shortlvlm)."""
-    return [Mutant(module, site, line, text)
-            for site, (line, text) in enumerate(sites((REPO / SRC / module).read_text()))]
+    return [Mutant(module, site, line, column, text)
+            for site, (line, column, text) in enumerate(sites((REPO / SRC / module).read_text()))]
 
 
 def _run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float]:
@@ -201,6 +202,11 @@ def _check_copy_is_imported(copy: Path) -> None:
                            capture_output=True, text=True, check=True).stdout.strip()
     if not Path(found).is_relative_to(copy):
         raise SystemExit(f"the tests would import shortlvlm from {found}, not from the mutated copy in {copy}")
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM as Ctrl-C: stop the running tests and delete the copy."""
+    raise KeyboardInterrupt
 
 
 def _summary(results: list[tuple[Mutant, str, float]], total: int) -> None:
@@ -245,6 +251,8 @@ def main() -> None:
         print(f"{len(chosen)} of {len(every)} mutants in {len(modules)} modules")
         return
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    signal.signal(signal.SIGTERM, _interrupt)
     copy = Path(tempfile.mkdtemp(prefix="shortlvlm-mutation-"))
     results: list[tuple[Mutant, str, float]] = []
     try:

@@ -19,15 +19,16 @@ def f(x: int = 2, ok: bool = True) -> int:
 
 
 def test_each_kind_of_mutation_is_made_once_where_it_applies():
-    assert sorted(sites(SOURCE)) == [
+    assert sorted((line, text) for line, _, text in sites(SOURCE)) == [
         (4, "< -> <="), (4, "and -> or"), (4, "constant 1 -> 0"), (4, "drop unary not"),
         (6, "- -> +"), (6, ".sum() -> .mean()"), (6, "constant 0 -> 1"),
         (7, "+= -> -="), (7, "all(...) -> any(...)"), (7, "drop .double() (float64 cast)"),
         (8, "float64 -> float32")]
+    assert (6, 23, "constant 0 -> 1") in sites(SOURCE)  # the column says which 0 of the line
 
 
 def test_mutants_change_exactly_the_named_code():
-    lines = {text: mutate(SOURCE, site) for site, (_, text) in enumerate(sites(SOURCE))}
+    lines = {text: mutate(SOURCE, site) for site, (_, _, text) in enumerate(sites(SOURCE))}
     assert "if x <= 1 and (not ok):" in lines["< -> <="]
     assert "if x < 1 or not ok:" in lines["and -> or"]
     assert "if x < 1 and ok:" in lines["drop unary not"]
