@@ -106,9 +106,15 @@ def test_models_are_measured_interleaved_and_generate_the_same_length(monkeypatc
     assert all(r["prefill_ms"] > 0 and r["samples_per_s"] > 0 for r in rows)
 
 
-def test_synthetic_image_is_deterministic():
-    assert synthetic_image(32).tobytes() == synthetic_image(32).tobytes()
-    assert synthetic_image(32).size == (32, 32)
+def test_synthetic_image_is_the_fixed_test_pattern():
+    """Red ramps left to right, green top to bottom (x * 255 // 31 on 32 px), blue a 16-px checkerboard."""
+    image = synthetic_image(32)
+    assert image.size == (32, 32) and image.mode == "RGB"
+    assert image.getpixel((0, 0)) == (0, 0, 0)
+    assert image.getpixel((31, 0)) == (255, 0, 255)
+    assert image.getpixel((0, 31)) == (0, 255, 255)
+    assert image.getpixel((15, 16)) == (123, 131, 255)
+    assert image.getpixel((16, 16)) == (131, 131, 0)
 
 
 def test_cli_bench_writes_results(tmp_path, capsys):

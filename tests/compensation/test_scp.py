@@ -18,6 +18,7 @@ from shortlvlm.compensation import (
 )
 from shortlvlm.importance import TIS
 from shortlvlm.models.tiny import tiny_inputs, tiny_model
+from tests.references import TEMPLATE, eager_llava, llava_rows, naive_important, right_padded, shared_prefix
 
 
 def float64_llava(num_layers=6):
@@ -159,3 +160,39 @@ def test_bad_parameters_are_refused(options, message):
     model, adapter, batch, _ = float64_llava()
     with pytest.raises(CompensationError, match=message):
         compensate(model, adapter, [batch], [3], options(), progress=False)
+
+
+def test_default_scp_measures_the_gap_on_tis_important_tokens():
+    """The default path, SCP() with TIS's important tokens, against a naive float64 reference: the important
+    tokens rebuilt from output_attentions (TIS over every layer, top half of each modality, the shared
+    template left out), the gap stacked on those tokens only, its subspace from an SVD."""
+    model = eager_llava()
+    adapter = get_adapter(model)
+    image_id = model.config.image_token_id
+    groups = [llava_rows(model, [2, 1, 3], [6, 7, 5], seed=1), llava_rows(model, [2, 4], [9, 7], seed=2)]
+    batches = [right_padded(model, group) for group in groups]
+    assert all(batch.valid.all() for batch in batches)  # equal rows per batch: float64 without padding
+    template = shared_prefix([s for group in groups for s in group], image_id)
+    assert template == len(TEMPLATE)
+    gaps, important, real = [], 0, 0
+    with torch.no_grad():
+        for batch in batches:
+            out = model(**batch.inputs, output_attentions=True, output_hidden_states=True, use_cache=False)
+            mask = naive_important(out, batch.inputs["input_ids"], image_id, template)
+            gaps.append((out.hidden_states[4] - out.hidden_states[2])[mask])  # after layer 3 minus after layer 1
+            important, real = important + int(mask.sum()), real + int(batch.valid.sum())
+    stacked = torch.cat(gaps)
+    # ceil(half) of the 16 image tokens and of the text words after the template, per row; not all 141 tokens
+    assert (important, real) == (3 * (8 + 4) + 2 * (8 + 6), 3 * 27 + 2 * 30)
+
+    measured = SCP().measure(model, adapter, batches, [2, 3], progress=False)
+    assert int(measured["tokens.1"]) == important
+    torch.testing.assert_close(measured["hth.1"], stacked.T @ stacked, rtol=1e-10, atol=1e-10)
+
+    writer = "model.language_model.layers.1.mlp.down_proj.weight"
+    weight = dict(model.named_parameters())[writer].detach().clone()
+    report = compensate(model, adapter, batches, [2, 3], progress=False)  # the default SCP
+    assert report[0]["tokens"] == important and report[0]["rank"] == SCP().rank
+    basis = torch.linalg.svd(stacked, full_matrices=False).Vh[:SCP().rank].T
+    expected = (torch.eye(basis.shape[0], dtype=torch.float64) + projector(basis)) @ weight
+    torch.testing.assert_close(dict(model.named_parameters())[writer].detach(), expected, rtol=1e-8, atol=1e-10)

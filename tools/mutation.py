@@ -1,0 +1,288 @@
+"""Mutation testing of the core math: do the tests notice when the code is wrong?
+
+    .venv/bin/python tools/mutation.py [--limit N] [--seed S] [--module importance] [--timeout SECONDS] [--list]
+
+Each mutant is one small change to one module's syntax tree (a comparison flipped, + for -, all for
+any, .sum() for .mean(), a 0 for a 1, a float64 cast dropped...), written into a temporary copy of
+src/; the module's mapped tests then run against that copy (PYTHONPATH, `pytest -x -q -m "not slow"`,
+one process per mutant, a timeout each). A failing or timed-out run kills the mutant; a passing
+run lets it survive, which names a change the tests cannot see (or an equivalent program). The work
+tree is never written: Ctrl-C (or SIGTERM) stops the running test process and deletes the copy.
+
+Prints each mutant's outcome, then killed/survived per module, the kill rate, the surviving mutants
+(file:line, mutation) and the mean seconds per mutant (with the full sweep's estimate). Error
+messages (f-strings, raise statements) and type annotations are not mutated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = Path("src/shortlvlm")
+
+# module (relative to src/shortlvlm) -> the fast tests that should kill its mutants
+TESTS: dict[str, list[str]] = {
+    "importance.py": ["tests/test_importance.py", "tests/compensation/test_scp.py", "tests/scoring/test_tis_cosine.py"],
+    "selection.py": ["tests/test_selection.py", "tests/test_pruning.py", "tests/test_plan.py"],
+    "compensation/__init__.py": ["tests/compensation"],
+    "compensation/runs.py": ["tests/compensation"],
+    "compensation/scp.py": ["tests/compensation/test_scp.py", "tests/test_numerical_guards.py"],
+    "compensation/lstsq.py": ["tests/compensation/test_lstsq.py"],
+    "scoring/__init__.py": ["tests/scoring/test_tis_cosine.py", "tests/scoring/test_loss.py"],
+    "scoring/base.py": ["tests/scoring/test_tis_cosine.py", "tests/scoring/test_angular.py"],
+    "scoring/trivial.py": ["tests/scoring/test_tis_cosine.py"],
+    "scoring/loss.py": ["tests/scoring/test_loss.py", "tests/scoring/test_sleb.py", "tests/scoring/test_ppl.py"],
+    **{f"scoring/{name}.py": [f"tests/scoring/test_{name}.py"]
+       for name in ("angular", "block_influence", "ppl", "sleb", "taylor", "tis_cosine", "tis_loss")},
+}
+
+COMPARISONS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+               ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+ARITHMETIC = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div}
+BOOLEAN = {ast.And: ast.Or, ast.Or: ast.And}
+SYMBOLS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.In: "in",
+           ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not", ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
+           ast.Div: "/", ast.FloorDiv: "//", ast.And: "and", ast.Or: "or"}
+FUNCTIONS = {"all": "any", "any": "all", "min": "max", "max": "min"}  # builtins and methods alike
+METHODS = {"sum": "mean", "mean": "sum", "nansum": "nanmean", "nanmean": "nansum"}  # x.sum() and torch.sum(x)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str  # relative to src/shortlvlm
+    site: int  # index among the module's mutation sites, in ast.walk order
+    line: int
+    column: int  # 1-based, of the mutated expression
+    mutation: str
+
+    def __str__(self) -> str:
+        return f"{SRC / self.module}:{self.line}:{self.column}: {self.mutation}"
+
+
+def _skipped(tree: ast.Module) -> set[int]:
+    """ids of nodes not to mutate: annotations, f-strings and raise statements (messages, not math)."""
+    roots: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.JoinedStr, ast.Raise)):
+            roots.append(node)
+        elif isinstance(node, (ast.arg, ast.AnnAssign)) and node.annotation is not None:
+            roots.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            roots.append(node.returns)
+    return {id(inner) for root in roots for inner in ast.walk(root)}
+
+
+def _sites(tree: ast.Module) -> Iterator[tuple[ast.AST, str, object]]:
+    """(node, description, how) for every mutation of the tree, in a fixed order; `how` is read by _apply."""
+    skipped = _skipped(tree)
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Compare):
+            for position, op in enumerate(node.ops):
+                if type(op) in COMPARISONS:
+                    yield node, f"{SYMBOLS[type(op)]} -> {SYMBOLS[COMPARISONS[type(op)]]}", ("compare", position)
+        elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in ARITHMETIC:
+            augmented = "=" if isinstance(node, ast.AugAssign) else ""
+            text = f"{SYMBOLS[type(node.op)]}{augmented} -> {SYMBOLS[ARITHMETIC[type(node.op)]]}{augmented}"
+            yield node, text, ("arithmetic",)
+        elif isinstance(node, ast.BoolOp):
+            yield node, f"{SYMBOLS[type(node.op)]} -> {SYMBOLS[BOOLEAN[type(node.op)]]}", ("boolean",)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
+            yield node, f"drop unary {'not' if isinstance(node.op, ast.Not) else '-'}", ("unary",)
+        elif isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+            if name in FUNCTIONS:
+                yield node, f"{name}(...) -> {FUNCTIONS[name]}(...)", ("rename",)
+            elif name in METHODS and isinstance(node.func, ast.Attribute):
+                yield node, f".{name}() -> .{METHODS[name]}()", ("rename",)
+            elif name == "double" and isinstance(node.func, ast.Attribute) and not node.args:
+                yield node, "drop .double() (float64 cast)", ("drop_call",)
+        elif isinstance(node, ast.Attribute) and node.attr == "float64":
+            yield node, "float64 -> float32", ("float32",)
+        elif (isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value in (0, 1)):
+            yield node, f"constant {node.value!r} -> {type(node.value)(1 - node.value)!r}", ("constant",)
+
+
+class _Replace(ast.NodeTransformer):
+    """Replaces one node (by identity) with another."""
+
+    def __init__(self, old: ast.AST, new: ast.AST):
+        self.old, self.new = old, new
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        return self.new if node is self.old else super().visit(node)
+
+
+def _apply(tree: ast.Module, node: ast.AST, how: tuple) -> ast.Module:
+    """The tree with the mutation `how` made at `node` (the tree is changed in place)."""
+    kind = how[0]
+    if kind == "compare":
+        node.ops[how[1]] = COMPARISONS[type(node.ops[how[1]])]()
+    elif kind == "arithmetic":
+        node.op = ARITHMETIC[type(node.op)]()
+    elif kind == "boolean":
+        node.op = BOOLEAN[type(node.op)]()
+    elif kind == "unary":
+        tree = _Replace(node, node.operand).visit(tree)
+    elif kind == "rename":
+        table = {**FUNCTIONS, **METHODS}
+        if isinstance(node.func, ast.Name):
+            node.func.id = table[node.func.id]
+        else:
+            node.func.attr = table[node.func.attr]
+    elif kind == "drop_call":
+        tree = _Replace(node, node.func.value).visit(tree)
+    elif kind == "float32":
+        node.attr = "float32"
+    elif kind == "constant":
+        node.value = type(node.value)(1 - node.value)
+    return ast.fix_missing_locations(tree)
+
+
+def sites(source: str) -> list[tuple[int, int, str]]:
+    """(line, column from 1, mutation) of every mutant of a module's source, in site order."""
+    return [(node.lineno, node.col_offset + 1, text) for node, text, _ in _sites(ast.parse(source))]
+
+
+def mutate(source: str, site: int) -> str:
+    """The source with mutation `site` made (comments and layout are lost; the program is otherwise the same)."""
+    tree = ast.parse(source)
+    node, _, how = list(_sites(tree))[site]
+    return ast.unparse(_apply(tree, node, how))
+
+
+def mutants(module: str) -> list[Mutant]:
+    """Every mutant of `module` (relative to src/shortlvlm)."""
+    return [Mutant(module, site, line, column, text)
+            for site, (line, column, text) in enumerate(sites((REPO / SRC / module).read_text()))]
+
+
+def _run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float]:
+    """("survived" | "killed" | "timeout", seconds) of the tests run against the copy of src/."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")])),
+           "PYTHONDONTWRITEBYTECODE": "1"}  # a stale .pyc of the same size and second would hide a mutant
+    env.setdefault("SHORTLVLM_TEST_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *tests]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return "timeout", time.perf_counter() - started
+    except BaseException:  # Ctrl-C: stop the test process before the copy is deleted
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    if code == 5:
+        raise SystemExit(f"no tests collected from {' '.join(tests)}")
+    return ("survived" if code == 0 else "killed"), time.perf_counter() - started
+
+
+def _check_copy_is_imported(copy: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    found = subprocess.run([sys.executable, "-c", "import shortlvlm; print(shortlvlm.__file__)"], env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(found).is_relative_to(copy):
+        raise SystemExit(f"the tests would import shortlvlm from {found}, not from the mutated copy in {copy}")
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM as Ctrl-C: stop the running tests and delete the copy."""
+    raise KeyboardInterrupt
+
+
+def _summary(results: list[tuple[Mutant, str, float]], total: int) -> None:
+    print("\nmodule                          killed  timeout  survived  kill rate")
+    for module in sorted({m.module for m, _, _ in results}):
+        outcomes = [outcome for m, outcome, _ in results if m.module == module]
+        dead = outcomes.count("killed") + outcomes.count("timeout")
+        print(f"{module:30} {outcomes.count('killed'):7} {outcomes.count('timeout'):8} "
+              f"{outcomes.count('survived'):9}  {dead / len(outcomes):8.0%}")
+    dead = sum(outcome != "survived" for _, outcome, _ in results)
+    print(f"{'all':30} {'':7} {'':8} {'':9}  {dead / len(results):8.0%}  ({dead} of {len(results)} killed)")
+    survivors = [m for m, outcome, _ in results if outcome == "survived"]
+    print("\nsurviving mutants:" if survivors else "\nno mutant survived")
+    for mutant in survivors:
+        print(f"  {mutant}")
+    mean = sum(seconds for _, _, seconds in results) / len(results)
+    print(f"\n{mean:.1f} s per mutant on this machine; all {total} mutants of this selection: about "
+          f"{mean * total / 3600:.1f} h")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="run a random sample of N mutants (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample's order")
+    parser.add_argument("--module", action="append", default=[],
+                        help="only modules whose path contains this (repeatable), e.g. importance, compensation/")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds per mutant (default: 3x the unmutated run of its tests + 30)")
+    parser.add_argument("--list", action="store_true", help="print the mutants and their count; run nothing")
+    args = parser.parse_args()
+
+    modules = [m for m in TESTS if not args.module or any(part in m for part in args.module)]
+    if not modules:
+        raise SystemExit(f"no module matches {args.module}; modules: {', '.join(TESTS)}")
+    every = [mutant for module in modules for mutant in mutants(module)]
+    chosen = list(every)
+    random.Random(args.seed).shuffle(chosen)
+    chosen = chosen[:args.limit] if args.limit is not None else chosen
+    if args.list:
+        for mutant in sorted(chosen, key=lambda m: (m.module, m.site)):
+            print(mutant)
+        print(f"{len(chosen)} of {len(every)} mutants in {len(modules)} modules")
+        return
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    signal.signal(signal.SIGTERM, _interrupt)
+    copy = Path(tempfile.mkdtemp(prefix="shortlvlm-mutation-"))
+    results: list[tuple[Mutant, str, float]] = []
+    try:
+        shutil.copytree(REPO / "src", copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        _check_copy_is_imported(copy)
+        baseline: dict[tuple[str, ...], float] = {}
+        for index, mutant in enumerate(chosen, 1):
+            tests = TESTS[mutant.module]
+            if tuple(tests) not in baseline:
+                outcome, seconds = _run_tests(copy, tests, timeout=3600)
+                if outcome != "survived":
+                    raise SystemExit(f"the unmutated tests fail: {' '.join(tests)}; fix them first")
+                baseline[tuple(tests)] = seconds
+                print(f"baseline {seconds:.1f} s: {' '.join(tests)}", flush=True)
+            target = copy / "shortlvlm" / mutant.module
+            original = target.read_text()
+            try:
+                target.write_text(mutate(original, mutant.site))
+                outcome, seconds = _run_tests(copy, tests, args.timeout or 3 * baseline[tuple(tests)] + 30)
+            finally:
+                target.write_text(original)
+            results.append((mutant, outcome, seconds))
+            print(f"[{index}/{len(chosen)}] {outcome:8} {seconds:5.1f} s  {mutant}", flush=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the work tree was never written", file=sys.stderr)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    if results:
+        _summary(results, len(every))
+
+
+if __name__ == "__main__":
+    main()
