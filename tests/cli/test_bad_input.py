@@ -51,6 +51,16 @@ def truncated_png(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:60])
 
 
+def truncated_jpeg(path: Path) -> None:
+    """A JPEG cut inside its pixel data: its headers read, so PIL's verify() passes it; decoding fails."""
+    noise = Image.frombytes("RGB", (64, 64), bytes(range(256)) * 48)
+    noise.save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[:(data.index(b"\xff\xda") + len(data)) // 2])  # half of the scan after start-of-scan
+    with Image.open(path) as img:
+        img.verify()  # the old check let it through
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
     w = World(tmp_path_factory.mktemp("world"))
@@ -131,6 +141,9 @@ CASES = [
     Case("calib-image-corrupt", prune_toy(lambda w: w.calib("trunc", [{**GOOD, "image": "img/t.png"}],
                                                             {"img/t.png": truncated_png})),
          r"sample line1: cannot read image .*t\.png.*replace the file"),
+    Case("calib-image-truncated-jpeg", prune_toy(lambda w: w.calib("jpeg", [{**GOOD, "image": "img/t.jpg"}],
+                                                                    {"img/t.jpg": truncated_jpeg})),
+         r"calibration sample line1: cannot read image .*t\.jpg: image file is truncated.*replace the file"),
     Case("calib-image-unsupported", prune_toy(lambda w: w.calib("svg", [{**GOOD, "image": "img/a.svg"}], {
         "img/a.svg": lambda p: p.write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')})),
          r"cannot read image .*a\.svg"),
