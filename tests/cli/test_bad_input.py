@@ -128,6 +128,12 @@ CASES = [
          r"line 1 \(chat messages\): turn 0: 'content' must be a string or a list of parts"),
     Case("calib-several-images", prune_toy(lambda w: w.calib("two", [
         {**GOOD, "image": None, "images": ["img/ok.png", "img/ok.png"]}])), r"'images' holds 2 images"),
+    Case("calib-empty-answer", prune_toy(lambda w: w.calib("noanswer", [{**GOOD, "answer": ""}]),
+                                         "--method", "sleb"),
+         r"c\.jsonl, line 1 \(prompt/answer\): the answer is empty; write the reply, or leave the answer out"),
+    Case("calib-two-image-placeholders", prune_toy(lambda w: w.calib("twoph", [
+        {**GOOD, "prompt": "<image> Left? <image> Right?"}])),
+         r"line 1 \(prompt/answer\): the prompt has 2 <image> placeholders but the sample has 1 image; .*keep one"),
     Case("calib-folder-not-a-dataset", prune_toy(lambda w: w.path("existing-dir")),
          r"is a folder but not a datasets save_to_disk folder"),
     Case("calib-image-folder-missing", prune_toy(lambda w: w.calib("imgdir", [GOOD]), "--image-folder",

@@ -182,7 +182,35 @@ RECOGNISED_BUT_WRONG = [
     ({"image": "data:image/png;base64,@@@", "prompt": "q"}, r"line 1: the image data URI is not valid base64"),
     ({"image": "a.png", "text": "q"}, r"line 1: no prompt in a supported format \(its keys: image, text\); "
                                       r"supported: LLaVA conversations"),
+    # an empty reply (issue 32): refused for every scorer, with the way to give a sample without an answer
+    ({"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": ""}]},
+     r"line 1 \(LLaVA conversations\): the answer is empty; write the reply, or leave the answer out"),
+    ({"image": "a.png", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": []}]},
+     r"line 1 \(chat messages\): the answer is empty"),
+    ({"image": "a.png", "prompt": "q", "answer": " \n"}, r"line 1 \(prompt/answer\): the answer is empty.*tis-loss"),
+    # more image placeholders than the sample's one image (issue 32), however the placeholders are written
+    ({"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nq <image>"}]},
+     r"line 1 \(LLaVA conversations\): the prompt has 2 <image> placeholders but the sample has 1 image"),
+    ({"image": "a.png", "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                                                    {"type": "text", "text": "q"}]}]},
+     r"line 1 \(chat messages\): the prompt has 2 <image> placeholders but the sample has 1 image"),
+    ({"prompt": "<image> q <image>"}, r"line 1 \(prompt/answer\): the prompt has 2 <image> placeholders but the "
+                                      r"sample has no image"),
+    ({"image": "a.png", "prompt": "q", "answer": "<image> red"},
+     r"line 1 \(prompt/answer\): the answer holds 1 <image> placeholder\(s\); the image goes in the prompt"),
 ]
+
+
+def test_one_placeholder_per_image_and_no_answer_are_fine(tmp_path):
+    """What the refusals above leave alone: one <image> (as text or as a chat part) and a sample without answer."""
+    shutil.copy(REFERENCE[0].image_path, tmp_path / "a.png")
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"image": "a.png", "prompt": "<image>\nq"},
+        {"image": "a.png", "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
+                                        {"role": "assistant", "content": [{"type": "text", "text": "red"}]}]}]))
+    samples = read_calibration_file(path)
+    assert [(s.prompt, s.answer) for s in samples] == [("q", None), ("q", "red")]
 
 
 @pytest.mark.parametrize(("record", "message"), RECOGNISED_BUT_WRONG)
