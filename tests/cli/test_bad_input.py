@@ -157,6 +157,9 @@ CASES = [
          r"outside the data folder.*--allow-outside-root"),
     Case("calib-prompt-longer-than-context", prune_toy(lambda w: w.calib("long", [{**GOOD, "prompt": "square " * 300}])),
          r"tokens long, more than the model's context of 128", before_load=False),
+    Case("calib-num-samples-more-than-the-set", prune_toy(lambda w: w.calib("few", [GOOD, {**GOOD, "id": 2}]),
+                                                          "--num-samples", "500"),
+         r"--num-samples\) is 500, but .*c\.jsonl has only 2 usable sample\(s\).*give --num-samples 2 or fewer"),
     Case("calib-num-samples-zero", prune_toy(lambda w: "toy", "--num-samples", "0"),
          r"Calibration\.num_samples \(--num-samples\) must be a positive integer"),
     # ratios and layers
