@@ -234,6 +234,11 @@ CASES = [
     # evaluation data
     Case("bench-data-missing", lambda w: ["eval", "toy", "--bench", "pope", "--data", w.path("nowhere")],
          r"data folder not found"),
+    Case("eval-shapes-limit-past-the-split", lambda w: ["eval", "toy", "--bench", "shapes", "--limit", "100000"],
+         r"--limit 100000: the shapes test split is generated and holds 10000 questions .*give --limit 10000 or fewer"),
+    Case("demo-limit-past-the-split", lambda w: ["demo", "--limit", "100000"], r"--limit 100000: the shapes test split"),
+    Case("demo-num-samples-more-than-the-set", lambda w: ["demo", "--num-samples", "300"],
+         r"--num-samples\) is 300, but the bundled toy set has only 256 usable sample\(s\)"),
     Case("bench-data-not-given", lambda w: ["eval", "toy", "--bench", "mme"], r"--data is required"),
 ]
 
@@ -265,7 +270,7 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(world, tmp_path, caps
     assert "Traceback" not in err and "remote code ran" not in err
     assert not (tmp_path / "out").exists()  # nothing written, not even the parent folder
     if case.before_load:
-        assert "Loading weights" not in err
+        assert "Loading weights" not in err and "self-check" not in err  # the demo's self-check loads models too
     assert (world.root / "existing-file").read_text() == "x" and not any((world.root / "existing-dir").iterdir())
 
 
