@@ -134,6 +134,17 @@ CASES = [
     Case("calib-two-image-placeholders", prune_toy(lambda w: w.calib("twoph", [
         {**GOOD, "prompt": "<image> Left? <image> Right?"}])),
          r"line 1 \(prompt/answer\): the prompt has 2 <image> placeholders but the sample has 1 image; .*keep one"),
+    Case("calib-no-answers-for-a-loss-scorer", prune_toy(lambda w: w.calib("unanswered", [
+        {k: v for k, v in GOOD.items() if k != "answer"}]), "--method", "sleb"),
+         r"sleb measures the loss on the calibration answers, but none of the 1 sample\(s\) of .*c\.jsonl has an "
+         r"answer; give samples with answers"),
+    Case("score-no-answers-for-a-loss-scorer", lambda w: ["score", "toy", "--method", "tis-loss", "--calib", w.calib(
+        "unanswered", [{k: v for k, v in GOOD.items() if k != "answer"}])], r"tis-loss measures the loss on the "
+         r"calibration answers, but none"),
+    Case("compare-no-answers-for-a-loss-scorer", lambda w: ["compare", "toy", "--methods", "last,sleb+lstsq", "--calib",
+                                                            w.calib("unanswered", [{k: v for k, v in GOOD.items()
+                                                                                    if k != "answer"}])],
+         r"sleb\+lstsq measures the loss on the calibration answers, but none"),
     Case("calib-folder-not-a-dataset", prune_toy(lambda w: w.path("existing-dir")),
          r"is a folder but not a datasets save_to_disk folder"),
     Case("calib-image-folder-missing", prune_toy(lambda w: w.calib("imgdir", [GOOD]), "--image-folder",

@@ -9,7 +9,9 @@ file with image bytes, and JSONL with a UTF-8 BOM.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import torch
 
 from shortlvlm import load, score
 from shortlvlm.data.calibration import CalibrationError, read_calibration_file, toy_calibration
-from shortlvlm.scoring import TISCosine
+from shortlvlm.scoring import SLEB, BlockInfluence, TISCosine
+from shortlvlm.scoring.base import ScoringError
 
 datasets = pytest.importorskip("datasets")
 
@@ -237,3 +240,18 @@ def test_a_folder_that_is_not_a_dataset_and_a_missing_image_folder_are_refused(t
         read_calibration_file(path)  # relative to the JSON's folder, where the images are not
     with pytest.raises(CalibrationError, match=r"--image-folder .* is not a folder"):
         read_calibration_file(path, image_folder=tmp_path / "nowhere")
+
+
+def test_samples_without_answers_calibrate_the_scorers_that_need_none(toy, reference_scores):
+    """Leaving the answer out is the way to give a sample without one (an empty answer is refused): the scorers
+    that measure no loss rank with it, and a loss scorer is told what it lacks (the CLI says so before load)."""
+    model, processor = toy
+    unanswered = [dataclasses.replace(s, answer=None) for s in REFERENCE]
+    for scorer in (TISCosine(), BlockInfluence()):
+        scores = score(model, processor, scorer=scorer, calibration=unanswered, progress=False).layer_scores
+        assert sum(math.isfinite(v) for v in scores if v is not None) >= 14, scorer.name
+    assert score(model, processor, scorer=TISCosine(), calibration=unanswered,
+                 progress=False).layer_scores != reference_scores  # the answers were part of what it measured
+    assert not TISCosine.needs_answers and not BlockInfluence.needs_answers and SLEB.needs_answers
+    with pytest.raises(ScoringError, match="no answer tokens; loss-based scorers need answers"):
+        score(model, processor, scorer=SLEB(), calibration=unanswered, num_remove=2, progress=False)

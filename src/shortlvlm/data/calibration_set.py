@@ -90,6 +90,16 @@ def read_calibration(options: Calibration, model_name: str | None = None) -> Cal
     return CalibrationSet(options, tuple(samples))
 
 
+def check_answers(calibration: CalibrationSet, scorer: str) -> None:
+    """Refuse, before a model loads, a set without any answer for a scorer that measures the loss on answers."""
+    if not any(sample.answer is not None for sample in calibration.samples):
+        source = "the bundled toy set" if calibration.options.source in (None, "toy") else calibration.options.source
+        raise CalibrationError(
+            f"{scorer} measures the loss on the calibration answers, but none of the {len(calibration.samples)} "
+            f"sample(s) of {source} has an answer; give samples with answers (a reply turn, or 'answer'), or a method "
+            "that needs none (short-lvlm, block-influence, angular)")
+
+
 def calibration_set(calibration: Calibration | CalibrationSet | Sequence[CalibrationSample] | None,
                     model_name: str | None = None) -> CalibrationSet:
     """A CalibrationSet from options (read now), a set (as is), or a list of samples (all of them)."""
