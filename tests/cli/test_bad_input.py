@@ -51,6 +51,16 @@ def truncated_png(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:60])
 
 
+def truncated_jpeg(path: Path) -> None:
+    """A JPEG cut inside its pixel data: its headers read, so PIL's verify() passes it; decoding fails."""
+    noise = Image.frombytes("RGB", (64, 64), bytes(range(256)) * 48)
+    noise.save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[:(data.index(b"\xff\xda") + len(data)) // 2])  # half of the scan after start-of-scan
+    with Image.open(path) as img:
+        img.verify()  # the old check let it through
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
     w = World(tmp_path_factory.mktemp("world"))
@@ -118,6 +128,23 @@ CASES = [
          r"line 1 \(chat messages\): turn 0: 'content' must be a string or a list of parts"),
     Case("calib-several-images", prune_toy(lambda w: w.calib("two", [
         {**GOOD, "image": None, "images": ["img/ok.png", "img/ok.png"]}])), r"'images' holds 2 images"),
+    Case("calib-empty-answer", prune_toy(lambda w: w.calib("noanswer", [{**GOOD, "answer": ""}]),
+                                         "--method", "sleb"),
+         r"c\.jsonl, line 1 \(prompt/answer\): the answer is empty; write the reply, or leave the answer out"),
+    Case("calib-two-image-placeholders", prune_toy(lambda w: w.calib("twoph", [
+        {**GOOD, "prompt": "<image> Left? <image> Right?"}])),
+         r"line 1 \(prompt/answer\): the prompt has 2 <image> placeholders but the sample has 1 image; .*keep one"),
+    Case("calib-no-answers-for-a-loss-scorer", prune_toy(lambda w: w.calib("unanswered", [
+        {k: v for k, v in GOOD.items() if k != "answer"}]), "--method", "sleb"),
+         r"sleb measures the loss on the calibration answers, but none of the 1 sample\(s\) of .*c\.jsonl has an "
+         r"answer; give samples with answers"),
+    Case("score-no-answers-for-a-loss-scorer", lambda w: ["score", "toy", "--method", "tis-loss", "--calib", w.calib(
+        "unanswered", [{k: v for k, v in GOOD.items() if k != "answer"}])], r"tis-loss measures the loss on the "
+         r"calibration answers, but none"),
+    Case("compare-no-answers-for-a-loss-scorer", lambda w: ["compare", "toy", "--methods", "last,sleb+lstsq", "--calib",
+                                                            w.calib("unanswered", [{k: v for k, v in GOOD.items()
+                                                                                    if k != "answer"}])],
+         r"sleb\+lstsq measures the loss on the calibration answers, but none"),
     Case("calib-folder-not-a-dataset", prune_toy(lambda w: w.path("existing-dir")),
          r"is a folder but not a datasets save_to_disk folder"),
     Case("calib-image-folder-missing", prune_toy(lambda w: w.calib("imgdir", [GOOD]), "--image-folder",
@@ -131,6 +158,9 @@ CASES = [
     Case("calib-image-corrupt", prune_toy(lambda w: w.calib("trunc", [{**GOOD, "image": "img/t.png"}],
                                                             {"img/t.png": truncated_png})),
          r"sample line1: cannot read image .*t\.png.*replace the file"),
+    Case("calib-image-truncated-jpeg", prune_toy(lambda w: w.calib("jpeg", [{**GOOD, "image": "img/t.jpg"}],
+                                                                    {"img/t.jpg": truncated_jpeg})),
+         r"calibration sample line1: cannot read image .*t\.jpg: image file is truncated.*replace the file"),
     Case("calib-image-unsupported", prune_toy(lambda w: w.calib("svg", [{**GOOD, "image": "img/a.svg"}], {
         "img/a.svg": lambda p: p.write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')})),
          r"cannot read image .*a\.svg"),
@@ -138,6 +168,9 @@ CASES = [
          r"outside the data folder.*--allow-outside-root"),
     Case("calib-prompt-longer-than-context", prune_toy(lambda w: w.calib("long", [{**GOOD, "prompt": "square " * 300}])),
          r"tokens long, more than the model's context of 128", before_load=False),
+    Case("calib-num-samples-more-than-the-set", prune_toy(lambda w: w.calib("few", [GOOD, {**GOOD, "id": 2}]),
+                                                          "--num-samples", "500"),
+         r"--num-samples\) is 500, but .*c\.jsonl has only 2 usable sample\(s\).*give --num-samples 2 or fewer"),
     Case("calib-num-samples-zero", prune_toy(lambda w: "toy", "--num-samples", "0"),
          r"Calibration\.num_samples \(--num-samples\) must be a positive integer"),
     # ratios and layers
@@ -212,6 +245,11 @@ CASES = [
     # evaluation data
     Case("bench-data-missing", lambda w: ["eval", "toy", "--bench", "pope", "--data", w.path("nowhere")],
          r"data folder not found"),
+    Case("eval-shapes-limit-past-the-split", lambda w: ["eval", "toy", "--bench", "shapes", "--limit", "100000"],
+         r"--limit 100000: the shapes test split is generated and holds 10000 questions .*give --limit 10000 or fewer"),
+    Case("demo-limit-past-the-split", lambda w: ["demo", "--limit", "100000"], r"--limit 100000: the shapes test split"),
+    Case("demo-num-samples-more-than-the-set", lambda w: ["demo", "--num-samples", "300"],
+         r"--num-samples\) is 300, but the bundled toy set has only 256 usable sample\(s\)"),
     Case("bench-data-not-given", lambda w: ["eval", "toy", "--bench", "mme"], r"--data is required"),
 ]
 
@@ -243,7 +281,7 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(world, tmp_path, caps
     assert "Traceback" not in err and "remote code ran" not in err
     assert not (tmp_path / "out").exists()  # nothing written, not even the parent folder
     if case.before_load:
-        assert "Loading weights" not in err
+        assert "Loading weights" not in err and "self-check" not in err  # the demo's self-check loads models too
     assert (world.root / "existing-file").read_text() == "x" and not any((world.root / "existing-dir").iterdir())
 
 

@@ -15,6 +15,7 @@ from shortlvlm.data.calibration import (
     load_calibration,
     read_calibration_jsonl,
 )
+from shortlvlm.data.calibration_set import Calibration, read_calibration
 from shortlvlm.errors import ShortLVLMError
 
 
@@ -214,3 +215,16 @@ def test_load_calibration_sources(folder):
     with pytest.raises(CalibrationError, match=r"--calib is required for llava-hf/llava-1.5-7b-hf: calibration samples as LLaVA"):
         load_calibration(None, model_name="llava-hf/llava-1.5-7b-hf")
     assert issubclass(CalibrationError, ShortLVLMError)
+
+
+def test_num_samples_beyond_the_set_is_refused_and_the_default_takes_all(folder):
+    """--num-samples is a promise about the statistics: 3 of a 2-sample file is refused, not quietly 2 (issue 32)."""
+    path = write_lines(folder / "c.jsonl", [llava("a"), {"prompt": "text only"}, llava("b", "img/b.png")])  # 2 usable
+    assert [s.id for s in read_calibration(Calibration(source=str(path), num_samples=2)).samples] == ["a", "b"]
+    assert len(read_calibration(Calibration(source=str(path))).samples) == 2
+    with pytest.raises(CalibrationError, match=r"Calibration\.num_samples \(--num-samples\) is 3, but .*c\.jsonl has "
+                                               r"only 2 usable sample\(s\) \(with an image\); give --num-samples 2 or "
+                                               r"fewer, or leave it out"):
+        read_calibration(Calibration(source=str(path), num_samples=3))
+    with pytest.raises(CalibrationError, match=r"is 257, but the bundled toy set has only 256 usable"):
+        read_calibration(Calibration(num_samples=257), "toy")

@@ -9,7 +9,9 @@ file with image bytes, and JSONL with a UTF-8 BOM.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import torch
 
 from shortlvlm import load, score
 from shortlvlm.data.calibration import CalibrationError, read_calibration_file, toy_calibration
-from shortlvlm.scoring import TISCosine
+from shortlvlm.scoring import SLEB, BlockInfluence, TISCosine
+from shortlvlm.scoring.base import ScoringError
 
 datasets = pytest.importorskip("datasets")
 
@@ -182,7 +185,35 @@ RECOGNISED_BUT_WRONG = [
     ({"image": "data:image/png;base64,@@@", "prompt": "q"}, r"line 1: the image data URI is not valid base64"),
     ({"image": "a.png", "text": "q"}, r"line 1: no prompt in a supported format \(its keys: image, text\); "
                                       r"supported: LLaVA conversations"),
+    # an empty reply (issue 32): refused for every scorer, with the way to give a sample without an answer
+    ({"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": ""}]},
+     r"line 1 \(LLaVA conversations\): the answer is empty; write the reply, or leave the answer out"),
+    ({"image": "a.png", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": []}]},
+     r"line 1 \(chat messages\): the answer is empty"),
+    ({"image": "a.png", "prompt": "q", "answer": " \n"}, r"line 1 \(prompt/answer\): the answer is empty.*tis-loss"),
+    # more image placeholders than the sample's one image (issue 32), however the placeholders are written
+    ({"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nq <image>"}]},
+     r"line 1 \(LLaVA conversations\): the prompt has 2 <image> placeholders but the sample has 1 image"),
+    ({"image": "a.png", "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                                                    {"type": "text", "text": "q"}]}]},
+     r"line 1 \(chat messages\): the prompt has 2 <image> placeholders but the sample has 1 image"),
+    ({"prompt": "<image> q <image>"}, r"line 1 \(prompt/answer\): the prompt has 2 <image> placeholders but the "
+                                      r"sample has no image"),
+    ({"image": "a.png", "prompt": "q", "answer": "<image> red"},
+     r"line 1 \(prompt/answer\): the answer holds 1 <image> placeholder\(s\); the image goes in the prompt"),
 ]
+
+
+def test_one_placeholder_per_image_and_no_answer_are_fine(tmp_path):
+    """What the refusals above leave alone: one <image> (as text or as a chat part) and a sample without answer."""
+    shutil.copy(REFERENCE[0].image_path, tmp_path / "a.png")
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"image": "a.png", "prompt": "<image>\nq"},
+        {"image": "a.png", "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
+                                        {"role": "assistant", "content": [{"type": "text", "text": "red"}]}]}]))
+    samples = read_calibration_file(path)
+    assert [(s.prompt, s.answer) for s in samples] == [("q", None), ("q", "red")]
 
 
 @pytest.mark.parametrize(("record", "message"), RECOGNISED_BUT_WRONG)
@@ -209,3 +240,18 @@ def test_a_folder_that_is_not_a_dataset_and_a_missing_image_folder_are_refused(t
         read_calibration_file(path)  # relative to the JSON's folder, where the images are not
     with pytest.raises(CalibrationError, match=r"--image-folder .* is not a folder"):
         read_calibration_file(path, image_folder=tmp_path / "nowhere")
+
+
+def test_samples_without_answers_calibrate_the_scorers_that_need_none(toy, reference_scores):
+    """Leaving the answer out is the way to give a sample without one (an empty answer is refused): the scorers
+    that measure no loss rank with it, and a loss scorer is told what it lacks (the CLI says so before load)."""
+    model, processor = toy
+    unanswered = [dataclasses.replace(s, answer=None) for s in REFERENCE]
+    for scorer in (TISCosine(), BlockInfluence()):
+        scores = score(model, processor, scorer=scorer, calibration=unanswered, progress=False).layer_scores
+        assert sum(math.isfinite(v) for v in scores if v is not None) >= 14, scorer.name
+    assert score(model, processor, scorer=TISCosine(), calibration=unanswered,
+                 progress=False).layer_scores != reference_scores  # the answers were part of what it measured
+    assert not TISCosine.needs_answers and not BlockInfluence.needs_answers and SLEB.needs_answers
+    with pytest.raises(ScoringError, match="no answer tokens; loss-based scorers need answers"):
+        score(model, processor, scorer=SLEB(), calibration=unanswered, num_remove=2, progress=False)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from shortlvlm.cli.flags import add_options, options_from_args, positive_count
 from shortlvlm.cli.loading import add_model_options, source_from_args
-from shortlvlm.data.benchmarks import NAMES, load_benchmark
-from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.data.benchmarks import NAMES, load_benchmark, shapes
+from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
 from shortlvlm.eval.generate import check_can_answer
 from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_report import markdown_table
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, parse_methods, parse_ratios
 from shortlvlm.jobs.source import stderr
-from shortlvlm.scoring import RandomLayers
+from shortlvlm.scoring import SCORERS, RandomLayers
 from shortlvlm.selection import layers_to_remove
 
 
@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratios", default="0.1,0.2,0.3", help="fractions of layers to remove (default: 0.1,0.2,0.3)")
     p.add_argument("--bench", default=NAMES[0], choices=NAMES, help=f"benchmark (default: {NAMES[0]})")
     p.add_argument("--data", default=None, help="the benchmark's folder (not needed for shapes)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N questions only")
+    p.add_argument("--limit", type=int, default=None,
+                   help=f"evaluate on the first N questions only (shapes: {shapes.LIMIT_HELP})")
     p.add_argument("--eval-batch-size", type=positive_count, default=16, help="generation batch size (default: 16)")
     p.add_argument("--out", required=True,
                    help="output directory (resumed, or extended by new methods and ratios, if it holds the same "
@@ -60,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     samples = load_benchmark(args.bench, args.data, args.limit)  # bad data fails before any load
     source = source_from_args(args)
     calib = read_calibration(calibration, source.name) if any(m.needs_calibration for m in methods) else None
+    for method in methods:
+        if SCORERS[method.scorer].needs_answers:
+            check_answers(calib, method.label)
     skeleton = source.skeleton()
     check_can_answer(skeleton, source.adapter(skeleton))
     for ratio in ratios:

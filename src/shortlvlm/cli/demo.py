@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shortlvlm.data.benchmarks import shapes
 from shortlvlm.jobs.demo import run_demo
 
 
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Writes demo_report.md/.json, compare/ (results, plans, plot) and toy-tis-loss-lstsq-30/ to --out.",
     )
     p.add_argument("--out", default="shortlvlm-demo", help="output directory (default: shortlvlm-demo)")
-    p.add_argument("--limit", type=int, default=600, help="shapes questions per evaluation (default: 600)")
+    p.add_argument("--limit", type=int, default=600, help=f"shapes questions per evaluation: {shapes.LIMIT_HELP}")
     p.add_argument("--num-samples", type=int, default=None,
                    help="calibrate on the first N of the 256 bundled samples (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

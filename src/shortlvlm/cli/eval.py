@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shortlvlm.cli.flags import positive_count
 from shortlvlm.cli.loading import add_model_options, source_from_args
-from shortlvlm.data.benchmarks import NAMES
+from shortlvlm.data.benchmarks import NAMES, shapes
 from shortlvlm.jobs.eval import run_eval
 
 
@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None,
                    help="the benchmark's folder (not needed for shapes, nor for easy-vqa when the easy-vqa package "
                         "is installed)")
-    p.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
+    p.add_argument("--limit", type=int, default=None,
+                   help=f"answer only the first N questions (shapes: {shapes.LIMIT_HELP})")
     p.add_argument("--batch-size", type=positive_count, default=16, help="generation batch size (default: 16)")
     p.add_argument("--lenient", action="store_true",
                    help="read answers leniently ('B.', '(b)', an option's text, normalised short answers) instead "

@@ -5,7 +5,8 @@ images as paths, bytes or PIL images) are known in one place, `shortlvlm.data.ca
 "id" is optional (default ``line<N>``, ``record<N>`` or ``row<N>``) and must be unique. Image paths
 are relative to ``--image-folder`` (``image_folder``), else to the file's folder, and may not leave
 it unless ``allow_outside_root`` (``--allow-outside-root``) is set. Image files are only checked to
-exist while reading; they are opened by `CalibrationSample.load_image`.
+exist while reading; `check_images` decodes them before a model loads, and `CalibrationSample.load_image`
+opens them for encoding.
 """
 
 from __future__ import annotations
@@ -65,14 +66,16 @@ class CalibrationSample:
 
 
 def check_images(samples: list[CalibrationSample]) -> None:
-    """Open and verify every sample's image file (cheap: no decoding to pixels), so a corrupt or
-    unsupported image fails before a model is loaded rather than hours into a run."""
+    """Verify and decode every sample's image file, so a corrupt or unsupported image fails before a
+    model is loaded rather than hours into a run."""
     for sample in samples:
         if sample.image is not None or sample.image_path is None:
             continue
         try:
             with Image.open(sample.image_path) as img:
-                img.verify()
+                img.verify()  # the checksums (PNG); it reads no pixels, and a JPEG cut short passes it
+            with Image.open(sample.image_path) as img:
+                img.load()  # decodes every pixel: a truncated JPEG is found here
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise CalibrationError(
                 f"calibration sample {sample.id}: cannot read image {sample.image_path}: "

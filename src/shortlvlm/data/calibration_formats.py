@@ -16,6 +16,10 @@ to it); the reader counts the later exchanges it leaves out. Calibration has a s
 (`--num-samples`), and one exchange per record spreads it over more images, which TIS and SCP
 measure; later turns of LLaVA's conversations also lean on earlier answers ("Why?").
 
+A sample has one image: its prompt may mark it with one "<image>" placeholder (or one chat image
+part), which is removed, since the model's chat template places the image. More placeholders, one in
+the answer, or an empty answer are refused; a sample without an answer gives no answer at all.
+
 Images (`image_value`): a path (relative to `--image-folder`, else to the file's folder), bytes, a
 base64 `data:` URI, a PIL image, or a `{"bytes", "path"}` dict as `datasets` stores them. URLs are
 refused: nothing is downloaded at calibration time.
@@ -259,12 +263,32 @@ def parse_record(record: Record) -> Parsed:
         label, inline, later = "prompt/answer", None, 0
         prompt = text_field(data, prompt_keys[0], where)
         answer = None if data.get("answer") is None else text_field(data, "answer", where)
+    image = inline if inline is not None else record_image(data, where)
+    check_placeholders(prompt, answer, image, f"{where} ({label})")
     prompt = strip_image_placeholder(prompt)
     if not prompt:
         raise CalibrationError(f"{where} ({label}): the prompt is empty once the <image> placeholder is removed; "
                                "add the question text")
-    image = inline if inline is not None else record_image(data, where)
+    if answer is not None and not answer.strip():
+        raise CalibrationError(
+            f"{where} ({label}): the answer is empty; write the reply, or leave the answer out (no 'answer', no "
+            "reply turn) for a sample without one: the loss-based methods (sleb, ppl, taylor, tis-loss) score the "
+            "answer's tokens, and the others take samples without answers")
     return Parsed(record_id(data, record.default_id, where), prompt, answer, image, label, later)
+
+
+def check_placeholders(prompt: str, answer: str | None, image: Any, where: str) -> None:
+    """Refuse more image placeholders than the one image a sample has, and a placeholder in the answer."""
+    in_prompt = prompt.count(IMAGE_PLACEHOLDER)
+    in_answer = 0 if answer is None else answer.count(IMAGE_PLACEHOLDER)
+    if in_answer:
+        raise CalibrationError(f"{where}: the answer holds {in_answer} <image> placeholder(s); the image goes in the "
+                               "prompt: remove <image> from the answer")
+    if in_prompt > 1:
+        images = "no image" if image is None else "1 image"
+        raise CalibrationError(f"{where}: the prompt has {in_prompt} <image> placeholders but the sample has "
+                               f"{images}; a calibration sample takes one image: keep one <image> (or split the "
+                               "record into one sample per image)")
 
 
 def record_id(data: dict, default: str, where: str) -> str:
@@ -361,6 +385,7 @@ def content_text(content: object, where: str) -> tuple[str, Any]:
                 raise CalibrationError(f"{where}: a text part needs a string 'text', got {part!r:.60}")
             texts.append(part["text"])
         elif kind in ("image", "image_url"):
+            texts.append(IMAGE_PLACEHOLDER)  # counted like LLaVA's "<image>" (one per sample), then removed
             value = part.get("image", part.get("url", part.get("path")))
             if kind == "image_url":
                 value = part.get("image_url", {}).get("url") if isinstance(part.get("image_url"), dict) else \

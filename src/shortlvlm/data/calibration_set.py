@@ -39,7 +39,9 @@ class Calibration(Options):
                    "...); default: the --calib file's folder")
     split: str | None = option(None, flag="--calib-split",
                                help="split of a datasets folder or hub dataset with several (e.g. train)")
-    num_samples: int | None = option(None, check=optional_positive_int, help="use the first N calibration samples")
+    num_samples: int | None = option(None, check=optional_positive_int,
+                                     help="use the first N calibration samples (default: all; more than the set "
+                                          "has is refused)")
     batch_size: int = option(8, check=positive_int, help="calibration batch size")
     allow_outside_root: bool = option(False, check=is_bool,
                                       help="let image paths in --calib point outside the folder they start from")
@@ -77,8 +79,25 @@ def read_calibration(options: Calibration, model_name: str | None = None) -> Cal
     samples = load_calibration(options.source, model_name=model_name, limit=options.num_samples,
                                allow_outside_root=options.allow_outside_root, image_folder=options.image_folder,
                                split=options.split)
+    if options.num_samples is not None and len(samples) < options.num_samples:
+        # Fewer samples than asked for would change the statistics without a word; the default (None) takes all.
+        source = "the bundled toy set" if options.source in (None, "toy") else options.source
+        raise CalibrationError(
+            f"Calibration.num_samples (--num-samples) is {options.num_samples}, but {source} has only "
+            f"{len(samples)} usable sample(s) (with an image); give --num-samples {len(samples)} or fewer, or "
+            "leave it out to use them all")
     check_images(samples)
     return CalibrationSet(options, tuple(samples))
+
+
+def check_answers(calibration: CalibrationSet, scorer: str) -> None:
+    """Refuse, before a model loads, a set without any answer for a scorer that measures the loss on answers."""
+    if not any(sample.answer is not None for sample in calibration.samples):
+        source = "the bundled toy set" if calibration.options.source in (None, "toy") else calibration.options.source
+        raise CalibrationError(
+            f"{scorer} measures the loss on the calibration answers, but none of the {len(calibration.samples)} "
+            f"sample(s) of {source} has an answer; give samples with answers (a reply turn, or 'answer'), or a method "
+            "that needs none (short-lvlm, block-influence, angular)")
 
 
 def calibration_set(calibration: Calibration | CalibrationSet | Sequence[CalibrationSample] | None,

@@ -20,7 +20,8 @@ import torch
 from tqdm import tqdm
 
 from shortlvlm.data.benchmarks import load_benchmark
-from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.data.benchmarks.base import BenchSample
+from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.errors import OutputExistsError
 from shortlvlm.io.atomic import rename_noreplace
 from shortlvlm.io.output import claim_output, follow_umask, writing
@@ -41,10 +42,8 @@ TOY = ModelSource("toy", Loading(dtype="float32"))
 CHECKPOINT = f"toy-{DEFAULT_METHOD.replace('+', '-')}-30"
 
 
-def toy_comparison(work: Path, limit: int, num_samples: int | None) -> dict:
+def toy_comparison(work: Path, samples: list[BenchSample], calibration: CalibrationSet) -> dict:
     """Every method at 10/20/30% on the toy LVLM (shapes), plus a verified 30% checkpoint of the default method."""
-    samples = load_benchmark("shapes", limit=limit)
-    calibration = read_calibration(Calibration(num_samples=num_samples), TOY.name)
     data = run_compare(TOY, work / "compare", methods=parse_methods(list(DEFAULT_METHODS)), ratios=list(RATIOS),
                        bench="shapes", samples=samples, calibration=calibration, eval_batch_size=50, progress=False,
                        log=lambda text: tqdm.write(text))
@@ -61,6 +60,8 @@ def run_demo(out: Path, overwrite: bool = False, limit: int = 600, num_samples: 
     from transformers.utils import logging as hf_logging
 
     check_output_dir(out, overwrite)
+    samples = load_benchmark("shapes", limit=limit)  # a bad --limit or --num-samples fails before the self-check
+    calibration = read_calibration(Calibration(num_samples=num_samples), TOY.name)
     hf_logging.disable_progress_bar()  # our bars instead of two per checkpoint
     with claim_output(out, overwrite=overwrite):
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -68,7 +69,7 @@ def run_demo(out: Path, overwrite: bool = False, limit: int = 600, num_samples: 
             with writing(out):
                 archs = [prune_one(t, work) for t in tqdm(TINY_MODEL_TYPES, desc="self-check", unit="arch")]
                 shutil.rmtree(work / "sources")
-                toy = toy_comparison(work, limit, num_samples)
+                toy = toy_comparison(work, samples, calibration)
                 report = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
                           "architectures": archs, "toy": toy}
                 (work / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n")

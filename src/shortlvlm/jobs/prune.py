@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shortlvlm.compensation import Compensation
-from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
 from shortlvlm.errors import OutputWriteError, ShortLVLMError
 from shortlvlm.io.fingerprint import weights_stamp
 from shortlvlm.io.output import claim_output
@@ -78,6 +78,8 @@ def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> Pru
         scorer = scorer_from_dict(request.plan.scorer) if request.plan is not None else request.scorer
         if needs_calibration(scorer, request.compensation, scored=request.plan is not None):
             calibration = read_calibration(calibration, source.name)
+        if request.plan is None and scorer.needs_answers:
+            check_answers(calibration, scorer.name)
     expected = checkpoint_bytes(skeleton, source.adapter(skeleton), num_removed, source.loading.dtype)
     del skeleton
     with claim_output(out, overwrite=request.overwrite, expected_bytes=expected):

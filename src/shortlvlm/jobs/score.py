@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from shortlvlm.data.calibration_set import Calibration, read_calibration
+from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output, writing
 from shortlvlm.io.save import check_output_file
@@ -24,6 +24,8 @@ def run_score(source: ModelSource, out: Path, *, scorer: Scorer, method: str, ca
     out = Path(out)
     check_output_file(out, overwrite, "plan", "plan.json")
     calib = read_calibration(calibration, source.name) if scorer.needs_data else None
+    if scorer.needs_answers:
+        check_answers(calib, method)
     with claim_output(out, overwrite=overwrite):
         model, processor = source.load(log)
         adapter = source.adapter(model)

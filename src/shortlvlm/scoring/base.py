@@ -52,6 +52,8 @@ class Scorer(Options):
     needs_count: ClassVar[bool] = False
     # Whether the scorer reads the calibration set (last and random do not).
     needs_data: ClassVar[bool] = True
+    # Whether it measures the loss on the calibration answers, so some sample must have one (sleb, ppl, ...).
+    needs_answers: ClassVar[bool] = False
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         raise NotImplementedError

@@ -24,6 +24,7 @@ class Perplexity(Scorer):
     """Rank layers by the answer perplexity of the model without that one layer."""
 
     name = "ppl"
+    needs_answers = True
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         candidates = context.candidates()

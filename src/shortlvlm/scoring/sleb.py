@@ -24,6 +24,7 @@ class SLEB(Scorer):
     """Greedily remove the layer whose removal least raises the answer perplexity, then repeat."""
 
     name = "sleb"
+    needs_answers = True
     needs_count = True
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:

@@ -29,6 +29,7 @@ class TaylorPlus(Scorer):
     """Rank layers by first-order Taylor importance of their weights; protect the ends."""
 
     name = "taylor"
+    needs_answers = True
 
     keep_first: int = option(4, flag=None, check=non_negative_int, help="the first layers, never removed (\"+\")")
     keep_last: int = option(2, flag=None, check=non_negative_int, help="the last layers, never removed (\"+\")")

@@ -72,6 +72,7 @@ class TISLoss(Scorer):
     """TIS-cosine picks a pool of candidate layers; the answer loss orders and confirms them."""
 
     name = "tis-loss"
+    needs_answers = True
     needs_count = True  # the pool's size and the greedy steps depend on how many layers go
 
     tis: TIS = option(default_factory=TIS, help="which tokens the cosine is measured on (Token Importance Scores)")

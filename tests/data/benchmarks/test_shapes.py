@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from shortlvlm.cli import main
+from shortlvlm.data.benchmarks import load_benchmark, shapes
 from shortlvlm.data.benchmarks.base import BenchSample
 from shortlvlm.data.benchmarks.shapes import load_shapes, normalize, score_shapes
 from shortlvlm.toy.model import build_model, build_processor
@@ -37,6 +40,25 @@ def test_load_shapes_is_balanced_and_fixed():
     assert [s.id for s in samples] == [s.id for s in load_shapes(60)]
     families = [s.meta["family"] for s in samples]
     assert all(families.count(f) == 10 for f in set(families))
+
+
+def test_limit_takes_the_first_questions_of_the_split_and_refuses_past_it(monkeypatch):
+    """--limit bounds a split of fixed extent (issue 32: 100000 was generated and answered, for 854 s)."""
+    assert len(load_benchmark("shapes")) == shapes.DEFAULT_SIZE
+    monkeypatch.setattr(shapes, "SPLIT_SIZE", 30)
+    assert [s.id for s in load_benchmark("shapes", limit=30)] == [f"test-{i}" for i in range(30)]
+    with pytest.raises(shapes.BenchmarkDataError, match=r"^--limit 31: the shapes test split is generated and holds "
+                                                        r"30 questions \(the first 600 without --limit\); give "
+                                                        r"--limit 30 or fewer$"):
+        load_benchmark("shapes", limit=31)
+
+
+@pytest.mark.parametrize("command", ["eval", "compare", "demo"])
+def test_the_limit_help_says_shapes_is_generated_and_bounded(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "the first N of its generated test split; default 600, at most 10000" in help_text
 
 
 def test_eval_command_writes_metrics_and_answers(tmp_path, capsys):

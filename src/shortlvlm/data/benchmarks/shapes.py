@@ -1,4 +1,10 @@
-"""`shapes`: the bundled toy task's held-out test split (generated, no data folder), scored per question family."""
+"""`shapes`: the bundled toy task's held-out test split (generated, no data folder), scored per question family.
+
+The split is generated from fixed seeds, question by question, so it has no file to run out of:
+`SPLIT_SIZE` bounds it. Its first `DEFAULT_SIZE` questions are the benchmark (`--limit` left out);
+`--limit N` takes its first N (the project's tables use 1200), and a limit past the split is refused
+rather than answered: `--limit 100000` once ran for 854 s on the toy.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from shortlvlm.data.benchmarks.base import BenchSample
+from shortlvlm.data.errors import BenchmarkDataError
 from shortlvlm.toy.data import FAMILIES, make_split
 
 NAME = "shapes"
@@ -13,6 +20,8 @@ NEEDS_DATA = False
 HEADLINE = ("accuracy",)
 LAYOUT = "(generated from shortlvlm.toy.data; no files needed)"
 DEFAULT_SIZE = 600  # 100 questions per family
+SPLIT_SIZE = 10_000  # the test split's extent: about 85 s of answers on the toy, and hours on smol-llava
+LIMIT_HELP = f"the first N of its generated test split; default {DEFAULT_SIZE}, at most {SPLIT_SIZE}"
 
 
 def load_shapes(limit: int | None = None, split: str = "test", start: int = 0) -> list[BenchSample]:
@@ -26,7 +35,11 @@ def load_shapes(limit: int | None = None, split: str = "test", start: int = 0) -
 
 
 def load(root: Path | None, limit: int | None) -> list[BenchSample]:
-    """The registry's reader: the first `limit` test questions (the data folder is not used)."""
+    """The registry's reader: the first `limit` questions of the test split (the data folder is not used)."""
+    if limit is not None and limit > SPLIT_SIZE:
+        raise BenchmarkDataError(
+            f"--limit {limit}: the shapes test split is generated and holds {SPLIT_SIZE} questions (the first "
+            f"{DEFAULT_SIZE} without --limit); give --limit {SPLIT_SIZE} or fewer")
     return load_shapes(limit)
 
 
