@@ -176,6 +176,8 @@ CASES = [
     # models, outputs, plans
     Case("model-path-not-a-model", lambda w: ["prune", w.path("not-a-model"), "--layers", "1"],
          r"not a model directory \(no config\.json"),
+    Case("model-path-missing", lambda w: ["prune", "./no-such-local-model", "--layers", "1"],
+         r"no such directory: \./no-such-local-model \(MODEL is a local model folder or a hub id"),
     Case("model-not-found", lambda w: ["prune", "no-such-org/no-such-model", "--layers", "1"],
          r"cannot load 'no-such-org/no-such-model'"),
     Case("model-pickle-only", lambda w: ["prune", w.path("pickle-only"), "--layers", "1"],

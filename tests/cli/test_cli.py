@@ -52,7 +52,7 @@ def test_prune_writes_a_verified_checkpoint(saved_models, tmp_path, capsys):
         ("llava", "0,1,2,3,4,5", "cannot remove all 6"),
         ("qwen3_vl", "0,3", "deepstack"),
         ("llama", "1", "no adapter for LlamaForCausalLM"),
-        ("missing-dir", "1", "could not be fetched"),
+        ("missing-dir", "1", "no such directory: "),
     ],
 )
 def test_bad_requests_give_one_line_exit_2_and_leave_nothing(saved_models, tmp_path, capsys, model, layers, message):
