@@ -83,6 +83,25 @@ def options_from_args(cls: type[T], args: argparse.Namespace, **fixed: Any) -> T
     return cls(**values)
 
 
+def given_flags(cls: type[Options], args: argparse.Namespace) -> list[str]:
+    """The flags of `cls` that `args` sets to other than their defaults, as words a command line can repeat."""
+    words: list[str] = []
+    for _, field, flag in option_flags(cls):
+        default = field.default if field.default is not dataclasses.MISSING else None
+        value = getattr(args, dest_of(flag), default)
+        if value == default:
+            continue
+        if isinstance(value, bool):
+            words.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, dict):  # --max-memory 0=70GiB,cpu=200GiB
+            words += [flag, ",".join(f"{key}={amount}" for key, amount in value.items())]
+        elif isinstance(value, (tuple, list)):  # --writers a,b; --tis-layers 4,8
+            words += [flag, ",".join(map(str, value))]
+        else:
+            words += [flag, str(value)]
+    return words
+
+
 def help_text(field: dataclasses.Field, default: Any) -> str:
     """The field's help, with its default unless it is off or unset."""
     text = field.metadata["help"]
