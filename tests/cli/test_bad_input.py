@@ -195,6 +195,9 @@ CASES = [
          r"--out .*existing-file is an existing file; --out must be a directory path"),
     Case("compare-output-is-a-file", lambda w: ["compare", "toy", "--methods", "last", "--ratios", "0.1", "--limit",
                                                 "2", "--out-file"], r"--out .*existing-file is an existing file"),
+    Case("bench-unrelated-models", lambda w: ["bench", "toy", w.path("llava6")],
+         r"llava6 is not toy or a pruned version of it \(config hash [0-9a-f]{16}, toy's [0-9a-f]{16}\), so a speedup "
+         r"between them would mean nothing"),
     Case("plan-malformed", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan", w.path("plan-broken.json")],
          r"not valid JSON"),
     Case("plan-other-layer-count", lambda w: ["prune", w.path("llava6"), "--ratio", "0.3", "--plan",
