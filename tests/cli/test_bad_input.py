@@ -166,7 +166,9 @@ CASES = [
          r"Loading\.device_map \(--device-map\) must be auto, balanced"),
     Case("ratio-not-a-number", lambda w: ["prune", "toy", "--ratio", "abc"],
          r"argument --ratio: invalid float value: 'abc' \(see shortlvlm prune --help\)"),
-    Case("eval-batch-size-zero", lambda w: ["eval", "toy", "--bench", "shapes", "--batch-size", "0"],
+    Case("eval-batch-size-zero", lambda w: ["eval", "toy", "--bench", "shapes", "--eval-batch-size", "0"],
+         r"argument --eval-batch-size: takes a positive integer \(got 0\)"),
+    Case("eval-old-batch-size-zero", lambda w: ["eval", "toy", "--bench", "shapes", "--batch-size", "0"],
          r"argument --batch-size: takes a positive integer \(got 0\)"),
     Case("compare-eval-batch-size-zero", lambda w: ["compare", "toy", "--eval-batch-size", "0"],
          r"argument --eval-batch-size: takes a positive integer \(got 0\)"),
@@ -265,6 +267,21 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(world, tmp_path, caps
 def test_usage_errors_are_one_line_without_the_usage_dump(capsys, argv):
     code, err = run(argv, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "usage:" not in err and "--help" in err
+
+
+def test_evals_old_batch_size_name_still_works_and_says_to_use_the_new_one(capsys):
+    """--batch-size is the calibration batch in prune/score/compare; eval's generation batch is --eval-batch-size."""
+    from shortlvlm.cli.main import build_parser
+
+    args = build_parser().parse_args(["eval", "toy", "--bench", "shapes", "--batch-size", "4", "--out", "r.json"])
+    assert args.eval_batch_size == 4 and not hasattr(args, "batch_size")
+    assert capsys.readouterr().err == ("shortlvlm: warning: --batch-size is deprecated here, use --eval-batch-size "
+                                       "(--batch-size is the calibration batch in prune, score and compare)\n")
+    assert build_parser().parse_args(["eval", "toy", "--bench", "shapes", "--out", "r.json"]).eval_batch_size == 16
+    assert capsys.readouterr().err == ""
+    for command in (["prune", "toy", "--ratio", "0.3"], ["score", "toy"], ["compare", "toy"]):
+        parsed = build_parser().parse_args([*command, "--batch-size", "4", "--out", "o"])
+        assert parsed.batch_size == 4 and capsys.readouterr().err == ""  # the calibration batch, not deprecated
 
 
 def test_the_docs_table_and_these_cases_agree():

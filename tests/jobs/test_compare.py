@@ -244,7 +244,7 @@ def test_prune_from_a_compared_plan_reproduces_that_cell(tmp_path, capsys):
         assert written["removed_layers"] == cells[label]["0.25"]["removed_layers"]
         assert written["compensation"] == plans[label]["compensation"]
         results = tmp_path / f"{label}.json"
-        assert main(["eval", str(pruned), "--bench", "shapes", "--limit", "24", "--batch-size", "24",
+        assert main(["eval", str(pruned), "--bench", "shapes", "--limit", "24", "--eval-batch-size", "24",
                      "--out", str(results)]) == 0
         assert headline("shapes", json.loads(results.read_text())) == cells[label]["0.25"]["score"]
         weights[label] = (pruned / "model.safetensors").read_bytes()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -28,6 +29,18 @@ def positive_count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"takes a positive integer (got {value})")
     return value
+
+
+class DeprecatedName(argparse.Action):
+    """A flag's old name: still works, stores where the new name does, and says once on stderr what to use."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, why: str, **kwargs: Any):
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new, self.why = new, why
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"shortlvlm: warning: {option_string} is deprecated here, use {self.new} ({self.why})", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def dest_of(flag: str) -> str:
