@@ -269,6 +269,23 @@ def test_usage_errors_are_one_line_without_the_usage_dump(capsys, argv):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "usage:" not in err and "--help" in err
 
 
+@pytest.mark.parametrize("argv", [
+    [], ["models", "--x"], ["score", "toy", "--out", "p.json", "--max-ratio", "2"],
+    ["score", "toy", "--out", "p.json", "--method", "block-influence", "--max-ratio", "0.3"],
+    ["prune", "toy", "--out", "x", "--ratio", "abc"], ["prune", "toy", "--out", "x", "--ratio", "0"],
+    ["compare", "toy", "--out", "x", "--eval-batch-size", "0"], ["compare", "toy", "--out", "x", "--ratios", "2"],
+    ["eval", "toy", "--out", "r.json", "--bench", "nope"], ["eval", "toy", "--out", "r.json", "--bench", "mme"],
+    ["bench", "toy", "--out", "b.json", "--nope"], ["bench", "toy", "--out", "b.json", "--rounds", "0"],
+    ["demo", "--limit", "x"], ["demo", "--out", "EXISTING-FILE"]])
+def test_every_commands_user_errors_share_one_prefix(world, tmp_path, monkeypatch, capsys, argv):
+    """argparse's errors and the project's alike, in every command: `shortlvlm: error: ...`, one line."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run([world.path("existing-file") if a == "EXISTING-FILE" else a for a in argv], capsys)
+    assert code == 2 and err.startswith("shortlvlm: error: ") and len(err.strip().splitlines()) == 1, err
+    if argv[:1] == ["models"] or "--nope" in argv:  # a flag the subcommand does not know: its help, not the top's
+        assert err.endswith(f"(see shortlvlm {argv[0]} --help)\n")
+
+
 def test_evals_old_batch_size_name_still_works_and_says_to_use_the_new_one(capsys):
     """--batch-size is the calibration batch in prune/score/compare; eval's generation batch is --eval-batch-size."""
     from shortlvlm.cli.main import build_parser

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,13 +38,18 @@ RATIOS = (0.1, 0.2, 0.3)
 TOY = ModelSource("toy", Loading(dtype="float32"))
 
 
+def progress_line(text: str) -> None:
+    """Progress goes to stderr (above the bars), as in every command; stdout carries the report."""
+    tqdm.write(text, file=sys.stderr)
+
+
 def toy_comparison(work: Path, limit: int, num_samples: int | None) -> dict:
     """Every method at 10/20/30% on the toy LVLM (shapes), plus a verified Short-LVLM 30% checkpoint."""
     samples = load_benchmark("shapes", limit=limit)
     calibration = read_calibration(Calibration(num_samples=num_samples), TOY.name)
     data = run_compare(TOY, work / "compare", methods=parse_methods(list(DEFAULT_METHODS)), ratios=list(RATIOS),
                        bench="shapes", samples=samples, calibration=calibration, eval_batch_size=50, progress=False,
-                       log=lambda text: tqdm.write(text))
+                       log=progress_line)
     model, processor = TOY.load()
     model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, method="short-lvlm", source="toy",
                         progress=False)
