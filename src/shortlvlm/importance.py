@@ -88,6 +88,18 @@ class TIS(Options):
         return TokenImportance(probes, self.top_p, self.joint, template_length(batches) if self.skip_template else 0)
 
 
+def check_tis_layers(num_layers: int, *holders: object) -> None:
+    """Refuse probe layers (--tis-layers) that a model of `num_layers` decoder layers does not have, for every
+    scorer or compensation in `holders` that selects tokens by TIS: a check that needs only the config."""
+    for holder in holders:
+        tis = getattr(holder, "tis", None)
+        if isinstance(tis, TIS) and tis.important:
+            try:
+                resolve_probe_layers(tis.layers, num_layers)
+            except ValueError as err:
+                raise TokenImportanceError(f"{err}: the model has {num_layers} decoder layers") from err
+
+
 def _mean_over(values: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor, dim: int) -> torch.Tensor:
     """sum(values * weights) / counts along `dim`, NaN where the count is zero."""
     total = torch.einsum("bij,bi->bj" if dim == 1 else "bij,bj->bi", values, weights)

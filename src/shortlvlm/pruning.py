@@ -160,7 +160,8 @@ def prune_listed(
         report = compensate(model, adapter, _batches(calib, processor, adapter, progress), removed, compensation,
                             progress=progress)
         params.update(compensation_report=report, compensation_seconds=round(time.perf_counter() - started, 3))
-    model_record = {"name_or_path": source, "class": type(model).__name__, "adapter": adapter.spec.name}
+    model_record = {"name_or_path": source, "class": type(model).__name__, "adapter": adapter.spec.name,
+                    "fingerprint": model_fingerprint(model)}
     num_layers = adapter.num_layers
     drop_layers(model, removed, adapter)
     name, options = compensation_record(compensation)

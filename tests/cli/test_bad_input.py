@@ -186,6 +186,10 @@ CASES = [
     Case("method-unknown", lambda w: ["prune", "toy", "--ratio", "0.3", "--method", "shortgpt"],
          r"argument --method: invalid choice: 'shortgpt'"),
     Case("method-bad-parameter", lambda w: ["prune", "toy", "--ratio", "0.3", "--tis-top-p", "1.5"], r"TIS\.top_p \(--tis-top-p\) must be in \(0, 1\]"),
+    Case("tis-layers-out-of-range", lambda w: ["prune", "toy", "--ratio", "0.3", "--tis-layers", "99"],
+         r"TIS\.layers \(--tis-layers\) \[99\] must be indices in 0\.\.15: the model has 16 decoder layers"),
+    Case("score-tis-layers-out-of-range", lambda w: ["score", w.path("llava6"), "--method", "tis-loss", "--tis-layers",
+                                                     "2,6"], r"\[2, 6\] must be indices in 0\.\.5: the model has 6"),
     Case("scp-rank-zero", lambda w: ["prune", "toy", "--ratio", "0.3", "--scp-rank", "0"], r"SCP\.rank \(--scp-rank\) must be a positive integer"),
     Case("layers-with-method", lambda w: ["prune", "toy", "--layers", "3", "--method", "sleb"],
          r"--method sleb chooses layers for --ratio, but --layers names them"),
@@ -195,7 +199,9 @@ CASES = [
          r"Loading\.device_map \(--device-map\) must be auto, balanced"),
     Case("ratio-not-a-number", lambda w: ["prune", "toy", "--ratio", "abc"],
          r"argument --ratio: invalid float value: 'abc' \(see shortlvlm prune --help\)"),
-    Case("eval-batch-size-zero", lambda w: ["eval", "toy", "--bench", "shapes", "--batch-size", "0"],
+    Case("eval-batch-size-zero", lambda w: ["eval", "toy", "--bench", "shapes", "--eval-batch-size", "0"],
+         r"argument --eval-batch-size: takes a positive integer \(got 0\)"),
+    Case("eval-old-batch-size-zero", lambda w: ["eval", "toy", "--bench", "shapes", "--batch-size", "0"],
          r"argument --batch-size: takes a positive integer \(got 0\)"),
     Case("compare-eval-batch-size-zero", lambda w: ["compare", "toy", "--eval-batch-size", "0"],
          r"argument --eval-batch-size: takes a positive integer \(got 0\)"),
@@ -209,6 +215,8 @@ CASES = [
     # models, outputs, plans
     Case("model-path-not-a-model", lambda w: ["prune", w.path("not-a-model"), "--layers", "1"],
          r"not a model directory \(no config\.json"),
+    Case("model-path-missing", lambda w: ["prune", "./no-such-local-model", "--layers", "1"],
+         r"no such directory: \./no-such-local-model \(MODEL is a local model folder or a hub id"),
     Case("model-not-found", lambda w: ["prune", "no-such-org/no-such-model", "--layers", "1"],
          r"cannot load 'no-such-org/no-such-model'"),
     Case("model-pickle-only", lambda w: ["prune", w.path("pickle-only"), "--layers", "1"],
@@ -216,8 +224,15 @@ CASES = [
     Case("model-remote-code-without-flag", lambda w: ["prune", w.path("remote"), "--layers", "1"],
          r"needs its own Python code.*--trust-remote-code"),
     Case("output-exists", lambda w: ["prune", "toy", "--layers", "1", "--out-existing"], r"--overwrite"),
-    Case("output-is-a-file", lambda w: ["prune", "toy", "--layers", "1", "--overwrite", "--out-file"],
-         r"not a directory"),
+    Case("output-is-a-file", lambda w: ["prune", "toy", "--layers", "1", "--out-file"],
+         r"--out .*existing-file is an existing file; --out must be a directory path: choose another --out"),
+    Case("output-is-a-file-overwrite", lambda w: ["prune", "toy", "--layers", "1", "--overwrite", "--out-file"],
+         r"--out .*existing-file is an existing file; --out must be a directory path"),
+    Case("compare-output-is-a-file", lambda w: ["compare", "toy", "--methods", "last", "--ratios", "0.1", "--limit",
+                                                "2", "--out-file"], r"--out .*existing-file is an existing file"),
+    Case("bench-unrelated-models", lambda w: ["bench", "toy", w.path("llava6")],
+         r"llava6 is not toy or a pruned version of it \(config hash [0-9a-f]{16}, toy's [0-9a-f]{16}\), so a speedup "
+         r"between them would mean nothing"),
     Case("plan-malformed", lambda w: ["prune", "toy", "--ratio", "0.3", "--plan", w.path("plan-broken.json")],
          r"not valid JSON"),
     Case("plan-other-layer-count", lambda w: ["prune", w.path("llava6"), "--ratio", "0.3", "--plan",
@@ -290,6 +305,38 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(world, tmp_path, caps
 def test_usage_errors_are_one_line_without_the_usage_dump(capsys, argv):
     code, err = run(argv, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "usage:" not in err and "--help" in err
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["models", "--x"], ["score", "toy", "--out", "p.json", "--max-ratio", "2"],
+    ["score", "toy", "--out", "p.json", "--method", "block-influence", "--max-ratio", "0.3"],
+    ["prune", "toy", "--out", "x", "--ratio", "abc"], ["prune", "toy", "--out", "x", "--ratio", "0"],
+    ["compare", "toy", "--out", "x", "--eval-batch-size", "0"], ["compare", "toy", "--out", "x", "--ratios", "2"],
+    ["eval", "toy", "--out", "r.json", "--bench", "nope"], ["eval", "toy", "--out", "r.json", "--bench", "mme"],
+    ["bench", "toy", "--out", "b.json", "--nope"], ["bench", "toy", "--out", "b.json", "--rounds", "0"],
+    ["demo", "--limit", "x"], ["demo", "--out", "EXISTING-FILE"]])
+def test_every_commands_user_errors_share_one_prefix(world, tmp_path, monkeypatch, capsys, argv):
+    """argparse's errors and the project's alike, in every command: `shortlvlm: error: ...`, one line."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run([world.path("existing-file") if a == "EXISTING-FILE" else a for a in argv], capsys)
+    assert code == 2 and err.startswith("shortlvlm: error: ") and len(err.strip().splitlines()) == 1, err
+    if argv[:1] == ["models"] or "--nope" in argv:  # a flag the subcommand does not know: its help, not the top's
+        assert err.endswith(f"(see shortlvlm {argv[0]} --help)\n")
+
+
+def test_evals_old_batch_size_name_still_works_and_says_to_use_the_new_one(capsys):
+    """--batch-size is the calibration batch in prune/score/compare; eval's generation batch is --eval-batch-size."""
+    from shortlvlm.cli.main import build_parser
+
+    args = build_parser().parse_args(["eval", "toy", "--bench", "shapes", "--batch-size", "4", "--out", "r.json"])
+    assert args.eval_batch_size == 4 and not hasattr(args, "batch_size")
+    assert capsys.readouterr().err == ("shortlvlm: warning: --batch-size is deprecated here, use --eval-batch-size "
+                                       "(--batch-size is the calibration batch in prune, score and compare)\n")
+    assert build_parser().parse_args(["eval", "toy", "--bench", "shapes", "--out", "r.json"]).eval_batch_size == 16
+    assert capsys.readouterr().err == ""
+    for command in (["prune", "toy", "--ratio", "0.3"], ["score", "toy"], ["compare", "toy"]):
+        parsed = build_parser().parse_args([*command, "--batch-size", "4", "--out", "o"])
+        assert parsed.batch_size == 4 and capsys.readouterr().err == ""  # the calibration batch, not deprecated
 
 
 def test_the_docs_table_and_these_cases_agree():

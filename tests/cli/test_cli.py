@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -11,8 +12,15 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from shortlvlm.cli import main
+from shortlvlm.cli.flags import given_flags, options_from_args
+from shortlvlm.cli.main import build_parser
+from shortlvlm.cli.method import calibration_from_args
+from shortlvlm.data.calibration_set import Calibration
+from shortlvlm.importance import TIS
+from shortlvlm.jobs.source import Architecture, Loading
 from shortlvlm.models.tiny import tiny_model
 from shortlvlm.plan import PLAN_FILENAME
+from shortlvlm.toy.calibration import write_calibration_set
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +60,7 @@ def test_prune_writes_a_verified_checkpoint(saved_models, tmp_path, capsys):
         ("llava", "0,1,2,3,4,5", "cannot remove all 6"),
         ("qwen3_vl", "0,3", "deepstack"),
         ("llama", "1", "no adapter for LlamaForCausalLM"),
-        ("missing-dir", "1", "could not be fetched"),
+        ("missing-dir", "1", "no such directory: "),
     ],
 )
 def test_bad_requests_give_one_line_exit_2_and_leave_nothing(saved_models, tmp_path, capsys, model, layers, message):
@@ -121,6 +129,39 @@ def test_score_then_prune_many_ratios_from_the_plan(tmp_path, capsys):
         assert code == 0, stdout
         written = json.loads((out / PLAN_FILENAME).read_text())
         assert written["removed_layers"] == sorted(order[:count]) and written["compensation"] == "none"
+
+
+def test_the_prune_command_score_prints_calibrates_on_the_plans_set(tmp_path, capsys):
+    """score's hint names the calibration it was scored on, so its SCP is measured there (not on toy's bundled set)."""
+    calib = write_calibration_set(tmp_path / "my calib", 4, start=500)  # not the bundled set; a space in the path
+    plan_path = tmp_path / "plan.json"
+    code, stdout, _ = run_cli(capsys, "score", "toy", "--calib", calib, "--num-samples", "3", "--batch-size", "2",
+                              "--dtype", "float32", "--out", plan_path)
+    assert code == 0
+    hint = shlex.split(stdout.strip().splitlines()[-1].partition("prune from it with: ")[2])
+    assert hint[:2] == ["shortlvlm", "prune"]
+    argv = [str(tmp_path / "pruned") if w == "DIR" else "0.2" if w == "R" else w for w in hint[1:]]
+    parsed = build_parser().parse_args(argv)
+    assert calibration_from_args(parsed) == Calibration(source=str(calib), num_samples=3, batch_size=2)
+    assert (parsed.plan, parsed.dtype) == (str(plan_path), "float32")
+    assert run_cli(capsys, *argv)[0] == 0
+    scored = json.loads(plan_path.read_text())
+    pruned = json.loads((tmp_path / "pruned" / PLAN_FILENAME).read_text())
+    assert pruned["compensation"] == "scp" and pruned["calibration"]["hash"] == scored["calibration"]["hash"]
+    assert "scp_calibration" not in pruned["params"]  # recorded when the compensation's set differs from the plan's
+
+
+def test_given_flags_repeat_a_command_line():
+    """What given_flags renders parses back to the same options: switches, --no- switches, lists, memory caps."""
+    argv = ["score", "toy", "--out", "p.json", "--device-map", "auto", "--max-memory", "0=1GiB,cpu=2GiB",
+            "--trust-remote-code", "--writers", "a.b,c", "--generic", "--tis-layers", "4,8", "--no-tis-skip-template",
+            "--num-samples", "3"]
+    args = build_parser().parse_args(argv)
+    words = [w for cls in (Loading, Architecture, TIS, Calibration) for w in given_flags(cls, args)]
+    assert "--no-tis-skip-template" in words and "--out" not in words and "toy" not in words
+    again = build_parser().parse_args(["score", "toy", "--out", "p.json", *words])
+    for cls in (Loading, Architecture, TIS, Calibration):
+        assert options_from_args(cls, again) == options_from_args(cls, args) != cls()
 
 
 def test_template_skip_is_on_by_default_and_can_be_turned_off(tmp_path, capsys):

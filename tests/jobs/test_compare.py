@@ -206,6 +206,15 @@ def test_retention_is_relative_to_the_unpruned_score():
     assert "| last | 60.0 (75%) | 0.0 |" in markdown_table(data)
 
 
+def test_progress_goes_to_stderr_and_only_results_to_stdout(tmp_path, capsys):
+    """run_compare's default log, as the CLI's: progress lines on stderr."""
+    run_compare(CountingLoader(), tmp_path / "c", methods=parse_methods("last"), ratios=[0.1], bench="shapes",
+                samples=load_shapes(4), calibration=None, eval_batch_size=4, progress=False)
+    out, err = capsys.readouterr()
+    assert "evaluating the unpruned model ..." in err and "[1/1] last at 0.1 ..." in err
+    assert out == ""
+
+
 def test_cli_checks_everything_before_loading(tmp_path, capsys):
     code = main(["compare", "toy", "--methods", "short-lvlm,nope", "--out", str(tmp_path / "c")])
     assert code == 2 and "unknown method 'nope'" in capsys.readouterr().err
@@ -244,7 +253,7 @@ def test_prune_from_a_compared_plan_reproduces_that_cell(tmp_path, capsys):
         assert written["removed_layers"] == cells[label]["0.25"]["removed_layers"]
         assert written["compensation"] == plans[label]["compensation"]
         results = tmp_path / f"{label}.json"
-        assert main(["eval", str(pruned), "--bench", "shapes", "--limit", "24", "--batch-size", "24",
+        assert main(["eval", str(pruned), "--bench", "shapes", "--limit", "24", "--eval-batch-size", "24",
                      "--out", str(results)]) == 0
         assert headline("shapes", json.loads(results.read_text())) == cells[label]["0.25"]["score"]
         weights[label] = (pruned / "model.safetensors").read_bytes()

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from shortlvlm.errors import OutputExistsError
+from shortlvlm.jobs import demo
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS
 from shortlvlm.jobs.demo import run_demo
 from shortlvlm.models.tiny import TINY_MODEL_TYPES
@@ -39,3 +40,18 @@ def test_demo_reports_every_architecture_and_the_toy(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temporary directory left
     with pytest.raises(OutputExistsError):
         run_demo(out)
+
+
+def test_the_demos_progress_goes_to_stderr(tmp_path, monkeypatch, capsys):
+    """The comparison's progress lines go to stderr, as in `compare`; stdout carries only the report."""
+    class Stop(Exception):
+        pass
+
+    def compare_that_logs(*args, log, **kwargs):
+        log("scoring layers with sleb ...")
+        raise Stop
+    monkeypatch.setattr(demo, "run_compare", compare_that_logs)
+    with pytest.raises(Stop):
+        demo.toy_comparison(tmp_path, limit=2, num_samples=2)
+    out, err = capsys.readouterr()
+    assert "scoring layers with sleb ..." in err and out == ""

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from shortlvlm.cli.flags import positive_count
+from shortlvlm.cli.flags import DeprecatedName, positive_count
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.data.benchmarks import NAMES, shapes
 from shortlvlm.jobs.eval import run_eval
@@ -29,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "is installed)")
     p.add_argument("--limit", type=int, default=None,
                    help=f"answer only the first N questions (shapes: {shapes.LIMIT_HELP})")
-    p.add_argument("--batch-size", type=positive_count, default=16, help="generation batch size (default: 16)")
+    p.add_argument("--eval-batch-size", type=positive_count, default=16, help="generation batch size (default: 16)")
+    p.add_argument("--batch-size", dest="eval_batch_size", type=positive_count, action=DeprecatedName,
+                   new="--eval-batch-size", why="--batch-size is the calibration batch in prune, score and compare")
     p.add_argument("--lenient", action="store_true",
                    help="read answers leniently ('B.', '(b)', an option's text, normalised short answers) instead "
                    "of exactly as the official scripts do; the results say \"parser\": \"lenient\" and are not "
@@ -43,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Answer a benchmark with a model and write metrics and per-sample answers."""
     metrics = run_eval(source_from_args(args), args.bench, Path(args.out), data=args.data, limit=args.limit,
-                       batch_size=args.batch_size, overwrite=args.overwrite, lenient=args.lenient)
+                       batch_size=args.eval_batch_size, overwrite=args.overwrite, lenient=args.lenient)
     print(json.dumps(metrics, indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -28,6 +29,18 @@ def positive_count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"takes a positive integer (got {value})")
     return value
+
+
+class DeprecatedName(argparse.Action):
+    """A flag's old name: still works, stores where the new name does, and says once on stderr what to use."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, why: str, **kwargs: Any):
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new, self.why = new, why
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"shortlvlm: warning: {option_string} is deprecated here, use {self.new} ({self.why})", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def dest_of(flag: str) -> str:
@@ -81,6 +94,25 @@ def options_from_args(cls: type[T], args: argparse.Namespace, **fixed: Any) -> T
         elif hasattr(args, dest_of(flag)):
             values[field.name] = getattr(args, dest_of(flag))
     return cls(**values)
+
+
+def given_flags(cls: type[Options], args: argparse.Namespace) -> list[str]:
+    """The flags of `cls` that `args` sets to other than their defaults, as words a command line can repeat."""
+    words: list[str] = []
+    for _, field, flag in option_flags(cls):
+        default = field.default if field.default is not dataclasses.MISSING else None
+        value = getattr(args, dest_of(flag), default)
+        if value == default:
+            continue
+        if isinstance(value, bool):
+            words.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, dict):  # --max-memory 0=70GiB,cpu=200GiB
+            words += [flag, ",".join(f"{key}={amount}" for key, amount in value.items())]
+        elif isinstance(value, (tuple, list)):  # --writers a,b; --tis-layers 4,8
+            words += [flag, ",".join(map(str, value))]
+        else:
+            words += [flag, str(value)]
+    return words
 
 
 def help_text(field: dataclasses.Field, default: Any) -> str:

@@ -19,11 +19,24 @@ ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, err
 SUBCOMMANDS = (models, score, prune, compare, evaluate, bench, demo)
 
 
+ERROR_PREFIX = "shortlvlm: error: "  # every user error of every command starts so, whoever finds it
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse with the project's error form: one line naming the problem and where help is, no usage dump."""
 
+    commands: dict[str, argparse.ArgumentParser] | None = None  # the top-level parser's subcommands
+
     def error(self, message: str):
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USER_ERROR, f"{ERROR_PREFIX}{message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but a flag the subcommand does not know points at that subcommand's help."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            (self.commands or {}).get(getattr(parsed, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for command in SUBCOMMANDS:
         command.add_parser(sub)
+    parser.commands = dict(sub.choices)
     return parser
 
 
@@ -52,14 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ShortLVLMError as err:
-        print(f"shortlvlm: error: {err}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as err:
         # A full disk, a quota, a read-only mount or a permission met where no job foresaw it: one line.
         code, _ = os_error_of(err)
         if not is_write_failure(err) or code not in ENVIRONMENT_ERRNOS:
             raise
-        print(f"shortlvlm: error: {write_error(getattr(err, 'filename', None) or 'the output', err)}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{write_error(getattr(err, 'filename', None) or 'the output', err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("shortlvlm: interrupted; the output location was left as it was (finished stages, if any, "

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
+from shortlvlm.cli.flags import given_flags
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args, method_of
+from shortlvlm.data.calibration_set import Calibration
 from shortlvlm.errors import ShortLVLMError
+from shortlvlm.io.placement import Layerwise
 from shortlvlm.jobs.score import run_score
+from shortlvlm.jobs.source import Architecture, Loading
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,5 +63,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"  layer {layer:3d}  score {plan.layer_scores[layer]: .5f}  removal rank {rank}")
     print(f"removal order: {order}")
     plot = out.with_suffix(".png")
-    print(f"wrote {out} and {plot}; prune from it with: shortlvlm prune {args.model} --plan {out} --ratio R --out DIR")
+    print(f"wrote {out} and {plot}; prune from it with: {prune_command(args, out)}")
     return 0
+
+
+def prune_command(args: argparse.Namespace, plan: Path) -> str:
+    """The `prune --plan` command for this score run: the same model, loading and calibration flags (a compensation
+    is measured on the calibration set the plan was scored on), with R and DIR left to fill in."""
+    words = ["shortlvlm", "prune", args.model, "--plan", str(plan), "--ratio", "R", "--out", "DIR"]
+    for options in (Calibration, Loading, Architecture):
+        words += given_flags(options, args)
+    if args.layerwise:
+        words += ["--layerwise", *given_flags(Layerwise, args)]
+    return shlex.join(words)

@@ -38,7 +38,7 @@ def _answer_resumably(model, processor, samples, path: Path, key: dict, *, batch
     predictions = {k: v for k, v in read_partial_answers(path, key).items() if k in known}
     todo = [s for s in samples if s.id not in predictions]
     if predictions and progress:
-        print(f"resuming: {len(predictions)} of {len(samples)} answers found in {path}", file=sys.stderr)
+        print(f"shortlvlm: resuming: {len(predictions)} of {len(samples)} answers found in {path}", file=sys.stderr)
     with start_answer_file(path, key, predictions) as handle:
         chunk = batch_size * 4
         for start in tqdm(range(0, len(todo), chunk), desc="answer", unit="chunk", disable=not progress):

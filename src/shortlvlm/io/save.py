@@ -115,10 +115,15 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
     """Fail early (before any expensive work) if out cannot be written; first repair an interrupted save."""
     for action in atomic.recover_interrupted_save(out):
         print(f"shortlvlm: {action}", file=sys.stderr)
+    if out.exists() and not out.is_dir():
+        raise out_is_a_file(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output directory {out} already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output path {out} exists and is not a directory; choose another --out")
+
+
+def out_is_a_file(out: Path) -> OutputExistsError:
+    """The error for a directory output (a checkpoint, a comparison, the demo) that names an existing file."""
+    return OutputExistsError(f"--out {out} is an existing file; --out must be a directory path: choose another --out")
 
 
 

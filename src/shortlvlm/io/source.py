@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from shortlvlm.errors import ModelLoadError
 
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # name, or owner/name
 
 
 def resolve_model_name(name_or_path: str | os.PathLike) -> str:
@@ -21,7 +23,7 @@ def resolve_model_name(name_or_path: str | os.PathLike) -> str:
 
         return str(assemble())
     if name != TOY_NAME:
-        return name
+        return os.path.expanduser(name) if name.startswith("~") else name
     if not (TOY_CHECKPOINT / "config.json").is_file():
         raise ModelLoadError(
             f"the bundled toy LVLM is missing from this installation ({TOY_CHECKPOINT}); "
@@ -30,9 +32,21 @@ def resolve_model_name(name_or_path: str | os.PathLike) -> str:
     return str(TOY_CHECKPOINT)
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether `name` is meant as a local folder rather than a hub id: it starts with `.`, `/` or `~`, has a
+    separator where a hub id has none, more parts than owner/name, or a first part that is a folder here."""
+    if name.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in name) or not HUB_ID.fullmatch(name):
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()
+
+
 def check_model_path(name: str) -> None:
-    """Refuse a folder that is not a model, or one that holds its weights only as pickle files."""
+    """Refuse a local path that does not exist (before the Hub is asked), a folder that is not a model, or one
+    that holds its weights only as pickle files."""
     path = Path(name)
+    if looks_like_path(name) and not path.exists():
+        raise ModelLoadError(f"no such directory: {name} (MODEL is a local model folder or a hub id such as "
+                             "owner/name)")
     if path.exists() and not (path / "config.json").is_file():
         raise ModelLoadError(f"'{name}' exists but is not a model directory (no config.json in it)")
     if path.is_dir() and not any(path.glob("*.safetensors")):

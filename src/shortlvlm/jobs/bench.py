@@ -7,13 +7,17 @@ import platform
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.eval.generate import check_can_answer
 from shortlvlm.io.atomic import write_text_atomically
+from shortlvlm.io.fingerprint import model_fingerprint
 from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
+from shortlvlm.io.source import resolve_model_name
 from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.plan import PLAN_FILENAME, Plan
 from shortlvlm.speed import bench_warnings, run_bench
 
 
@@ -32,9 +36,12 @@ def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, wa
             picture = Image.open(image).convert("RGB")
         except (OSError, UnidentifiedImageError) as err:
             raise ShortLVLMError(f"cannot read --image {image}: {err}") from err
+    origins = []
     for source in sources:  # a wrong path, or a model that cannot answer, fails before any model loads
         skeleton = source.skeleton()
         check_can_answer(skeleton, source.adapter(skeleton))
+        origins.append(pruned_from(source.name, skeleton))
+    check_one_origin([source.name for source in sources], origins, log)
     names = [source.name for source in sources]
     labels = [name if names.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(names)]
     first = sources[0]
@@ -51,3 +58,30 @@ def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, wa
                   "rows": rows, "warnings": bench_warnings(rows)}
         write_text_atomically(out, json.dumps(result, indent=2) + "\n", overwrite=overwrite)
     return rows
+
+
+def pruned_from(name: str, skeleton: nn.Module) -> str | None:
+    """The config hash of the model `name` is (unpruned) or was pruned from (its pruning_plan.json's record);
+    None for a checkpoint whose plan does not record it (written before plans did)."""
+    plan_file = Path(resolve_model_name(name)) / PLAN_FILENAME
+    if plan_file.is_file():
+        plan = Plan.load(plan_file)
+        if plan.removed_layers:
+            return plan.model.get("fingerprint") if isinstance(plan.model, dict) else None
+    return model_fingerprint(skeleton)
+
+
+def check_one_origin(names: list[str], origins: list[str | None], log) -> None:
+    """Speedups compare the first model with itself or its pruned versions: refuse any other model."""
+    reference = origins[0]
+    for name, origin in zip(names[1:], origins[1:], strict=True):
+        if reference is None or origin is None:
+            unknown = names[0] if reference is None else name
+            log(f"shortlvlm: warning: {unknown}'s pruning_plan.json does not record the config hash of the model it "
+                f"was pruned from, so bench cannot check that {name} and {names[0]} are one model before/after "
+                "pruning; its speedups assume they are")
+        elif origin != reference:
+            raise ShortLVLMError(
+                f"{name} is not {names[0]} or a pruned version of it (config hash {origin}, {names[0]}'s {reference}), "
+                "so a speedup between them would mean nothing: bench a model with its pruned versions, the unpruned "
+                "one first, and other models in separate runs")

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shortlvlm.io.fingerprint import model_fingerprint
 from shortlvlm.io.save import save
 from shortlvlm.io.verify import VerifyReport, verify
 from shortlvlm.models import Adapter, get_adapter
@@ -64,7 +65,8 @@ def prune_layers_to_checkpoint(
         method="manual",
         num_layers_before=adapter.num_layers,
         removed_layers=removed,
-        model={"name_or_path": source, "class": type(model).__name__, "adapter": adapter.spec.name},
+        model={"name_or_path": source, "class": type(model).__name__, "adapter": adapter.spec.name,
+               "fingerprint": model_fingerprint(model)},  # what the checkpoint was pruned from (bench checks it)
     )
     params_before = count_parameters(model)
     drop_layers(model, removed, adapter)

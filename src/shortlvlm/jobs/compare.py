@@ -25,7 +25,7 @@ from shortlvlm.io.output import claim_output
 from shortlvlm.jobs.compare_report import ratio_key, write_report
 from shortlvlm.jobs.compare_results import Comparison, write_json
 from shortlvlm.jobs.compare_spec import CompareError, MethodSpec, parse_methods
-from shortlvlm.jobs.source import ModelSource
+from shortlvlm.jobs.source import ModelSource, stderr
 from shortlvlm.plan import Plan, PlanError
 from shortlvlm.pruning import prune, score
 from shortlvlm.resume.keys import comparison_key
@@ -70,7 +70,7 @@ def run_compare(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = stderr,
 ) -> dict:
     """Score once per scorer, prune every (method, ratio) from a fresh load of `source`, evaluate; resumable."""
     needs_data = any(m.needs_calibration for m in methods)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.io.atomic import write_text_atomically
+from shortlvlm.io.save import out_is_a_file
 from shortlvlm.jobs.compare_report import ratio_key
 from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
 from shortlvlm.plan import Plan
@@ -45,7 +46,7 @@ class Comparison:
     def __init__(self, out: Path, config: dict, *, overwrite: bool):
         self.out, self.path = out, out / RESULTS
         if out.exists() and not out.is_dir():
-            raise CompareError(f"--out {out} exists and is not a directory; choose another --out")
+            raise out_is_a_file(out)
         existing = json.loads(self.path.read_text()) if self.path.exists() else None
         old = existing.get("config", {}) if existing is not None else {}
         changed = sorted(k for k in config if k not in SCOPE and old.get(k) != config[k])

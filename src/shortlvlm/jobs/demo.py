@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,11 +43,16 @@ TOY = ModelSource("toy", Loading(dtype="float32"))
 CHECKPOINT = f"toy-{DEFAULT_METHOD.replace('+', '-')}-30"
 
 
+def progress_line(text: str) -> None:
+    """Progress goes to stderr (above the bars), as in every command; stdout carries the report."""
+    tqdm.write(text, file=sys.stderr)
+
+
 def toy_comparison(work: Path, samples: list[BenchSample], calibration: CalibrationSet) -> dict:
     """Every method at 10/20/30% on the toy LVLM (shapes), plus a verified 30% checkpoint of the default method."""
     data = run_compare(TOY, work / "compare", methods=parse_methods(list(DEFAULT_METHODS)), ratios=list(RATIOS),
                        bench="shapes", samples=samples, calibration=calibration, eval_batch_size=50, progress=False,
-                       log=lambda text: tqdm.write(text))
+                       log=progress_line)
     model, processor = TOY.load()
     scored = Plan.load(work / "compare" / "plans" / f"{DEFAULT_METHOD}.json")  # the comparison's ranking
     model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, plan=scored, source="toy",

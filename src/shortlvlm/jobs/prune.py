@@ -14,6 +14,7 @@ from pathlib import Path
 from shortlvlm.compensation import Compensation
 from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
 from shortlvlm.errors import OutputWriteError, ShortLVLMError
+from shortlvlm.importance import check_tis_layers
 from shortlvlm.io.fingerprint import weights_stamp
 from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_dir
@@ -76,6 +77,7 @@ def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> Pru
         num_removed = check_removal(skeleton, source.adapter(skeleton), request.ratio, request.plan,
                                     allow_other_weights=request.allow_other_weights)
         scorer = scorer_from_dict(request.plan.scorer) if request.plan is not None else request.scorer
+        check_tis_layers(source.adapter(skeleton).num_layers, scorer, request.compensation)
         if needs_calibration(scorer, request.compensation, scored=request.plan is not None):
             calibration = read_calibration(calibration, source.name)
         if request.plan is None and scorer.needs_answers:

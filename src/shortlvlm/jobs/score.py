@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
+from shortlvlm.importance import check_tis_layers
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output, writing
 from shortlvlm.io.save import check_output_file
@@ -23,6 +24,11 @@ def run_score(source: ModelSource, out: Path, *, scorer: Scorer, method: str, ca
     """Score `source` with `scorer`; scorers that need the count rank up to `max_ratio` of the layers."""
     out = Path(out)
     check_output_file(out, overwrite, "plan", "plan.json")
+    skeleton = source.skeleton()  # what the config tells, checked before any weights load
+    check_tis_layers(source.adapter(skeleton).num_layers, scorer)
+    if scorer.needs_count:
+        layers_to_remove(max_ratio, source.adapter(skeleton))
+    del skeleton
     calib = read_calibration(calibration, source.name) if scorer.needs_data else None
     if scorer.needs_answers:
         check_answers(calib, method)

@@ -30,10 +30,10 @@ def write_calibration_set(out_dir: str | os.PathLike, size: int = 256, *, overwr
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} is an existing file; --out must be a directory path: choose another --out")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output directory {out} already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output path {out} exists and is not a directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     # Built next to `out` and renamed into place, so readers never see a half-written set.
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
