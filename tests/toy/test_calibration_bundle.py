@@ -70,3 +70,20 @@ def test_another_start_writes_a_disjoint_draw_of_the_same_split(tmp_path, bundle
     assert not {s.id for s in draw} & {s.id for s in bundled}
     with pytest.raises(ValueError, match="start must be a non-negative integer"):
         write_calibration_set(tmp_path / "bad", 2, start=-1)
+
+
+def test_families_keep_only_those_questions_balanced_and_from_the_start(tmp_path):
+    """--families writes a set without the left-out families: a transfer study's calibration."""
+    assert main(["--out", str(tmp_path / "some"), "--size", "6", "--start", "60000", "--families",
+                 "exists,choice"]) == 0
+    draw = read_calibration_jsonl(tmp_path / "some" / "calibration.jsonl")
+    # the split interleaves exists, attribute, count, spatial, compositional, choice: index % 6 is the family
+    assert [s.id for s in draw] == [f"calibration-{i}" for i in (60000, 60005, 60006, 60011, 60012, 60017)]
+    expected = [make_split("calibration", 1, i)[0] for i in (60000, 60005, 60006, 60011, 60012, 60017)]
+    assert [t.family for t in expected] == ["exists", "choice"] * 3
+    assert [(s.prompt, s.answer) for s in draw] == [(t.question, t.answer) for t in expected]
+    with pytest.raises(ValueError, match="families must be some of"):
+        write_calibration_set(tmp_path / "bad", 2, families=("exists", "colour"))
+    with pytest.raises(SystemExit) as exit_info:  # an empty list is refused on the command line, exit 2
+        main(["--out", str(tmp_path / "bad"), "--size", "2", "--families", ","])
+    assert exit_info.value.code == 2 and not (tmp_path / "bad").exists()

@@ -14,21 +14,32 @@ import tempfile
 from pathlib import Path
 
 from shortlvlm.errors import OutputExistsError
-from shortlvlm.toy.data import make_split
+from shortlvlm.toy.data import FAMILIES, make_sample, make_split
 
 BUNDLED_CALIBRATION = Path(__file__).parent / "calibration_set" / "calibration.jsonl"
 JSONL_NAME = "calibration.jsonl"
 IMAGES_DIR = "images"
 
 
+def family_samples(size: int, start: int, families: tuple[str, ...]) -> list:
+    """The first `size` samples of the calibration split from index `start` on whose family is in `families` (the
+    split interleaves the families, so each kept family stays balanced)."""
+    indices = [i for i in range(start, start + size * len(FAMILIES)) if FAMILIES[i % len(FAMILIES)] in families]
+    return [make_sample("calibration", i) for i in indices[:size]]
+
+
 def write_calibration_set(out_dir: str | os.PathLike, size: int = 256, *, overwrite: bool = False,
-                          start: int = 0) -> Path:
+                          start: int = 0, families: tuple[str, ...] | None = None) -> Path:
     """Write `size` calibration samples (from index `start` of the calibration split: another draw of the same
-    distribution than the bundled set's 0..255) to out_dir/calibration.jsonl and out_dir/images/; returns the JSONL."""
+    distribution than the bundled set's 0..255; only `families`' questions when given, for transfer studies) to
+    out_dir/calibration.jsonl and out_dir/images/; returns the JSONL."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
+    unknown = sorted(set(families or ()) - set(FAMILIES))
+    if families is not None and (not families or unknown):
+        raise ValueError(f"families must be some of {', '.join(FAMILIES)}; got {', '.join(unknown) or 'none'}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} is an existing file; --out must be a directory path: choose another --out")
@@ -41,7 +52,9 @@ def write_calibration_set(out_dir: str | os.PathLike, size: int = 256, *, overwr
         os.chmod(staging, 0o755)
         (staging / IMAGES_DIR).mkdir()
         lines = []
-        for sample in make_split("calibration", size, start=start):
+        samples = make_split("calibration", size, start=start) if families is None else family_samples(
+            size, start, tuple(families))
+        for sample in samples:
             image = f"{IMAGES_DIR}/{sample.id}.png"
             sample.image().save(staging / image, format="PNG")
             lines.append(json.dumps({
@@ -80,15 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0,
                         help="first index in the calibration split (default 0, the bundled set's; another start "
                              "gives a disjoint draw of the same distribution)")
+    parser.add_argument("--families", default=None,
+                        help=f"comma-separated question families to keep (of {', '.join(FAMILIES)}; default all): "
+                             "a calibration set that leaves families out, to measure how a fit transfers to them")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
     if args.size < 1:
         parser.error("--size must be a positive integer")
     if args.start < 0:
         parser.error("--start must be a non-negative index")
+    families = None if args.families is None else tuple(f.strip() for f in args.families.split(",") if f.strip())
     try:
-        path = write_calibration_set(args.out, args.size, overwrite=args.overwrite, start=args.start)
-    except OutputExistsError as exc:
+        path = write_calibration_set(args.out, args.size, overwrite=args.overwrite, start=args.start,
+                                     families=families)
+    except (OutputExistsError, ValueError) as exc:
         parser.exit(2, f"error: {exc}\n")
     print(f"wrote {args.size} samples to {path}")
     return 0
