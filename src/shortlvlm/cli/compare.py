@@ -11,8 +11,9 @@ from shortlvlm.data.benchmarks import NAMES, load_benchmark, shapes
 from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
 from shortlvlm.eval.generate import check_can_answer
 from shortlvlm.jobs.compare import run_compare
+from shortlvlm.jobs.compare_draws import calibration_draws, run_compare_draws, summary_table
 from shortlvlm.jobs.compare_report import markdown_table
-from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, parse_methods, parse_ratios
+from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, CompareError, parse_methods, parse_ratios
 from shortlvlm.jobs.source import stderr
 from shortlvlm.scoring import SCORERS, RandomLayers
 from shortlvlm.selection import layers_to_remove
@@ -46,6 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "comparison)")
     p.add_argument("--overwrite", action="store_true", help="start over: discard what --out holds")
     group = p.add_argument_group("calibration (shared by every method)")
+    group.add_argument("--calib-draws", type=positive_count, default=1,
+                       help="run the comparison on N disjoint calibration draws and report each cell as mean ± sd "
+                            "(OUT/draw-K/ per draw, OUT/summary.md): a file's draws are consecutive slices of "
+                            "--num-samples (default: the file split in N); toy and smol-llava without --calib use "
+                            "the bundled set, then generated draws of as many samples (default: 1, no spread)")
     add_options(group, Calibration)
     add_options(group, RandomLayers)
     add_model_options(p)
@@ -60,17 +66,32 @@ def run(args: argparse.Namespace) -> int:
     seed = options_from_args(RandomLayers, args).seed
     samples = load_benchmark(args.bench, args.data, args.limit)  # bad data fails before any load
     source = source_from_args(args)
-    calib = read_calibration(calibration, source.name) if any(m.needs_calibration for m in methods) else None
-    for method in methods:
-        if SCORERS[method.scorer].needs_answers:
-            check_answers(calib, method.label)
+    needs_data = any(m.needs_calibration for m in methods)
+    if args.calib_draws > 1 and not needs_data:
+        raise CompareError("--calib-draws compares calibration draws, but none of --methods reads calibration data")
+    if args.calib_draws > 1:
+        draws = calibration_draws(calibration, source.name, args.calib_draws, Path(args.out))
+    else:
+        draws = [read_calibration(calibration, source.name)] if needs_data else [None]
+    for calib in draws:
+        for method in methods:
+            if SCORERS[method.scorer].needs_answers:
+                check_answers(calib, method.label)
     skeleton = source.skeleton()
     check_can_answer(skeleton, source.adapter(skeleton))
     for ratio in ratios:
         layers_to_remove(ratio, source.adapter(skeleton))
     del skeleton
+    if args.calib_draws > 1:
+        summary = run_compare_draws(source, args.out, draws=draws, methods=methods, ratios=ratios, bench=args.bench,
+                                    samples=samples, data=args.data, eval_batch_size=args.eval_batch_size, seed=seed,
+                                    overwrite=args.overwrite, log=stderr)
+        print(summary_table(summary))
+        print(f"wrote {Path(args.out) / 'summary.json'}, summary.md, accuracy_vs_ratio.png and one comparison per "
+              f"draw ({Path(args.out) / 'draw-0'}, ...)")
+        return 0
     data = run_compare(source, args.out, methods=methods, ratios=ratios, bench=args.bench, samples=samples,
-                       calibration=calib, data=args.data, eval_batch_size=args.eval_batch_size, seed=seed,
+                       calibration=draws[0], data=args.data, eval_batch_size=args.eval_batch_size, seed=seed,
                        overwrite=args.overwrite, log=stderr)
     print(markdown_table(data))
     print(f"wrote {Path(args.out) / 'results.json'}, results.md and accuracy_vs_ratio.png")

@@ -15,7 +15,15 @@ from shortlvlm.data.calibration import (
     check_images,
     load_calibration,
 )
-from shortlvlm.options import Options, is_bool, option, optional_positive_int, options, positive_int
+from shortlvlm.options import (
+    Options,
+    is_bool,
+    non_negative_int,
+    option,
+    optional_positive_int,
+    options,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from shortlvlm.capture import CalibrationBatch
@@ -42,6 +50,9 @@ class Calibration(Options):
     num_samples: int | None = option(None, check=optional_positive_int,
                                      help="use the first N calibration samples (default: all; more than the set "
                                           "has is refused)")
+    offset: int = option(0, check=non_negative_int, flag="--calib-offset",
+                         help="skip the first N usable samples: --calib-offset 64 --num-samples 64 is a file's "
+                              "second disjoint draw of 64 (what compare --calib-draws uses)")
     batch_size: int = option(8, check=positive_int, help="calibration batch size")
     allow_outside_root: bool = option(False, check=is_bool,
                                       help="let image paths in --calib point outside the folder they start from")
@@ -76,16 +87,23 @@ class CalibrationSet:
 
 def read_calibration(options: Calibration, model_name: str | None = None) -> CalibrationSet:
     """Read and check the set `options` names (every image opened), before any model is loaded."""
-    samples = load_calibration(options.source, model_name=model_name, limit=options.num_samples,
+    limit = None if options.num_samples is None else options.offset + options.num_samples
+    samples = load_calibration(options.source, model_name=model_name, limit=limit,
                                allow_outside_root=options.allow_outside_root, image_folder=options.image_folder,
                                split=options.split)
+    source = "the bundled toy set" if options.source in (None, "toy") else options.source
+    if options.offset and options.offset >= len(samples):
+        raise CalibrationError(
+            f"Calibration.offset (--calib-offset) is {options.offset}, but {source} has only {len(samples)} usable "
+            "sample(s) (with an image); give a smaller --calib-offset")
+    samples = samples[options.offset:]
     if options.num_samples is not None and len(samples) < options.num_samples:
         # Fewer samples than asked for would change the statistics without a word; the default (None) takes all.
-        source = "the bundled toy set" if options.source in (None, "toy") else options.source
+        after = f" after the first {options.offset}" if options.offset else ""
         raise CalibrationError(
             f"Calibration.num_samples (--num-samples) is {options.num_samples}, but {source} has only "
-            f"{len(samples)} usable sample(s) (with an image); give --num-samples {len(samples)} or fewer, or "
-            "leave it out to use them all")
+            f"{len(samples)} usable sample(s) (with an image){after}; give --num-samples {len(samples)} or fewer, "
+            "or leave it out to use them all")
     check_images(samples)
     return CalibrationSet(options, tuple(samples))
 
