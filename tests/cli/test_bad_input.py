@@ -275,6 +275,14 @@ CASES = [
     Case("demo-num-samples-more-than-the-set", lambda w: ["demo", "--num-samples", "300"],
          r"--num-samples\) is 300, but the bundled toy set has only 256 usable sample\(s\)"),
     Case("bench-data-not-given", lambda w: ["eval", "toy", "--bench", "mme"], r"--data is required"),
+    Case("eval-mmbench-policy-unknown", lambda w: ["eval", "toy", "--bench", "mmbench", "--mmbench-policy", "judge"],
+         r"argument --mmbench-policy: invalid choice: 'judge' \(choose from 'exact', 'lmms-eval'\)"),
+    Case("eval-mmbench-policy-other-bench", lambda w: ["eval", "toy", "--bench", "pope", "--mmbench-policy",
+                                                       "lmms-eval"],
+         r"--mmbench-policy lmms-eval applies to --bench mmbench only; pope reads answers by its own rules"),
+    Case("eval-mmbench-policy-with-lenient", lambda w: ["eval", "toy", "--bench", "mmbench", "--lenient",
+                                                        "--mmbench-policy", "lmms-eval"],
+         r"--lenient replaces those rules altogether: give one of the two"),
 ]
 
 

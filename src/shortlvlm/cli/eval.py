@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shortlvlm.cli.flags import DeprecatedName, positive_count
 from shortlvlm.cli.loading import add_model_options, source_from_args
-from shortlvlm.data.benchmarks import NAMES, shapes
+from shortlvlm.data.benchmarks import NAMES, mmbench, shapes
 from shortlvlm.jobs.eval import run_eval
 
 
@@ -36,6 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="read answers leniently ('B.', '(b)', an option's text, normalised short answers) instead "
                    "of exactly as the official scripts do; the results say \"parser\": \"lenient\" and are not "
                    "comparable with published numbers")
+    p.add_argument("--mmbench-policy", choices=mmbench.POLICIES, default="exact",
+                   help="MMBench answers its rules cannot read (e.g. 'The answer is A'), which the official "
+                   "evaluator gives a GPT judge: 'exact' (default) counts them wrong, as VLMEvalKit without a "
+                   "judge; 'lmms-eval' takes the letter lmms-eval's offline extraction finds, as its "
+                   "mmbench_en_dev_static task. The results say \"mmbench_policy\"")
     p.add_argument("--out", required=True, help="results JSON (metrics and per-sample answers)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_model_options(p)
@@ -45,7 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Answer a benchmark with a model and write metrics and per-sample answers."""
     metrics = run_eval(source_from_args(args), args.bench, Path(args.out), data=args.data, limit=args.limit,
-                       batch_size=args.eval_batch_size, overwrite=args.overwrite, lenient=args.lenient)
+                       batch_size=args.eval_batch_size, overwrite=args.overwrite, lenient=args.lenient,
+                       mmbench_policy=args.mmbench_policy)
     print(json.dumps(metrics, indent=2))
     print(f"wrote {args.out}")
     return 0

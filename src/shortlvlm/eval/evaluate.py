@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import nn
 from tqdm import tqdm
 
-from shortlvlm.data.benchmarks import score_benchmark
+from shortlvlm.data.benchmarks import check_scoring, score_benchmark
 from shortlvlm.eval import generate
 from shortlvlm.resume.answers import append_answers, read_partial_answers, start_answer_file
 
@@ -17,20 +17,23 @@ from shortlvlm.resume.answers import append_answers, read_partial_answers, start
 def evaluate(
     model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16, progress: bool = True,
     resume_file: str | os.PathLike | None = None, resume_key: dict | None = None, lenient: bool = False,
+    mmbench_policy: str = "exact",
 ) -> tuple[dict, dict[str, str]]:
     """Answer benchmark questions (from load_benchmark) and score them: (metrics, {id: answer}).
 
     With `resume_file`, every answered batch is appended to it (JSON lines, the first holding
     `resume_key`); answers already there for the same key are reused, so a killed run continues.
     Scores use the official scripts' answer parsing; `lenient` swaps in forgiving readers (recorded
-    in the metrics as `"parser": "lenient"`).
+    in the metrics as `"parser": "lenient"`); `mmbench_policy` decides MMBench's unreadable answers.
     """
+    check_scoring(bench, lenient=lenient, mmbench_policy=mmbench_policy)  # before any answer is generated
     if resume_file is None:
         predictions = generate.answer_samples(model, processor, samples, batch_size=batch_size, progress=progress)
     else:
         predictions = _answer_resumably(model, processor, samples, Path(resume_file), resume_key or {},
                                         batch_size=batch_size, progress=progress)
-    return score_benchmark(bench, samples, predictions, lenient=lenient), predictions
+    metrics = score_benchmark(bench, samples, predictions, lenient=lenient, mmbench_policy=mmbench_policy)
+    return metrics, predictions
 
 
 def _answer_resumably(model, processor, samples, path: Path, key: dict, *, batch_size: int, progress: bool):

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from shortlvlm.data.benchmarks import load_benchmark
+from shortlvlm.data.benchmarks import check_scoring, load_benchmark
 from shortlvlm.eval.evaluate import evaluate
 from shortlvlm.eval.generate import check_can_answer, generation_settings
 from shortlvlm.io.atomic import write_text_atomically
@@ -18,10 +18,11 @@ from shortlvlm.resume.keys import answers_key
 
 def run_eval(source: ModelSource, bench: str, out: Path, *, data: str | None = None, limit: int | None = None,
              batch_size: int = 16, overwrite: bool = False, log: Callable[[str], None] = stderr,
-             lenient: bool = False) -> dict:
+             lenient: bool = False, mmbench_policy: str = "exact") -> dict:
     """The benchmark's metrics; results (with answers) go to `out`, answers so far beside it while running."""
     out = Path(out)
     check_output_file(out, overwrite, "results", "results.json")
+    check_scoring(bench, lenient=lenient, mmbench_policy=mmbench_policy)
     samples = load_benchmark(bench, data, limit)  # bad data fails before the load
     skeleton = source.skeleton()
     check_can_answer(skeleton, source.adapter(skeleton))
@@ -33,7 +34,8 @@ def run_eval(source: ModelSource, bench: str, out: Path, *, data: str | None = N
         key = answers_key(model, source.name, bench=bench, data=data, limit=limit, batch_size=batch_size,
                           generation=generation_settings())
         metrics, predictions = evaluate(model, processor, bench, samples, batch_size=batch_size,
-                                        resume_file=partial, resume_key=key, lenient=lenient)
+                                        resume_file=partial, resume_key=key, lenient=lenient,
+                                        mmbench_policy=mmbench_policy)
         write_text_atomically(out, json.dumps({"model": source.name, **metrics, "predictions": predictions},
                                               indent=2) + "\n", overwrite=overwrite)
         partial.unlink(missing_ok=True)

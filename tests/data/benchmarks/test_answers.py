@@ -11,6 +11,7 @@ from shortlvlm.data.benchmarks import lenient
 from shortlvlm.data.benchmarks.answers import (
     aokvqa_choice_text,
     aokvqa_da_score,
+    lmms_eval_mcq_letter,
     mmbench_letter,
     mme_yes_no,
     pope_yes_no,
@@ -49,6 +50,25 @@ OPTIONS = {"A": "cat", "B": "dog", "C": "horse", "D": "cow"}
 )
 def test_mmbench_letter_follows_eval_mmbench_can_infer(text, expected):
     assert mmbench_letter(text, OPTIONS) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "letters", "expected"),
+    [
+        ("The answer is A", "ABCD", "A"),  # ends with "A" (rank 9); also after the phrase (7) and "A " (2)
+        ("Not B but A", "ABCD", "A"),  # the ending "A" (9) outranks "B " (2)
+        ("The answer is (B), not A", "ABCD", "A"),  # the ending "A" (9) outranks the phrase (7) and "(B)" (6)
+        ("(B) dog, (A) cat", "ABCD", "A"),  # two "(X)" (6 each): the later one
+        ("The answer is Cat, not Dog", "ABCD", "D"),  # after the phrase, "C" and "D" inside words: the later
+        ('"C."', "ABCD", "C"),  # '.' then '"' stripped once each, in that order: 'C.' starts with C
+        ("Answer: b", "ABCD", "A"),  # no candidate, so any letter counts: the "A" of "Answer"
+        ("b", "ABCD", None),  # upper case only
+        ("D", "ABC", None),  # D is not one of the row's letters
+        ("  ", "ABCD", None),
+    ],
+)
+def test_lmms_eval_mcq_letter_follows_extract_mcq_answer(text, letters, expected):
+    assert lmms_eval_mcq_letter(text, letters) == expected
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
 """MMBench: one prompt per released TSV row, circular accuracy as OpenCompass tools/eval_mmbench.py.
 
 Expected numbers were worked out by hand from eval_mmbench.py (`can_infer_option`, `can_infer_text`,
-`eval_sub_data`, `eval_result`) with no judge model (VLMEvalKit's exact_matching policy).
+`eval_sub_data`, `eval_result`) with no judge model (VLMEvalKit's exact_matching policy), and for
+policy "lmms-eval" from lmms-eval's mmbench_evals.py `eval_sub_data(static_only=True)` (commit
+d0c1eae757) with _task_utils/mcq_extract.py `extract_mcq_answer` (commit 7a69a9a12f).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import json
 
 import pytest
 
-from shortlvlm.data.benchmarks import load_benchmark, score_benchmark
+from shortlvlm.data.benchmarks import check_scoring, load_benchmark, mmbench, score_benchmark
+from shortlvlm.data.benchmarks.answers import mmbench_letter
 from shortlvlm.data.errors import BenchmarkDataError
 from tests.data.benchmarks.builders import IMAGE_SIZE, build_mmbench, mmbench_rows
 
@@ -144,3 +147,90 @@ def test_test_split_without_answers_is_refused(mmbench_root):
     path.write_text("\n".join("\t".join(line.split("\t")[i] for i in keep) for line in lines) + "\n")
     with pytest.raises(BenchmarkDataError, match=r"no 'answer' column.*MMBench evaluation server"):
         load_benchmark("mmbench", mmbench_root)
+
+
+# Answers MMBench's rules cannot read, for the two policies. Each row: what `can_infer` reads (None:
+# unreadable), what lmms-eval's extraction then reads, and the row's answer.
+UNREADABLE = {
+    # question 0 (C, B, A, D): "The answer is A" has "A" among 4 tokens (maybe an article) and none of
+    # purple/yellow/red/green -> None; extraction: A, ending the answer (right).
+    # exact: miss. lmms-eval: hit.
+    "0": "C", "1000000": "B", "2000000": "The answer is A", "3000000": "D",
+    # question 1 (B, A, C; options two/three/one on row 1000001): "one" and "two" both occur -> None;
+    # extraction finds no wrapped letter, so any letter counts: the "B" of "Both" (wrong, A).
+    # exact: miss. lmms-eval: miss.
+    "1": "B", "1000001": "Both one and two", "2000001": "C",
+    # question 2 (A, B): lower case "a" is no letter and holds neither "yes" nor "no" -> None;
+    # extraction reads upper case only -> nothing (wrong). exact: miss. lmms-eval: miss.
+    "2": "a", "1000002": "B",
+    # question 3 (B, A, C): "Not B but A" has two letter tokens and no option text -> None;
+    # extraction: the ending "A" (right). exact: miss. lmms-eval: hit.
+    "3": "B", "1000003": "Not B but A", "2000003": "C",
+    # question 4 (A, D, C, B): both "The answer is A" rows are unreadable; extraction reads A for both,
+    # right on row 4 and wrong on 2000004 (answer C): the circular rule fails the question.
+    # exact: miss. lmms-eval: miss.
+    "4": "The answer is A", "1000004": "D", "2000004": "The answer is A", "3000004": "B",
+    # question 5 (C, B, A, D): "B) top" and "A) top" are read by the wrapping "X)" -> right under both.
+    "5": "C", "1000005": "B) top", "2000005": "A) top", "3000005": "D",
+}  # fmt: skip
+
+
+def test_policies_differ_only_on_answers_the_rules_cannot_read(mmbench_root):
+    samples = load_benchmark("mmbench", mmbench_root)
+    exact = score_benchmark("mmbench", samples, UNREADABLE)
+    extracted = score_benchmark("mmbench", samples, UNREADABLE, mmbench_policy="lmms-eval")
+    # exact: only question 5 hits -> 1 / 6. lmms-eval: questions 0, 3 and 5 -> 3 / 6.
+    assert exact["circular_accuracy"] == pytest.approx(100 / 6) and exact["mmbench_policy"] == "exact"
+    assert extracted["circular_accuracy"] == 50.0 and extracted["mmbench_policy"] == "lmms-eval"
+    assert exact["parser"] == extracted["parser"] == "official"
+    # First rows alone: exact misses "a" and "The answer is A" (4 / 6); lmms-eval only "a" (5 / 6).
+    assert exact["vanilla_accuracy"] == pytest.approx(400 / 6)
+    assert extracted["vanilla_accuracy"] == pytest.approx(500 / 6)
+    # Questions 0-4 each hold an unreadable row and no readable wrong one: a judge would decide all 5;
+    # the count is the same under both, and the note says who decided them instead.
+    assert exact["judge_would_decide"] == extracted["judge_would_decide"] == 5
+    assert any("count as wrong" in note for note in exact["notes"])
+    assert any("lmms-eval's offline extraction" in note for note in extracted["notes"])
+    assert not any("count as wrong" in note for note in extracted["notes"])
+    # attribute: questions 0, 1, 4; image quality: 2; spatial: 3, 5.
+    assert exact["categories"] == {
+        "attribute_recognition": 0.0, "image_quality": 0.0, "spatial_relationship": 50.0}  # fmt: skip
+    assert extracted["categories"] == {
+        "attribute_recognition": pytest.approx(100 / 3), "image_quality": 0.0, "spatial_relationship": 100.0}  # fmt: skip
+    # Answers the rules read are scored alike: PREDICTIONS (one unreadable "c", which extraction
+    # cannot read either, being lower case) gives 4 / 6 under both.
+    assert score_benchmark("mmbench", samples, PREDICTIONS, mmbench_policy="lmms-eval")["circular_accuracy"] == (
+        pytest.approx(400 / 6))
+
+
+def test_circular_rule_holds_under_the_lmms_eval_policy(mmbench_root):
+    samples = load_benchmark("mmbench", mmbench_root, limit=1)  # question 0: answers C, B, A, D
+
+    def circular(answers: dict[str, str]) -> float:
+        return score_benchmark("mmbench", samples, answers, mmbench_policy="lmms-eval")["circular_accuracy"]
+
+    # Every row unreadable by the rules (two letter tokens, or "A" among more than 3 tokens, and no
+    # option text); extraction reads each one's ending letter, the row's answer.
+    right = {"0": "Not A but C", "1000000": "Not A but B", "2000000": "The answer is A", "3000000": "Not A but D"}
+    assert all(mmbench_letter(right[s.id], s.meta["options"]) is None for s in samples)
+    assert score_benchmark("mmbench", samples, right)["circular_accuracy"] == 0.0  # exact: all wrong
+    assert circular(right) == 100.0
+    # One copy extracted wrong (or not at all) fails the whole question.
+    assert circular({**right, "3000000": "Not D but C"}) == 0.0
+    assert circular({**right, "1000000": "maybe"}) == 0.0
+    # A readable wrong row fails it too, whatever the extraction would read elsewhere.
+    assert circular({**right, "1000000": "D"}) == 0.0
+
+
+def test_bad_policy_is_refused_in_one_line(mmbench_root):
+    samples = load_benchmark("mmbench", mmbench_root, limit=1)
+    with pytest.raises(BenchmarkDataError, match=r"^unknown --mmbench-policy 'lmms'; choose one of: exact, "
+                                                 r"lmms-eval$"):
+        score_benchmark("mmbench", samples, PREDICTIONS, mmbench_policy="lmms")
+    with pytest.raises(BenchmarkDataError, match=r"^unknown MMBench policy 'judge'; choose one of: exact, lmms-eval$"):
+        mmbench.score(samples, PREDICTIONS, policy="judge")
+    with pytest.raises(BenchmarkDataError, match=r"applies to --bench mmbench only; pope reads answers"):
+        check_scoring("pope", mmbench_policy="lmms-eval")
+    with pytest.raises(BenchmarkDataError, match=r"but --lenient replaces those rules altogether: give one"):
+        score_benchmark("mmbench", samples, PREDICTIONS, lenient=True, mmbench_policy="lmms-eval")
+    check_scoring("pope", mmbench_policy="exact")  # the default is fine anywhere

@@ -9,8 +9,10 @@ The generation loop calls `load_benchmark`, answers each `BenchSample.question` 
 A sample without a prediction is scored as its official script scores a missing answer and counted
 in `num_missing`. Scores follow the official scripts' answer parsing bit for bit; `lenient=True`
 (`shortlvlm eval --lenient`) swaps in forgiving readers and the metrics then say
-`"parser": "lenient"`. Where an official script would stop with an error (a division by zero, an
-empty metric), the formula's value is returned and `notes` says so.
+`"parser": "lenient"`. MMBench alone has a policy for answers its rules cannot read
+(`mmbench_policy`: "exact", the default, or "lmms-eval"; `shortlvlm eval --mmbench-policy`), which
+its metrics record under the same name. Where an official script would stop with an error (a
+division by zero, an empty metric), the formula's value is returned and `notes` says so.
 """
 
 from __future__ import annotations
@@ -66,11 +68,32 @@ def load_benchmark(name: str, data_root: str | Path | None = None, limit: int | 
     return samples
 
 
+def check_scoring(name: str, *, lenient: bool = False, mmbench_policy: str = "exact") -> None:
+    """Refuse a scoring request that cannot mean anything, before any answer is generated."""
+    _benchmark(name)
+    if mmbench_policy not in mmbench.POLICIES:
+        raise BenchmarkDataError(
+            f"unknown --mmbench-policy {mmbench_policy!r}; choose one of: {', '.join(mmbench.POLICIES)}")
+    if mmbench_policy == "exact":
+        return
+    if name != mmbench.NAME:
+        raise BenchmarkDataError(
+            f"--mmbench-policy {mmbench_policy} applies to --bench mmbench only; {name} reads answers by its "
+            "own rules: drop --mmbench-policy")
+    if lenient:
+        raise BenchmarkDataError(
+            f"--mmbench-policy {mmbench_policy} reads the answers MMBench's rules cannot read, but --lenient "
+            "replaces those rules altogether: give one of the two")
+
+
 def score_benchmark(
-    name: str, samples: list[BenchSample], predictions: dict[str, str], *, lenient: bool = False
+    name: str, samples: list[BenchSample], predictions: dict[str, str], *, lenient: bool = False,
+    mmbench_policy: str = "exact",
 ) -> dict:
     """The official metrics of `name` for `predictions` ({sample id: generated text}); rates are percentages."""
-    result = _benchmark(name).score(samples, predictions, lenient=lenient)
+    check_scoring(name, lenient=lenient, mmbench_policy=mmbench_policy)
+    policy = {"policy": mmbench_policy} if name == mmbench.NAME else {}
+    result = _benchmark(name).score(samples, predictions, lenient=lenient, **policy)
     missing = sum(sample.id not in predictions for sample in samples)
     parser = "lenient" if lenient else "official"
     return {"benchmark": name, "num_samples": len(samples), "num_missing": missing, "parser": parser, **result}
@@ -94,6 +117,7 @@ __all__ = [
     "NAMES",
     "BenchSample",
     "BenchmarkDataError",
+    "check_scoring",
     "expected_layout",
     "headline",
     "load_benchmark",

@@ -53,6 +53,61 @@ def mmbench_letter(answer: str, options: Mapping[str, str]) -> str | None:
     return containing[0] if len(containing) == 1 else None
 
 
+# lmms-eval lmms_eval/tasks/_task_utils/mcq_extract.py `extract_mcq_answer` (commit 7a69a9a12f, the
+# newest touching it; unchanged at 75571cfe0f), used by tasks/mmbench/mmbench_evals.py
+# `MMBench_Evaluator.eval_sub_data(static_only=True)` (commit d0c1eae757, "MMBench static evaluation
+# mode") for the rows `can_infer` cannot read. Restated here from reading that code.
+_LMMS_EVAL_EDGE_PUNCTUATION = (",", ".", "!", "?", ";", ":", "'", '"')  # stripped once each, in this order
+# Answer phrases, matched in the lower-cased answer at their first occurrence.
+_LMMS_EVAL_PHRASES = (
+    "the answer is", "answer is", "the correct answer is", "correct answer is", "the best answer is",
+    "best answer is", "the correct option is", "correct option is", "the best option is", "best option is",
+    "the choice is", "choice is", "the correct choice is", "correct choice is", "i choose", "i select",
+    "i pick", "my answer is", "my choice is", "옵션", "정답은", "답은", "답:", "答案是", "答案为", "选", "答えは",
+)  # fmt: skip
+# A letter inside a wrapping, its rank (higher wins) and the wrapping: "(C)" 6, "C." 5, "C:" 4, "C)" 3,
+# "C " 2. A letter that starts the answer ranks 10, one that ends it 9, one after a phrase 7.
+_LMMS_EVAL_WRAPPED = ((6, "(", ")"), (5, "", "."), (4, "", ":"), (3, "", ")"), (2, "", " "))
+
+
+def lmms_eval_mcq_letter(answer: str, letters: str) -> str | None:
+    """The letter lmms-eval's offline MMBench evaluator extracts from an answer, or None.
+
+    lmms-eval `extract_mcq_answer(response, choices=letters)`: the stripped answer loses edge
+    punctuation and is padded with a space each side; candidates are every letter of `letters`
+    (upper case only, no word boundaries) found wrapped as "(C)", "C.", "C:", "C)" or "C " (its last
+    occurrence), after an answer phrase such as "the answer is" (its first occurrence after the
+    phrase), or starting / ending the answer with no letter beside it. The highest rank wins, then
+    the later position. With no candidate at all, any occurrence of a letter counts (the last one
+    wins): "Answer: b" reads as A, from "Answer". An answer with none of the letters reads as None.
+    """
+    text = answer.strip()
+    if not text:
+        return None
+    for mark in _LMMS_EVAL_EDGE_PUNCTUATION:
+        text = text.strip(mark)
+    text = f" {text} "
+    found: list[tuple[int, int, str]] = []  # (rank, position, letter)
+    for rank, prefix, suffix in _LMMS_EVAL_WRAPPED:
+        found += [(rank, text.rfind(f"{prefix}{c}{suffix}"), c) for c in letters if f"{prefix}{c}{suffix}" in text]
+    lowered = text.lower()
+    for phrase in _LMMS_EVAL_PHRASES:
+        start = lowered.find(phrase)
+        if start != -1:
+            after = start + len(phrase)
+            found += [(7, text.find(c, after), c) for c in letters if text.find(c, after) != -1]
+    core = text.strip()
+    for c in letters:
+        if core.startswith(c) and (len(core) == 1 or not core[1].isalpha()):
+            found.append((10, 0, c))
+        if core.endswith(c) and (len(core) == 1 or not core[-2].isalpha()):
+            found.append((9, len(text) - 1, c))
+    if not found:
+        found = [(0, text.rfind(c), c) for c in letters if c in text]
+    # No two letters share a rank and position, so the maximum names one letter.
+    return max(found)[2] if found else None
+
+
 def scienceqa_letter(answer: str) -> str:
     """The letter eval_science_qa.py parses from an answer, or "FAILED".
 

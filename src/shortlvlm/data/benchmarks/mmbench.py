@@ -10,6 +10,11 @@ by `index % 1e6`, and a question counts only if every row of its group reads (`m
 that row's answer. Upstream, an answer the rules cannot read goes to a GPT judge; offline it counts
 as wrong, which is VLMEvalKit's `exact_matching` policy (vlmeval/dataset/utils/multiple_choice.py
 `mcq_circular_eval` with no judge); `judge_would_decide` counts the questions where that matters.
+That is the default policy, "exact". Policy "lmms-eval" scores as lmms-eval's offline MMBench
+evaluator (its `mmbench_en_dev_static` task: mmbench_evals.py `eval_sub_data(static_only=True)`,
+commit d0c1eae757): a row `can_infer` cannot read gets the letter `extract_mcq_answer` finds
+(`lmms_eval_mcq_letter`), and a row with no letter found is wrong. Readable rows, the grouping and
+the circular rule are the same under both; the metrics name the policy in `mmbench_policy`.
 
 A TSV without copy rows (e.g. MMBench_DEV_EN files of later releases cut to one row per question)
 makes every group a single row: the official grouping then gives plain single-pass accuracy, and a
@@ -23,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from shortlvlm.data.benchmarks import lenient as lenient_readers
-from shortlvlm.data.benchmarks.answers import mmbench_letter
+from shortlvlm.data.benchmarks.answers import lmms_eval_mcq_letter, mmbench_letter
 from shortlvlm.data.benchmarks.base import BenchSample, percent, require_file
 from shortlvlm.data.benchmarks.prompts import multiple_choice_prompt
 from shortlvlm.data.errors import BenchmarkDataError
@@ -35,6 +40,9 @@ TSV = "mmbench_dev_20230712.tsv"
 REQUIRED_COLUMNS = ("index", "question", "A", "B", "answer", "image")
 OPTION_COLUMNS = "ABCD"  # LLaVA model_vqa_mmbench.py `all_options`; the evaluator's `build_choices` reads A-D
 COPY_OFFSET = 1_000_000  # a circular copy of question i has index i + k * 1e6
+# What becomes of an answer MMBench's rules cannot read: wrong ("exact", the default: VLMEvalKit's
+# exact_matching), or the letter lmms-eval's offline extraction finds ("lmms-eval").
+POLICIES = ("exact", "lmms-eval")
 LAYOUT = """\
   mmbench_dev_20230712.tsv   tab-separated, header: index question hint A B C D answer category image
                              source l2-category comment split (image = base64-encoded); rows with
@@ -132,29 +140,41 @@ def load(root: Path, limit: int | None) -> list[BenchSample]:
     ]
 
 
-def _read(sample: BenchSample, prediction: str, lenient: bool) -> tuple[bool, bool]:
-    """(right, readable) for one row under the chosen parser."""
+def _read(sample: BenchSample, prediction: str, lenient: bool, policy: str) -> tuple[bool, bool]:
+    """(right, readable by MMBench's rules) for one row under the chosen parser and policy."""
     options = sample.meta["options"]
     if lenient:
         letter = lenient_readers.choice_letter(prediction, len(options), list(options.values()))
-    else:
-        letter = mmbench_letter(prediction, options)
-    return letter == sample.answer, letter is not None
+        return letter == sample.answer, letter is not None
+    letter = mmbench_letter(prediction, options)
+    readable = letter is not None
+    if not readable and policy == "lmms-eval":
+        # eval_sub_data passes sorted(build_choices(row)): the row's option letters.
+        letter = lmms_eval_mcq_letter(prediction, "".join(options))
+    return letter == sample.answer, readable
 
 
-def score(samples: list[BenchSample], predictions: dict[str, str], *, lenient: bool = False) -> dict:
-    """Circular accuracy over questions (every row of a group right), single-pass accuracy, per category."""
+def score(
+    samples: list[BenchSample], predictions: dict[str, str], *, lenient: bool = False, policy: str = "exact"
+) -> dict:
+    """Circular accuracy over questions (every row of a group right), single-pass accuracy, per category.
+
+    `policy` ("exact" or "lmms-eval", see POLICIES) decides the rows MMBench's rules cannot read.
+    """
+    if policy not in POLICIES:
+        raise BenchmarkDataError(f"unknown MMBench policy {policy!r}; choose one of: {', '.join(POLICIES)}")
     groups: dict[int, list[tuple[bool, bool]]] = defaultdict(list)
     main: dict[int, tuple[BenchSample, bool]] = {}
     for sample in samples:
-        right, readable = _read(sample, predictions.get(sample.id, ""), lenient)
+        right, readable = _read(sample, predictions.get(sample.id, ""), lenient, policy)
         groups[sample.meta["group"]].append((right, readable))
         if sample.meta["index"] < COPY_OFFSET:
             main[sample.meta["index"]] = (sample, right)
     hit = {index: all(right for right, _ in groups[index]) for index in main}
-    # Upstream a judge is asked only in groups where no readable answer is already wrong.
+    # Upstream a judge is asked only in groups with an unreadable row and no readable row already
+    # wrong; that depends on the rules alone, so the count is the same under both policies.
     judged = sum(
-        not hit[index]
+        any(not readable for _, readable in groups[index])
         and all(right for right, readable in groups[index] if readable)
         for index in main
     )
@@ -171,17 +191,23 @@ def score(samples: list[BenchSample], predictions: dict[str, str], *, lenient: b
             "no circular copies in this TSV (no row has index >= 1e6): every question was asked once, so the "
             "circular accuracy is the single-pass accuracy, as MMBench's evaluator groups rows by index mod 1e6"
         )
-    if judged and not lenient:
+    if judged and not lenient and policy == "exact":
         notes.append(
             f"{judged} question(s) hold an answer MMBench's rules cannot read; the official evaluator asks a "
             "GPT judge about those, here they count as wrong (VLMEvalKit's exact_matching policy)"
         )
+    elif judged and not lenient:
+        notes.append(
+            f"{judged} question(s) hold an answer MMBench's rules cannot read; the official evaluator asks a "
+            "GPT judge about those, here lmms-eval's offline extraction (mcq_extract) read them (policy lmms-eval)"
+        )
     return {
         "circular_accuracy": percent(sum(hit.values()), len(hit)),
-        # The first row of each question alone (VLMEvalKit's "vanilla_0" under exact matching).
+        # The first row of each question alone, read by the same policy (VLMEvalKit's "vanilla_0").
         "vanilla_accuracy": percent(sum(right for _, right in main.values()), len(main)),
         "num_questions": len(hit),
         "judge_would_decide": judged if not lenient else 0,
+        "mmbench_policy": policy,
         "categories": by("category"),
         "l2_categories": by("l2_category"),
         "notes": notes,
