@@ -101,27 +101,9 @@ def test_a_strong_ridge_toward_identity_leaves_the_gap_as_it_was_and_toward_zero
         model, adapter, [batch], [3], LstSq(ridge=1e6, prior="identity"), progress=False
     )
     model, adapter, batch, _ = float64_model()
-    writer = adapter.residual_writers(2)[adapter.spec.residual_writers[-1]]
-    before = writer.weight.detach().clone()
     (toward_zero,) = compensate(model, adapter, [batch], [3], LstSq(ridge=1e6), progress=False)
     assert toward_identity["gap_left"] == pytest.approx(1.0, abs=1e-3)  # T ~ I: as without a bridge
     assert toward_zero["gap_left"] > 1.0  # T ~ 0 silences the writer: worse than no bridge on these tokens
-    # ... so that bridge is not merged: reported, and the writer left as it was
-    assert "no better than no bridge" in toward_zero["reason"] and torch.equal(writer.weight, before)
-
-
-def test_sequential_streams_skip_a_guarded_bridge_below_as_apply_does():
-    """A lower run whose fit is no better than no bridge stays unbridged while the runs above are measured."""
-    model, adapter, batch, _ = float64_model(num_layers=8)
-    bridge = LstSq(streams="sequential", ridge=1e6)
-    sequential = measure_bridges(model, adapter, [batch], [2, 5], bridge, progress=False)
-    report = compensate(model, adapter, [batch], [2, 5], bridge, progress=False)
-    assert "reason" in report[0] and report[0]["gap_left"] > 1  # the run [2] was guarded
-    reference, reference_adapter, _, _ = float64_model(num_layers=8)
-    drop_layers(reference, [2], reference_adapter)  # removed, not bridged
-    measured = measure_bridges(reference, reference_adapter, [batch], [4], LstSq(), progress=False)
-    for key in ("ata", "aty", "yty", "gap"):
-        torch.testing.assert_close(sequential[f"{key}.4"], measured[f"{key}.3"], rtol=1e-10, atol=1e-10)
 
 
 def test_merge_maps_weight_and_bias():

@@ -106,12 +106,12 @@ def run(args: argparse.Namespace) -> int:
     for entry in plan.params.get("compensation_report", []):
         if entry.get("edited_layer") is None:
             print(f"  run {entry['removed']}: not compensated ({entry['reason']})")
-        elif "reason" in entry:
-            print(f"  run {entry['removed']}: layer {entry['edited_layer']}: nothing edited ({entry['reason']})")
         elif "gap_left" in entry:  # the least-squares bridge
             print(f"  run {entry['removed']}: edited layer {entry['edited_layer']} {', '.join(entry['writers'])} "
                   f"(least-squares bridge, ridge {entry['ridge']:g}: gap left {100 * entry['gap_left']:.1f}% on "
                   f"{entry['tokens']} calibration tokens, |T - I|/sqrt(d) {entry['distance_from_identity']:.2f})")
+        elif "reason" in entry:
+            print(f"  run {entry['removed']}: edited layer {entry['edited_layer']}: nothing edited ({entry['reason']})")
         else:
             print(f"  run {entry['removed']}: edited layer {entry['edited_layer']} {', '.join(entry['writers'])} "
                   f"(k={entry.get('rank')}, alpha={entry.get('alpha', 0):.3g}, "

@@ -12,12 +12,6 @@ keeps its architecture. Gemma 3's MLP writer is followed by a norm: refused (run
 `streams="sequential"` fits the runs one after another from the bottom, each on the streams of the
 model with the runs below it removed and bridged (ReplaceMe's code bridges one block; this is how
 several compose), at one calibration pass per run.
-
-A bridge is merged only where it leaves less of the gap than no bridge on the tokens it was fitted
-on (gap left < 1). With the zero prior a strong ridge can shrink T below what the writer already
-writes: smol-llava's default 30% cut on the bundled 256 samples removed layer 12 alone and its fit
-left 117% of the gap (docs/design.md §2.6); such a run is reported and left unbridged, in the
-measuring pass of sequential streams as in `apply`.
 """
 
 from __future__ import annotations
@@ -89,9 +83,7 @@ class LstSq(Options):
         return {
             "tokens": self.tokens,
             "streams": self.streams,
-            # the guard below shapes sequential streams too (a version without it left other statistics)
-            **({"ridge": self.ridge, "prior": self.prior, "guard": "gap_left<1"} if self.streams == "sequential"
-               else {}),
+            **({"ridge": self.ridge, "prior": self.prior} if self.streams == "sequential" else {}),
         }
 
     def measure(
@@ -176,9 +168,9 @@ def measure_bridges(
                     },
                 )
             )
-            transform, _ = fitted_bridge(measured, run.below, bridge)
-            if transform is not None:
-                merge_bridge(writer, transform)
+            ata, aty = measured[f"ata.{run.below}"], measured[f"aty.{run.below}"]
+            if int(measured[f"tokens.{run.below}"]) and torch.trace(ata) > 0:
+                merge_bridge(writer, solve_bridge(ata, aty, bridge.ridge, bridge.prior))
             skip = [*skip, *run.layers]
     finally:
         for writer, saved in originals:
@@ -250,23 +242,6 @@ def solve_bridge(ata: torch.Tensor, aty: torch.Tensor, ridge: float, prior: str 
     return torch.linalg.solve(ata + damping * eye, aty + (damping * eye if prior == "identity" else 0))
 
 
-def fitted_bridge(measured: dict[str, torch.Tensor], below: int, bridge: LstSq) -> tuple[torch.Tensor | None, dict]:
-    """(T, report fields) for the run above kept layer `below`, or (None, {"reason": ...}) where nothing is
-    merged: no tokens were fitted, or the fit leaves at least the whole gap on them (no better than no bridge)."""
-    ata, aty = measured[f"ata.{below}"], measured[f"aty.{below}"]
-    if int(measured[f"tokens.{below}"].item()) == 0 or torch.trace(ata) == 0:
-        return None, {"reason": "no calibration tokens selected (or the writer is silent): nothing to fit"}
-    transform = solve_bridge(ata, aty, bridge.ridge, bridge.prior)
-    gap_left = round(residual_fraction(transform, ata, aty, measured[f"yty.{below}"], measured[f"gap.{below}"]), 6)
-    identity = torch.eye(transform.shape[0], dtype=torch.float64)
-    fields = {"ridge": bridge.ridge, "gap_left": gap_left,
-              "distance_from_identity": round(float((transform - identity).norm() / transform.shape[0] ** 0.5), 6)}
-    if gap_left >= 1:
-        return None, {**fields, "reason": f"the fit leaves {100 * gap_left:.1f}% of the gap on its calibration "
-                                          "tokens, no better than no bridge: left unbridged"}
-    return transform, fields
-
-
 def residual_fraction(
     transform: torch.Tensor, ata: torch.Tensor, aty: torch.Tensor, yty: torch.Tensor, gap: torch.Tensor
 ) -> float:
@@ -300,8 +275,23 @@ def apply_bridges(
                 "in "
                 "its dtype on the calibration set. Load it in bfloat16 or float32 (--dtype)"
             )
-        transform, fields = fitted_bridge(measured, below, bridge)
-        if transform is not None:
-            merge_bridge(adapter.residual_writers(below)[name], transform)
-        report.append({**entry, **fields})
+        if tokens_seen == 0 or torch.trace(ata) == 0:
+            report.append(
+                {
+                    **entry,
+                    "reason": "no calibration tokens selected (or the writer is silent): nothing to fit",
+                }
+            )
+            continue
+        transform = solve_bridge(ata, aty, bridge.ridge, bridge.prior)
+        merge_bridge(adapter.residual_writers(below)[name], transform)
+        identity = torch.eye(transform.shape[0], dtype=torch.float64)
+        entry.update(
+            ridge=bridge.ridge,
+            gap_left=round(
+                residual_fraction(transform, ata, aty, measured[f"yty.{below}"], measured[f"gap.{below}"]), 6
+            ),
+            distance_from_identity=round(float((transform - identity).norm() / transform.shape[0] ** 0.5), 6),
+        )
+        report.append(entry)
     return sorted(report, key=lambda e: e["removed"][0])
