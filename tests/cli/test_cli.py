@@ -132,7 +132,8 @@ def test_score_then_prune_many_ratios_from_the_plan(tmp_path, capsys):
 
 
 def test_the_prune_command_score_prints_calibrates_on_the_plans_set(tmp_path, capsys):
-    """score's hint names the calibration it was scored on, so its SCP is measured there (not on toy's bundled set)."""
+    """score's hint names the calibration it was scored on, so its compensation (the default's bridge) is measured
+    there, not on toy's bundled set."""
     calib = write_calibration_set(tmp_path / "my calib", 4, start=500)  # not the bundled set; a space in the path
     plan_path = tmp_path / "plan.json"
     code, stdout, _ = run_cli(capsys, "score", "toy", "--calib", calib, "--num-samples", "3", "--batch-size", "2",
@@ -147,7 +148,7 @@ def test_the_prune_command_score_prints_calibrates_on_the_plans_set(tmp_path, ca
     assert run_cli(capsys, *argv)[0] == 0
     scored = json.loads(plan_path.read_text())
     pruned = json.loads((tmp_path / "pruned" / PLAN_FILENAME).read_text())
-    assert pruned["compensation"] == "scp" and pruned["calibration"]["hash"] == scored["calibration"]["hash"]
+    assert pruned["compensation"] == "lstsq" and pruned["calibration"]["hash"] == scored["calibration"]["hash"]
     assert "scp_calibration" not in pruned["params"]  # recorded when the compensation's set differs from the plan's
 
 

@@ -29,7 +29,7 @@ def test_demo_reports_every_architecture_and_the_toy(tmp_path, capsys):
     for method in DEFAULT_METHODS:
         removed = [len(toy["cells"][method][r]["removed_layers"]) for r in ("0.1", "0.2", "0.3")]
         assert removed == [2, 3, 5], method
-    checkpoint = json.loads((out / "toy-tis-loss-lstsq-30" / "shortlvlm_plan.json").read_text())
+    checkpoint = json.loads((out / "toy-tis-loss-lstsq-30" / "pruning_plan.json").read_text())
     assert checkpoint["method"] == "tis-loss+lstsq" and checkpoint["compensation"] == "lstsq"
     # the checkpoint is the comparison's 30% cell: the same ranking cut at the same place
     assert checkpoint["removed_layers"] == toy["cells"]["tis-loss+lstsq"]["0.3"]["removed_layers"]
@@ -52,6 +52,6 @@ def test_the_demos_progress_goes_to_stderr(tmp_path, monkeypatch, capsys):
         raise Stop
     monkeypatch.setattr(demo, "run_compare", compare_that_logs)
     with pytest.raises(Stop):
-        demo.toy_comparison(tmp_path, limit=2, num_samples=2)
+        demo.toy_comparison(tmp_path, [], None)
     out, err = capsys.readouterr()
     assert "scoring layers with sleb ..." in err and out == ""

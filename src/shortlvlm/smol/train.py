@@ -189,15 +189,25 @@ def option_positions(processor, samples, input_ids: torch.Tensor, prompt_length:
     return {k: torch.tensor(v, dtype=torch.long) for k, v in option.items()}
 
 
+PRECISIONS = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def mixed_precision(dtype: torch.dtype):
+    """The recipe's autocast (bfloat16); float32 turns it off (CPUs without bfloat16 units run it many times
+    slower: the end-to-end test uses it)."""
+    return torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
+
+
 @torch.no_grad()
-def first_token_accuracy(model, processor, samples: list[ToySample], batch_size: int = 50) -> dict:
+def first_token_accuracy(model, processor, samples: list[ToySample], batch_size: int = 50,
+                         dtype: torch.dtype = torch.bfloat16) -> dict:
     """Share of questions whose greedy first answer token is the answer's first token, per family."""
     model.eval()
     hits = defaultdict(list)
     tok = processor.tokenizer
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with mixed_precision(dtype):
             logits = model(**encode(processor, chunk, with_answers=False)).logits[:, -1]
         for sample, predicted in zip(chunk, logits.argmax(-1).tolist(), strict=True):
             hits[sample.family].append(predicted == tok(sample.answer, add_special_tokens=False)["input_ids"][0])
@@ -280,8 +290,8 @@ def kl_to_reference(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def text_perplexity(model, windows: torch.Tensor) -> float:
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+def text_perplexity(model, windows: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> float:
+    with mixed_precision(dtype):
         loss = model(input_ids=windows, labels=windows).loss
     return round(math.exp(loss.item()), 2)
 
@@ -307,6 +317,7 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
     """Stage 2: LoRA on the LM, answer loss + relation and option targets."""
     from peft import LoraConfig, get_peft_model
 
+    precision = PRECISIONS[args.precision]
     layers = model.config.text_config.num_hidden_layers
     lora = LoraConfig(r=args.rank, lora_alpha=args.rank * 2, lora_dropout=0.0, bias="none",
                       target_modules=rf".*language_model\.layers\.\d+\.(self_attn|mlp)\.({'|'.join(LORA_TARGETS)})")
@@ -342,7 +353,8 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
     val = make_split("calibration", args.val_size, start=10**6)
     if first_step == 1:
         with peft_model.disable_adapter():
-            log({"stage": 2, "step": 0, "held_out_text_perplexity": text_perplexity(peft_model, held_out_text)})
+            log({"stage": 2, "step": 0, "held_out_text_perplexity": text_perplexity(peft_model, held_out_text,
+                                                                                          precision)})
     relation_layer, option_layer, order_layer = 5 * layers // 8, 3 * layers // 4, 3 * layers // 4
     peft_model.train()
     started = time.time()
@@ -360,7 +372,7 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
         width = batch["input_ids"].shape[1]  # the answer tail follows the prompt: last prompt token = width - tail - 1
         rows, positions, firsts, seconds = relation_targets(samples, width, tail=width - prompt_length)
         opt = option_positions(processor, samples, batch["input_ids"], prompt_length)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with mixed_precision(precision):
             outputs = peft_model(**batch, output_hidden_states=True)
             relation_loss = option_loss = torch.zeros(())
             if len(rows):
@@ -382,9 +394,9 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
         text_kl = torch.zeros(())
         if text is not None:  # a second backward: the shapes batch's graph is freed before this one is built
             windows = text.batch(step, args.text_batch)
-            with torch.no_grad(), peft_model.disable_adapter(), torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad(), peft_model.disable_adapter(), mixed_precision(precision):
                 reference = peft_model(input_ids=windows).logits
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with mixed_precision(precision):
                 text_kl = kl_to_reference(peft_model(input_ids=windows).logits, reference)
             (args.text_kl_weight * text_kl).backward()
         torch.nn.utils.clip_grad_norm_(lora_params + list(projector.parameters()), 1.0)
@@ -392,11 +404,11 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
         progress.set_postfix(loss=f"{outputs.loss.item():.3f}", rel=f"{relation_loss.item():.3f}",
                              opt=f"{option_loss.item():.3f}", kl=f"{text_kl.item():.3f}", crowd=crowd)
         if step % args.eval_every == 0 or step == args.steps:
-            accuracy = first_token_accuracy(peft_model, processor, val)
+            accuracy = first_token_accuracy(peft_model, processor, val, dtype=precision)
             log({"stage": 2, "step": step, "minutes": round((time.time() - started) / 60, 1),
                  "answer_loss": round(outputs.loss.item(), 4), "relation_loss": round(relation_loss.item(), 4),
                  "option_loss": round(option_loss.item(), 4), "text_kl": round(text_kl.item(), 4),
-                 "held_out_text_perplexity": text_perplexity(peft_model, held_out_text),
+                 "held_out_text_perplexity": text_perplexity(peft_model, held_out_text, precision),
                  "val_first_token_accuracy": accuracy})
             trainable = {n: p for n, p in peft_model.state_dict().items() if "lora_" in n or "multi_modal_projector" in n}
             torch.save({"model": trainable, "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
@@ -452,6 +464,9 @@ def main(argv: list[str] | None = None) -> None:
                              "--init-lora sets it to the earlier runs' steps so it sees only new samples")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--val-size", type=int, default=300)
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="bfloat16",
+                        help="autocast of stage 2 and the evaluations (the recipe: bfloat16; float32 turns it off, "
+                             "much faster on CPUs without bfloat16 units)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue stage 2 from OUT/resume.pt")
@@ -480,12 +495,14 @@ def main(argv: list[str] | None = None) -> None:
         model.load_state_dict(torch.load(stage1, weights_only=True), strict=False)
     else:
         log({"lm_source": source, "baseline": first_token_accuracy(model, processor,
-                                                                    make_split("calibration", 120, start=10**6))})
+                                                                    make_split("calibration", 120, start=10**6),
+                                                                    dtype=PRECISIONS[args.precision])})
         align(model, processor, args, log)
         keep = {n: p for n, p in model.state_dict().items() if "vision_tower" in n or "multi_modal_projector" in n}
         torch.save(keep, stage1)
         log({"stage": 1, "minutes": round((time.time() - started) / 60, 2),
-             "after_stage1": first_token_accuracy(model, processor, make_split("calibration", 120, start=10**6))})
+             "after_stage1": first_token_accuracy(model, processor, make_split("calibration", 120, start=10**6),
+                                                  dtype=PRECISIONS[args.precision])})
     instruction_tune(model, processor, args, log, out)
     log({"done": True, "minutes": round((time.time() - started) / 60, 1)})
 
