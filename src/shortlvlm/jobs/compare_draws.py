@@ -28,7 +28,7 @@ from shortlvlm.data.calibration import load_calibration, toy_calibration
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare import run_compare
-from shortlvlm.jobs.compare_report import ratio_key
+from shortlvlm.jobs.compare_report import ratio_key, ratio_plot
 from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
 from shortlvlm.jobs.source import ModelSource, stderr
 
@@ -98,7 +98,7 @@ def run_compare_draws(source: ModelSource, out: str | Path, *, draws: list[Calib
     summary = summarize(results)
     write_text_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=True)
     write_text_atomically(out / "summary.md", summary_table(summary) + "\n", overwrite=True)
-    summary_plot(summary, out / "accuracy_vs_ratio.png")
+    ratio_plot(summary, out / "accuracy_vs_ratio.png", draws=len(draws))
     return summary
 
 
@@ -140,31 +140,3 @@ def summary_table(summary: dict) -> str:
                          f"{cell['mean']:.1f} ± {cell['sd']:.1f} ({100 * cell['mean'] / base:.0f}%) [{cell['min']:.1f}]")
         lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines)
-
-
-def summary_plot(summary: dict, path: Path) -> None:
-    """Mean score versus ratio with ± sd bars, one line per method; the unpruned mean dotted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    config = summary["config"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for label in config["methods"]:
-        points = [(r, summary["cells"][label][ratio_key(r)]) for r in config["ratios"]
-                  if ratio_key(r) in summary["cells"].get(label, {})]
-        if points:
-            ax.errorbar([100 * r for r, _ in points], [c["mean"] for _, c in points], yerr=[c["sd"] for _, c in points],
-                        marker="o", capsize=3, label=label)
-    ax.axhline(summary["unpruned"]["mean"], color="black", linestyle=":", label="unpruned")
-    ax.set_xticks([100 * r for r in config["ratios"]])
-    ax.set_xlabel("layers removed (%)")
-    ax.set_ylabel(f"{config['bench']} score (mean ± sd)")
-    ax.set_title(f"{config['model']} on {config['bench']}, {len(config['calibration_draws'])} calibration draws")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path_tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(path_tmp, dpi=120)
-    plt.close(fig)
-    path_tmp.replace(path)

@@ -34,26 +34,33 @@ def markdown_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def ratio_plot(data: dict, path: Path) -> None:
-    """Benchmark score versus pruning ratio, one line per method, the unpruned score dashed."""
+def ratio_plot(data: dict, path: Path, *, draws: int = 1) -> None:
+    """Benchmark score versus pruning ratio, one line per method, the unpruned score dotted. A summary over
+    calibration draws (compare_draws: cells with "mean" and "sd") gets ± sd bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def value(cell: dict) -> float:
+        return cell["score"] if "score" in cell else cell["mean"]
+
     config = data["config"]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for label in config["methods"]:
-        points = [(r, data["cells"][label][ratio_key(r)]["score"]) for r in config["ratios"]
+        points = [data["cells"][label][ratio_key(r)] for r in config["ratios"]
                   if ratio_key(r) in data["cells"].get(label, {})]
+        ratios = [100 * r for r in config["ratios"] if ratio_key(r) in data["cells"].get(label, {})]
         if points:
             style = "-" if label.startswith(("short-lvlm", DEFAULT_METHOD)) else "--"
-            ax.plot([100 * r for r, _ in points], [s for _, s in points], style, marker="o", label=label)
+            ax.errorbar(ratios, [value(p) for p in points], yerr=[p["sd"] for p in points] if draws > 1 else None,
+                        fmt=style, marker="o", capsize=3, label=label)
     ax.set_xticks([100 * r for r in config["ratios"]])
-    ax.axhline(data["unpruned"]["score"], color="black", linestyle=":", label="unpruned")
+    ax.axhline(value(data["unpruned"]), color="black", linestyle=":", label="unpruned")
     ax.set_xlabel("layers removed (%)")
-    ax.set_ylabel(f"{config['bench']} {'/'.join(headline_path(config['bench']))}")
-    ax.set_title(f"{config['model']} on {config['bench']} ({config['num_questions']} questions)")
+    ax.set_ylabel(f"{config['bench']} {'/'.join(headline_path(config['bench']))}" + (" (mean ± sd)" if draws > 1 else ""))
+    spread = f", {draws} calibration draws" if draws > 1 else ""
+    ax.set_title(f"{config['model']} on {config['bench']} ({config['num_questions']} questions{spread})")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
