@@ -24,7 +24,7 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from shortlvlm.data.calibration import load_calibration, toy_calibration
+from shortlvlm.data.calibration import load_calibration
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare import run_compare
@@ -67,10 +67,11 @@ def calibration_draws(options: Calibration, model_name: str, draws: int, out: Pa
 def _generated_draws(options: Calibration, draws: int, out: Path) -> list[CalibrationSet]:
     from shortlvlm.toy.calibration import write_calibration_set
 
-    size = options.num_samples or len(toy_calibration(None))
-    if size > DRAW_STRIDE:
-        raise CompareError(f"--num-samples {size} overlaps the next draw (draws start {DRAW_STRIDE} apart)")
-    sets = [read_calibration(dataclasses.replace(options, source=None, num_samples=size), "toy")]
+    if (options.num_samples or 0) > DRAW_STRIDE:
+        raise CompareError(f"--num-samples {options.num_samples} overlaps the next draw (draws start {DRAW_STRIDE} "
+                           "apart)")
+    sets = [read_calibration(dataclasses.replace(options, source=None), "toy")]  # the bundled set, read once
+    size = len(sets[0].samples)
     for k in range(1, draws):
         folder = out / "draws" / f"draw-{k}"
         path = folder / "calibration.jsonl"
