@@ -65,7 +65,7 @@ def write(results: dict, path: Path) -> None:
         *(f"    {c}" for c in cfg["commands"]),
         "",
         f"Removed layers: the first N of `{cfg['plan']}`'s removal order {cfg['removal_order']}. "
-        f"Calibration: {cfg['num_samples']} samples of the model's default set "
+        f"Calibration: {cfg['num_samples']} samples of {cfg.get('calib') or 'the model' + chr(39) + 's default set'} "
         f"(hash {cfg['calibration'][:12]}). "
         f"Evaluated on {cfg['select']} shapes questions of the calibration split from index {SELECT_START} "
         f"(never the test split). Unpruned: {results['unpruned']:.1f}%.",
@@ -78,6 +78,23 @@ def write(results: dict, path: Path) -> None:
         "## Share of the gap left on the calibration tokens (least-squares bridges; 1 = as without one)",
         "",
     ]
+    families = sorted({f for row in results["cells"].values() for c in row.values() for f in c["per_family"]})
+    lines += [
+        "",
+        "## Per question family (selection split, accuracy %)",
+        "",
+        "| setting | layers | " + " | ".join(families) + " |",
+        "|---|---|" + "---|" * len(families),
+    ]
+    for setting, row in results["cells"].items():
+        for count, cell in sorted(row.items(), key=lambda kv: int(kv[0])):
+            per = cell["per_family"]
+            lines.append(
+                f"| {setting} | {count} | "
+                + " | ".join(f"{per[f]:.1f}" if f in per else "-" for f in families)
+                + " |"
+            )
+    lines.append("")
     for setting, row in results["cells"].items():
         for count, cell in sorted(row.items(), key=lambda kv: int(kv[0])):
             left = [f"{e['removed']}: {e['gap_left']:.3f}" for e in cell["report"] if "gap_left" in e]
@@ -102,6 +119,10 @@ def main() -> None:
     )
     parser.add_argument("--select", type=int, default=300)
     parser.add_argument("--num-samples", type=int, default=64)
+    parser.add_argument(
+        "--calib", default=None, help="calibration file (default: the model's default set), e.g. a "
+        "families-only set made by `python -m shortlvlm.toy.calibration --families ...` for a transfer study"
+    )
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--suffix", default="")
     args = parser.parse_args()
@@ -113,7 +134,7 @@ def main() -> None:
     results = (
         json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else None
     )
-    calib = calibration_set(Calibration(num_samples=args.num_samples), args.model)
+    calib = calibration_set(Calibration(source=args.calib, num_samples=args.num_samples), args.model)
     samples = selection_split(args.select)
     command = "python benchmarks/compensation_selection.py " + " ".join(
         f"--{k.replace('_', '-')} {v!r}"
@@ -121,6 +142,11 @@ def main() -> None:
         else f"--{k.replace('_', '-')} {v}"
         for k, v in vars(args).items()
     )
+    if results is not None and results["config"]["calibration"] != calib.hash:
+        raise SystemExit(
+            f"{path.with_suffix('.json')} was measured on calibration {results['config']['calibration'][:12]}, "
+            f"this run's is {calib.hash[:12]}: give another --suffix"
+        )
     if results is None:
         model, processor = load(args.model)
         results = {
@@ -130,6 +156,7 @@ def main() -> None:
                 "removal_order": plan.params["removal_order"],
                 "num_samples": len(calib.samples),
                 "calibration": calib.hash,
+                "calib": args.calib,
                 "select": args.select,
                 "commands": [command],
             },
