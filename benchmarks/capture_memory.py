@@ -60,8 +60,8 @@ from shortlvlm.capture import CalibrationBatch, batch_from_inputs, capture
 from shortlvlm.compensation import GapStatistics, removed_runs
 from shortlvlm.importance import TokenImportance
 from shortlvlm.models import get_adapter
-from shortlvlm.models.tiny.common import build_ids, rand_pixels
 from shortlvlm.scoring.tis_cosine import LayerSimilarity
+from shortlvlm.testbeds.tiny.common import build_ids, rand_pixels
 
 MODES = ("plain", "capture-score", "capture-scp", "naive")
 SCP_REMOVED = [2, 3, 4]

@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=64)
     parser.add_argument(
         "--calib", default=None, help="calibration file (default: the model's default set), e.g. a "
-        "families-only set made by `python -m shortlvlm.toy.calibration --families ...` for a transfer study"
+        "families-only set made by `python -m shortlvlm.testbeds.toy.calibration --families ...` for a transfer study"
     )
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--suffix", default="")

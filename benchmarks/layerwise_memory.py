@@ -193,7 +193,7 @@ def measure(model_name: str, mode: str, args: argparse.Namespace) -> dict:
 
 
 def weights_mib(model_name: str, large_dir: Path) -> float:
-    from shortlvlm.toy import TOY_CHECKPOINT
+    from shortlvlm.testbeds.toy import TOY_CHECKPOINT
 
     folder = TOY_CHECKPOINT if model_name == "toy" else large_dir
     return sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20

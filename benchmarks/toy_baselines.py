@@ -25,7 +25,7 @@ from shortlvlm import drop_layers, get_adapter, load
 from shortlvlm.data.benchmarks.shapes import load_shapes, score_shapes
 from shortlvlm.eval.generate import answer_samples
 from shortlvlm.report import accuracy_table
-from shortlvlm.toy.data import BACKGROUND, IMAGE_SIZE, make_split
+from shortlvlm.testbeds.toy.data import BACKGROUND, IMAGE_SIZE, make_split
 
 
 def question_majority(samples, train_size: int = 30_000) -> dict[str, str]:

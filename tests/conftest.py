@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from shortlvlm.models.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
+from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
 
 NUM_LAYERS = 6
 

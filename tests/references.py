@@ -7,7 +7,7 @@ import torch
 
 from shortlvlm import get_adapter
 from shortlvlm.capture import CalibrationBatch, batch_from_inputs
-from shortlvlm.models.tiny import tiny_model
+from shortlvlm.testbeds.tiny import tiny_model
 from tests.test_importance import naive_tis, naive_top
 
 TEMPLATE = [1, 7, 8]  # <s> and two "USER:" words every row starts with

@@ -29,10 +29,10 @@ from shortlvlm.data.calibration import read_calibration_jsonl
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.io.fingerprint import model_fingerprint
 from shortlvlm.models import get_adapter
-from shortlvlm.models.tiny import tiny_model
 from shortlvlm.plan import Plan, PlanError
 from shortlvlm.resume.answers import read_partial_answers
 from shortlvlm.selection import check_plan_matches, planned_removal
+from shortlvlm.testbeds.tiny import tiny_model
 
 TINY_LAYERS = 6
 

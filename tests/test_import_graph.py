@@ -119,3 +119,43 @@ def test_algorithms_import_no_job_cli_or_checkpoint_writer():
              "shortlvlm.resume")
     for name in algorithms:
         assert not [t for t in graph[name] if t.startswith(above)], name
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others (function-local imports included)."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_reachable_follows_imports_through_modules():
+    graph = {"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a"}}
+    assert reachable(graph, "a") == {"b", "c"} and reachable(graph, "c") == set()
+
+
+TRAINERS = ("shortlvlm.testbeds.toy.train", "shortlvlm.testbeds.smol.train")
+
+
+def test_the_runtime_imports_no_training_code():
+    """io, pruning, scoring and compensation (and everything they import, however deep) never reach a test
+    bed's trainer: loading or pruning a model does not need the code that trained the toys."""
+    graph = import_graph()
+    assert set(TRAINERS) <= set(graph)  # the trainers are where this test looks for them
+    runtime = [name for name in graph if name.startswith(("shortlvlm.io", "shortlvlm.pruning", "shortlvlm.scoring",
+                                                          "shortlvlm.compensation"))]
+    assert len(runtime) > 20
+    for name in runtime:
+        assert not reachable(graph, name) & set(TRAINERS), name
+    # Only the test beds themselves (one trainer builds on the other's recipe) import a trainer.
+    importers = {name for name, targets in graph.items() if targets & set(TRAINERS)}
+    assert importers <= {*TRAINERS, "shortlvlm.testbeds.smol.train"}, importers
+
+
+def test_the_cli_and_jobs_import_no_training_code():
+    graph = import_graph()
+    for name in [n for n in graph if n.startswith(("shortlvlm.cli", "shortlvlm.jobs"))] + ["shortlvlm"]:
+        assert not reachable(graph, name) & set(TRAINERS), name

@@ -16,8 +16,8 @@ from shortlvlm.importance import (
     template_length,
     template_mask,
 )
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
 from shortlvlm.scoring.tis_cosine import LayerSimilarity
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
 TOP_P = 0.4
 

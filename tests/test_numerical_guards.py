@@ -13,8 +13,8 @@ from shortlvlm.cli import main
 from shortlvlm.compensation import SCP, compensate
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.importance import TIS
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
 from shortlvlm.scoring import ScoringContext, get_scorer
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 from tests.scoring.conftest import with_answers
 
 OVERFLOWING_LAYER = 2

@@ -8,7 +8,7 @@ from torch import nn
 
 from shortlvlm import drop_layers, get_adapter
 from shortlvlm.errors import InvalidLayerSelectionError, UnsafeCutError, UnsupportedModelError
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
 # Outside Qwen3-VL's deepstack layers (0, 1); for Gemma 3 one full and one sliding layer.
 REMOVE = [2, 4]

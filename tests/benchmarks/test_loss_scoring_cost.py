@@ -12,7 +12,7 @@ from loss_scoring_cost import count_layer_runs
 
 from shortlvlm import get_adapter
 from shortlvlm.capture import bypass_layers
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
 
 def test_bypassed_layers_are_not_counted_and_hooks_come_off():

@@ -11,7 +11,7 @@ from torch import nn
 
 from shortlvlm import drop_layers, get_adapter
 from shortlvlm.capture import bypass_layers, hooks
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
 
 def computations(adapter) -> list[int]:

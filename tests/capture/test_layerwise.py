@@ -21,10 +21,10 @@ from shortlvlm.importance import TIS
 from shortlvlm.io.load import load
 from shortlvlm.io.offload import has_offloaded_weights, is_offloaded
 from shortlvlm.io.placement import Layerwise, layerwise_options, use_layerwise
-from shortlvlm.models.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
 from shortlvlm.pruning import prune, score
 from shortlvlm.scoring import ScoringContext, get_scorer
-from shortlvlm.toy import TOY_CHECKPOINT
+from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
+from shortlvlm.testbeds.toy import TOY_CHECKPOINT
 
 CALIB = 8
 

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from shortlvlm.cli import main
-from shortlvlm.models.tiny import tiny_model
+from shortlvlm.testbeds.tiny import tiny_model
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 

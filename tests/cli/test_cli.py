@@ -18,9 +18,9 @@ from shortlvlm.cli.method import calibration_from_args
 from shortlvlm.data.calibration_set import Calibration
 from shortlvlm.importance import TIS
 from shortlvlm.jobs.source import Architecture, Loading
-from shortlvlm.models.tiny import tiny_model
 from shortlvlm.plan import PLAN_FILENAME
-from shortlvlm.toy.calibration import write_calibration_set
+from shortlvlm.testbeds.tiny import tiny_model
+from shortlvlm.testbeds.toy.calibration import write_calibration_set
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +286,7 @@ def test_a_plan_scored_on_other_weights_needs_plan_other_weights(tmp_path, capsy
 
     from safetensors.torch import load_file, save_file
 
-    from shortlvlm.toy import TOY_CHECKPOINT
+    from shortlvlm.testbeds.toy import TOY_CHECKPOINT
 
     plan_path = tmp_path / "plan.json"
     assert run_cli(capsys, "score", "toy", "--method", "last", "--out", plan_path)[0] == 0

@@ -10,7 +10,7 @@ from shortlvlm import LstSq, drop_layers, get_adapter
 from shortlvlm.capture import batch_from_inputs, bypass_layers
 from shortlvlm.compensation import CompensationError, compensate, measure_bridges, solve_bridge
 from shortlvlm.compensation.lstsq import merge_bridge
-from shortlvlm.models.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
+from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
 
 
 def float64_model(model_type="llava", num_layers=6, seed=0):

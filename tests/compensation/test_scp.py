@@ -17,7 +17,7 @@ from shortlvlm.compensation import (
     top_subspace,
 )
 from shortlvlm.importance import TIS
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 from tests.references import TEMPLATE, eager_llava, llava_rows, naive_important, right_padded, shared_prefix
 
 

@@ -10,7 +10,7 @@ import torch
 from shortlvlm.data.calibration import CalibrationError, toy_calibration
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.models import Adapter, get_adapter
-from shortlvlm.toy.model import CHAT_TEMPLATE
+from shortlvlm.testbeds.toy.model import CHAT_TEMPLATE
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from transformers import AutoModelForImageTextToText
 from shortlvlm import Plan, drop_layers, get_adapter, save, verify
 from shortlvlm.errors import ModelLoadError, OutputExistsError, VerificationError
 from shortlvlm.io.load import load
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
 from shortlvlm.plan import PLAN_FILENAME
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
 REMOVE = [2, 4]
 

@@ -19,8 +19,8 @@ from shortlvlm.errors import OutputExistsError, OutputLockedError, OutputWriteEr
 from shortlvlm.io import output
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import OutputLock, check_writable, claim_output, lock_path_for, writing
-from shortlvlm.models.tiny import tiny_model
 from shortlvlm.plan import Plan
+from shortlvlm.testbeds.tiny import tiny_model
 from tests.io.faults import IS_ROOT, make_read_only
 
 

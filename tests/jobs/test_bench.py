@@ -7,8 +7,8 @@ import json
 import pytest
 
 from shortlvlm.cli import main
-from shortlvlm.models.tiny import tiny_model
 from shortlvlm.plan import PLAN_FILENAME
+from shortlvlm.testbeds.tiny import tiny_model
 
 CHEAP = ["--rounds", "1", "--warmup", "0", "--answer-tokens", "2"]
 

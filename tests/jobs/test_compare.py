@@ -168,7 +168,7 @@ def test_weights_fingerprint_follows_the_weights_not_the_path(tmp_path):
     from safetensors.torch import load_file, save_file
 
     from shortlvlm.io.fingerprint import weights_fingerprint
-    from shortlvlm.toy import TOY_CHECKPOINT
+    from shortlvlm.testbeds.toy import TOY_CHECKPOINT
 
     copy = tmp_path / "toy-copy"
     shutil.copytree(TOY_CHECKPOINT, copy)
@@ -186,7 +186,7 @@ def test_a_comparison_of_other_weights_at_the_same_path_is_refused(tmp_path):
 
     from safetensors.torch import load_file, save_file
 
-    from shortlvlm.toy import TOY_CHECKPOINT
+    from shortlvlm.testbeds.toy import TOY_CHECKPOINT
 
     model_dir, out = tmp_path / "model", tmp_path / "cmp"
     shutil.copytree(TOY_CHECKPOINT, model_dir)

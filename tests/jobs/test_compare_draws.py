@@ -12,8 +12,8 @@ from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.data.calibration_set import Calibration, read_calibration
 from shortlvlm.jobs.compare_draws import DRAW_STRIDE, calibration_draws, summarize, summary_table
 from shortlvlm.jobs.compare_spec import CompareError
-from shortlvlm.toy.calibration import BUNDLED_CALIBRATION
-from shortlvlm.toy.data import make_split
+from shortlvlm.testbeds.toy import BUNDLED_CALIBRATION
+from shortlvlm.testbeds.toy.data import make_split
 
 
 def test_a_files_draws_are_consecutive_disjoint_slices_that_the_offset_reproduces(tmp_path):

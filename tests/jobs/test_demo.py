@@ -10,7 +10,7 @@ from shortlvlm.errors import OutputExistsError
 from shortlvlm.jobs import demo
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS
 from shortlvlm.jobs.demo import run_demo
-from shortlvlm.models.tiny import TINY_MODEL_TYPES
+from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 
 
 @pytest.mark.slow

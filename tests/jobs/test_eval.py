@@ -11,7 +11,7 @@ import shortlvlm.eval.generate as generate
 from shortlvlm.jobs.eval import run_eval
 from shortlvlm.jobs.source import ModelSource
 from shortlvlm.resume.answers import read_partial_answers
-from shortlvlm.toy import TOY_CHECKPOINT
+from shortlvlm.testbeds.toy import TOY_CHECKPOINT
 
 LIMIT, BATCH = 16, 2  # two chunks of 8 (batch size x 4): the interruption comes after the first
 

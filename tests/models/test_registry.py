@@ -8,7 +8,7 @@ from torch import nn
 
 from shortlvlm.errors import UnsupportedModelError
 from shortlvlm.models import REGISTRY, SPECS, get_adapter
-from shortlvlm.models.tiny import TINY_MODEL_TYPES, tiny_model
+from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES, tiny_model
 
 
 def test_every_tiny_architecture_has_a_registered_adapter():

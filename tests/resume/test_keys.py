@@ -10,7 +10,7 @@ import torch
 from shortlvlm import load
 from shortlvlm.eval.generate import generation_settings
 from shortlvlm.resume.keys import answers_key
-from shortlvlm.toy import TOY_CHECKPOINT
+from shortlvlm.testbeds.toy import TOY_CHECKPOINT
 
 
 def key(model, name, **changes) -> dict:

@@ -74,8 +74,7 @@ def test_other_weights_at_the_same_path_do_not_reuse_stages(tmp_path, capsys):
     from shortlvlm.cli import main
     from shortlvlm.io.fingerprint import weights_stamp
     from shortlvlm.resume import partial_dir_for
-    from shortlvlm.toy import TOY_CHECKPOINT
-    from shortlvlm.toy.calibration import BUNDLED_CALIBRATION
+    from shortlvlm.testbeds.toy import BUNDLED_CALIBRATION, TOY_CHECKPOINT
 
     model_dir = shutil.copytree(TOY_CHECKPOINT, tmp_path / "model")
     stamp = weights_stamp(model_dir)

@@ -7,8 +7,8 @@ import torch
 
 from shortlvlm import get_adapter
 from shortlvlm.capture import batch_from_inputs
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
 from shortlvlm.scoring import ScoringContext
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
 ANSWER_TOKENS = 4
 

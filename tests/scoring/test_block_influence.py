@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shortlvlm.models.tiny import TINY_MODEL_TYPES
 from shortlvlm.scoring import get_scorer
+from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 
 
 def make_identity(adapter, index: int) -> None:

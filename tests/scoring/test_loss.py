@@ -10,10 +10,10 @@ import torch
 from tests.scoring.conftest import labels_for
 
 from shortlvlm import drop_layers
-from shortlvlm.models.tiny import TINY_MODEL_TYPES
 from shortlvlm.scoring import ScoringError
 from shortlvlm.scoring import loss as loss_module
 from shortlvlm.scoring.loss import Resume, answer_loss, answer_loss_streams, count_answer_tokens
+from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 
 
 def transformers_loss(model, batch) -> float:

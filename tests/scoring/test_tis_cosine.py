@@ -18,8 +18,8 @@ from tests.references import (
 from shortlvlm import drop_layers, get_adapter
 from shortlvlm.capture import CaptureError, batch_from_inputs, bypass_layers, capture
 from shortlvlm.importance import TIS
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
 from shortlvlm.scoring import ScoringContext, ScoringError, get_scorer
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
 
 def context_for(model_type="llava", num_layers=6):

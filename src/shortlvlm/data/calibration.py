@@ -30,7 +30,7 @@ from shortlvlm.data.calibration_formats import (
     parse_record,
     strip_image_placeholder,
 )
-from shortlvlm.toy.calibration import BUNDLED_CALIBRATION
+from shortlvlm.testbeds.toy import BUNDLED_CALIBRATION
 
 __all__ = ["IMAGE_PLACEHOLDER", "CalibrationError", "CalibrationSample", "calibration_hash", "check_images",
            "load_calibration", "read_calibration_file", "read_calibration_jsonl", "strip_image_placeholder",

@@ -20,7 +20,7 @@ from shortlvlm.io.placement import (
     streamed_parts,
     use_layerwise,
 )
-from shortlvlm.io.source import check_model_path, resolve_model_name
+from shortlvlm.io.source import check_model_path, prepare_model
 
 
 def auto_model_class(config):
@@ -55,7 +55,7 @@ def load_skeleton(name_or_path: str | os.PathLike, *, trust_remote_code: bool = 
     """The model's module tree on the meta device (no weights, no memory): for checks before loading."""
     from transformers import AutoConfig
 
-    name = resolve_model_name(name_or_path)
+    name = prepare_model(name_or_path)
     check_model_path(name)
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
@@ -90,7 +90,7 @@ def load(
     """
     from transformers import AutoConfig
 
-    name = resolve_model_name(name_or_path)
+    name = prepare_model(name_or_path)
     check_model_path(name)
     hub_kwargs = {"trust_remote_code": trust_remote_code}
     if revision is not None:

@@ -1,4 +1,4 @@
-"""Where a model comes from: the `toy` name, local folders, and the checks made before any weights load."""
+"""Where a model comes from: the test beds' names, local folders, and the checks made before any weights load."""
 
 from __future__ import annotations
 
@@ -7,29 +7,26 @@ import re
 from pathlib import Path
 
 from shortlvlm.errors import ModelLoadError
+from shortlvlm.testbeds import bed_folder, materialize
 
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # name, or owner/name
 
 
 def resolve_model_name(name_or_path: str | os.PathLike) -> str:
-    """`toy` names the bundled toy LVLM, `smol-llava` the testbed on SmolLM2; anything else is a hub id or a path."""
-    from shortlvlm.smol import SMOL_NAME
-    from shortlvlm.toy import TOY_CHECKPOINT, TOY_NAME
-
+    """`toy` names the bundled toy LVLM's folder, `smol-llava` the testbed's folder in the cache (where it is or
+    will be: nothing is assembled here); anything else is a hub id or a path (`~` expanded)."""
     name = str(name_or_path)
-    if name == SMOL_NAME:  # assembled once into the user's cache (docs/testbed.md)
-        from shortlvlm.smol.assemble import assemble
+    if (folder := bed_folder(name)) is not None:
+        return str(folder)
+    return os.path.expanduser(name) if name.startswith("~") else name
 
-        return str(assemble())
-    if name != TOY_NAME:
-        return os.path.expanduser(name) if name.startswith("~") else name
-    if not (TOY_CHECKPOINT / "config.json").is_file():
-        raise ModelLoadError(
-            f"the bundled toy LVLM is missing from this installation ({TOY_CHECKPOINT}); "
-            "reinstall shortlvlm or train it with `python -m shortlvlm.toy.train --out DIR`"
-        )
-    return str(TOY_CHECKPOINT)
+
+def prepare_model(name_or_path: str | os.PathLike) -> str:
+    """What `from_pretrained` is given for `name_or_path`: a test bed made ready to load (the toy checked to be
+    installed, smol-llava assembled on first use: docs/testbed.md), else `resolve_model_name`'s answer."""
+    folder = materialize(str(name_or_path))
+    return str(folder) if folder is not None else resolve_model_name(name_or_path)
 
 
 def looks_like_path(name: str) -> bool:

@@ -9,7 +9,7 @@ every cell is run on each draw and reported with its spread:
   gives the same draw to any command.
 - Without --calib (toy, smol-llava), draw 0 is the bundled set and draw k ≥ 1 is written by the
   generator of the bundled set's split from index DRAW_STRIDE·k on (what `python -m
-  shortlvlm.toy.calibration --start` writes) into OUT/draws/draw-k/, n samples each (default: as
+  shortlvlm.testbeds.toy.calibration --start` writes) into OUT/draws/draw-k/, n samples each (default: as
   many as the bundled set holds).
 - Each draw is an ordinary, resumable comparison in OUT/draw-k/ (its own scores, plans and table);
   OUT/summary.json, summary.md and accuracy_vs_ratio.png hold every cell's mean, standard
@@ -65,7 +65,7 @@ def calibration_draws(options: Calibration, model_name: str, draws: int, out: Pa
 
 
 def _generated_draws(options: Calibration, draws: int, out: Path) -> list[CalibrationSet]:
-    from shortlvlm.toy.calibration import write_calibration_set
+    from shortlvlm.testbeds.toy.calibration import write_calibration_set
 
     if (options.num_samples or 0) > DRAW_STRIDE:
         raise CompareError(f"--num-samples {options.num_samples} overlaps the next draw (draws start {DRAW_STRIDE} "

@@ -34,9 +34,9 @@ from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, parse_methods
 from shortlvlm.jobs.selfcheck import markdown_table, prune_one
 from shortlvlm.jobs.source import Loading, ModelSource
 from shortlvlm.methods import DEFAULT_METHOD
-from shortlvlm.models.tiny import TINY_MODEL_TYPES
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import prune
+from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 
 RATIOS = (0.1, 0.2, 0.3)
 TOY = ModelSource("toy", Loading(dtype="float32"))

@@ -15,7 +15,7 @@ import torch
 from shortlvlm.io.load import load
 from shortlvlm.jobs.checkpoint import prune_layers_to_checkpoint
 from shortlvlm.models import get_adapter
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
 NUM_LAYERS = 6
 REMOVED = [2, 4]  # outside Qwen3-VL's deepstack layers; one full and one sliding layer in Gemma 3

@@ -10,7 +10,7 @@ from shortlvlm.cli import main
 from shortlvlm.data.benchmarks import load_benchmark, shapes
 from shortlvlm.data.benchmarks.base import BenchSample
 from shortlvlm.data.benchmarks.shapes import load_shapes, normalize, score_shapes
-from shortlvlm.toy.model import build_model, build_processor
+from shortlvlm.testbeds.toy.model import build_model, build_processor
 
 
 def sample(i, family, answer, pope=None):

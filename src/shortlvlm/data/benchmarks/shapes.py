@@ -13,12 +13,12 @@ from pathlib import Path
 
 from shortlvlm.data.benchmarks.base import BenchSample
 from shortlvlm.data.errors import BenchmarkDataError
-from shortlvlm.toy.data import FAMILIES, make_split
+from shortlvlm.testbeds.toy.data import FAMILIES, make_split
 
 NAME = "shapes"
 NEEDS_DATA = False
 HEADLINE = ("accuracy",)
-LAYOUT = "(generated from shortlvlm.toy.data; no files needed)"
+LAYOUT = "(generated from shortlvlm.testbeds.toy.data; no files needed)"
 DEFAULT_SIZE = 600  # 100 questions per family
 SPLIT_SIZE = 10_000  # the test split's extent: about 85 s of answers on the toy, and hours on smol-llava
 LIMIT_HELP = f"the first N of its generated test split; default {DEFAULT_SIZE}, at most {SPLIT_SIZE}"

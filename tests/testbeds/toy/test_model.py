@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from shortlvlm.toy.data import make_split
-from shortlvlm.toy.model import build_model, build_processor
-from shortlvlm.toy.train import VisionStandardizer, encode_batch, fold_standardizer
+from shortlvlm.testbeds.toy.data import make_split
+from shortlvlm.testbeds.toy.model import build_model, build_processor
+from shortlvlm.testbeds.toy.train import VisionStandardizer, encode_batch, fold_standardizer
 
 
 def test_processor_and_model_round_trip_through_auto_classes(tmp_path):
@@ -54,8 +54,8 @@ def test_folding_the_standardizer_into_the_projector_is_exact():
 
 
 def test_grounding_targets_point_at_the_named_words():
-    from shortlvlm.toy.data import COLORS, SHAPES
-    from shortlvlm.toy.train import grounding_targets
+    from shortlvlm.testbeds.toy.data import COLORS, SHAPES
+    from shortlvlm.testbeds.toy.train import grounding_targets
 
     processor = build_processor()
     samples = make_split("test", 12)
@@ -75,8 +75,8 @@ def test_grounding_targets_point_at_the_named_words():
 
 
 def test_relation_targets_name_the_cells_each_answer_depends_on():
-    from shortlvlm.toy.data import NEIGHBOURS, relation_holds
-    from shortlvlm.toy.train import relation_targets
+    from shortlvlm.testbeds.toy.data import NEIGHBOURS, relation_holds
+    from shortlvlm.testbeds.toy.train import relation_targets
 
     processor = build_processor()
     samples = make_split("test", 60)
@@ -105,7 +105,7 @@ def test_relation_targets_name_the_cells_each_answer_depends_on():
 
 @pytest.mark.slow
 def test_training_then_continuing_with_frozen_model_keeps_its_function(tmp_path):
-    from shortlvlm.toy.train import main as train_main
+    from shortlvlm.testbeds.toy.train import main as train_main
 
     common = ["--layers", "2", "--batch-size", "4", "--val-size", "6", "--eval-every", "100", "--threads", "1"]
     train_main(["--out", str(tmp_path / "a"), "--steps", "3", "--relation-weight", "1", "--option-weight", "1", *common])

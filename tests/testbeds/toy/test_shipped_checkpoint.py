@@ -8,9 +8,9 @@ import torch
 from shortlvlm import get_adapter, load
 from shortlvlm.data.benchmarks.shapes import load_shapes, score_shapes
 from shortlvlm.eval.generate import answer_samples
-from shortlvlm.toy import TOY_CHECKPOINT
-from shortlvlm.toy.data import make_split
-from shortlvlm.toy.train import encode_batch
+from shortlvlm.testbeds.toy import TOY_CHECKPOINT
+from shortlvlm.testbeds.toy.data import make_split
+from shortlvlm.testbeds.toy.train import encode_batch
 
 # The card reports the full test split; this guards a fixed slice against a broken checkpoint.
 MIN_SLICE_ACCURACY = 90.0  # 97.5 measured on this slice (2026-11-25 checkpoint)

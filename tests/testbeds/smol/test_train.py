@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from shortlvlm.smol.parts import META_FILE, PARTS_FILE
+from shortlvlm.testbeds.smol.parts import META_FILE, PARTS_FILE
 
 pytest.importorskip("peft")
 
 
 @pytest.mark.slow
 def test_two_stage_recipe_writes_parts_and_keeps_the_projector(smol_wheel, tmp_path, monkeypatch):
-    from shortlvlm.smol import train
+    from shortlvlm.testbeds.smol import train
 
     monkeypatch.setenv("SHORTLVLM_CACHE", str(smol_wheel.parent))
     out = tmp_path / "run"
@@ -38,7 +38,7 @@ def test_two_stage_recipe_writes_parts_and_keeps_the_projector(smol_wheel, tmp_p
 
 
 def test_token_targets_put_each_cell_content_at_its_cell():
-    from shortlvlm.smol.train import GRID, token_targets
+    from shortlvlm.testbeds.smol.train import GRID, token_targets
 
     content, position = torch.randn(5, 8), torch.randn(GRID * GRID, 8)
     targets = token_targets(content, position, 0.5)
@@ -48,7 +48,7 @@ def test_token_targets_put_each_cell_content_at_its_cell():
 
 
 def test_kl_to_reference_matches_a_float64_computation():
-    from shortlvlm.smol.train import kl_to_reference
+    from shortlvlm.testbeds.smol.train import kl_to_reference
 
     torch.manual_seed(0)
     logits, reference = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
@@ -62,8 +62,8 @@ def test_load_lora_restores_the_saved_factors(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from shortlvlm.smol.parts import lora_factors
-    from shortlvlm.smol.train import load_lora
+    from shortlvlm.testbeds.smol.parts import lora_factors
+    from shortlvlm.testbeds.smol.train import load_lora
 
     def wrapped(seed):
         torch.manual_seed(seed)
@@ -93,7 +93,7 @@ def test_load_lora_restores_the_saved_factors(tmp_path):
 
 
 def test_text_windows_are_fixed_and_held_out_topics_are_disjoint(smollm2):
-    from shortlvlm.smol.train import TextWindows
+    from shortlvlm.testbeds.smol.train import TextWindows
 
     _, tokenizer = smollm2
     train, held_out = TextWindows(tokenizer, False, 64), TextWindows(tokenizer, True, 64)
@@ -107,7 +107,7 @@ def test_text_windows_are_fixed_and_held_out_topics_are_disjoint(smollm2):
 
 
 def test_order_targets_compare_columns_and_rows():
-    from shortlvlm.smol.train import GRID, order_targets
+    from shortlvlm.testbeds.smol.train import GRID, order_targets
 
     firsts = torch.tensor([0 * GRID + 1, 2 * GRID + 3, 1 * GRID + 2])  # (0,1), (2,3), (1,2)
     seconds = torch.tensor([0 * GRID + 3, 0 * GRID + 3, 3 * GRID + 0])  # (0,3), (0,3), (3,0)
@@ -117,7 +117,7 @@ def test_order_targets_compare_columns_and_rows():
 
 
 def test_family_weights_shape_the_training_batches():
-    from shortlvlm.smol.train import parse_family_weights, training_batch
+    from shortlvlm.testbeds.smol.train import parse_family_weights, training_batch
 
     weights = parse_family_weights("spatial=5,exists=0")
     assert weights["spatial"] == 5.0 and weights["exists"] == 0.0 and weights["count"] == 1.0
@@ -129,7 +129,7 @@ def test_family_weights_shape_the_training_batches():
     assert all(s.id.startswith("train-") for s in batch)
     with pytest.raises(ValueError, match="unknown family"):
         parse_family_weights("colour=2")
-    from shortlvlm.toy.data import make_split
+    from shortlvlm.testbeds.toy.data import make_split
 
     equal = training_batch(2, 12, parse_family_weights(""), crowd=6)  # the first recipe's batches
     assert [s.id for s in equal] == [s.id for s in make_split("train", 12, start=12)]
@@ -139,7 +139,7 @@ def test_a_continuation_with_a_data_offset_sees_only_new_samples():
     """The batches of steps 701-1400 (what `--data-offset 700` trains on) share no sample with steps 1-700.
 
     This checks the batch layout the flag relies on; the flag itself only adds the offset to the step."""
-    from shortlvlm.smol.train import parse_family_weights, training_batch
+    from shortlvlm.testbeds.smol.train import parse_family_weights, training_batch
 
     weights = parse_family_weights("spatial=3,count=2,compositional=2")
     seen = {s.id for step in range(1, 701, 7) for s in training_batch(step, 16, weights, 6)}

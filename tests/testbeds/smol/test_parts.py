@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shortlvlm.models.tiny import tiny_inputs, tiny_model
-from shortlvlm.smol.parts import PARTS_FILE, apply_parts, lora_factors, save_parts
+from shortlvlm.testbeds.smol.parts import PARTS_FILE, apply_parts, lora_factors, save_parts
+from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
 peft = pytest.importorskip("peft")
 

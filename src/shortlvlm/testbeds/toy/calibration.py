@@ -1,7 +1,7 @@
 """The toy model's calibration set: shapes questions from the calibration split, as LLaVA-format JSONL.
 
 Regenerate the bundled copy with
-``python -m shortlvlm.toy.calibration --out src/shortlvlm/toy/calibration_set --size 256 --overwrite``.
+``python -m shortlvlm.testbeds.toy.calibration --out src/shortlvlm/testbeds/toy/calibration_set --size 256 --overwrite``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import tempfile
 from pathlib import Path
 
 from shortlvlm.errors import OutputExistsError
-from shortlvlm.toy.data import FAMILIES, make_sample, make_split
+from shortlvlm.testbeds.toy.data import FAMILIES, make_sample, make_split
 
-BUNDLED_CALIBRATION = Path(__file__).parent / "calibration_set" / "calibration.jsonl"
 JSONL_NAME = "calibration.jsonl"
 IMAGES_DIR = "images"
 
@@ -87,7 +86,7 @@ def replace_dir(new: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: write a toy calibration set."""
-    parser = argparse.ArgumentParser(prog="python -m shortlvlm.toy.calibration", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m shortlvlm.testbeds.toy.calibration", description=__doc__)
     parser.add_argument("--out", required=True, help="folder to write calibration.jsonl and images/ into")
     parser.add_argument("--size", type=int, default=256, help="number of samples (default 256)")
     parser.add_argument("--start", type=int, default=0,

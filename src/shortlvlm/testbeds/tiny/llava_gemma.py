@@ -18,7 +18,7 @@ from transformers.models.llava_next.modeling_llava_next import (
 from transformers.models.mistral3.configuration_mistral3 import Mistral3Config
 from transformers.models.paligemma.configuration_paligemma import PaliGemmaConfig
 
-from shortlvlm.models.tiny.common import (
+from shortlvlm.testbeds.tiny.common import (
     TEXT_HEAD_DIM,
     TEXT_HIDDEN,
     VIS_HEADS,

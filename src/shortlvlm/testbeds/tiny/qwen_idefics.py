@@ -10,7 +10,7 @@ from transformers.models.qwen2_vl import Qwen2VLConfig
 from transformers.models.qwen3_vl import Qwen3VLConfig
 from transformers.models.smolvlm import SmolVLMConfig
 
-from shortlvlm.models.tiny.common import TEXT_HIDDEN, build_ids, pad_id, text_kwargs
+from shortlvlm.testbeds.tiny.common import TEXT_HIDDEN, build_ids, pad_id, text_kwargs
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 N_PREFIX_TEXT = 8  # text tokens before the image (row 0 loses some to left padding)

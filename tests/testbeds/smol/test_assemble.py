@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from shortlvlm.errors import ModelLoadError, VerificationError
-from shortlvlm.models.tiny import tiny_model
-from shortlvlm.smol import assemble as assembly
-from shortlvlm.smol import source
+from shortlvlm.testbeds.smol import assemble as assembly
+from shortlvlm.testbeds.smol import source
+from shortlvlm.testbeds.tiny import tiny_model
 
 
 def _chat_ids(tokenizer) -> dict[str, torch.Tensor]:
@@ -153,8 +153,8 @@ def test_the_assembled_model_reads_its_images(smol_assembled):
     The first stage-2 recipe trained the (folded) projector with Adam: image tokens grew to 100x the
     norm of the word embeddings and the logits moved by < 0.01 on a swap, answers at chance.
     """
-    from shortlvlm.smol.train import encode
-    from shortlvlm.toy.data import make_split
+    from shortlvlm.testbeds.smol.encode import encode
+    from shortlvlm.testbeds.toy.data import make_split
 
     model, processor, _ = smol_assembled
     batch = encode(processor, make_split("test", 8), with_answers=False)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForImageTextToText, PretrainedConfig
 
-from shortlvlm.models.tiny import llava_gemma, qwen_idefics
+from shortlvlm.testbeds.tiny import llava_gemma, qwen_idefics
 
 ConfigFn = Callable[..., PretrainedConfig]
 InputsFn = Callable[..., dict[str, torch.Tensor]]

@@ -7,8 +7,9 @@ from PIL import Image
 
 from shortlvlm.data.calibration import calibration_hash, read_calibration_jsonl, toy_calibration
 from shortlvlm.errors import OutputExistsError
-from shortlvlm.toy.calibration import BUNDLED_CALIBRATION, main, write_calibration_set
-from shortlvlm.toy.data import make_split
+from shortlvlm.testbeds.toy import BUNDLED_CALIBRATION
+from shortlvlm.testbeds.toy.calibration import main, write_calibration_set
+from shortlvlm.testbeds.toy.data import make_split
 
 SIZE = 256
 

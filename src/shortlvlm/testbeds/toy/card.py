@@ -1,6 +1,6 @@
 """Write the toy checkpoint's model card from its training log and measured baselines.
 
-    python -m shortlvlm.toy.card --checkpoint src/shortlvlm/toy/checkpoint \
+    python -m shortlvlm.testbeds.toy.card --checkpoint src/shortlvlm/testbeds/toy/checkpoint \
         --baselines benchmarks/results/toy_baselines.json --logs STAGE1_LOG STAGE2_LOG
 """
 
@@ -66,7 +66,7 @@ Reproduce: `.venv/bin/python benchmarks/toy_baselines.py --limit {baselines['num
 
 ## Training recipe
 
-`python -m shortlvlm.toy.train --out DIR` ({len(logs)} stage{"s, later ones continuing from the previous checkpoint with --init" if len(logs) > 1 else ""}), {minutes:.0f} minutes on 2 CPU cores:
+`python -m shortlvlm.testbeds.toy.train --out DIR` ({len(logs)} stage{"s, later ones continuing from the previous checkpoint with --init" if len(logs) > 1 else ""}), {minutes:.0f} minutes on 2 CPU cores:
 
 {stage_lines(logs)}
 
@@ -91,7 +91,7 @@ held-out range of the calibration split).
 
 A previous checkpoint, trained with the same recipe minus the relation target, answered spatial
 questions at chance (52.5%) and compositional ones at 44.5% (81.7% overall). Recipes were then
-compared on a GPU (`python -m shortlvlm.toy.train --device cuda ...`, 8 runs side by side; only
+compared on a GPU (`python -m shortlvlm.testbeds.toy.train --device cuda ...`, 8 runs side by side; only
 the numbers below were kept, not the weights), by teacher-forced validation accuracy at step
 3000 of 5000: without the relation target, compositional 32% and spatial 55% (the same at step
 3500 of a 10,000-step run); with it at weight 1 from layers 8, 10 or 12, compositional 95-99% and

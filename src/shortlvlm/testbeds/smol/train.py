@@ -1,4 +1,4 @@
-"""Train smol-llava's parts: `python -m shortlvlm.smol.train --out DIR [--init-lora PARTS]`.
+"""Train smol-llava's parts: `python -m shortlvlm.testbeds.smol.train --out DIR [--init-lora PARTS]`.
 
 LLaVA-1.5's two stages, shaped by what the 2-core machine allows (docs/testbed.md):
 1. Alignment (LM frozen): the vision tower and projector learn to put each cell's image token on
@@ -36,9 +36,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shortlvlm.smol.parts import lora_factors, save_parts
-from shortlvlm.toy.data import COLORS, FAMILIES, GRID, LETTERS, SHAPES, ToySample, make_sample, make_split
-from shortlvlm.toy.train import VisionStandardizer, cell_targets, fold_standardizer, relation_targets
+from shortlvlm.testbeds.smol.encode import encode
+from shortlvlm.testbeds.smol.parts import lora_factors, save_parts
+from shortlvlm.testbeds.toy.data import (
+    COLORS,
+    FAMILIES,
+    GRID,
+    LETTERS,
+    SHAPES,
+    ToySample,
+    make_sample,
+    make_split,
+)
+from shortlvlm.testbeds.toy.train import VisionStandardizer, cell_targets, fold_standardizer, relation_targets
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Words whose embeddings mark a cell's row and column on its image token (docs/testbed.md, "Where
@@ -46,36 +56,6 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # content left spatial questions at chance (52% after 1000 stage-2 steps, measured).
 ROW_WORDS = ("top", "upper", "lower", "bottom")
 COLUMN_WORDS = ("leftmost", "left", "right", "rightmost")
-
-
-def conversation(sample: ToySample, answer: bool = False) -> list[dict]:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample.question}]}]
-    if answer:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": sample.answer}]})
-    return messages
-
-
-def encode(processor, samples: list[ToySample], with_answers: bool) -> dict[str, torch.Tensor]:
-    """Left-padded prompts; with answers, `answer<|im_end|>` appended and labelled (the rest -100)."""
-    prompts = [processor.apply_chat_template(conversation(s), add_generation_prompt=True) for s in samples]
-    batch = dict(processor(images=[s.image() for s in samples], text=prompts, return_tensors="pt", padding=True))
-    if not with_answers:
-        return batch
-    tok = processor.tokenizer
-    answers = [tok(s.answer, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
-               for s in samples]
-    width = max(map(len, answers))
-    tail = torch.full((len(samples), width), tok.pad_token_id)
-    labels_tail = torch.full((len(samples), width), -100)
-    mask_tail = torch.zeros((len(samples), width), dtype=torch.long)
-    for row, ids in enumerate(answers):
-        tail[row, :len(ids)] = torch.tensor(ids)
-        labels_tail[row, :len(ids)] = torch.tensor(ids)
-        mask_tail[row, :len(ids)] = 1
-    labels = torch.cat([torch.full_like(batch["input_ids"], -100), labels_tail], dim=1)
-    return {"input_ids": torch.cat([batch["input_ids"], tail], 1), "pixel_values": batch["pixel_values"],
-            "attention_mask": torch.cat([batch["attention_mask"], mask_tail], 1), "labels": labels,
-            "prompt_length": batch["input_ids"].shape[1]}
 
 
 def word_ids(tokenizer, words: str) -> list[int]:
@@ -482,8 +462,8 @@ def main(argv: list[str] | None = None) -> None:
         with log_file.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
 
-    from shortlvlm.smol.model import build_model, build_processor
-    from shortlvlm.smol.source import load_smollm2
+    from shortlvlm.testbeds.smol.model import build_model, build_processor
+    from shortlvlm.testbeds.smol.source import load_smollm2
 
     language_model, tokenizer, source = load_smollm2(args.lm_source)
     processor = build_processor(tokenizer)

@@ -1,4 +1,4 @@
-"""Train the toy LVLM on the synthetic shapes task: `python -m shortlvlm.toy.train --out DIR`.
+"""Train the toy LVLM on the synthetic shapes task: `python -m shortlvlm.testbeds.toy.train --out DIR`.
 
 Recipe (docs/design.md §9): objects aligned with the patch grid; loss on the answer tokens plus
 a dense auxiliary target (each image token predicts its cell's colour and shape) so the vision
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shortlvlm.toy.data import (
+from shortlvlm.testbeds.toy.data import (
     COLORS,
     GRID,
     LETTERS,
@@ -34,7 +34,7 @@ from shortlvlm.toy.data import (
     make_split,
     mentions,
 )
-from shortlvlm.toy.model import build_model, build_processor
+from shortlvlm.testbeds.toy.model import build_model, build_processor
 
 COLOR_LIST, NUM_CELL_CLASSES = list(COLORS), 1 + len(SHAPES) * len(COLORS)  # empty + each object
 

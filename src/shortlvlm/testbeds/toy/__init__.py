@@ -4,3 +4,4 @@ from pathlib import Path
 
 TOY_NAME = "toy"
 TOY_CHECKPOINT = Path(__file__).parent / "checkpoint"
+BUNDLED_CALIBRATION = Path(__file__).parent / "calibration_set" / "calibration.jsonl"

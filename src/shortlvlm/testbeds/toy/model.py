@@ -11,7 +11,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from shortlvlm.toy.data import IMAGE_SIZE, vocabulary
+from shortlvlm.testbeds.toy.data import IMAGE_SIZE, vocabulary
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
 CHAT_WORDS = ("USER", "ASSISTANT", ":")

@@ -18,9 +18,9 @@ from transformers import (
     LlavaProcessor,
 )
 
-from shortlvlm.toy import TOY_CHECKPOINT
-from shortlvlm.toy.data import IMAGE_SIZE
-from shortlvlm.toy.model import PATCH_SIZE
+from shortlvlm.testbeds.toy import TOY_CHECKPOINT
+from shortlvlm.testbeds.toy.data import IMAGE_SIZE
+from shortlvlm.testbeds.toy.model import PATCH_SIZE
 
 IMAGE_TOKEN = "<image>"
 # ChatML as SmolLM2's template writes it; images become `<image>` followed by a newline.
