@@ -24,8 +24,7 @@ def computations(adapter) -> list[int]:
 
 
 @pytest.mark.parametrize("model_type", ["llava", "qwen2_vl", "gemma3", "idefics3"])
-def test_bypassed_layers_are_not_computed_and_give_the_dropped_models_logits(model_type, monkeypatch):
-    monkeypatch.setattr(hooks, "_OUTPUT_FORMS", {})
+def test_bypassed_layers_are_not_computed_and_give_the_dropped_models_logits(model_type):
     torch.manual_seed(0)
     model = tiny_model(model_type, 6).eval()
     reference = copy.deepcopy(model)
@@ -61,8 +60,7 @@ class TupleLayer(nn.Module):
         return (out, out.sum()) if self.tail == "tensor" else (out, None)
 
 
-def test_a_layer_whose_output_carries_more_is_computed_with_its_hidden_states_replaced(monkeypatch):
-    monkeypatch.setattr(hooks, "_OUTPUT_FORMS", {})
+def test_a_layer_whose_output_carries_more_is_computed_with_its_hidden_states_replaced():
     layer = TupleLayer("tensor")
     adapter = SimpleNamespace(layers=nn.ModuleList([layer]))
     hidden = torch.randn(2, 3, 4)
@@ -73,8 +71,7 @@ def test_a_layer_whose_output_carries_more_is_computed_with_its_hidden_states_re
             assert extra == layer.linear(hidden).sum()  # the real tail, not a stale one
 
 
-def test_a_tuple_with_only_none_after_the_hidden_states_is_faked(monkeypatch):
-    monkeypatch.setattr(hooks, "_OUTPUT_FORMS", {})
+def test_a_tuple_with_only_none_after_the_hidden_states_is_faked():
     layer = TupleLayer("none")
     adapter = SimpleNamespace(layers=nn.ModuleList([layer]))
     hidden = torch.randn(2, 3, 4)
@@ -84,7 +81,7 @@ def test_a_tuple_with_only_none_after_the_hidden_states_is_faked(monkeypatch):
         assert out[0] is hidden and out[1:] == (None,) and layer.calls == 1
 
 
-def test_an_instance_forward_wrapper_is_restored(monkeypatch):
+def test_an_instance_forward_wrapper_is_restored():
     # accelerate's offload hooks replace the instance's forward; bypassing must put theirs back.
     layer = TupleLayer("none")
     wrapper = layer.forward
@@ -97,3 +94,26 @@ def test_an_instance_forward_wrapper_is_restored(monkeypatch):
     with bypass_layers(SimpleNamespace(layers=nn.ModuleList([plain])), [0]):
         pass
     assert "forward" not in plain.__dict__
+
+
+def test_output_forms_are_learned_per_adapter_and_kept_for_its_lifetime():
+    """What one model's adapter learned is neither global nor lost between contexts on the same adapter."""
+    layer, other = TupleLayer("none"), TupleLayer("none")
+    adapter = SimpleNamespace(layers=nn.ModuleList([layer]), output_forms={})
+    hidden = torch.randn(2, 3, 4)
+    with bypass_layers(adapter, [0]):
+        layer(hidden)
+    assert layer.calls == 1 and list(adapter.output_forms.values()) == [2]  # (hidden, None): length 2
+    with bypass_layers(adapter, [0]):
+        layer(hidden)
+    assert layer.calls == 1  # the same adapter remembers: nothing computed in the second context
+    fresh = SimpleNamespace(layers=nn.ModuleList([other]), output_forms={})
+    with bypass_layers(fresh, [0]):
+        other(hidden)
+    assert other.calls == 1 and fresh.output_forms == adapter.output_forms  # learned again, not inherited
+    assert not hasattr(hooks, "_OUTPUT_FORMS")
+
+
+def test_a_real_adapter_carries_its_own_store():
+    first, second = get_adapter(tiny_model("llava", 2)), get_adapter(tiny_model("llava", 2))
+    assert first.output_forms == {} and first.output_forms is not second.output_forms

@@ -91,7 +91,8 @@ def _allowed_entries(kwargs: dict, probs: torch.Tensor) -> torch.Tensor:
 # How a decoder layer class returns its output, learned from a real call (see `bypass_layers`): a
 # tensor, or a tuple whose entries after the hidden states are all None (then its length), or
 # "compute" when those entries carry something (attention maps, a cache) a pass-through cannot fake.
-_OUTPUT_FORMS: dict[tuple, object] = {}
+# Kept per adapter (`Adapter.output_forms`, one model's lifetime), never process-wide.
+OutputForms = dict[tuple, object]
 
 
 def _call_signature(layer: nn.Module, kwargs: dict) -> tuple:
@@ -115,9 +116,13 @@ def bypass_layers(adapter: Adapter, indices: Iterable[int]) -> Iterator[None]:
 
     A bypassed layer is not computed: its `forward` is swapped for a pass-through returning the input
     in the structure the layer's class returns (learned from one real call per class and call
-    signature; a class whose output carries more than the hidden states is computed and its hidden
-    states replaced). Hooks on the layer still run. docs/design.md §2.4.
+    signature, remembered in `adapter.output_forms` for the model's lifetime; a class whose output carries
+    more than the hidden states is computed and its hidden states replaced). Hooks on the layer still run.
+    docs/design.md §2.4.
     """
+    forms: OutputForms = getattr(adapter, "output_forms", None)
+    if forms is None:  # an adapter-like object without the store: learned for this context only
+        forms = {}
     patched = []
     for index in sorted(set(indices)):
         layer = adapter.layers[index]
@@ -126,10 +131,10 @@ def bypass_layers(adapter: Adapter, indices: Iterable[int]) -> Iterator[None]:
         def pass_through(*args, _original=original, _layer=layer, **kwargs):
             hidden = layer_input(args, kwargs)
             signature = _call_signature(_layer, kwargs)
-            form = _OUTPUT_FORMS.get(signature)
+            form = forms.get(signature)
             if form is None or form == "compute":
                 output = _original(*args, **kwargs)
-                _OUTPUT_FORMS[signature] = _output_form(output)
+                forms[signature] = _output_form(output)
                 return _replace_hidden(output, hidden)
             return hidden if form == "tensor" else (hidden, *([None] * (form - 1)))
 

@@ -128,6 +128,9 @@ class Adapter:
                 "not an nn.ModuleList of decoder layers; pass --layers-path to point at one"
             )
         self.layers_path = spec.layers_path
+        # How each decoder layer class returns its output, learned by capture.hooks.bypass_layers: state of
+        # this model's adapter, so nothing learned on one model is used on another.
+        self.output_forms: dict[tuple, object] = {}
 
     @property
     def layers(self) -> nn.ModuleList:
