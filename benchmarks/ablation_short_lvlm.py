@@ -110,7 +110,7 @@ def main() -> None:
     samples = load_benchmark("shapes", limit=args.limit)
     calib = read_calibration(Calibration(num_samples=args.num_samples), args.model)
     base, processor = load(args.model)
-    calib = calib.with_batches(encode_calibration(list(calib.samples), processor, get_adapter(base), progress=False))
+    calib = calib.with_batches(encode_calibration(list(calib.samples), processor, get_adapter(base)))
 
     def save() -> None:
         tmp = path.with_suffix(".tmp")
@@ -131,7 +131,7 @@ def main() -> None:
         if ratio is not None:
             scorer, compensation = method_options(kwargs)
             model, plan = prune(model, processor, ratio, scorer=scorer, compensation=compensation, calibration=calib,
-                                source=args.model, progress=False)
+                                source=args.model)
             kwargs = {k: v for k, v in kwargs.items() if k != "compensation"}
         seconds = time.perf_counter() - started
         removed = plan.removed_layers if plan else []

@@ -47,8 +47,7 @@ from shortlvlm.importance import TIS
 def gap_diagnostics(model, batches, removed: list[int], rank: int = 8, tis: TIS | None = None) -> list[dict]:
     """Per compensated run: SCP's gap statistics on the unpruned model (see the module docstring)."""
     adapter = get_adapter(model)
-    stats = measure_gaps(model, adapter, batches, removed, SCP(alpha="fit", writers="mlp", tis=tis or TIS()),
-                         progress=False)
+    stats = measure_gaps(model, adapter, batches, removed, SCP(alpha="fit", writers="mlp", tis=tis or TIS()))
     rows = []
     for run in removed_runs(removed):
         if run.below is None:
@@ -150,7 +149,7 @@ def main() -> None:
 
     test = load_shapes(args.limit)
     calib = load_calibration(None, model_name=args.model, limit=args.num_samples)
-    batches = encode_calibration(calib, processor, get_adapter(base), progress=False)
+    batches = encode_calibration(calib, processor, get_adapter(base))
     tested = results.setdefault("test", {})
     if "none" not in tested:
         tested["none"] = {"accuracy": measure([], test)[0]}
@@ -167,7 +166,7 @@ def main() -> None:
             name = f"scp alpha={alpha}"
             if name not in entry:
                 model = copy.deepcopy(base)
-                compensate(model, get_adapter(model), batches, layers, SCP(alpha=alpha, tis=TIS()), progress=False)
+                compensate(model, get_adapter(model), batches, layers, SCP(alpha=alpha, tis=TIS()))
                 drop_layers(model, layers)
                 entry[name] = accuracy(model, processor, test)[0]
         save()
@@ -210,7 +209,7 @@ def gaps_only(args, out: Path) -> None:
         raise SystemExit("--gaps-only needs at least one --extra-set (the removed layers to measure)")
     base, processor = load(args.model)
     calib = load_calibration(None, model_name=args.model, limit=args.num_samples)
-    batches = encode_calibration(calib, processor, get_adapter(base), progress=False)
+    batches = encode_calibration(calib, processor, get_adapter(base))
     sets = {s: sorted(int(x) for x in s.split(",")) for s in args.extra_set}
     tis = TIS(tokens=args.gap_tokens)
     results = {"config": {"model": args.model, "num_samples": args.num_samples, "rank": 8, "tokens": args.gap_tokens},

@@ -113,11 +113,11 @@ def run_mode(mode: str, model, adapter, batch: CalibrationBatch, hidden: int):
         return None
     if mode == "capture-score":
         collector = LayerSimilarity(adapter.num_layers, TokenImportance(layers, TOP_P))
-        capture(model, adapter, [batch], collector, attention_layers=layers, progress=False)
+        capture(model, adapter, [batch], collector, attention_layers=layers)
         return None
     if mode == "capture-scp":
         collector = GapStatistics(removed_runs(SCP_REMOVED), TokenImportance(layers, TOP_P), fit=False, dim=hidden)
-        capture(model, adapter, [batch], collector, attention_layers=layers, progress=False)
+        capture(model, adapter, [batch], collector, attention_layers=layers)
         return None
     if mode == "naive":
         with torch.inference_mode():

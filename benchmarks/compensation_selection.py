@@ -186,7 +186,6 @@ def main() -> None:
                     compensation=compensation,
                     calibration=calib,
                     cache=cache,
-                    progress=False,
                 )
                 seconds = time.perf_counter() - started
                 acc, families = accuracy(model, processor, samples)

@@ -118,8 +118,7 @@ def calibration_batches(model_name: str, large_dir: Path, samples: int, batch_si
     if model_name == "toy":
         skeleton = load_skeleton("toy")
         _, processor = load("toy")
-        return encode_calibration(toy_calibration(samples), processor, get_adapter(skeleton), batch_size=batch_size,
-                                  progress=False)
+        return encode_calibration(toy_calibration(samples), processor, get_adapter(skeleton), batch_size=batch_size)
     skeleton = load_skeleton(large_dir)
     return synthetic_batches(get_adapter(skeleton), skeleton.config, samples, batch_size)
 
@@ -159,7 +158,7 @@ def load_for(mode: str, path: str, offload_dir: str):
 
 def run_work(mode: str, model, batches, out_dir: str) -> list[float]:
     adapter = get_adapter(model)
-    context = ScoringContext(model, adapter, batches, progress=False)
+    context = ScoringContext(model, adapter, batches)
     if mode == "naive":
         return naive_tis_cosine(model, adapter, batches)
     ranking = get_scorer("tis-cosine", tis=TIS(top_p=TOP_P)).rank(context, 1)
@@ -168,7 +167,7 @@ def run_work(mode: str, model, batches, out_dir: str) -> list[float]:
     from shortlvlm.jobs.checkpoint import write_checkpoint
 
     removed = sorted(ranking.order[:round(PRUNE_RATIO * adapter.num_layers)])
-    report = compensate(model, adapter, batches, removed, SCP(rank=8, alpha=1.0), progress=False)
+    report = compensate(model, adapter, batches, removed, SCP(rank=8, alpha=1.0))
     drop_layers(model, removed, adapter)
     plan = Plan(method="short-lvlm", num_layers_before=adapter.num_layers, removed_layers=removed, compensation="scp",
                 layer_scores=ranking.scores, params={"compensation_report": report})

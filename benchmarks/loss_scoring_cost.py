@@ -55,7 +55,7 @@ def pass_anatomy(model, adapter, batches, repeats: int = 3) -> dict:
                 lambda m, a: started.__setitem__(id(m), time.perf_counter())))
             handles.append(module.register_forward_hook(
                 lambda m, a, o, name=name: spent.__setitem__(name, spent[name] + time.perf_counter() - started[id(m)])))
-    context = ScoringContext(model, adapter, batches, progress=False, reuse_encoder=False)
+    context = ScoringContext(model, adapter, batches, reuse_encoder=False)
     rows = []
     try:
         for _ in range(repeats):
@@ -103,8 +103,7 @@ def main() -> None:
     model, processor = load(args.model)
     adapter = get_adapter(model)
     calib = read_calibration(Calibration(num_samples=args.num_samples), args.model)
-    batches = encode_calibration(list(calib.samples), processor, adapter, batch_size=calib.options.batch_size,
-                                 progress=False)
+    batches = encode_calibration(list(calib.samples), processor, adapter, batch_size=calib.options.batch_size)
     num_remove = round(args.ratio * adapter.num_layers)  # compare's count at its largest ratio
     results = {"model": args.model, "num_layers": adapter.num_layers, "num_remove": num_remove,
                "num_samples": len(calib.samples), "batches": len(batches), "torch": torch.__version__,
@@ -116,7 +115,7 @@ def main() -> None:
         for method in methods:
             counts, handles = count_layer_runs(adapter)
             # each method keeps its own image-encoder outputs, so each pays its first pass in full
-            context = ScoringContext(model, adapter, batches, progress=False,
+            context = ScoringContext(model, adapter, batches,
                                      reuse_encoder=method not in ENCODER_EVERY_PASS)
             started = time.perf_counter()
             ranking = SCORERS[method]().rank(context, num_remove)

@@ -66,7 +66,7 @@ def main() -> None:
         layer_runs, handles = count_layer_runs(get_adapter(model))
         try:
             plan = score(model, processor, scorer=scorer, calibration=Calibration(num_samples=args.num_samples),
-                         num_remove=max(counts), source=args.model, progress=False)
+                         num_remove=max(counts), source=args.model)
         finally:
             for handle in handles:
                 handle.remove()

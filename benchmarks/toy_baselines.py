@@ -42,7 +42,7 @@ def question_majority(samples, train_size: int = 30_000) -> dict[str, str]:
 def pruned_accuracy(model_name: str, samples, removed: list[int]) -> dict:
     model, processor = load(model_name, dtype=torch.float32)
     drop_layers(model, removed)
-    return score_shapes(samples, answer_samples(model, processor, samples, batch_size=50, progress=False))
+    return score_shapes(samples, answer_samples(model, processor, samples, batch_size=50))
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ def in_pool(key: str, pool) -> bool:
 
 
 def accuracy(model, processor, samples) -> tuple[float, dict]:
-    metrics, _ = evaluate(model, processor, "shapes", samples, batch_size=100, progress=False)
+    metrics, _ = evaluate(model, processor, "shapes", samples, batch_size=100)
     return metrics["accuracy"], metrics["per_family"]
 
 
@@ -61,7 +61,7 @@ def linear_bridge(model, batches, removed: list[int], rank: int | None) -> None:
     adapter = get_adapter(model)
     names = writer_names(adapter, "mlp")
     runs = removed_runs(removed)
-    stats = measure_gaps(model, adapter, batches, removed, SCP(alpha="fit", writers="mlp", tis=TIS()), progress=False)
+    stats = measure_gaps(model, adapter, batches, removed, SCP(alpha="fit", writers="mlp", tis=TIS()))
     dim = adapter.config.get_text_config().hidden_size
     for run in runs:
         if run.below is None:
@@ -143,14 +143,13 @@ def main() -> None:
     best = json.loads(ranked[0])
     bridges = results.setdefault("bridges", {})
     calib = toy_calibration()
-    batches = encode_calibration(calib, processor, get_adapter(base), progress=False)
+    batches = encode_calibration(calib, processor, get_adapter(base))
     for label in ("scp alpha=1", "scp alpha=fit", "least squares, rank 8", "least squares, full rank"):
         if bridges.get(label, {}).get("removed") == best:
             continue
         model = copy.deepcopy(base)
         if label.startswith("scp"):
-            compensate(model, get_adapter(model), batches, best, SCP(alpha="fit" if label.endswith("fit") else 1.0),
-                       progress=False)
+            compensate(model, get_adapter(model), batches, best, SCP(alpha="fit" if label.endswith("fit") else 1.0))
         else:
             linear_bridge(model, batches, best, 8 if "rank 8" in label else None)
         drop_layers(model, best)

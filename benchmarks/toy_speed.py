@@ -91,7 +91,7 @@ def main() -> None:
 
     model, processor = load("toy", dtype=torch.float32)
     adapter = get_adapter(model)
-    plan = score(model, processor, calibration=toy_calibration(), adapter=adapter, source="toy", progress=False)
+    plan = score(model, processor, calibration=toy_calibration(), adapter=adapter, source="toy")
     order = plan.params["removal_order"]
     settings = [("toy (unpruned)", [])]
     for ratio in RATIOS:

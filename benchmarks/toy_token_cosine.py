@@ -85,7 +85,7 @@ class RoleImportance(ImportanceAwareCollector):
 def role_importance(model, adapter, batches, template: int, skip: bool) -> dict:
     layers = list(range(adapter.num_layers))
     collector = RoleImportance(TokenImportance(layers, TIS().top_p, template=template if skip else 0), template)
-    capture(model, adapter, batches, collector, attention_layers=layers, progress=False)
+    capture(model, adapter, batches, collector, attention_layers=layers)
     return collector.table()
 
 
@@ -145,14 +145,14 @@ def main() -> None:
     model, processor = load(args.model, dtype=torch.float32)
     adapter = get_adapter(model)
     calibration = list(read_calibration(Calibration(num_samples=args.num_samples), args.model).samples)
-    batches = encode_calibration(calibration, processor, adapter, batch_size=8, progress=False)
+    batches = encode_calibration(calibration, processor, adapter, batch_size=8)
     cosines = token_cosines(model, adapter, batches)
     cut = round(0.3 * adapter.num_layers)
     top = {g: sorted(sorted(range(adapter.num_layers), key=lambda i: -v[i])[:cut]) for g, v in cosines.items()}
     for label, skip in (("tis-cosine, template skipped (default)", True), ("tis-cosine, template kept", False)):
         encoded = calibration_set(calibration).with_batches(batches)
         plan = score(model, processor, scorer=TISCosine(tis=TIS(skip_template=skip)), calibration=encoded,
-                     method="tis-cosine", adapter=adapter, source=args.model, progress=False)
+                     method="tis-cosine", adapter=adapter, source=args.model)
         top[label] = sorted(plan.params["removal_order"][:cut])
         if skip:
             cosines["important (TIS)"] = list(plan.layer_scores)

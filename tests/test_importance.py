@@ -99,7 +99,7 @@ def streamed_vs_naive(model_type):
         out = model(**inputs, output_attentions=True, output_hidden_states=True, use_cache=False)
     layers = list(range(adapter.num_layers))
     recorder = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P))
-    capture(model, adapter, [batch], recorder, attention_layers=layers, progress=False)
+    capture(model, adapter, [batch], recorder, attention_layers=layers)
     return model, adapter, batch, out, recorder
 
 
@@ -149,7 +149,7 @@ def test_streaming_tis_with_left_padding_float32(model_type):
         out = model(**inputs, output_attentions=True, use_cache=False)
     layers = list(range(adapter.num_layers))
     recorder = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P))
-    capture(model, adapter, [batch], recorder, attention_layers=layers, progress=False)
+    capture(model, adapter, [batch], recorder, attention_layers=layers)
     expected = naive_tis([a.double() for a in out.attentions], batch.image, batch.text)
     members = batch.image | batch.text
     torch.testing.assert_close(recorder.last_scores[members].double(), expected[members], rtol=1e-4, atol=1e-7)
@@ -185,7 +185,7 @@ def llava_with_attentions():
 def test_probe_layer_subset_uses_only_those_layers():
     model, adapter, batch, out = llava_with_attentions()
     recorder = Recorder(adapter.num_layers, TokenImportance([1, 4], TOP_P))
-    capture(model, adapter, [batch], recorder, attention_layers=[1, 4], progress=False)
+    capture(model, adapter, [batch], recorder, attention_layers=[1, 4])
     expected = naive_tis([out.attentions[1], out.attentions[4]], batch.image, batch.text)
     members = batch.image | batch.text
     torch.testing.assert_close(recorder.last_scores[members].double(), expected[members], rtol=1e-6, atol=1e-9)
@@ -227,7 +227,7 @@ def test_skipped_template_tokens_are_neither_queries_nor_candidates():
     model, adapter, batch, out = llava_with_attentions()
     layers = list(range(adapter.num_layers))
     recorder = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P, template=2))
-    capture(model, adapter, [batch], recorder, attention_layers=layers, progress=False)
+    capture(model, adapter, [batch], recorder, attention_layers=layers)
     skipped = template_mask(batch, 2)
     assert (skipped & batch.text).sum() == 2 * batch.text.shape[0]  # the first two tokens are text
     text = batch.text & ~skipped
@@ -239,5 +239,5 @@ def test_skipped_template_tokens_are_neither_queries_nor_candidates():
     assert torch.equal(recorder.last_mask, naive_top(expected, batch.image, TOP_P) | naive_top(expected, text, TOP_P))
     # without the skip, these leading tokens (attention sinks here too) are among the important ones
     plain = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P))
-    capture(model, adapter, [batch], plain, attention_layers=layers, progress=False)
+    capture(model, adapter, [batch], plain, attention_layers=layers)
     assert (plain.last_mask & skipped).any()

@@ -29,7 +29,7 @@ def overflowing_context(dtype: torch.dtype) -> ScoringContext:
         adapter.layers[OVERFLOWING_LAYER].mlp.down_proj.weight.mul_(1e7)
     model = model.to(dtype)
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tiny_inputs(model.config).items()}
-    return with_answers(ScoringContext(model, adapter, [batch_from_inputs(adapter, inputs)], progress=False))
+    return with_answers(ScoringContext(model, adapter, [batch_from_inputs(adapter, inputs)]))
 
 
 SCORERS = ["tis-cosine", "block-influence", "angular", "ppl", "sleb", "taylor"]
@@ -52,7 +52,7 @@ def test_scp_with_float16_overflow_is_refused_not_applied():
     context = overflowing_context(torch.float16)
     before = {k: v.clone() for k, v in context.model.state_dict().items()}
     with pytest.raises(ShortLVLMError, match=f"decoder layer {OVERFLOWING_LAYER} produced NaN/Inf"):
-        compensate(context.model, context.adapter, context.batches, [3, 4], SCP(tis=TIS(tokens="all")), progress=False)
+        compensate(context.model, context.adapter, context.batches, [3, 4], SCP(tis=TIS(tokens="all")))
     after = context.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing edited
 
@@ -70,7 +70,7 @@ def test_scp_statistics_with_nan_are_refused(monkeypatch):
 
     monkeypatch.setattr(compensation, "measure_gaps", poisoned)
     with pytest.raises(ShortLVLMError, match=r"removed layers \[3, 4\] contain NaN/Inf.*--dtype"):
-        compensate(context.model, context.adapter, context.batches, [3, 4], SCP(tis=TIS(tokens="all")), progress=False)
+        compensate(context.model, context.adapter, context.batches, [3, 4], SCP(tis=TIS(tokens="all")))
 
 
 def test_scp_over_layers_that_change_nothing_edits_nothing():
@@ -81,7 +81,7 @@ def test_scp_over_layers_that_change_nothing_edits_nothing():
         layer.self_attn.o_proj.weight.zero_()
         layer.mlp.down_proj.weight.zero_()
     before = {k: v.clone() for k, v in context.model.state_dict().items()}
-    (entry,) = compensate(context.model, context.adapter, context.batches, [4], SCP(tis=TIS(tokens="all")), progress=False)
+    (entry,) = compensate(context.model, context.adapter, context.batches, [4], SCP(tis=TIS(tokens="all")))
     assert entry["edited_layer"] == 3 and entry["rank"] == 0 and "no gap" in entry["reason"]
     assert all(torch.equal(before[k], v) for k, v in context.model.state_dict().items())
     assert "nan" not in repr(entry).lower()
@@ -91,7 +91,7 @@ def test_scp_over_layers_that_change_nothing_edits_nothing():
 def test_non_finite_alpha_is_refused(alpha):
     context = overflowing_context(torch.float32)
     with pytest.raises(ShortLVLMError, match="finite number"):
-        compensate(context.model, context.adapter, context.batches, [3], SCP(alpha=alpha), progress=False)
+        compensate(context.model, context.adapter, context.batches, [3], SCP(alpha=alpha))
 
 
 def test_cli_reports_the_overflow_in_one_line(tmp_path, capsys):
@@ -118,4 +118,4 @@ def test_a_model_without_processor_cannot_be_calibrated_and_says_why():
 
     context = overflowing_context(torch.float32)
     with pytest.raises(ShortLVLMError, match="no processor or tokenizer"):
-        encode_calibration(toy_calibration(2), None, context.adapter, progress=False)
+        encode_calibration(toy_calibration(2), None, context.adapter)

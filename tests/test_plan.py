@@ -98,7 +98,7 @@ def test_the_shipped_comparison_plans_still_load(path):
 def test_pruning_from_a_format_1_plan_gives_the_planned_layers(tmp_path):
     model, processor = load("toy")
     plan = Plan.from_dict(json.loads(FORMAT_1_SCORE_PLAN))
-    model, pruned = prune(model, processor, 0.3, compensation=None, plan=plan, progress=False)
+    model, pruned = prune(model, processor, 0.3, compensation=None, plan=plan)
     assert pruned.removed_layers == [2, 4, 5, 7, 8] and pruned.method == "short-lvlm"
     assert pruned.scorer == plan.scorer and pruned.compensation == "none" and pruned.scp is None
 

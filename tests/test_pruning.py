@@ -34,12 +34,12 @@ def calib():
 def toy_plan(toy, calib):
     """The paper's scorer's plan (TIS-cosine): its method name says short-lvlm, so prune applies SCP."""
     model, processor = toy
-    return score(model, processor, scorer=TISCosine(), calibration=calib, source="toy", progress=False)
+    return score(model, processor, scorer=TISCosine(), calibration=calib, source="toy")
 
 
 def test_encoded_batches_mark_image_and_answer_tokens(toy, calib):
     model, processor = toy
-    batches = encode_calibration(calib[:4], processor, get_adapter(model), batch_size=4, progress=False)
+    batches = encode_calibration(calib[:4], processor, get_adapter(model), batch_size=4)
     batch = batches[0]
     assert batch.image.sum(1).tolist() == [16] * 4  # 4x4 patches per image
     answers = processor.tokenizer.batch_decode(
@@ -65,7 +65,7 @@ def test_pruning_from_a_plan_does_not_recalibrate(toy_plan, calib, monkeypatch):
     monkeypatch.setattr(pruning, "encode_calibration", lambda *a, **k: calls.append(1))
     for ratio, count in ((0.1, 2), (0.3, 5)):
         model, processor = load("toy")
-        model, plan = prune(model, processor, ratio, compensation=None, plan=toy_plan, progress=False)
+        model, plan = prune(model, processor, ratio, compensation=None, plan=toy_plan)
         assert plan.removed_layers == sorted(toy_plan.params["removal_order"][:count])
         assert get_adapter(model).num_layers == 16 - count
     assert calls == []
@@ -74,7 +74,7 @@ def test_pruning_from_a_plan_does_not_recalibrate(toy_plan, calib, monkeypatch):
 def test_short_lvlm_prune_compensates_saves_reloads_and_generates(toy_plan, calib, tmp_path):
     model, processor = load("toy")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model, plan = prune(model, processor, 0.3, compensation=SCP(), calibration=calib, plan=toy_plan, progress=False)
+    model, plan = prune(model, processor, 0.3, compensation=SCP(), calibration=calib, plan=toy_plan)
     assert plan.method == "short-lvlm" and plan.compensation == "scp"
     edited = [e["edited_layer"] for e in plan.params["compensation_report"] if e["edited_layer"] is not None]
     assert edited and all(layer not in plan.removed_layers for layer in edited)
@@ -91,8 +91,8 @@ def test_short_lvlm_prune_compensates_saves_reloads_and_generates(toy_plan, cali
     from shortlvlm.eval.generate import answer_samples
 
     questions = load_shapes(6)
-    answers = answer_samples(reloaded, reloaded_processor, questions, progress=False)
-    assert answers == answer_samples(model, processor, questions, progress=False)
+    answers = answer_samples(reloaded, reloaded_processor, questions)
+    assert answers == answer_samples(model, processor, questions)
     assert all(answers[q.id] for q in questions)
     assert Plan.load(out / "pruning_plan.json").removed_layers == plan.removed_layers
 
@@ -101,11 +101,11 @@ def test_the_defaults_are_tis_loss_with_the_least_squares_bridge(toy, calib):
     """score() and prune() without a scorer or compensation: tis-loss scoring, LstSq bridges, and the plans
     name the recipe, so `prune --plan` of a default score applies the bridge."""
     model, processor = toy
-    scored = score(model, processor, calibration=calib[:8], source="toy", progress=False)
+    scored = score(model, processor, calibration=calib[:8], source="toy")
     assert scored.method == "tis-loss+lstsq" and scored.compensation == "lstsq"
     assert scored.scorer["name"] == "tis-loss"
     model, processor = load("toy")
-    model, plan = prune(model, processor, 0.2, calibration=calib[:8], source="toy", progress=False)
+    model, plan = prune(model, processor, 0.2, calibration=calib[:8], source="toy")
     assert plan.method == "tis-loss+lstsq" and plan.compensation == "lstsq" and plan.scorer["name"] == "tis-loss"
     # the same ranking as score()'s, and every run above layer 0 bridged (a least-squares report per run)
     assert plan.removed_layers == sorted(scored.params["removal_order"][:3])
@@ -126,19 +126,19 @@ def test_plan_for_another_model_is_refused(toy_plan, toy):
     model, processor = load("toy")
     other = Plan.from_dict({**toy_plan.to_dict(), "num_layers_before": 12})
     with pytest.raises(PlanError, match="12 decoder layers"):
-        prune(model, processor, 0.3, compensation=None, plan=other, progress=False)
+        prune(model, processor, 0.3, compensation=None, plan=other)
     foreign = Plan.from_dict({**toy_plan.to_dict(), "model": {**toy_plan.model, "fingerprint": "0" * 16}})
     with pytest.raises(PlanError, match="another model"):
-        prune(model, processor, 0.3, compensation=None, plan=foreign, progress=False)
+        prune(model, processor, 0.3, compensation=None, plan=foreign)
     assert toy_plan.model["fingerprint"] == model_fingerprint(model)
 
 
 def test_unknown_method_and_compensation(toy):
     model, processor = load("toy")
     with pytest.raises(ScoringError, match="unknown method"):
-        prune(model, processor, 0.3, method="nope", progress=False)
+        prune(model, processor, 0.3, method="nope")
     with pytest.raises(ScoringError, match="unknown compensation"):
-        prune(model, processor, 0.3, compensation="magic", progress=False)
+        prune(model, processor, 0.3, compensation="magic")
 
 
 def test_batches_are_reused_for_scoring_and_compensation(toy, calib, monkeypatch):
@@ -148,7 +148,7 @@ def test_batches_are_reused_for_scoring_and_compensation(toy, calib, monkeypatch
     original = pruning.encode_calibration
     monkeypatch.setattr(pruning, "encode_calibration", lambda *a, **k: encoded.append(original(*a, **k)) or encoded[-1])
     model, processor = load("toy")
-    prune(model, processor, 0.2, calibration=calib[:8], progress=False)
+    prune(model, processor, 0.2, calibration=calib[:8])
     assert len(encoded) == 1
 
 
@@ -158,7 +158,7 @@ def test_every_baseline_combines_with_every_compensation(calib, method, compensa
     model, processor = load("toy")
     count = layers_to_remove(0.2, get_adapter(model))
     model, plan = prune(model, processor, 0.2, scorer=get_scorer(method),
-                        compensation=compensation_named(compensation), calibration=calib[:8], progress=False)
+                        compensation=compensation_named(compensation), calibration=calib[:8])
     assert len(plan.removed_layers) == count and get_adapter(model).num_layers == 16 - count
     assert plan.compensation == compensation and plan.scorer["name"] == method
     assert ("compensation_report" in plan.params) == (compensation != "none")
@@ -170,5 +170,5 @@ def test_every_baseline_combines_with_every_compensation(calib, method, compensa
         assert plan.removed_layers == plan.params["removal_sets"][str(count)]
         assert plan.removed_layers == list(range(plan.removed_layers[0], plan.removed_layers[0] + count))
     with torch.no_grad():
-        encoded = encode_calibration(calib[:2], processor, get_adapter(model), progress=False)[0]
+        encoded = encode_calibration(calib[:2], processor, get_adapter(model))[0]
         assert torch.isfinite(model(**encoded.inputs).logits).all()

@@ -16,7 +16,7 @@ from shortlvlm.selection import check_plan_matches, check_removal
 @pytest.fixture(scope="module")
 def toy_plan() -> Plan:
     model, processor = load("toy")
-    return score(model, processor, scorer=get_scorer("last"), source="toy", progress=False)
+    return score(model, processor, scorer=get_scorer("last"), source="toy")
 
 
 def other_weights():
@@ -35,19 +35,18 @@ def test_a_plan_scored_on_other_weights_with_the_same_config_is_refused(toy_plan
                                         rf"{recorded}; this model's is [0-9a-f]{{16}}\).*--plan-other-weights"):
         check_plan_matches(toy_plan, model, adapter)
     with pytest.raises(PlanError, match="other weights"):
-        prune(model, processor, 0.25, compensation=None, plan=toy_plan, progress=False)
+        prune(model, processor, 0.25, compensation=None, plan=toy_plan)
     assert adapter.num_layers == 16  # refused before any layer went
 
     check_plan_matches(toy_plan, model, adapter, allow_other_weights=True)
-    _, pruned = prune(model, processor, 0.25, compensation=None, plan=toy_plan, allow_other_weights=True,
-                      progress=False)
+    _, pruned = prune(model, processor, 0.25, compensation=None, plan=toy_plan, allow_other_weights=True)
     assert pruned.removed_layers == sorted(toy_plan.params["removal_order"][:4])
 
 
 def test_the_plan_fits_a_fresh_load_of_the_same_weights_and_the_skeleton(toy_plan):
     model, processor = load("toy")
     check_plan_matches(toy_plan, model, get_adapter(model))
-    _, pruned = prune(model, processor, 0.25, compensation=None, plan=toy_plan, progress=False)
+    _, pruned = prune(model, processor, 0.25, compensation=None, plan=toy_plan)
     assert len(pruned.removed_layers) == 4
     skeleton = load_skeleton("toy")  # no weights before the load: the weights are checked after it
     assert check_removal(skeleton, get_adapter(skeleton), 0.25, toy_plan) == 4

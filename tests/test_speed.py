@@ -97,7 +97,7 @@ def test_models_are_measured_interleaved_and_generate_the_same_length(monkeypatc
 
     monkeypatch.setattr(speed_module, "measure_round", recording)
     rows = run_bench([("full", lambda: load("toy")), ("pruned", pruned_toy)], rounds=2, warmup=1,
-                     answer_tokens=4, progress=False)
+                     answer_tokens=4)
     assert order == ["full", "pruned"] * 3
     assert [r["decoder_layers"] for r in rows] == [16, 11]
     assert rows[1]["ideal_speedup"] == pytest.approx(16 / 11)

@@ -6,6 +6,7 @@ with `LstSq` (ReplaceMe's least-squares bridge); the Short-LVLM paper's method i
 with `SCP` compensation. Every choice is an options object whose fields carry their defaults
 and help (`TIS`, `SCP`, `LstSq`, `Calibration`,
 `Layerwise`, the scorers). Surgery and checkpoints: `drop_layers`, `load`, `save`, `verify`.
+Messages go to the `shortlvlm` logger; `progress_bars(False)` turns the progress bars off in a block.
 """
 
 from shortlvlm.compensation import SCP, LstSq
@@ -18,6 +19,7 @@ from shortlvlm.io.load import load
 from shortlvlm.io.placement import Layerwise
 from shortlvlm.io.save import save
 from shortlvlm.io.verify import verify
+from shortlvlm.log import progress_bars
 from shortlvlm.models import get_adapter
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import prune, score
@@ -61,6 +63,7 @@ __all__ = [
     "get_adapter",
     "load",
     "load_benchmark",
+    "progress_bars",
     "prune",
     "read_calibration",
     "save",

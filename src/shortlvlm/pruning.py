@@ -46,7 +46,6 @@ def score(
     method: str | None = None,
     adapter: Adapter | None = None,
     source: str = "",
-    progress: bool = True,
 ) -> Plan:
     """Rank every layer with `scorer` (default TISLoss()) on the calibration set; the plan holds the order.
 
@@ -63,8 +62,8 @@ def score(
     calib = calibration_set(calibration, source or None) if scorer.needs_data else None
     if num_remove is None:
         num_remove = len(ScoringContext(model, adapter, []).candidates())
-    return _rank(model, adapter, scorer, method, calib, _batches(calib, processor, adapter, progress),
-                 num_remove=num_remove, source=source, progress=progress)
+    return _rank(model, adapter, scorer, method, calib, _batches(calib, processor, adapter),
+                 num_remove=num_remove, source=source)
 
 
 def prune(
@@ -80,7 +79,6 @@ def prune(
     method: str | None = None,
     adapter: Adapter | None = None,
     source: str = "",
-    progress: bool = True,
     allow_other_weights: bool = False,
 ) -> tuple[nn.Module, Plan]:
     """Remove round(ratio * L) layers ranked by `scorer` (default TISLoss()), bridge each cut with
@@ -103,11 +101,10 @@ def prune(
     method = _checked_method(method) or (plan.method if plan is not None else method_name(scorer, compensation))
     calib = calibration_set(calibration, source or None) if needs_calibration(scorer, compensation,
                                                                               scored=plan is not None) else None
-    batches = _batches(calib, processor, adapter, progress)
+    batches = _batches(calib, processor, adapter)
     if plan is None:
         def rank() -> Plan:
-            return _rank(model, adapter, scorer, method, calib, batches, num_remove=count, source=source,
-                         progress=progress)
+            return _rank(model, adapter, scorer, method, calib, batches, num_remove=count, source=source)
         plan = rank() if cache is None else cache.plan(
             keys.plan_key(model, calib, _batch_size(calib), method=method, count=count, scorer=scorer), rank)
     removed = validate_layer_selection(planned_removal(plan, count), adapter)
@@ -122,9 +119,9 @@ def prune(
             def gaps(compensation=compensation):
                 key = keys.gaps_key(model, calib, _batch_size(calib), removed=removed, compensation=compensation)
                 return cache.tensors(compensation.name, key, lambda: compensation.measure(
-                    model, adapter, batches, removed, progress=progress))
+                    model, adapter, batches, removed))
         started = time.perf_counter()
-        report = compensate(model, adapter, batches, removed, compensation, progress=progress, gaps=gaps)
+        report = compensate(model, adapter, batches, removed, compensation, gaps=gaps)
         params.update(compensation_report=report, compensation_seconds=round(time.perf_counter() - started, 3))
     drop_layers(model, removed, adapter)
     name, options = compensation_record(compensation)
@@ -144,7 +141,6 @@ def prune_listed(
     calibration: CalibrationInput = Calibration(),
     adapter: Adapter | None = None,
     source: str = "",
-    progress: bool = True,
 ) -> tuple[nn.Module, Plan]:
     """Remove the listed layers (original indices), each run bridged by `compensation` first (SCP measures on
     every real token: no scorer chose these layers); the plan's method is "manual"."""
@@ -157,8 +153,7 @@ def prune_listed(
             compensation = dataclasses.replace(compensation, tis=TIS(tokens="all"))
         calib = calibration_set(calibration, source or None)
         started = time.perf_counter()
-        report = compensate(model, adapter, _batches(calib, processor, adapter, progress), removed, compensation,
-                            progress=progress)
+        report = compensate(model, adapter, _batches(calib, processor, adapter), removed, compensation)
         params.update(compensation_report=report, compensation_seconds=round(time.perf_counter() - started, 3))
     model_record = {"name_or_path": source, "class": type(model).__name__, "adapter": adapter.spec.name,
                     "fingerprint": model_fingerprint(model)}
@@ -191,20 +186,19 @@ def _batch_size(calib: CalibrationSet | None) -> int:
     return calib.options.batch_size if calib is not None else Calibration().batch_size
 
 
-def _batches(calib: CalibrationSet | None, processor, adapter: Adapter, progress: bool) -> list[CalibrationBatch]:
+def _batches(calib: CalibrationSet | None, processor, adapter: Adapter) -> list[CalibrationBatch]:
     """The set's batches: encoded already (shared by a comparison), else encoded now, once per call."""
     if calib is None:
         return []
     if calib.batches is not None:
         return list(calib.batches)
-    return encode_calibration(list(calib.samples), processor, adapter, batch_size=calib.options.batch_size,
-                              progress=progress)
+    return encode_calibration(list(calib.samples), processor, adapter, batch_size=calib.options.batch_size)
 
 
 def _rank(model: nn.Module, adapter: Adapter, scorer: Scorer, method: str, calib: CalibrationSet | None,
-          batches: list[CalibrationBatch], *, num_remove: int, source: str, progress: bool) -> Plan:
+          batches: list[CalibrationBatch], *, num_remove: int, source: str) -> Plan:
     started = time.perf_counter()
-    ranking = scorer.rank(ScoringContext(model, adapter, batches, progress), num_remove)
+    ranking = scorer.rank(ScoringContext(model, adapter, batches), num_remove)
     seconds = time.perf_counter() - started
     return Plan(
         method=method,

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.eval.generate import conversation
 from shortlvlm.io.offload import input_device
+from shortlvlm.log import progress_bar
 
 DEFAULT_PROMPT = "Describe the image in detail."
 
@@ -191,7 +191,6 @@ def run_bench(
     prompt: str = DEFAULT_PROMPT,
     image=None,
     layer_count: Callable[[nn.Module], int] | None = None,
-    progress: bool = True,
 ) -> list[dict]:
     """Load every model, then measure them interleaved for warmup + rounds rounds; summary rows."""
     from shortlvlm.models import get_adapter
@@ -207,7 +206,7 @@ def run_bench(
         entry = BenchModel(label, model, processor, count(model))
         entry.inputs = bench_inputs(model, processor, image, prompt)
         entries.append(entry)
-    for _ in tqdm(range(warmup + rounds), desc="bench rounds", unit="round", disable=not progress):
+    for _ in progress_bar(range(warmup + rounds), desc="bench rounds", unit="round"):
         for entry in entries:
             measure_round(entry, answer_tokens)
     return summarize(entries, answer_tokens, warmup)

@@ -22,8 +22,7 @@ def test_gap_residual_matches_a_direct_computation(removed, below):
     model, processor = load("toy")
     model.float()
     adapter = get_adapter(model)
-    batches = encode_calibration(load_calibration(None, model_name="toy", limit=16), processor, adapter,
-                                 progress=False)
+    batches = encode_calibration(load_calibration(None, model_name="toy", limit=16), processor, adapter)
     row = gap_diagnostics(model, batches, removed, tis=TIS(tokens="all", skip_template=False))[0]
     gaps, written, store = [], [], {}
     writer = list(adapter.residual_writers(below).values())[-1]  # the MLP writer SCP edits

@@ -53,7 +53,7 @@ def tiny_context(model_type: str) -> ScoringContext:
     model = tiny_model(model_type, num_layers=5)
     adapter = get_adapter(model)
     batches = [batch_from_inputs(adapter, tiny_inputs(model.config, seed=seed)) for seed in (0, 1)]
-    return ScoringContext(model, adapter, batches, progress=False)
+    return ScoringContext(model, adapter, batches)
 
 
 def ranked(context: ScoringContext, method: str, **params):
@@ -90,9 +90,9 @@ def test_layerwise_scp_statistics_equal_whole_model(model_type, fit):
     model, adapter, batches = context.model, context.adapter, context.batches
     scp = SCP(alpha="fit" if fit else 1.0, writers="mlp", tis=TIS(tokens="important", top_p=0.5, layers="all"),
               normalize=True)
-    expected = measure_gaps(model, adapter, batches, [1, 2, 4], scp, progress=False)
+    expected = measure_gaps(model, adapter, batches, [1, 2, 4], scp)
     use_layerwise(model)
-    actual = measure_gaps(model, adapter, batches, [1, 2, 4], scp, progress=False)
+    actual = measure_gaps(model, adapter, batches, [1, 2, 4], scp)
     assert expected.keys() == actual.keys() and len(expected) == (4 if fit else 2) * 2
     for key in expected:
         assert torch.equal(actual[key], expected[key]), key
@@ -119,8 +119,7 @@ def test_a_model_that_transforms_hidden_states_between_layers_is_refused():
     # Multiplying the stream between layers is not a fixed additive term: the replay cannot reproduce it.
     layer.register_forward_hook(lambda module, args, output: output * 2)
     with pytest.raises(CaptureError, match=r"between decoder layers 1 and 2.*without --layerwise"):
-        capture(context.model, context.adapter, context.batches, NoStateCollector(), layerwise=True,
-                progress=False)
+        capture(context.model, context.adapter, context.batches, NoStateCollector(), layerwise=True)
 
 
 class NoStateCollector(Collector):
@@ -130,15 +129,14 @@ class NoStateCollector(Collector):
 def test_a_collector_without_declared_batch_state_is_refused():
     context = tiny_context("llava")
     with pytest.raises(CaptureError, match=r"does not declare its per-batch state"):
-        capture(context.model, context.adapter, context.batches, Collector(), layerwise=True, progress=False)
+        capture(context.model, context.adapter, context.batches, Collector(), layerwise=True)
 
 
 def test_layerwise_false_forces_the_whole_model_pass(monkeypatch):
     context = tiny_context("llava")
     use_layerwise(context.model)
     calls = count_prefix_passes(monkeypatch)
-    capture(context.model, context.adapter, context.batches, NoStateCollector(), layerwise=False,
-            progress=False)
+    capture(context.model, context.adapter, context.batches, NoStateCollector(), layerwise=False)
     assert not calls
 
 
@@ -170,15 +168,15 @@ def test_layerwise_load_keeps_one_decoder_layer_in_memory_at_a_time(calib, monke
 
     for layer in adapter.layers:
         layer.register_forward_pre_hook(count, with_kwargs=True)
-    score(model, processor, calibration=calib, progress=False)
+    score(model, processor, calibration=calib)
     assert resident and max(resident) == 1  # each layer call saw exactly one decoder layer's weights loaded
     assert all(p.device.type == "meta" for layer in adapter.layers for p in layer.parameters())  # released
 
 
 @pytest.mark.parametrize("method", ["tis-cosine", "block-influence", "angular"])
 def test_layerwise_load_scores_equal_the_in_memory_scores(calib, method):
-    reference = score(*load("toy", dtype=torch.float32), scorer=get_scorer(method), calibration=calib, progress=False)
-    plan = score(*layerwise_toy(), scorer=get_scorer(method), calibration=calib, progress=False)
+    reference = score(*load("toy", dtype=torch.float32), scorer=get_scorer(method), calibration=calib)
+    plan = score(*layerwise_toy(), scorer=get_scorer(method), calibration=calib)
     assert plan.layer_scores == reference.layer_scores
     assert plan.params["removal_order"] == reference.params["removal_order"]
 
@@ -186,7 +184,7 @@ def test_layerwise_load_scores_equal_the_in_memory_scores(calib, method):
 def test_layerwise_activations_in_a_folder_equal_and_are_removed(calib, tmp_path, monkeypatch):
     from shortlvlm.capture.activations import ActivationStore
 
-    reference = score(*load("toy", dtype=torch.float32), calibration=calib, progress=False)
+    reference = score(*load("toy", dtype=torch.float32), calibration=calib)
     model, processor = load("toy", dtype=torch.float32, layerwise=Layerwise(activations_dir=str(tmp_path)))
     store = ActivationStore
     original_put, original_keep = store.put, store.keep_inputs
@@ -203,7 +201,7 @@ def test_layerwise_activations_in_a_folder_equal_and_are_removed(calib, tmp_path
 
     monkeypatch.setattr(store, "put", put)
     monkeypatch.setattr(store, "keep_inputs", keep_inputs)
-    plan = score(model, processor, calibration=calib, progress=False)
+    plan = score(model, processor, calibration=calib)
     assert written and all(w.startswith(str(tmp_path)) for w in written)  # the folder was used
     assert spilled and all(spilled)  # masks and position embeddings went there too, not CPU memory
     assert plan.layer_scores == reference.layer_scores
@@ -216,9 +214,9 @@ def test_layerwise_bridge_statistics_equal_whole_model(model_type, tokens, strea
     context = tiny_context(model_type)
     model, adapter, batches = context.model, context.adapter, context.batches
     bridge = LstSq(tokens=tokens, streams=streams)
-    expected = measure_bridges(model, adapter, batches, [1, 2, 4], bridge, progress=False)
+    expected = measure_bridges(model, adapter, batches, [1, 2, 4], bridge)
     use_layerwise(model)
-    actual = measure_bridges(model, adapter, batches, [1, 2, 4], bridge, progress=False)
+    actual = measure_bridges(model, adapter, batches, [1, 2, 4], bridge)
     assert expected.keys() == actual.keys() and len(expected) == 2 * 5
     for key in expected:
         assert torch.equal(actual[key], expected[key]), key
@@ -230,10 +228,10 @@ def test_layerwise_prune_writes_the_in_memory_checkpoint(calib, tmp_path, compen
 
     source = file_digest(TOY_CHECKPOINT / "model.safetensors")
     model, processor = layerwise_toy()
-    model, plan = prune(model, processor, 0.25, compensation=compensation, calibration=calib, progress=False)
+    model, plan = prune(model, processor, 0.25, compensation=compensation, calibration=calib)
     assert has_offloaded_weights(model)
     reference, reference_plan = prune(*load("toy", dtype=torch.float32), 0.25, compensation=compensation,
-                                      calibration=calib, progress=False)
+                                      calibration=calib)
     assert plan.removed_layers == reference_plan.removed_layers
     assert plan.params["compensation_report"] == reference_plan.params["compensation_report"]
     out, verified = write_checkpoint(model, processor, plan, tmp_path / "out")
@@ -261,7 +259,7 @@ def test_verify_reloads_an_offloaded_model_with_its_layers_on_disk(calib, tmp_pa
 
     monkeypatch.setattr(checkpoint, "_reload", spy)
     model, processor = layerwise_toy()
-    model, plan = prune(model, processor, 0.25, compensation=None, calibration=calib, progress=False)
+    model, plan = prune(model, processor, 0.25, compensation=None, calibration=calib)
     write_checkpoint(model, processor, plan, tmp_path / "out")
     (device_map,) = reloaded_maps
     on_disk = sorted(name for name, device in device_map.items() if device == "disk")
@@ -299,11 +297,10 @@ def test_loss_scorers_run_whole_model_forwards_on_a_layerwise_loaded_model(calib
     """ppl and sleb run whole-model forwards; on a layer-by-layer model accelerate loads each layer for them."""
     model, processor = layerwise_toy()
     adapter = get_adapter(model)
-    batches = encode_calibration(calib[:2], processor, adapter, batch_size=2, progress=False)
+    batches = encode_calibration(calib[:2], processor, adapter, batch_size=2)
     reference_model, _ = load("toy", dtype=torch.float32)
-    reference = get_scorer(method).rank(ScoringContext(reference_model, get_adapter(reference_model), batches,
-                                                       progress=False), 1)
-    actual = get_scorer(method).rank(ScoringContext(model, adapter, batches, progress=False), 1)
+    reference = get_scorer(method).rank(ScoringContext(reference_model, get_adapter(reference_model), batches), 1)
+    actual = get_scorer(method).rank(ScoringContext(model, adapter, batches), 1)
     assert actual.order == reference.order
     assert actual.scores == pytest.approx(reference.scores, rel=1e-6)
 
@@ -322,7 +319,7 @@ def test_layerwise_load_of_every_architecture_streams_its_blocks_and_scores_the_
     assert {f"{adapter.layers_path}.{i}" for i in range(adapter.num_layers)} <= disk
     assert len(disk) > adapter.num_layers  # the vision encoder's blocks are streamed as well
     assert set(untied_head(model)) <= disk
-    actual = ranked(ScoringContext(model, adapter, context.batches, progress=False), "tis-cosine")
+    actual = ranked(ScoringContext(model, adapter, context.batches), "tis-cosine")
     assert actual == expected
 
 

@@ -224,7 +224,7 @@ def test_listed_layers_are_bridged_when_a_compensation_is_asked(tmp_path, capsys
 
     model, processor = load("toy")  # the CLI's checkpoint is the library's listed prune
     model, _ = prune_listed(model, processor, [3, 4, 9], compensation=compensation_named(compensation),
-                            calibration=Calibration(num_samples=8), source="toy", progress=False)
+                            calibration=Calibration(num_samples=8), source="toy")
     saved, _ = load(out)
     for name, value in model.state_dict().items():
         assert torch.equal(saved.state_dict()[name], value), name

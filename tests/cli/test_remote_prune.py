@@ -86,10 +86,10 @@ def test_prune_by_ratio_with_scp_reloads_and_equals_the_source_with_layers_skipp
     for index in removed:
         layers[index] = SkipLayer()
     samples = list(read_calibration(Calibration(source=str(calibration))).samples)
-    batch = encode_calibration(samples, parts, get_adapter(reference), progress=False)[0]
+    batch = encode_calibration(samples, parts, get_adapter(reference))[0]
     assert batch.image.any()
     _, saved_parts = load(out, trust_remote_code=True)  # the checkpoint carries its tokenizer (and image processor)
-    saved = encode_calibration(samples, saved_parts, get_adapter(pruned), progress=False)[0]
+    saved = encode_calibration(samples, saved_parts, get_adapter(pruned))[0]
     assert saved.inputs.keys() == batch.inputs.keys()
     assert all(torch.equal(saved.inputs[key], batch.inputs[key]) for key in batch.inputs)
     with torch.no_grad():

@@ -57,7 +57,7 @@ def reference_bridge(
 )
 def test_streamed_bridge_equals_numpy_on_the_stacked_tokens(ridge, prior):
     model, adapter, batch, inputs = float64_model()
-    measured = measure_bridges(model, adapter, [batch], [2, 3], LstSq(ridge=ridge), progress=False)
+    measured = measure_bridges(model, adapter, [batch], [2, 3], LstSq(ridge=ridge))
     expected = reference_bridge(model, adapter, batch, inputs, [2, 3], ridge, prior)
     transform = solve_bridge(measured["ata.1"], measured["aty.1"], ridge, prior)
     assert int(measured["tokens.1"]) == int(batch.valid.sum())
@@ -69,7 +69,7 @@ def test_gap_left_is_the_residual_of_the_fit_relative_to_no_bridge():
     written, states = activations(model, adapter, inputs, 1)
     valid = batch.valid
     a, gap = written[valid], (states[4] - states[2])[valid]
-    (entry,) = compensate(model, adapter, [batch], [2, 3], LstSq(ridge=0.01), progress=False)
+    (entry,) = compensate(model, adapter, [batch], [2, 3], LstSq(ridge=0.01))
     transform = torch.from_numpy(reference_bridge(*float64_model(), [2, 3], 0.01))
     expected = float(((a @ transform - (gap + a)) ** 2).sum() / (gap**2).sum())
     assert entry["edited_layer"] == 1 and entry["writers"] == ["mlp.down_proj"]
@@ -81,14 +81,14 @@ def test_gap_left_is_the_residual_of_the_fit_relative_to_no_bridge():
 def test_merged_weights_equal_the_map_applied_at_run_time(model_type):
     """The pruned, merged model equals the unpruned one with the run bypassed and T applied by a hook."""
     model, adapter, batch, inputs = float64_model(model_type)
-    measured = measure_bridges(model, adapter, [batch], [2, 3], LstSq(ridge=0.05), progress=False)
+    measured = measure_bridges(model, adapter, [batch], [2, 3], LstSq(ridge=0.05))
     transform = solve_bridge(measured["ata.1"], measured["aty.1"], 0.05)
     writer = adapter.residual_writers(1)[adapter.spec.residual_writers[-1]]
     handle = writer.register_forward_hook(lambda mod, args, out: out @ transform)
     with torch.no_grad(), bypass_layers(adapter, [2, 3]):
         expected = model(**inputs, use_cache=False).logits
     handle.remove()
-    compensate(model, adapter, [batch], [2, 3], LstSq(ridge=0.05), progress=False)
+    compensate(model, adapter, [batch], [2, 3], LstSq(ridge=0.05))
     drop_layers(model, [2, 3], adapter)
     with torch.no_grad():
         actual = model(**inputs, use_cache=False).logits
@@ -98,10 +98,10 @@ def test_merged_weights_equal_the_map_applied_at_run_time(model_type):
 def test_a_strong_ridge_toward_identity_leaves_the_gap_as_it_was_and_toward_zero_widens_it():
     model, adapter, batch, _ = float64_model()
     (toward_identity,) = compensate(
-        model, adapter, [batch], [3], LstSq(ridge=1e6, prior="identity"), progress=False
+        model, adapter, [batch], [3], LstSq(ridge=1e6, prior="identity")
     )
     model, adapter, batch, _ = float64_model()
-    (toward_zero,) = compensate(model, adapter, [batch], [3], LstSq(ridge=1e6), progress=False)
+    (toward_zero,) = compensate(model, adapter, [batch], [3], LstSq(ridge=1e6))
     assert toward_identity["gap_left"] == pytest.approx(1.0, abs=1e-3)  # T ~ I: as without a bridge
     assert toward_zero["gap_left"] > 1.0  # T ~ 0 silences the writer: worse than no bridge on these tokens
 
@@ -119,7 +119,7 @@ def test_merge_maps_weight_and_bias():
 def test_every_run_is_bridged_and_a_run_at_layer_zero_is_reported():
     model, adapter, batch, _ = float64_model(num_layers=8)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    report = compensate(model, adapter, [batch], [0, 3, 4, 6], LstSq(), progress=False)
+    report = compensate(model, adapter, [batch], [0, 3, 4, 6], LstSq())
     assert [(e["removed"], e["edited_layer"]) for e in report] == [([0], None), ([3, 4], 2), ([6], 5)]
     assert report[0]["reason"] == "run starts at layer 0: nothing below"
     changed = sorted(n for n, p in model.named_parameters() if not torch.equal(p, before[n]))
@@ -133,9 +133,9 @@ def test_every_architecture_is_bridged_or_refused_in_one_line(model_type):
     batch = batch_from_inputs(adapter, tiny_inputs(model.config))
     if adapter.spec.writer_post_norms.get(adapter.spec.residual_writers[-1]):
         with pytest.raises(CompensationError, match=r"followed by '.*' \(a norm\).*--compensation none"):
-            compensate(model, adapter, [batch], [2], LstSq(), progress=False)
+            compensate(model, adapter, [batch], [2], LstSq())
         return
-    (entry,) = compensate(model, adapter, [batch], [2], LstSq(), progress=False)
+    (entry,) = compensate(model, adapter, [batch], [2], LstSq())
     assert entry["edited_layer"] == 1 and 0 <= entry["gap_left"] < 1
 
 
@@ -143,27 +143,27 @@ def test_sequential_fits_each_run_on_the_model_pruned_and_bridged_below_it():
     model, adapter, batch, _ = float64_model(num_layers=8)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sequential = measure_bridges(
-        model, adapter, [batch], [0, 2, 5, 6], LstSq(streams="sequential", ridge=0.05), progress=False
+        model, adapter, [batch], [0, 2, 5, 6], LstSq(streams="sequential", ridge=0.05)
     )
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # measuring edits nothing
     # Reference: remove layer 0, bridge and remove layer 2 for real, then measure the last run as usual.
     reference, reference_adapter, _, _ = float64_model(num_layers=8)
     drop_layers(reference, [0], reference_adapter)
     compensate(
-        reference, reference_adapter, [batch], [1], LstSq(ridge=0.05), progress=False
+        reference, reference_adapter, [batch], [1], LstSq(ridge=0.05)
     )  # original layer 2
     drop_layers(reference, [1], reference_adapter)
-    measured = measure_bridges(reference, reference_adapter, [batch], [3, 4], LstSq(), progress=False)
+    measured = measure_bridges(reference, reference_adapter, [batch], [3, 4], LstSq())
     for key in ("ata", "aty", "yty", "gap", "tokens"):
         torch.testing.assert_close(sequential[f"{key}.4"], measured[f"{key}.2"], rtol=1e-10, atol=1e-10)
     unpruned = measure_bridges(
-        model, adapter, [batch], [0, 2, 5, 6], LstSq(streams="unpruned"), progress=False
+        model, adapter, [batch], [0, 2, 5, 6], LstSq(streams="unpruned")
     )
     assert not torch.allclose(
         sequential["aty.4"], unpruned["aty.4"]
     )  # the streams differ above a bridged cut
     alone = [
-        measure_bridges(model, adapter, [batch], [5, 6], LstSq(streams=s), progress=False)
+        measure_bridges(model, adapter, [batch], [5, 6], LstSq(streams=s))
         for s in ("sequential", "unpruned")
     ]
     assert all(
@@ -173,8 +173,8 @@ def test_sequential_fits_each_run_on_the_model_pruned_and_bridged_below_it():
 
 def test_important_tokens_fit_on_fewer_tokens():
     model, adapter, batch, _ = float64_model()
-    every = measure_bridges(model, adapter, [batch], [3], LstSq(tokens="all"), progress=False)
-    important = measure_bridges(model, adapter, [batch], [3], LstSq(tokens="important"), progress=False)
+    every = measure_bridges(model, adapter, [batch], [3], LstSq(tokens="all"))
+    important = measure_bridges(model, adapter, [batch], [3], LstSq(tokens="important"))
     assert 0 < int(important["tokens.2"]) < int(every["tokens.2"])
 
 
@@ -195,7 +195,7 @@ def test_statistics_with_nan_are_refused_and_nothing_is_edited():
     from shortlvlm.compensation.lstsq import apply_bridges
 
     model, adapter, batch, _ = float64_model()
-    measured = measure_bridges(model, adapter, [batch], [3], LstSq(), progress=False)
+    measured = measure_bridges(model, adapter, [batch], [3], LstSq())
     measured["aty.2"][0, 0] = float("inf")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with pytest.raises(CompensationError, match=r"removed layers \[3\] contain NaN/Inf.*--dtype"):
@@ -207,7 +207,7 @@ def test_a_silent_writer_is_reported_and_left_alone():
     model, adapter, batch, _ = float64_model()
     with torch.no_grad():
         adapter.layers[2].mlp.down_proj.weight.zero_()  # A = 0: nothing to fit a map on
-    (entry,) = compensate(model, adapter, [batch], [3], LstSq(), progress=False)
+    (entry,) = compensate(model, adapter, [batch], [3], LstSq())
     assert entry["edited_layer"] == 2 and "nothing to fit" in entry["reason"]
     assert torch.count_nonzero(adapter.layers[2].mlp.down_proj.weight) == 0
 
@@ -220,7 +220,7 @@ def test_fitting_adds_at_most_one_calibration_pass_per_removed_run(monkeypatch, 
     real = lstsq.capture
     monkeypatch.setattr(lstsq, "capture", lambda *a, **k: calls.append(list(k["skip_layers"])) or real(*a, **k))
     model, adapter, batch, _ = float64_model(num_layers=8)
-    compensate(model, adapter, [batch], [0, 3, 4, 6], LstSq(streams=streams), progress=False)
+    compensate(model, adapter, [batch], [0, 3, 4, 6], LstSq(streams=streams))
     assert len(calls) == passes  # runs [3, 4] and [6] have a kept layer below; [0] has none
     if streams == "sequential":
         assert [sorted(skip) for skip in calls] == [[0], [0, 3, 4]]  # each pass skips the runs below it

@@ -43,7 +43,7 @@ def test_streamed_subspace_equals_svd_of_stacked_gaps():
     model, adapter, batch, inputs = float64_llava()
     runs = removed_runs([2, 3])
     stats = GapStatistics(runs, importance=None, fit=False, dim=model.config.text_config.hidden_size)
-    capture(model, adapter, [batch, batch], stats, progress=False)
+    capture(model, adapter, [batch, batch], stats)
     with torch.no_grad():
         states = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
     gap = (states[4] - states[2])[batch.valid]  # output of layer 3 minus output of layer 1
@@ -82,7 +82,7 @@ def test_edit_in_bfloat16_is_computed_in_float64_then_cast():
 def test_compensate_edits_only_the_layer_below_each_run_by_the_formula():
     model, adapter, batch, inputs = float64_llava()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    report = compensate(model, adapter, [batch], [2, 3], SCP(rank=4, alpha=1.0, tis=TIS(tokens="all")), progress=False)
+    report = compensate(model, adapter, [batch], [2, 3], SCP(rank=4, alpha=1.0, tis=TIS(tokens="all")))
     assert report[0]["edited_layer"] == 1 and report[0]["rank"] == 4 and report[0]["alpha"] == 1.0
     changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
     assert changed == ["model.language_model.layers.1.mlp.down_proj.weight"]
@@ -107,7 +107,7 @@ def test_fitted_alpha_is_the_least_squares_solution():
     basis = torch.linalg.svd(gap, full_matrices=False).Vh[:3].T
     projected = u @ projector(basis)
     expected = float((gap * projected).sum() / (projected * projected).sum())
-    report = compensate(model, adapter, [batch], [2, 3], SCP(rank=3, alpha="fit", tis=TIS(tokens="all")), progress=False)
+    report = compensate(model, adapter, [batch], [2, 3], SCP(rank=3, alpha="fit", tis=TIS(tokens="all")))
     assert report[0]["alpha"] == pytest.approx(expected, rel=1e-8)
 
 
@@ -119,7 +119,7 @@ def test_fitted_alpha_does_not_increase_the_gap_residual():
 
     def residual(alpha):
         edited = tiny_model("llava", 6).double()
-        compensate(edited, get_adapter(edited), [batch], [2, 3], SCP(rank=3, alpha=alpha, tis=TIS(tokens="all")), progress=False)
+        compensate(edited, get_adapter(edited), [batch], [2, 3], SCP(rank=3, alpha=alpha, tis=TIS(tokens="all")))
         with torch.no_grad():
             out = edited(**inputs, output_hidden_states=True, use_cache=False).hidden_states[2][batch.valid]
         return float(((target - out) ** 2).sum())
@@ -130,7 +130,7 @@ def test_fitted_alpha_does_not_increase_the_gap_residual():
 def test_run_starting_at_layer_zero_is_left_alone_and_reported():
     model, adapter, batch, _ = float64_llava()
     before = [p.detach().clone() for p in model.parameters()]
-    report = compensate(model, adapter, [batch], [0, 1], SCP(rank=2, tis=TIS(tokens="all")), progress=False)
+    report = compensate(model, adapter, [batch], [0, 1], SCP(rank=2, tis=TIS(tokens="all")))
     assert report == [{"removed": [0, 1], "edited_layer": None, "reason": "run starts at layer 0: nothing below"}]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
@@ -139,7 +139,7 @@ def test_rank_deficient_gap_uses_fewer_directions_and_says_so():
     model, adapter, batch, _ = float64_llava()
     batch.valid = torch.zeros_like(batch.valid)
     batch.valid[0, -2:] = True  # two tokens: H has rank <= 2
-    report = compensate(model, adapter, [batch], [3], SCP(rank=8, tis=TIS(tokens="all")), progress=False)
+    report = compensate(model, adapter, [batch], [3], SCP(rank=8, tis=TIS(tokens="all")))
     assert report[0]["rank"] <= 2 and "rank" in report[0]["note"]
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -149,7 +149,7 @@ def test_gemma3_post_norm_writers_are_refused():
     adapter = get_adapter(model)
     batch = batch_from_inputs(adapter, tiny_inputs(model.config))
     with pytest.raises(CompensationError, match="compensation none"):
-        compensate(model, adapter, [batch], [3], progress=False)
+        compensate(model, adapter, [batch], [3])
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -159,7 +159,7 @@ def test_gemma3_post_norm_writers_are_refused():
 def test_bad_parameters_are_refused(options, message):
     model, adapter, batch, _ = float64_llava()
     with pytest.raises(CompensationError, match=message):
-        compensate(model, adapter, [batch], [3], options(), progress=False)
+        compensate(model, adapter, [batch], [3], options())
 
 
 def test_default_scp_measures_the_gap_on_tis_important_tokens():
@@ -185,13 +185,13 @@ def test_default_scp_measures_the_gap_on_tis_important_tokens():
     # ceil(half) of the 16 image tokens and of the text words after the template, per row; not all 141 tokens
     assert (important, real) == (3 * (8 + 4) + 2 * (8 + 6), 3 * 27 + 2 * 30)
 
-    measured = SCP().measure(model, adapter, batches, [2, 3], progress=False)
+    measured = SCP().measure(model, adapter, batches, [2, 3])
     assert int(measured["tokens.1"]) == important
     torch.testing.assert_close(measured["hth.1"], stacked.T @ stacked, rtol=1e-10, atol=1e-10)
 
     writer = "model.language_model.layers.1.mlp.down_proj.weight"
     weight = dict(model.named_parameters())[writer].detach().clone()
-    report = compensate(model, adapter, batches, [2, 3], progress=False)  # the default SCP
+    report = compensate(model, adapter, batches, [2, 3])  # the default SCP
     assert report[0]["tokens"] == important and report[0]["rank"] == SCP().rank
     basis = torch.linalg.svd(stacked, full_matrices=False).Vh[:SCP().rank].T
     expected = (torch.eye(basis.shape[0], dtype=torch.float64) + projector(basis)) @ weight

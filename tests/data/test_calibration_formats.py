@@ -121,7 +121,7 @@ def toy():
 @pytest.fixture(scope="module")
 def reference_scores(toy):
     model, processor = toy
-    return score(model, processor, scorer=TISCosine(), calibration=REFERENCE, progress=False).layer_scores
+    return score(model, processor, scorer=TISCosine(), calibration=REFERENCE).layer_scores
 
 
 @pytest.mark.parametrize("name", FORMATS)
@@ -141,7 +141,7 @@ def test_every_format_gives_the_same_samples_and_the_same_scores(name, tmp_path,
     else:
         assert notes == []
     model, processor = toy
-    plan = score(model, processor, scorer=TISCosine(), calibration=samples, progress=False)
+    plan = score(model, processor, scorer=TISCosine(), calibration=samples)
     assert plan.layer_scores == reference_scores
 
 
@@ -248,10 +248,9 @@ def test_samples_without_answers_calibrate_the_scorers_that_need_none(toy, refer
     model, processor = toy
     unanswered = [dataclasses.replace(s, answer=None) for s in REFERENCE]
     for scorer in (TISCosine(), BlockInfluence()):
-        scores = score(model, processor, scorer=scorer, calibration=unanswered, progress=False).layer_scores
+        scores = score(model, processor, scorer=scorer, calibration=unanswered).layer_scores
         assert sum(math.isfinite(v) for v in scores if v is not None) >= 14, scorer.name
-    assert score(model, processor, scorer=TISCosine(), calibration=unanswered,
-                 progress=False).layer_scores != reference_scores  # the answers were part of what it measured
+    assert score(model, processor, scorer=TISCosine(), calibration=unanswered).layer_scores != reference_scores  # the answers were part of what it measured
     assert not TISCosine.needs_answers and not BlockInfluence.needs_answers and SLEB.needs_answers
     with pytest.raises(ScoringError, match="no answer tokens; loss-based scorers need answers"):
-        score(model, processor, scorer=SLEB(), calibration=unanswered, num_remove=2, progress=False)
+        score(model, processor, scorer=SLEB(), calibration=unanswered, num_remove=2)

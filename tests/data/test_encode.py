@@ -32,7 +32,7 @@ def test_tokens_a_template_writes_after_the_answer_are_not_answer_tokens(toy):
     model, processor = toy
     processor.chat_template = CHAT_TEMPLATE.replace("</s>", "</s> the")
     samples = toy_calibration(4)
-    batch = encode_calibration(samples, processor, get_adapter(model), batch_size=4, progress=False)[0]
+    batch = encode_calibration(samples, processor, get_adapter(model), batch_size=4)[0]
     full = processor.tokenizer.batch_decode(batch.inputs["input_ids"])
     assert all("</s> the" in text for text in full)  # the template really writes a word after the answer
     assert answer_words(processor, batch) == [s.answer for s in samples]
@@ -43,7 +43,7 @@ def test_a_template_that_drops_the_answer_is_refused(toy):
     # writes the user turn and a fixed reply, never the answer given
     processor.chat_template = CHAT_TEMPLATE.replace("{{ message['content'][0]['text'] }}", "no")
     with pytest.raises(CalibrationError, match="does not write the answer text"):
-        encode_calibration(toy_calibration(2), processor, get_adapter(model), batch_size=2, progress=False)
+        encode_calibration(toy_calibration(2), processor, get_adapter(model), batch_size=2)
 
 
 def test_a_batch_whose_samples_show_no_image_tokens_is_refused(toy):
@@ -53,4 +53,4 @@ def test_a_batch_whose_samples_show_no_image_tokens_is_refused(toy):
     spec = dataclasses.replace(get_adapter(model).spec,
                                image_mask=lambda config, ids: torch.zeros_like(ids, dtype=torch.bool))
     with pytest.raises(CalibrationError, match="no image tokens"):
-        encode_calibration(toy_calibration(2), processor, Adapter(spec, model), batch_size=2, progress=False)
+        encode_calibration(toy_calibration(2), processor, Adapter(spec, model), batch_size=2)

@@ -17,8 +17,8 @@ def test_evaluate_scores_officially_unless_lenient(tmp_path, monkeypatch):
     samples = load_benchmark("scienceqa-img", build_scienceqa(tmp_path / "scienceqa"))
     scripted = {"1": "A.", "3": "(E)", "4": "A"}  # eval_science_qa.py fails the first two
     monkeypatch.setattr(generate, "answer_samples", lambda model, processor, chunk, **kwargs: scripted)
-    official, _ = evaluate(None, None, "scienceqa-img", samples, progress=False)
-    lenient, _ = evaluate(None, None, "scienceqa-img", samples, progress=False, lenient=True)
+    official, _ = evaluate(None, None, "scienceqa-img", samples)
+    lenient, _ = evaluate(None, None, "scienceqa-img", samples, lenient=True)
     assert (official["parser"], official["accuracy"]) == ("official", pytest.approx(100 / 3))
     assert (lenient["parser"], lenient["accuracy"]) == ("lenient", 100.0)
 

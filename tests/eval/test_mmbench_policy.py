@@ -19,8 +19,8 @@ def test_evaluate_passes_the_policy_to_mmbench(tmp_path, monkeypatch):
     # Row 2000000's "The answer is A" is unreadable by MMBench's rules; lmms-eval's extraction reads A.
     scripted = {"0": "C", "1000000": "B", "2000000": "The answer is A", "3000000": "D"}
     monkeypatch.setattr(generate, "answer_samples", lambda model, processor, chunk, **kwargs: scripted)
-    exact, _ = evaluate(None, None, "mmbench", samples, progress=False)
-    extracted, _ = evaluate(None, None, "mmbench", samples, progress=False, mmbench_policy="lmms-eval")
+    exact, _ = evaluate(None, None, "mmbench", samples)
+    extracted, _ = evaluate(None, None, "mmbench", samples, mmbench_policy="lmms-eval")
     assert (exact["mmbench_policy"], exact["circular_accuracy"]) == ("exact", 0.0)
     assert (extracted["mmbench_policy"], extracted["circular_accuracy"]) == ("lmms-eval", 100.0)
 

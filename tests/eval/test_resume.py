@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -14,11 +15,11 @@ from shortlvlm.eval.evaluate import evaluate
 from shortlvlm.resume.answers import read_partial_answers
 
 
-def test_interrupted_answers_are_reused_and_only_the_rest_is_answered(tmp_path, monkeypatch):
+def test_interrupted_answers_are_reused_and_only_the_rest_is_answered(tmp_path, monkeypatch, caplog):
     model, processor = load("toy")
     samples = load_shapes(24)
     partial, key = tmp_path / "p.jsonl", {"model": "toy"}
-    reference, _ = evaluate(model, processor, "shapes", samples, batch_size=4, progress=False)
+    reference, _ = evaluate(model, processor, "shapes", samples, batch_size=4)
     original = generate.answer_samples
     asked: list[str] = []
 
@@ -30,7 +31,7 @@ def test_interrupted_answers_are_reused_and_only_the_rest_is_answered(tmp_path, 
 
     monkeypatch.setattr(generate, "answer_samples", dying)
     with pytest.raises(KeyboardInterrupt):
-        evaluate(model, processor, "shapes", samples, batch_size=4, progress=False, resume_file=partial,
+        evaluate(model, processor, "shapes", samples, batch_size=4, resume_file=partial,
                  resume_key=key)
     saved = read_partial_answers(partial, key)
     assert sorted(saved) == sorted(asked) and len(saved) == 16
@@ -45,8 +46,10 @@ def test_interrupted_answers_are_reused_and_only_the_rest_is_answered(tmp_path, 
         return original(model, processor, chunk, **kwargs)
 
     monkeypatch.setattr(generate, "answer_samples", counting)
-    metrics, predictions = evaluate(model, processor, "shapes", samples, batch_size=4, progress=False,
-                                    resume_file=partial, resume_key=key)
+    with caplog.at_level(logging.INFO, logger="shortlvlm"):
+        metrics, predictions = evaluate(model, processor, "shapes", samples, batch_size=4,
+                                        resume_file=partial, resume_key=key)
+    assert f"resuming: 16 of 24 answers found in {partial}" in caplog.messages
     assert sorted(resumed) == sorted(s.id for s in samples if s.id not in saved)
     assert metrics == reference and len(predictions) == 24
 

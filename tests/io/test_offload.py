@@ -51,8 +51,8 @@ def folder_digest(folder) -> dict[str, str]:
 def test_scores_under_disk_offload_equal_the_in_memory_scores(tmp_path, calib, method):
     model, processor = offloaded(tmp_path / "offload")
     assert input_device(model).type == "cpu"
-    reference = score(*in_memory(), scorer=get_scorer(method), calibration=calib, progress=False)
-    plan = score(model, processor, scorer=get_scorer(method), calibration=calib, progress=False)
+    reference = score(*in_memory(), scorer=get_scorer(method), calibration=calib)
+    plan = score(model, processor, scorer=get_scorer(method), calibration=calib)
     assert plan.params["removal_order"] == reference.params["removal_order"]
     assert plan.layer_scores == pytest.approx(reference.layer_scores, rel=1e-6, nan_ok=True)
 
@@ -63,10 +63,9 @@ def test_compensation_and_save_under_disk_offload_equal_the_in_memory_checkpoint
     model, processor = offloaded(folder)
     before = folder_digest(folder)
     weights_before = [read_weight(layer.mlp.down_proj, "weight").clone() for layer in get_adapter(model).layers]
-    model, plan = prune(model, processor, 0.25, compensation=compensation, calibration=calib, progress=False)
+    model, plan = prune(model, processor, 0.25, compensation=compensation, calibration=calib)
     assert has_offloaded_weights(model)
-    reference, reference_plan = prune(*in_memory(), 0.25, compensation=compensation, calibration=calib,
-                                      progress=False)
+    reference, reference_plan = prune(*in_memory(), 0.25, compensation=compensation, calibration=calib)
     assert plan.removed_layers == reference_plan.removed_layers
     report, reference_report = plan.params["compensation_report"], reference_plan.params["compensation_report"]
     found = "alpha" if isinstance(compensation, SCP) else "gap_left"
@@ -89,7 +88,7 @@ def test_compensation_and_save_under_disk_offload_equal_the_in_memory_checkpoint
 def test_taylor_refuses_offloaded_weights(tmp_path, calib):
     model, processor = offloaded(tmp_path / "offload")
     with pytest.raises(ShortLVLMError, match=r"taylor needs gradients.*offload"):
-        score(model, processor, scorer=TaylorPlus(), calibration=calib, progress=False)
+        score(model, processor, scorer=TaylorPlus(), calibration=calib)
 
 
 def test_cli_prune_with_disk_offload_writes_the_same_checkpoint(tmp_path, capsys):

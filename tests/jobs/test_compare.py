@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
@@ -18,6 +19,7 @@ from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_report import markdown_table
 from shortlvlm.jobs.compare_spec import CompareError, parse_methods, parse_ratios
 from shortlvlm.jobs.source import ModelSource
+from shortlvlm.log import cli_logging
 
 
 def test_methods_take_a_compensation_suffix():
@@ -71,7 +73,7 @@ class CountingLoader:
     def __init__(self, fail_after: int | None = None):
         self.loads, self.fail_after = 0, fail_after
 
-    def load(self, log=None):
+    def load(self):
         if self.fail_after is not None and self.loads >= self.fail_after:
             raise KeyboardInterrupt
         self.loads += 1
@@ -83,8 +85,7 @@ class CountingLoader:
 
 def small_run(out, loader, **overrides):
     kwargs = dict(methods=parse_methods("block-influence+scp,last"), ratios=[0.1, 0.2], bench="shapes",
-                  samples=load_shapes(24), calibration=toy_calibration(8), eval_batch_size=24, progress=False,
-                  log=lambda text: None)
+                  samples=load_shapes(24), calibration=toy_calibration(8), eval_batch_size=24)
     kwargs.update(overrides)
     return run_compare(loader, out, **kwargs)
 
@@ -147,17 +148,17 @@ def test_a_compensation_setting_reaches_the_cells_and_their_plans(tmp_path):
     from shortlvlm.plan import Plan
     from shortlvlm.pruning import prune
     model, pruned = prune(model, processor, 0.2, plan=Plan.from_dict(plan), compensation=LstSq(ridge=0.5),
-                          calibration=toy_calibration(8), progress=False)
-    metrics, _ = evaluate(model, processor, "shapes", load_shapes(24), batch_size=24, progress=False)
+                          calibration=toy_calibration(8))
+    metrics, _ = evaluate(model, processor, "shapes", load_shapes(24), batch_size=24)
     assert pruned.removed_layers == cell["removed_layers"] and metrics["accuracy"] == cell["metrics"]["accuracy"]
 
 
-def test_an_extension_to_a_higher_ratio_scores_a_count_scorer_again(tmp_path):
+def test_an_extension_to_a_higher_ratio_scores_a_count_scorer_again(tmp_path, caplog):
     out = tmp_path / "cmp"
     small_run(out, CountingLoader(), methods=parse_methods("sleb"), ratios=[0.1])
-    logged = []
-    data = small_run(out, CountingLoader(), methods=parse_methods("sleb"), ratios=[0.1, 0.2], log=logged.append)
-    assert any("scoring again" in line for line in logged)
+    with caplog.at_level(logging.INFO, logger="shortlvlm"):
+        data = small_run(out, CountingLoader(), methods=parse_methods("sleb"), ratios=[0.1, 0.2])
+    assert any("scoring again" in line for line in caplog.messages)
     assert len(data["scoring"]["sleb"]["removal_order"]) == 3  # round(0.2 x 16)
     assert data["cells"]["sleb"]["0.2"]["removed_layers"] == sorted(data["scoring"]["sleb"]["removal_order"])
 
@@ -191,7 +192,7 @@ def test_a_comparison_of_other_weights_at_the_same_path_is_refused(tmp_path):
     model_dir, out = tmp_path / "model", tmp_path / "cmp"
     shutil.copytree(TOY_CHECKPOINT, model_dir)
     kwargs = dict(methods=parse_methods("last"), ratios=[0.1], bench="shapes", samples=load_shapes(12),
-                  calibration=None, eval_batch_size=12, progress=False, log=lambda text: None)
+                  calibration=None, eval_batch_size=12)
     first = run_compare(ModelSource(str(model_dir)), out, **kwargs)
     assert first["config"]["weights"]
     tensors = load_file(model_dir / "model.safetensors")
@@ -207,9 +208,10 @@ def test_retention_is_relative_to_the_unpruned_score():
 
 
 def test_progress_goes_to_stderr_and_only_results_to_stdout(tmp_path, capsys):
-    """run_compare's default log, as the CLI's: progress lines on stderr."""
-    run_compare(CountingLoader(), tmp_path / "c", methods=parse_methods("last"), ratios=[0.1], bench="shapes",
-                samples=load_shapes(4), calibration=None, eval_batch_size=4, progress=False)
+    """Under the CLI's logging, run_compare's progress lines are on stderr."""
+    with cli_logging():
+        run_compare(CountingLoader(), tmp_path / "c", methods=parse_methods("last"), ratios=[0.1], bench="shapes",
+                    samples=load_shapes(4), calibration=None, eval_batch_size=4)
     out, err = capsys.readouterr()
     assert "evaluating the unpruned model ..." in err and "[1/1] last at 0.1 ..." in err
     assert out == ""
@@ -260,7 +262,7 @@ def test_prune_from_a_compared_plan_reproduces_that_cell(tmp_path, capsys):
     assert weights["short-lvlm"] != weights["tis-cosine"]  # the same layers go; SCP edited the kept ones
 
 
-def test_a_ranking_scored_with_other_options_is_not_reused(tmp_path):
+def test_a_ranking_scored_with_other_options_is_not_reused(tmp_path, caplog):
     """A folder from an older version (other scorer defaults) must not mix its ranking with the current one."""
     out = tmp_path / "cmp"
     small_run(out, CountingLoader(), methods=parse_methods("tis-cosine"), ratios=[0.1])
@@ -268,9 +270,10 @@ def test_a_ranking_scored_with_other_options_is_not_reused(tmp_path):
     plan = json.loads(plan_file.read_text())
     plan["scorer"]["tis"]["top_p"] = 0.25  # as if scored under another default
     plan_file.write_text(json.dumps(plan))
-    logged, loader = [], CountingLoader()
-    data = small_run(out, loader, methods=parse_methods("tis-cosine"), ratios=[0.1], log=logged.append)
-    assert any("scoring again" in line and "tis-cosine" in line for line in logged)
+    loader = CountingLoader()
+    with caplog.at_level(logging.INFO, logger="shortlvlm"):
+        data = small_run(out, loader, methods=parse_methods("tis-cosine"), ratios=[0.1])
+    assert any("scoring again" in line and "tis-cosine" in line for line in caplog.messages)
     assert loader.loads == 2  # scored again, and its cell measured again
     assert json.loads(plan_file.read_text())["scorer"]["tis"]["top_p"] == 0.5
     assert set(data["cells"]["tis-cosine"]) == {"0.1"}
@@ -279,7 +282,7 @@ def test_a_ranking_scored_with_other_options_is_not_reused(tmp_path):
     assert loader.loads == 0  # now current: nothing redone
 
 
-def test_a_cell_measured_with_other_compensation_options_is_measured_again(tmp_path):
+def test_a_cell_measured_with_other_compensation_options_is_measured_again(tmp_path, caplog):
     out = tmp_path / "cmp"
     small_run(out, CountingLoader(), methods=parse_methods("last+lstsq,last+scp"), ratios=[0.1])
     results = json.loads((out / "results.json").read_text())
@@ -287,9 +290,10 @@ def test_a_cell_measured_with_other_compensation_options_is_measured_again(tmp_p
     results["cells"]["last+lstsq"]["0.1"]["compensation_options"]["streams"] = "unpruned"  # as an older default
     results["cells"]["last+lstsq"]["0.1"]["score"] = -1.0
     (out / "results.json").write_text(json.dumps(results))
-    loader, logged = CountingLoader(), []
-    data = small_run(out, loader, methods=parse_methods("last+lstsq,last+scp"), ratios=[0.1], log=logged.append)
-    assert loader.loads == 1 and any("other compensation options" in line for line in logged)  # only that cell
+    loader = CountingLoader()
+    with caplog.at_level(logging.INFO, logger="shortlvlm"):
+        data = small_run(out, loader, methods=parse_methods("last+lstsq,last+scp"), ratios=[0.1])
+    assert loader.loads == 1 and any("other compensation options" in line for line in caplog.messages)  # only that cell
     assert data["cells"]["last+lstsq"]["0.1"]["score"] != -1.0
     assert data["cells"]["last+lstsq"]["0.1"]["compensation_options"] == LstSq().to_dict()
 

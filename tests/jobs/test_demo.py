@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -10,6 +11,7 @@ from shortlvlm.errors import OutputExistsError
 from shortlvlm.jobs import demo
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS
 from shortlvlm.jobs.demo import run_demo
+from shortlvlm.log import cli_logging
 from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 
 
@@ -43,15 +45,16 @@ def test_demo_reports_every_architecture_and_the_toy(tmp_path, capsys):
 
 
 def test_the_demos_progress_goes_to_stderr(tmp_path, monkeypatch, capsys):
-    """The comparison's progress lines go to stderr, as in `compare`; stdout carries only the report."""
+    """The comparison's progress lines go to stderr under the CLI's logging, as in `compare`; stdout carries
+    only the report."""
     class Stop(Exception):
         pass
 
-    def compare_that_logs(*args, log, **kwargs):
-        log("scoring layers with sleb ...")
+    def compare_that_logs(*args, **kwargs):
+        logging.getLogger("shortlvlm.jobs.compare").info("scoring layers with sleb ...")
         raise Stop
     monkeypatch.setattr(demo, "run_compare", compare_that_logs)
-    with pytest.raises(Stop):
+    with cli_logging(), pytest.raises(Stop):  # as `shortlvlm demo` runs it
         demo.toy_comparison(tmp_path, [], None)
     out, err = capsys.readouterr()
     assert "scoring layers with sleb ..." in err and out == ""

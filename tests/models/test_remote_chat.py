@@ -36,8 +36,7 @@ def samples(folders):
 
 def encoded(folder, samples, batch_size=8):
     model, parts = load(folder, trust_remote_code=True)
-    return model, parts, encode_calibration(samples, parts, get_adapter(model), batch_size=batch_size,
-                                            progress=False)[0]
+    return model, parts, encode_calibration(samples, parts, get_adapter(model), batch_size=batch_size)[0]
 
 
 def utf8(text: str) -> list[int]:
@@ -66,7 +65,7 @@ def test_qwen_vl_chat_gets_a_file_for_an_image_without_one_and_reads_the_same_pi
     model, parts, _ = encoded(folders["qwen"], samples[:1])
     with Image.open(samples[0].image_path) as image:
         in_memory = CalibrationSample(id="m", prompt=samples[0].prompt, answer=samples[0].answer, image=image.copy())
-    batch = encode_calibration([in_memory], parts, get_adapter(model), progress=False)[0]
+    batch = encode_calibration([in_memory], parts, get_adapter(model))[0]
     ids = batch.inputs["input_ids"][0]
     span = ids[(ids == QWEN_IMAGE_START).nonzero()[0, 0] + 1:].tolist()
     path = bytes(span[:span.index(IMG_PAD)]).decode()
@@ -121,4 +120,4 @@ def test_right_padding_uses_each_models_pad_and_keeps_the_masks_on_real_tokens(f
 def test_missing_tokenizer_files_name_what_the_encoding_needs(folders, samples):
     model, _ = load(folders["mplug"], trust_remote_code=True)
     with pytest.raises(CalibrationError, match=r"preprocessor_config\.json"):
-        encode_calibration(samples, None, get_adapter(model), progress=False)
+        encode_calibration(samples, None, get_adapter(model))

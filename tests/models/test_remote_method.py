@@ -84,7 +84,7 @@ def streamed_vs_naive(mimic):
         out = model(**inputs, output_attentions=True, output_hidden_states=True)
     layers = list(range(adapter.num_layers))
     recorder = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P))
-    capture(model, adapter, [batch], recorder, attention_layers=layers, progress=False)
+    capture(model, adapter, [batch], recorder, attention_layers=layers)
     return model, adapter, inputs, out, recorder
 
 
@@ -121,7 +121,7 @@ def test_layer_by_layer_pass_gives_the_same_statistics(mimic):
     results = []
     for layerwise in (False, True):
         recorder = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P))
-        capture(model, adapter, [batch], recorder, attention_layers=layers, progress=False, layerwise=layerwise)
+        capture(model, adapter, [batch], recorder, attention_layers=layers, layerwise=layerwise)
         results.append((recorder.last_scores, recorder.similarity("important")))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0, equal_nan=True)
     assert results[0][1] == results[1][1]
@@ -166,7 +166,7 @@ def test_prune_with_scp_saves_and_reloads_with_remote_code(mimic, tmp_path):
     cls.register_for_auto_class("AutoModelForCausalLM")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model, plan = prune(model, None, 0.3, scorer=TISCosine(), calibration=calibration_of(model, mimic),
-                        compensation=SCP(rank=4), progress=False)
+                        compensation=SCP(rank=4))
     assert len(plan.removed_layers) == 2 and plan.compensation == "scp"
     writer = get_adapter(model).spec.residual_writers[-1]
     edited = [e["edited_layer"] for e in plan.params["compensation_report"] if e["edited_layer"] is not None]

@@ -22,7 +22,7 @@ def calib():
 def run(calib, cache, ratio=0.25, scp_rank=8, tis_top_p=0.5):
     model, processor = load("toy", dtype=torch.float32)
     return prune(model, processor, ratio, scorer=TISCosine(tis=TIS(top_p=tis_top_p)), compensation=SCP(rank=scp_rank),
-                 calibration=calib, cache=cache, progress=False)
+                 calibration=calib, cache=cache)
 
 
 def test_reuse_gives_the_same_model_and_respects_what_the_stages_depend_on(tmp_path, calib):
@@ -87,7 +87,7 @@ def test_other_weights_at_the_same_path_do_not_reuse_stages(tmp_path, capsys):
         model, processor = load(str(model_dir), dtype=torch.float32)
         prune(model, processor, 0.25, calibration=toy_calibration(4),
               cache=StageCache(partial_dir_for(out), announce=False, identity={"weights": identity}),
-              source=str(model_dir), progress=False)
+              source=str(model_dir))
 
     interrupted_job_stages(stamp)
     weights = next(model_dir.glob("*.safetensors"))
@@ -109,7 +109,7 @@ def test_bridge_statistics_are_reused_across_ridges_not_across_token_sets(tmp_pa
     def bridged(cache, **options):
         model, processor = load("toy", dtype=torch.float32)
         return prune(model, processor, 0.25, scorer=TISCosine(), compensation=LstSq(streams="unpruned", **options),
-                     calibration=calib, cache=cache, progress=False)
+                     calibration=calib, cache=cache)
 
     first = StageCache(tmp_path / "stages", announce=False)
     model, plan = bridged(first, ridge=0.1)
@@ -135,7 +135,7 @@ def test_sequential_bridge_statistics_depend_on_the_ridge(tmp_path, calib):
     def bridged(cache, ridge):
         model, processor = load("toy", dtype=torch.float32)
         return prune(model, processor, 0.25, scorer=TISCosine(), compensation=LstSq(ridge=ridge, streams="sequential"),
-                     calibration=calib, cache=cache, progress=False)
+                     calibration=calib, cache=cache)
 
     first = StageCache(tmp_path / "stages", announce=False)
     model, _ = bridged(first, 0.1)

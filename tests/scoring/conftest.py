@@ -56,6 +56,6 @@ def make_context():
         inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tiny_inputs(model.config).items()}
         if unpadded if unpadded is not None else dtype == torch.float64:
             inputs["attention_mask"] = torch.ones_like(inputs["attention_mask"])
-        context = ScoringContext(model, adapter, [batch_from_inputs(adapter, inputs)], progress=False)
+        context = ScoringContext(model, adapter, [batch_from_inputs(adapter, inputs)])
         return with_answers(context) if answers else context
     return build

@@ -32,7 +32,7 @@ def test_distances_equal_the_brute_force_computation(make_context, model_type):
     context = make_context(model_type, dtype=torch.float64, answers=False)
     states = boundary_states(context)
     collector = BoundaryDistance(context.adapter.num_layers)
-    capture(context.model, context.adapter, context.batches, collector, progress=False)
+    capture(context.model, context.adapter, context.batches, collector)
     got = collector.distances()
     size = states.shape[1]
     for i in range(size):
@@ -46,7 +46,7 @@ def test_the_chosen_block_is_the_brute_force_minimum(make_context):
     context = make_context(answers=False)
     ranking = get_scorer("angular").rank(context, 3)
     distance = BoundaryDistance(6)
-    capture(context.model, context.adapter, context.batches, distance, progress=False)
+    capture(context.model, context.adapter, context.batches, distance)
     matrix = distance.distances()
     for size in range(1, 6):
         best = min(range(0, 7 - size), key=lambda start: float(matrix[start, start + size]))

@@ -38,8 +38,7 @@ def test_a_plan_ranks_only_the_requested_count(make_context, monkeypatch):
     context = make_context()
     forbid_model_copies(monkeypatch, "sleb")
     encoded = CalibrationSet(Calibration(), ()).with_batches(context.batches)
-    plan = score(context.model, None, scorer=SLEB(), calibration=encoded, num_remove=2, adapter=context.adapter,
-                 progress=False)
+    plan = score(context.model, None, scorer=SLEB(), calibration=encoded, num_remove=2, adapter=context.adapter)
     assert len(plan.params["removal_order"]) == 2
     assert planned_removal(plan, 2) == plan.params["removal_order"]
     with pytest.raises(PlanError, match="ranks only 2"):

@@ -26,7 +26,7 @@ def context_for(model_type="llava", num_layers=6):
     model = tiny_model(model_type, num_layers)
     adapter = get_adapter(model)
     batch = batch_from_inputs(adapter, tiny_inputs(model.config))
-    return ScoringContext(model, adapter, [batch], progress=False)
+    return ScoringContext(model, adapter, [batch])
 
 
 @pytest.mark.parametrize("tokens", ["important", "all"])
@@ -74,7 +74,7 @@ def test_iterative_second_pick_equals_rescoring_the_dropped_model():
     assert first == get_scorer("tis-cosine").rank(context, 2).order[0]
     reference = copy.deepcopy(context.model)
     drop_layers(reference, [first])
-    ref_context = ScoringContext(reference, get_adapter(reference), context.batches, progress=False)
+    ref_context = ScoringContext(reference, get_adapter(reference), context.batches)
     ref_order = get_scorer("tis-cosine").rank(ref_context, 1).order
     kept = [i for i in range(6) if i != first]
     assert second == kept[ref_order[0]]
@@ -118,7 +118,7 @@ def test_capture_collects_only_probe_layers_attention():
         def layer_output(self, layer, h_in, h_out): pass
         def end_batch(self): pass
 
-    capture(context.model, context.adapter, context.batches, Spy(), attention_layers=[0, 4], progress=False)
+    capture(context.model, context.adapter, context.batches, Spy(), attention_layers=[0, 4])
     batch, length = context.batches[0].inputs["input_ids"].shape
     assert seen == [(0, (batch, length, length), True), (4, (batch, length, length), True)]
     assert context.model.config._attn_implementation == original
@@ -132,11 +132,11 @@ def test_toy_chat_template_is_found_and_left_out_of_the_important_tokens():
 
     model, processor = load("toy")
     adapter = get_adapter(model)
-    batches = encode_calibration(toy_calibration()[:16], processor, adapter, progress=False)
+    batches = encode_calibration(toy_calibration()[:16], processor, adapter)
     length = template_length(batches)
     first = batches[0].inputs["input_ids"][0, :length].tolist()
     assert processor.tokenizer.convert_ids_to_tokens(first) == ["<s>", "USER", ":"]
-    context = ScoringContext(model, adapter, batches, progress=False)
+    context = ScoringContext(model, adapter, batches)
     skipped = get_scorer("tis-cosine").rank(context, 5)
     kept = get_scorer("tis-cosine", tis=TIS(skip_template=False)).rank(context, 5)
     assert skipped.details["template_tokens_skipped"] == 3 and kept.details["template_tokens_skipped"] == 0
@@ -165,5 +165,5 @@ def test_default_scores_average_per_sample_over_unequal_batches():
         per_sample.append([float(torch.nn.functional.cosine_similarity(h_in[0], h_out[0], dim=-1)[mask].mean())
                            for h_in, h_out in layer_streams(model, sample)])
     expected = [sum(column) / len(samples) for column in zip(*per_sample, strict=True)]
-    scores = get_scorer("tis-cosine").rank(ScoringContext(model, adapter, batches, progress=False), 1).scores
+    scores = get_scorer("tis-cosine").rank(ScoringContext(model, adapter, batches), 1).scores
     assert scores == pytest.approx(expected, rel=1e-9, abs=1e-12)

@@ -34,7 +34,6 @@ def capture(
     attention_layers: Iterable[int] = (),
     skip_layers: Iterable[int] = (),
     desc: str = "capture",
-    progress: bool = True,
     layerwise: Layerwise | bool | None = None,
 ) -> None:
     """Run every batch through the model once, feeding `collector` from hooks as layers run.
@@ -51,6 +50,6 @@ def capture(
     device = input_device(model)
     with eager_attention(model) if taps.attention_layers else contextlib.nullcontext():
         if layerwise:
-            run_layerwise(model, batches, taps, options=layerwise, device=device, desc=desc, progress=progress)
+            run_layerwise(model, batches, taps, options=layerwise, device=device, desc=desc)
         else:
-            run_whole_model(model, batches, taps, device=device, desc=desc, progress=progress)
+            run_whole_model(model, batches, taps, device=device, desc=desc)

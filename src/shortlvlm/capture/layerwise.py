@@ -21,7 +21,6 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from shortlvlm.capture.activations import ActivationStore
 from shortlvlm.capture.batch import CalibrationBatch
@@ -30,6 +29,7 @@ from shortlvlm.capture.recording import Recording, check_replay, record_layer_in
 from shortlvlm.errors import CaptureError
 from shortlvlm.io.offload import offload_hook
 from shortlvlm.io.placement import Layerwise
+from shortlvlm.log import progress_bar
 
 
 def _to(value, device: torch.device):
@@ -66,7 +66,7 @@ def onloaded(module: nn.Module) -> Iterator[None]:
 
 
 def run_layerwise(model: nn.Module, batches: list[CalibrationBatch], taps: LayerTaps, *, options: Layerwise,
-                  device: torch.device, desc: str, progress: bool) -> None:
+                  device: torch.device, desc: str) -> None:
     """The layer-major loop: prefix passes record every batch's layer inputs, then each layer runs every
     batch, `taps` checking its output and feeding the collector; the attention hooks are attached for the
     layer loop only, so the prefix passes feed the collector nothing."""
@@ -80,8 +80,7 @@ def run_layerwise(model: nn.Module, batches: list[CalibrationBatch], taps: Layer
     recordings: list[Recording] = []
     states: list[dict | None] = []
     try:
-        for number, batch in enumerate(tqdm(batches, desc=f"{desc}: layer inputs", unit="batch",
-                                            disable=not progress, leave=False)):
+        for number, batch in enumerate(progress_bar(batches, desc=f"{desc}: layer inputs", unit="batch", leave=False)):
             on_device = batch.to(device)
             hidden, recording = record_layer_inputs(model, layers, on_device.model_inputs(), skip, returns_tuple)
             if number == 0:
@@ -92,8 +91,8 @@ def run_layerwise(model: nn.Module, batches: list[CalibrationBatch], taps: Layer
             collector.begin_batch(on_device.at_layers())
             states.append(_to(collector.get_batch_state(), cpu))
         steps = [i for i in range(len(layers)) if i not in skip or any(i in r.deltas for r in recordings)]
-        with taps.attention_hooks(), tqdm(total=len(steps) * len(batches), desc=f"{desc}: layer by layer",
-                                          unit="batch", disable=not progress, leave=False) as bar:
+        with taps.attention_hooks(), progress_bar(total=len(steps) * len(batches), desc=f"{desc}: layer by layer",
+                                          unit="batch", leave=False) as bar:
             for index in steps:
                 layer = layers[index]
                 with onloaded(layer) if index not in skip else contextlib.nullcontext():

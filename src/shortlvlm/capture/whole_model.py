@@ -6,15 +6,15 @@ import contextlib
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from shortlvlm.capture.batch import CalibrationBatch
 from shortlvlm.capture.hooks import LayerTaps, bypass_layers, hidden_of, layer_input
 from shortlvlm.errors import CaptureError
+from shortlvlm.log import progress_bar
 
 
 def run_whole_model(model: nn.Module, batches: list[CalibrationBatch], taps: LayerTaps, *, device: torch.device,
-                    desc: str, progress: bool) -> None:
+                    desc: str) -> None:
     """Batch by batch: forward hooks hand each layer's input and output to `taps` as the layer runs."""
     adapter, collector = taps.adapter, taps.collector
     inputs: dict[int, torch.Tensor] = {}
@@ -37,7 +37,7 @@ def run_whole_model(model: nn.Module, batches: list[CalibrationBatch], taps: Lay
             handles.append(layer.register_forward_pre_hook(on_layer_input(index), with_kwargs=True))
             handles.append(layer.register_forward_hook(on_layer_output(index), with_kwargs=True))
         try:
-            for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+            for batch in progress_bar(batches, desc=desc, unit="batch", leave=False):
                 batch = batch.to(device)
                 taps.seen_attention.clear()
                 taps.real = batch.at_layers().real

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.jobs.bench import run_bench_job
 from shortlvlm.speed import DEFAULT_PROMPT, bench_warnings, markdown_table, spread_lines
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(rows))
     print("\n".join(["", "spread over the measured rounds:", *spread_lines(rows)]))
     for warning in bench_warnings(rows):
-        print(f"shortlvlm: warning: {warning}", file=sys.stderr)
+        logger.warning(warning)
     print(f"wrote {args.out}")
     return 0

@@ -14,7 +14,6 @@ from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_draws import calibration_draws, run_compare_draws, summary_table
 from shortlvlm.jobs.compare_report import markdown_table
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, CompareError, parse_methods, parse_ratios
-from shortlvlm.jobs.source import stderr
 from shortlvlm.scoring import SCORERS, RandomLayers
 from shortlvlm.selection import layers_to_remove
 
@@ -85,14 +84,14 @@ def run(args: argparse.Namespace) -> int:
     if args.calib_draws > 1:
         summary = run_compare_draws(source, args.out, draws=draws, methods=methods, ratios=ratios, bench=args.bench,
                                     samples=samples, data=args.data, eval_batch_size=args.eval_batch_size, seed=seed,
-                                    overwrite=args.overwrite, log=stderr)
+                                    overwrite=args.overwrite)
         print(summary_table(summary))
         print(f"wrote {Path(args.out) / 'summary.json'}, summary.md, accuracy_vs_ratio.png and one comparison per "
               f"draw ({Path(args.out) / 'draw-0'}, ...)")
         return 0
     data = run_compare(source, args.out, methods=methods, ratios=ratios, bench=args.bench, samples=samples,
                        calibration=draws[0], data=args.data, eval_batch_size=args.eval_batch_size, seed=seed,
-                       overwrite=args.overwrite, log=stderr)
+                       overwrite=args.overwrite)
     print(markdown_table(data))
     print(f"wrote {Path(args.out) / 'results.json'}, results.md and accuracy_vs_ratio.png")
     return 0

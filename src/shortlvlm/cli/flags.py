@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
+import logging
 import types
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from shortlvlm.options import Options, flag_of, nested_options
+
+logger = logging.getLogger(__name__)
 
 T = typing.TypeVar("T", bound=Options)
 
@@ -39,7 +41,7 @@ class DeprecatedName(argparse.Action):
         self.new, self.why = new, why
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        print(f"shortlvlm: warning: {option_string} is deprecated here, use {self.new} ({self.why})", file=sys.stderr)
+        logger.warning(f"{option_string} is deprecated here, use {self.new} ({self.why})")
         setattr(namespace, self.dest, values)
 
 

@@ -12,6 +12,7 @@ from shortlvlm.cli import bench, compare, demo, models, prune, score
 from shortlvlm.cli import eval as evaluate
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.io.output import is_write_failure, os_error_of, write_error
+from shortlvlm.log import cli_logging
 from shortlvlm.version import __version__
 
 EXIT_USER_ERROR = 2
@@ -39,6 +40,14 @@ class OneLineParser(argparse.ArgumentParser):
         return parsed
 
 
+def add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    """--quiet / --verbose: how much of the `shortlvlm` logger the command prints (shortlvlm.log.cli_logging)."""
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", default=default,
+                      help="print results, warnings and errors only: no progress lines or bars")
+    talk.add_argument("-v", "--verbose", action="store_true", default=default, help="also print debug lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="shortlvlm",
@@ -46,9 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         "layers, without training (after Short-LVLM). MODEL is a hub id or a local directory.",
     )
     parser.add_argument("--version", action="version", version=f"shortlvlm {__version__}")
+    add_verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for command in SUBCOMMANDS:
         command.add_parser(sub)
+    for command_parser in sub.choices.values():  # also after the subcommand: `shortlvlm prune ... --quiet`
+        add_verbosity(command_parser, default=argparse.SUPPRESS)
     parser.commands = dict(sub.choices)
     return parser
 
@@ -64,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.func(args)
+        with cli_logging(-1 if args.quiet else 1 if args.verbose else 0):
+            return args.func(args)
     except ShortLVLMError as err:
         print(f"{ERROR_PREFIX}{err}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -53,7 +53,6 @@ def compensate(
     removed: list[int],
     compensation: Compensation = SCP(),
     *,
-    progress: bool = True,
     gaps: Callable[[], dict[str, torch.Tensor]] | None = None,
 ) -> list[dict]:
     """Measure the statistics of `removed` (original indices) on the unpruned model and edit the kept layers.
@@ -72,7 +71,7 @@ def compensate(
     measured = (
         gaps()
         if gaps is not None
-        else compensation.measure(model, adapter, batches, removed, progress=progress)
+        else compensation.measure(model, adapter, batches, removed)
     )
     return compensation.apply(model, adapter, removed, measured)
 

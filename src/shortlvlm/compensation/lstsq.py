@@ -92,10 +92,8 @@ class LstSq(Options):
         adapter: Adapter,
         batches: list[CalibrationBatch],
         removed: list[int],
-        *,
-        progress: bool = True,
     ) -> dict[str, torch.Tensor]:
-        return measure_bridges(model, adapter, batches, removed, self, progress=progress)
+        return measure_bridges(model, adapter, batches, removed, self)
 
     def apply(
         self, model: nn.Module, adapter: Adapter, removed: list[int], measured: dict[str, torch.Tensor]
@@ -139,8 +137,6 @@ def measure_bridges(
     batches: list[CalibrationBatch],
     removed: list[int],
     bridge: LstSq,
-    *,
-    progress: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Per compensated run (keyed by the kept layer r below it): "ata.{r}", "aty.{r}" (float64, d x d),
     "yty.{r}", "gap.{r}" and "tokens.{r}". One capture pass over the unpruned model, or with
@@ -148,14 +144,14 @@ def measure_bridges(
     (name,) = writer_names(adapter, "mlp", "the least-squares bridge")
     runs = removed_runs(removed)
     if bridge.streams == "unpruned":
-        return _measure(model, adapter, batches, runs, name, bridge, skip=[], progress=progress)
+        return _measure(model, adapter, batches, runs, name, bridge, skip=[])
     skip = [layer for run in runs if run.below is None for layer in run.layers]
     measured: dict[str, torch.Tensor] = {}
     originals: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
     try:
         for run in [run for run in runs if run.below is not None]:
             measured.update(
-                _measure(model, adapter, batches, [run], name, bridge, skip=skip, progress=progress)
+                _measure(model, adapter, batches, [run], name, bridge, skip=skip)
             )
             writer = adapter.residual_writers(run.below)[name]
             originals.append(
@@ -188,7 +184,6 @@ def _measure(
     bridge: LstSq,
     *,
     skip: list[int],
-    progress: bool,
 ) -> dict[str, torch.Tensor]:
     """One capture pass with the `skip` layers bypassed: the statistics of `runs`."""
     hidden = adapter.config.get_text_config().hidden_size
@@ -210,7 +205,6 @@ def _measure(
             attention_layers=probes,
             skip_layers=skip,
             desc="lstsq",
-            progress=progress,
         )
     finally:
         for handle in handles:

@@ -71,9 +71,8 @@ class SCP(Options):
         return {"tis": self.tis.to_dict() if self.tis is not None else None, "normalize": self.normalize,
                 "fit": self.fit, "writers": self.writers if self.fit else None}
 
-    def measure(self, model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int],
-                *, progress: bool = True) -> dict[str, torch.Tensor]:
-        return measure_gaps(model, adapter, batches, removed, self, progress=progress)
+    def measure(self, model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int]) -> dict[str, torch.Tensor]:
+        return measure_gaps(model, adapter, batches, removed, self)
 
     def apply(self, model: nn.Module, adapter: Adapter, removed: list[int],
               measured: dict[str, torch.Tensor]) -> list[dict]:
@@ -136,7 +135,7 @@ def fit_alpha(basis: torch.Tensor, cross: torch.Tensor, gram: torch.Tensor) -> f
 
 
 def measure_gaps(model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int],
-                 scp: SCP, *, progress: bool = True) -> dict[str, torch.Tensor]:
+                 scp: SCP) -> dict[str, torch.Tensor]:
     """One capture pass over the unpruned model: per compensated run (keyed by the kept layer below),
     "hth.{r}" (and "cross.{r}", "gram.{r}" when fitting alpha) in float64 and "tokens.{r}"."""
     tis = scp.tis or TIS()
@@ -153,7 +152,7 @@ def measure_gaps(model: nn.Module, adapter: Adapter, batches: list[CalibrationBa
                     handles.append(module.register_forward_hook(
                         lambda mod, args, out, layer=run.below: stats.writer_output(layer, out)))
     try:
-        capture(model, adapter, batches, stats, attention_layers=probes, desc="scp", progress=progress)
+        capture(model, adapter, batches, stats, attention_layers=probes, desc="scp")
     finally:
         for handle in handles:
             handle.remove()

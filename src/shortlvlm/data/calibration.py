@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,8 @@ from shortlvlm.data.calibration_formats import (
     strip_image_placeholder,
 )
 from shortlvlm.testbeds.toy import BUNDLED_CALIBRATION
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["IMAGE_PLACEHOLDER", "CalibrationError", "CalibrationSample", "calibration_hash", "check_images",
            "load_calibration", "read_calibration_file", "read_calibration_jsonl", "strip_image_placeholder",
@@ -206,8 +208,5 @@ def load_calibration(
     if isinstance(source, str) and source == "toy":
         return toy_calibration(limit)
     return read_calibration_file(source, limit=limit, allow_outside_root=allow_outside_root,
-                                 image_folder=image_folder, split=split, report=_stderr)
+                                 image_folder=image_folder, split=split, report=logger.warning)
 
-
-def _stderr(text: str) -> None:
-    print(f"shortlvlm: {text}", file=sys.stderr)

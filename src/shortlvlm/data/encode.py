@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from shortlvlm.capture import CalibrationBatch, batch_from_inputs
 from shortlvlm.data.calibration import CalibrationError, CalibrationSample
 from shortlvlm.eval.generate import conversation
+from shortlvlm.log import progress_bar
 from shortlvlm.models import Adapter
 from shortlvlm.models.base import ChatEncoding, ChatSample
 
@@ -57,7 +57,6 @@ def encode_calibration(
     adapter: Adapter,
     *,
     batch_size: int = 8,
-    progress: bool = True,
 ) -> list[CalibrationBatch]:
     """Right-padded batches of image + prompt + answer, with image, valid and answer-token masks."""
     if not samples:
@@ -79,7 +78,7 @@ def encode_calibration(
     write_copy = _image_copies()
     batches = []
     chunks = range(0, len(samples), batch_size)
-    for start in tqdm(chunks, desc="encode", unit="batch", disable=not progress, leave=False):
+    for start in progress_bar(chunks, desc="encode", unit="batch", leave=False):
         chunk = samples[start:start + batch_size]
         images = [s.load_image() for s in chunk]
         missing = [s.id for s, image in zip(chunk, images, strict=True) if image is None]

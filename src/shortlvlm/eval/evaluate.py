@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 
 from torch import nn
-from tqdm import tqdm
 
 from shortlvlm.data.benchmarks import check_scoring, score_benchmark
 from shortlvlm.eval import generate
+from shortlvlm.log import progress_bar
 from shortlvlm.resume.answers import append_answers, read_partial_answers, start_answer_file
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate(
-    model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16, progress: bool = True,
+    model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16,
     resume_file: str | os.PathLike | None = None, resume_key: dict | None = None, lenient: bool = False,
     mmbench_policy: str = "exact",
 ) -> tuple[dict, dict[str, str]]:
@@ -28,25 +30,24 @@ def evaluate(
     """
     check_scoring(bench, lenient=lenient, mmbench_policy=mmbench_policy)  # before any answer is generated
     if resume_file is None:
-        predictions = generate.answer_samples(model, processor, samples, batch_size=batch_size, progress=progress)
+        predictions = generate.answer_samples(model, processor, samples, batch_size=batch_size)
     else:
         predictions = _answer_resumably(model, processor, samples, Path(resume_file), resume_key or {},
-                                        batch_size=batch_size, progress=progress)
+                                        batch_size=batch_size)
     metrics = score_benchmark(bench, samples, predictions, lenient=lenient, mmbench_policy=mmbench_policy)
     return metrics, predictions
 
 
-def _answer_resumably(model, processor, samples, path: Path, key: dict, *, batch_size: int, progress: bool):
+def _answer_resumably(model, processor, samples, path: Path, key: dict, *, batch_size: int):
     known = {s.id for s in samples}
     predictions = {k: v for k, v in read_partial_answers(path, key).items() if k in known}
     todo = [s for s in samples if s.id not in predictions]
-    if predictions and progress:
-        print(f"shortlvlm: resuming: {len(predictions)} of {len(samples)} answers found in {path}", file=sys.stderr)
+    if predictions:
+        logger.info(f"resuming: {len(predictions)} of {len(samples)} answers found in {path}")
     with start_answer_file(path, key, predictions) as handle:
         chunk = batch_size * 4
-        for start in tqdm(range(0, len(todo), chunk), desc="answer", unit="chunk", disable=not progress):
-            answers = generate.answer_samples(model, processor, todo[start:start + chunk], batch_size=batch_size,
-                                              progress=False)
+        for start in progress_bar(range(0, len(todo), chunk), desc="answer", unit="chunk"):
+            answers = generate.answer_samples(model, processor, todo[start:start + chunk], batch_size=batch_size)
             append_answers(handle, answers)
             predictions.update(answers)
     return predictions

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from shortlvlm.data.benchmarks.base import BenchSample
 from shortlvlm.errors import UnsupportedModelError
 from shortlvlm.io.offload import input_device
+from shortlvlm.log import progress_bar
 from shortlvlm.models import Adapter
 
 MAX_NEW_TOKENS = 8  # benchmark answers are a word, a number or a letter
@@ -52,7 +52,6 @@ def answer_samples(
     *,
     batch_size: int = 16,
     max_new_tokens: int = MAX_NEW_TOKENS,
-    progress: bool = True,
 ) -> dict[str, str]:
     """{sample id: generated answer text} with left-padded batched greedy decoding (generation_settings)."""
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -60,7 +59,7 @@ def answer_samples(
     device = input_device(model)
     answers = {}
     batches = range(0, len(samples), batch_size)
-    for start in tqdm(batches, desc="answer", unit="batch", disable=not progress):
+    for start in progress_bar(batches, desc="answer", unit="batch"):
         chunk = samples[start:start + batch_size]
         prompts = [processor.apply_chat_template(conversation(s.question), add_generation_prompt=True)
                    for s in chunk]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -17,6 +17,8 @@ from shortlvlm.io import atomic
 from shortlvlm.io.offload import has_offloaded_weights
 from shortlvlm.io.output import follow_umask, writing
 from shortlvlm.plan import PLAN_FILENAME, Plan
+
+logger = logging.getLogger(__name__)
 
 OFFLOADED_SHARD_SIZE = "1GB"
 
@@ -114,7 +116,7 @@ def save(
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Fail early (before any expensive work) if out cannot be written; first repair an interrupted save."""
     for action in atomic.recover_interrupted_save(out):
-        print(f"shortlvlm: {action}", file=sys.stderr)
+        logger.warning(action)
     if out.exists() and not out.is_dir():
         raise out_is_a_file(out)
     if out.exists() and not overwrite:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from pathlib import Path
 
@@ -16,13 +17,15 @@ from shortlvlm.io.fingerprint import model_fingerprint
 from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
 from shortlvlm.io.source import resolve_model_name
-from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.jobs.source import ModelSource
 from shortlvlm.plan import PLAN_FILENAME, Plan
 from shortlvlm.speed import bench_warnings, run_bench
 
+logger = logging.getLogger(__name__)
+
 
 def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, warmup: int = 2, answer_tokens: int = 16,
-                  prompt: str, image: str | None = None, overwrite: bool = False, log=stderr) -> list[dict]:
+                  prompt: str, image: str | None = None, overwrite: bool = False) -> list[dict]:
     """One row per model (the first is the reference); raw timings and the environment go to `out`."""
     out = Path(out)
     check_output_file(out, overwrite, "bench results", "bench.json")
@@ -41,12 +44,12 @@ def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, wa
         skeleton = source.skeleton()
         check_can_answer(skeleton, source.adapter(skeleton))
         origins.append(pruned_from(source.name, skeleton))
-    check_one_origin([source.name for source in sources], origins, log)
+    check_one_origin([source.name for source in sources], origins)
     names = [source.name for source in sources]
     labels = [name if names.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(names)]
     first = sources[0]
     with claim_output(out, overwrite=overwrite):
-        rows = run_bench([(label, lambda s=source: s.load(log)) for label, source in zip(labels, sources, strict=True)],
+        rows = run_bench([(label, lambda s=source: s.load()) for label, source in zip(labels, sources, strict=True)],
                          rounds=rounds, warmup=warmup, answer_tokens=answer_tokens, prompt=prompt, image=picture,
                          layer_count=lambda model: first.adapter(model).num_layers)
         result = {"config": {"models": names, "rounds": rounds, "warmup": warmup, "answer_tokens": answer_tokens,
@@ -71,13 +74,13 @@ def pruned_from(name: str, skeleton: nn.Module) -> str | None:
     return model_fingerprint(skeleton)
 
 
-def check_one_origin(names: list[str], origins: list[str | None], log) -> None:
+def check_one_origin(names: list[str], origins: list[str | None]) -> None:
     """Speedups compare the first model with itself or its pruned versions: refuse any other model."""
     reference = origins[0]
     for name, origin in zip(names[1:], origins[1:], strict=True):
         if reference is None or origin is None:
             unknown = names[0] if reference is None else name
-            log(f"shortlvlm: warning: {unknown}'s pruning_plan.json does not record the config hash of the model it "
+            logger.warning(f"{unknown}'s pruning_plan.json does not record the config hash of the model it "
                 f"was pruned from, so bench cannot check that {name} and {names[0]} are one model before/after "
                 "pruning; its speedups assume they are")
         elif origin != reference:

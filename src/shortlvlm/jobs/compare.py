@@ -11,8 +11,9 @@ where it stopped when started again with the same arguments.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from shortlvlm.compensation import compensation_record
@@ -25,11 +26,13 @@ from shortlvlm.io.output import claim_output
 from shortlvlm.jobs.compare_report import ratio_key, write_report
 from shortlvlm.jobs.compare_results import Comparison, write_json
 from shortlvlm.jobs.compare_spec import CompareError, MethodSpec, parse_methods
-from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.jobs.source import ModelSource
 from shortlvlm.plan import Plan, PlanError
 from shortlvlm.pruning import prune, score
 from shortlvlm.resume.keys import comparison_key
 from shortlvlm.selection import layers_to_remove
+
+logger = logging.getLogger(__name__)
 
 
 def measured_with(cell: dict, spec: MethodSpec) -> bool:
@@ -69,8 +72,6 @@ def run_compare(
     eval_batch_size: int = 16,
     seed: int = 0,
     overwrite: bool = False,
-    progress: bool = True,
-    log: Callable[[str], None] = stderr,
 ) -> dict:
     """Score once per scorer, prune every (method, ratio) from a fresh load of `source`, evaluate; resumable."""
     needs_data = any(m.needs_calibration for m in methods)
@@ -79,12 +80,12 @@ def run_compare(
     with claim_output(out, overwrite=overwrite, resumable=True):
         return _compare(source, Path(out), methods=methods, ratios=ratios, bench=bench, samples=samples,
                         calibration=calibration, data=data, eval_batch_size=eval_batch_size, seed=seed,
-                        overwrite=overwrite, progress=progress, log=log)
+                        overwrite=overwrite)
 
 
 def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratios: list[float], bench: str,
              samples: list, calibration: CalibrationSet | Sequence[CalibrationSample] | None, data: str | None,
-             eval_batch_size: int, seed: int, overwrite: bool, progress: bool, log: Callable[[str], None]) -> dict:
+             eval_batch_size: int, seed: int, overwrite: bool) -> dict:
     needs_data = any(m.needs_calibration for m in methods)
     calib = calibration_set(calibration) if calibration else None
     config = comparison_key(source.name, bench=bench, data=data, num_questions=len(samples),
@@ -97,7 +98,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
         nonlocal calib
         if needs_data and calib.batches is None:
             calib = calib.with_batches(encode_calibration(list(calib.samples), processor, adapter,
-                                                          batch_size=calib.options.batch_size, progress=progress))
+                                                          batch_size=calib.options.batch_size))
         return calib
 
     def scoring_model():
@@ -112,7 +113,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
         plan = results.scored_plan(scorer, specs) if name in results.data["scoring"] else None
         if plan is None and name in results.data["scoring"]:  # its cells came from that other ranking
             stale = [label for label in results.data["cells"] if parse_methods(label)[0].scorer == name]
-            log(f"no plan of {name} with its current options here (an older version's defaults, or a missing "
+            logger.info(f"no plan of {name} with its current options here (an older version's defaults, or a missing "
                 f"plan file): scoring again; its results ({', '.join(stale) or 'none'}) are measured again")
             for label in stale:
                 del results.data["cells"][label]
@@ -121,16 +122,16 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
             ranked = len(plan.params.get("removal_order", []))
             needed = max(round(r * plan.num_layers_before) for r in ratios)  # layers_to_remove's count
             if ranked < needed:
-                log(f"{name} ranked {ranked} layers; {needed} needed: scoring again")
+                logger.info(f"{name} ranked {ranked} layers; {needed} needed: scoring again")
                 plan = None
         rescored = plan is None
         if rescored:
             model, processor = scoring_model()
             adapter = source.adapter(model)
-            log(f"scoring layers with {name} ...")
+            logger.info(f"scoring layers with {name} ...")
             num_remove = max(layers_to_remove(r, adapter) for r in ratios) if scorer.needs_count else None
             plan = score(model, processor, scorer=scorer, calibration=encoded(processor, adapter),
-                         num_remove=num_remove, method=name, adapter=adapter, source=source.name, progress=progress)
+                         num_remove=num_remove, method=name, adapter=adapter, source=source.name)
             results.data["scoring"][name] = {"seconds": plan.params["scoring_seconds"],
                                              "removal_order": plan.params["removal_order"]}
         for spec in specs:  # one plan per compared method, so `prune --plan plans/LABEL.json` gives that cell
@@ -140,9 +141,9 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
 
     if results.data["unpruned"] is None:
         model, processor = scoring_model()
-        log("evaluating the unpruned model ...")
+        logger.info("evaluating the unpruned model ...")
         started = time.perf_counter()
-        metrics, _ = evaluate(model, processor, bench, samples, batch_size=eval_batch_size, progress=progress)
+        metrics, _ = evaluate(model, processor, bench, samples, batch_size=eval_batch_size)
         results.data["unpruned"] = {"metrics": metrics, "score": headline(bench, metrics),
                                     "eval_seconds": round(time.perf_counter() - started, 1)}
         results.save()
@@ -151,11 +152,11 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
     stale = [(m, r) for m in methods for r in ratios
              if results.cell(m.label, r) is not None and not measured_with(results.cell(m.label, r), m)]
     if stale:
-        log(f"{len(stale)} cell(s) measured with other compensation options ({stale[0][0].label}'s defaults changed): "
+        logger.info(f"{len(stale)} cell(s) measured with other compensation options ({stale[0][0].label}'s defaults changed): "
             "measured again")
     todo = [(m, r) for m in methods for r in ratios if results.cell(m.label, r) is None or (m, r) in stale]
     for index, (spec, ratio) in enumerate(todo, 1):
-        log(f"[{index}/{len(todo)}] {spec.label} at {ratio_key(ratio)} ...")
+        logger.info(f"[{index}/{len(todo)}] {spec.label} at {ratio_key(ratio)} ...")
         plan = Plan.load(results.plan_path(spec.label))
         model, processor = source.load()
         adapter = source.adapter(model)
@@ -163,10 +164,10 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
         started = time.perf_counter()
         model, pruned = prune(model, processor, ratio, compensation=compensation,
                               calibration=encoded(processor, adapter) if compensation else None, plan=plan,
-                              method=spec.recorded_method, adapter=adapter, source=source.name, progress=progress)
+                              method=spec.recorded_method, adapter=adapter, source=source.name)
         prune_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        metrics, _ = evaluate(model, processor, bench, samples, batch_size=eval_batch_size, progress=progress)
+        metrics, _ = evaluate(model, processor, bench, samples, batch_size=eval_batch_size)
         results.set_cell(spec.label, ratio, {
             "removed_layers": pruned.removed_layers, "metrics": metrics, "score": headline(bench, metrics),
             "prune_seconds": round(prune_seconds, 2), "eval_seconds": round(time.perf_counter() - started, 1),

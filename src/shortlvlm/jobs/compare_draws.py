@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import statistics
-from collections.abc import Callable
 from pathlib import Path
 
 from shortlvlm.data.calibration import load_calibration
@@ -30,7 +30,9 @@ from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_report import ratio_key, ratio_plot
 from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
-from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.jobs.source import ModelSource
+
+logger = logging.getLogger(__name__)
 
 DRAW_STRIDE = 20000  # bundled-split indices between generated draws (the bundled set is 0..255)
 BUNDLED = ("toy", "smol-llava")  # models whose calibration comes from the bundled shapes generator
@@ -83,19 +85,17 @@ def _generated_draws(options: Calibration, draws: int, out: Path) -> list[Calibr
 
 def run_compare_draws(source: ModelSource, out: str | Path, *, draws: list[CalibrationSet],
                       methods: list[MethodSpec], ratios: list[float], bench: str, samples: list,
-                      data: str | None = None, eval_batch_size: int = 16, seed: int = 0, overwrite: bool = False,
-                      progress: bool = True, log: Callable[[str], None] = stderr) -> dict:
+                      data: str | None = None, eval_batch_size: int = 16, seed: int = 0, overwrite: bool = False) -> dict:
     """The comparison on every draw (OUT/draw-k/, each resumable), then the summary over the draws."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for k, calibration in enumerate(draws):
-        log(f"calibration draw {k + 1}/{len(draws)} ({len(calibration.samples)} samples, hash "
+        logger.info(f"calibration draw {k + 1}/{len(draws)} ({len(calibration.samples)} samples, hash "
             f"{calibration.hash[:12]}) -> {draw_dir(out, k)}")
         results.append(run_compare(source, draw_dir(out, k), methods=methods, ratios=ratios, bench=bench,
                                    samples=samples, calibration=calibration, data=data,
-                                   eval_batch_size=eval_batch_size, seed=seed, overwrite=overwrite,
-                                   progress=progress, log=log))
+                                   eval_batch_size=eval_batch_size, seed=seed, overwrite=overwrite))
     summary = summarize(results)
     write_text_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=True)
     write_text_atomically(out / "summary.md", summary_table(summary) + "\n", overwrite=True)

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.data.benchmarks.base import BenchSample
@@ -33,6 +31,7 @@ from shortlvlm.jobs.compare_report import markdown_table as compare_table
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, parse_methods
 from shortlvlm.jobs.selfcheck import markdown_table, prune_one
 from shortlvlm.jobs.source import Loading, ModelSource
+from shortlvlm.log import progress_bar, progress_bars
 from shortlvlm.methods import DEFAULT_METHOD
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import prune
@@ -43,20 +42,14 @@ TOY = ModelSource("toy", Loading(dtype="float32"))
 CHECKPOINT = f"toy-{DEFAULT_METHOD.replace('+', '-')}-30"
 
 
-def progress_line(text: str) -> None:
-    """Progress goes to stderr (above the bars), as in every command; stdout carries the report."""
-    tqdm.write(text, file=sys.stderr)
-
-
 def toy_comparison(work: Path, samples: list[BenchSample], calibration: CalibrationSet) -> dict:
     """Every method at 10/20/30% on the toy LVLM (shapes), plus a verified 30% checkpoint of the default method."""
-    data = run_compare(TOY, work / "compare", methods=parse_methods(list(DEFAULT_METHODS)), ratios=list(RATIOS),
-                       bench="shapes", samples=samples, calibration=calibration, eval_batch_size=50, progress=False,
-                       log=progress_line)
+    with progress_bars(False):  # the comparison's lines are the demo's progress; its bars would be hundreds
+        data = run_compare(TOY, work / "compare", methods=parse_methods(list(DEFAULT_METHODS)), ratios=list(RATIOS),
+                           bench="shapes", samples=samples, calibration=calibration, eval_batch_size=50)
     model, processor = TOY.load()
     scored = Plan.load(work / "compare" / "plans" / f"{DEFAULT_METHOD}.json")  # the comparison's ranking
-    model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, plan=scored, source="toy",
-                        progress=False)
+    model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, plan=scored, source="toy")
     write_checkpoint(model, processor, plan, work / CHECKPOINT)
     return data
 
@@ -73,7 +66,7 @@ def run_demo(out: Path, overwrite: bool = False, limit: int = 600, num_samples: 
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
             with writing(out):
-                archs = [prune_one(t, work) for t in tqdm(TINY_MODEL_TYPES, desc="self-check", unit="arch")]
+                archs = [prune_one(t, work) for t in progress_bar(TINY_MODEL_TYPES, desc="self-check", unit="arch")]
                 shutil.rmtree(work / "sources")
                 toy = toy_comparison(work, samples, calibration)
                 report = {"torch": torch.__version__, "transformers": __import__("transformers").__version__,

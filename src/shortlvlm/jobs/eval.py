@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 from shortlvlm.data.benchmarks import check_scoring, load_benchmark
@@ -12,12 +12,14 @@ from shortlvlm.eval.generate import check_can_answer, generation_settings
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
-from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.jobs.source import ModelSource
 from shortlvlm.resume.keys import answers_key
+
+logger = logging.getLogger(__name__)
 
 
 def run_eval(source: ModelSource, bench: str, out: Path, *, data: str | None = None, limit: int | None = None,
-             batch_size: int = 16, overwrite: bool = False, log: Callable[[str], None] = stderr,
+             batch_size: int = 16, overwrite: bool = False,
              lenient: bool = False, mmbench_policy: str = "exact") -> dict:
     """The benchmark's metrics; results (with answers) go to `out`, answers so far beside it while running."""
     out = Path(out)
@@ -28,7 +30,7 @@ def run_eval(source: ModelSource, bench: str, out: Path, *, data: str | None = N
     check_can_answer(skeleton, source.adapter(skeleton))
     del skeleton
     with claim_output(out, overwrite=overwrite):
-        model, processor = source.load(log)
+        model, processor = source.load()
         # Answers are appended to a hidden file beside `out` as they come; the same job resumes from it.
         partial = out.with_name(f".{out.name}.partial.jsonl")
         key = answers_key(model, source.name, bench=bench, data=data, limit=limit, batch_size=batch_size,

@@ -8,7 +8,7 @@ job run again after an interruption resumes (shortlvlm.resume).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 from shortlvlm.compensation import Compensation
@@ -25,7 +25,7 @@ from shortlvlm.jobs.checkpoint import (
     prune_layers_to_checkpoint,
     write_checkpoint,
 )
-from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.jobs.source import ModelSource
 from shortlvlm.methods import DEFAULT_METHOD
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import needs_calibration, prune, prune_listed
@@ -33,6 +33,8 @@ from shortlvlm.resume import StageCache, partial_dir_for
 from shortlvlm.scoring import Scorer, scorer_from_dict
 from shortlvlm.selection import check_removal
 from shortlvlm.surgery import validate_layer_selection
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +62,7 @@ class PruneRequest:
     allow_other_weights: bool = False
 
 
-def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> PruneResult:
+def run_prune(request: PruneRequest) -> PruneResult:
     """Check, load, prune, save and verify; nothing lands at `request.out` unless every step succeeds."""
     source, out = request.source, Path(request.out)
     if (request.layers is None) == (request.ratio is None):
@@ -85,7 +87,7 @@ def run_prune(request: PruneRequest, log: Callable[[str], None] = stderr) -> Pru
     expected = checkpoint_bytes(skeleton, source.adapter(skeleton), num_removed, source.loading.dtype)
     del skeleton
     with claim_output(out, overwrite=request.overwrite, expected_bytes=expected):
-        model, processor = source.load(log)
+        model, processor = source.load()
         adapter = source.adapter(model)
         if request.layers is not None and request.compensation is not None:
             before = count_parameters(model)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
@@ -11,16 +11,18 @@ from shortlvlm.importance import check_tis_layers
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output, writing
 from shortlvlm.io.save import check_output_file
-from shortlvlm.jobs.source import ModelSource, stderr
+from shortlvlm.jobs.source import ModelSource
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import score
 from shortlvlm.report import layer_scores_plot
 from shortlvlm.scoring import Scorer
 from shortlvlm.selection import layers_to_remove
 
+logger = logging.getLogger(__name__)
+
 
 def run_score(source: ModelSource, out: Path, *, scorer: Scorer, method: str, calibration: Calibration = Calibration(),
-              max_ratio: float = 0.5, overwrite: bool = False, log: Callable[[str], None] = stderr) -> Plan:
+              max_ratio: float = 0.5, overwrite: bool = False) -> Plan:
     """Score `source` with `scorer`; scorers that need the count rank up to `max_ratio` of the layers."""
     out = Path(out)
     check_output_file(out, overwrite, "plan", "plan.json")
@@ -33,7 +35,7 @@ def run_score(source: ModelSource, out: Path, *, scorer: Scorer, method: str, ca
     if scorer.needs_answers:
         check_answers(calib, method)
     with claim_output(out, overwrite=overwrite):
-        model, processor = source.load(log)
+        model, processor = source.load()
         adapter = source.adapter(model)
         num_remove = layers_to_remove(max_ratio, adapter) if scorer.needs_count else None
         plan = score(model, processor, scorer=scorer, calibration=calib, num_remove=num_remove, method=method,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from collections import Counter
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -15,6 +14,8 @@ from shortlvlm.io.load import load, load_skeleton
 from shortlvlm.io.placement import Layerwise
 from shortlvlm.models import Adapter, get_adapter
 from shortlvlm.options import Options, is_bool, option, options
+
+logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -127,8 +128,8 @@ class ModelSource:
         return get_adapter(model, generic=arch.generic, layers_path=arch.layers_path, writers=arch.writers,
                            image_token_id=arch.image_token_id)
 
-    def load(self, log: Callable[[str], None] | None = None) -> tuple[nn.Module, object | None]:
-        """(model, processor); `log` hears where accelerate placed the modules, if it placed them."""
+    def load(self) -> tuple[nn.Module, object | None]:
+        """(model, processor); where accelerate placed the modules, if it placed them, is logged."""
         loading, extra = self.loading, {}
         if self.layerwise is not None:
             extra = {"layerwise": self.layerwise, "layers_path": self.architecture.layers_path}
@@ -140,12 +141,8 @@ class ModelSource:
         model, processor = load(self.name, dtype=loading.torch_dtype, device_map=loading.device_map,
                                 trust_remote_code=loading.trust_remote_code, **extra)
         placement = getattr(model, "hf_device_map", None)
-        if placement and log is not None:
+        if placement:
             counts = Counter(str(device) for device in placement.values())
-            log("device map: " + ", ".join(f"{n} module group(s) on {d}" for d, n in sorted(counts.items())))
+            logger.info("device map: " + ", ".join(f"{n} module group(s) on {d}" for d, n in sorted(counts.items())))
         return model, processor
 
-
-def stderr(text: str) -> None:
-    """The jobs' default log: one line on stderr (stdout carries the results)."""
-    print(text, file=sys.stderr)

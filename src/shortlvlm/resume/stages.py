@@ -15,6 +15,7 @@ whose key differs is ignored and recomputed, never trusted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from safetensors.torch import load_file, save_file
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import current_umask, writing
 from shortlvlm.plan import Plan, PlanError
+
+logger = logging.getLogger(__name__)
 
 
 def partial_dir_for(out: str | os.PathLike) -> Path:
@@ -61,9 +64,7 @@ class StageCache:
     def _note(self, name: str) -> None:
         self.reused.append(name)
         if self.announce:
-            import sys
-
-            print(f"shortlvlm: resuming: reusing the {name} stage saved in {self.directory}", file=sys.stderr)
+            logger.info(f"resuming: reusing the {name} stage saved in {self.directory}")
 
     def _forget(self, name: str) -> None:
         """Drop a stage's key before its data is rewritten, so old key + new data never pair up."""

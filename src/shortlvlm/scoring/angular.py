@@ -89,8 +89,7 @@ class AngularBlock(Scorer):
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         num_layers = context.adapter.num_layers
         collector = BoundaryDistance(num_layers)
-        capture(context.model, context.adapter, context.batches, collector, desc="angular distance",
-                progress=context.progress)
+        capture(context.model, context.adapter, context.batches, collector, desc="angular distance")
         distance = collector.distances()
         candidates = context.candidates()
         blocks = best_blocks(distance, candidates, num_layers - 1)

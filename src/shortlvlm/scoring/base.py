@@ -31,7 +31,6 @@ class ScoringContext:
     model: nn.Module
     adapter: Adapter
     batches: list[CalibrationBatch]
-    progress: bool = True
     # Each batch's image-encoder output (vision tower + projector), kept by the first loss pass and
     # handed to the later ones, which then skip the encoder (scoring/loss.py, docs/design.md §2.4).
     encoder_outputs: dict[int, object] = field(default_factory=dict)

@@ -52,8 +52,7 @@ class BlockInfluence(Scorer):
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         collector = BlockInfluenceCollector(context.adapter.num_layers)
-        capture(context.model, context.adapter, context.batches, collector, desc="block influence",
-                progress=context.progress)
+        capture(context.model, context.adapter, context.batches, collector, desc="block influence")
         scores = collector.influence()
         order = order_by(scores, context.candidates(), descending=False)
         return LayerRanking(scores, order, "block influence 1 - mean cos(h_in, h_out) over all tokens; "

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import math
 
-from tqdm import tqdm
-
+from shortlvlm.log import progress_bar
 from shortlvlm.options import options
 from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, order_by
 from shortlvlm.scoring.loss import answer_loss
@@ -28,8 +27,7 @@ class Perplexity(Scorer):
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         candidates = context.candidates()
-        bar = tqdm(total=(len(candidates) + 1) * len(context.batches), desc="ppl", unit="batch",
-                   disable=not context.progress, leave=False)
+        bar = progress_bar(total=(len(candidates) + 1) * len(context.batches), desc="ppl", unit="batch", leave=False)
         with bar:
             base = answer_loss(context, progress_bar=bar)
             scores = [math.nan] * context.adapter.num_layers

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import math
 
-from tqdm import tqdm
-
+from shortlvlm.log import progress_bar
 from shortlvlm.options import options
 from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext
 from shortlvlm.scoring.loss import answer_loss
@@ -31,8 +30,7 @@ class SLEB(Scorer):
         candidates = context.candidates()
         num_remove = min(num_remove, len(candidates))
         trials = sum(len(candidates) - step for step in range(num_remove))
-        bar = tqdm(total=trials * len(context.batches), desc="sleb", unit="batch",
-                   disable=not context.progress, leave=False)
+        bar = progress_bar(total=trials * len(context.batches), desc="sleb", unit="batch", leave=False)
         order: list[int] = []
         steps = []
         scores = [math.nan] * context.adapter.num_layers

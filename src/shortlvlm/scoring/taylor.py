@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm import tqdm
 
 from shortlvlm.io.offload import has_offloaded_weights
+from shortlvlm.log import progress_bar
 from shortlvlm.options import non_negative_int, option, options
 from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, ScoringError, order_by
 from shortlvlm.scoring.loss import batch_answer_nll, count_answer_tokens
@@ -57,7 +57,7 @@ class TaylorPlus(Scorer):
             for p in (p for group in weights for p in group):
                 p.requires_grad_(True)
             with torch.enable_grad():
-                for batch in tqdm(context.batches, desc="taylor", unit="batch", disable=not context.progress,
+                for batch in progress_bar(context.batches, desc="taylor", unit="batch",
                                   leave=False):
                     nll, _ = batch_answer_nll(model, batch.to(device))
                     (nll / total).backward()

@@ -92,7 +92,7 @@ class TISCosine(Scorer):
         probes = importance.probe_layers if importance is not None else []
         collector = LayerSimilarity(num_layers, importance)
         capture(context.model, context.adapter, context.batches, collector, attention_layers=probes,
-                skip_layers=skip, desc=desc, progress=context.progress)
+                skip_layers=skip, desc=desc)
         return collector
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:

@@ -48,9 +48,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from tqdm import tqdm
-
 from shortlvlm.importance import TIS
+from shortlvlm.log import progress_bar
 from shortlvlm.options import is_bool, non_negative_int, option, options
 from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, order_by
 from shortlvlm.scoring.loss import Resume, answer_loss_streams
@@ -104,8 +103,7 @@ class TISLoss(Scorer):
         shortlisted = max(0, num_remove - 1 - full)
         greedy_trials = (sum(len(pool) - step for step in range(1, full + 1))
                          + (min(self.recheck, len(pool)) if self.recheck > 1 else 0) * shortlisted)
-        bar = tqdm(total=(len(pool) + greedy_trials) * len(context.batches), desc="tis-loss", unit="batch",
-                   disable=not context.progress, leave=False)
+        bar = progress_bar(total=(len(pool) + greedy_trials) * len(context.batches), desc="tis-loss", unit="batch", leave=False)
         scores = [math.nan] * context.adapter.num_layers
         steps = []
         if self.recompute:  # every pass from the pixels: no stored streams, the image encoder run each time

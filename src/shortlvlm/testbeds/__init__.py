@@ -8,7 +8,7 @@
   config, for the demo's and self-check's round trips.
 
 Each bed's `train` module holds its training recipe; nothing outside the test beds imports it, and
-loading a model never does (docs/design.md §1). This module only names the beds and where their
+loading a model never does (docs/design.md §4). This module only names the beds and where their
 checkpoints are: resolving a name has no side effect; `materialize` is what assembles smol-llava.
 """
 

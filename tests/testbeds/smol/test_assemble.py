@@ -183,7 +183,7 @@ def test_answer_tokens_under_chatml_are_the_answers_only(smol_assembled):
 
     model, processor, _ = smol_assembled
     samples = toy_calibration(8)
-    batch = encode_calibration(samples, processor, get_adapter(model), batch_size=8, progress=False)[0]
+    batch = encode_calibration(samples, processor, get_adapter(model), batch_size=8)[0]
     answers = processor.tokenizer.batch_decode(
         [row[mask] for row, mask in zip(batch.inputs["input_ids"], batch.answer, strict=True)])
     assert answers == [s.answer for s in samples]

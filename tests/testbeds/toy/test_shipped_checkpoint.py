@@ -33,7 +33,7 @@ def test_checkpoint_is_a_small_plain_llava(toy):
 def test_answers_on_a_fixed_slice_stay_accurate(toy):
     model, processor = toy
     samples = load_shapes(120)
-    result = score_shapes(samples, answer_samples(model, processor, samples, batch_size=60, progress=False))
+    result = score_shapes(samples, answer_samples(model, processor, samples, batch_size=60))
     assert result["accuracy"] >= MIN_SLICE_ACCURACY, result
 
 
