@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from shortlvlm.options import Options, flag_of, nested_options
-
-logger = logging.getLogger(__name__)
 
 T = typing.TypeVar("T", bound=Options)
 
@@ -41,7 +39,8 @@ class DeprecatedName(argparse.Action):
         self.new, self.why = new, why
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        logger.warning(f"{option_string} is deprecated here, use {self.new} ({self.why})")
+        # Printed, not logged: flags are parsed before the command sets up its logging (cli/main.py).
+        print(f"shortlvlm: warning: {option_string} is deprecated here, use {self.new} ({self.why})", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
