@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shortlvlm.cli.flags import add_options, options_from_args, positive_count
+from shortlvlm.cli.flags import add_options, options_from_args
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.data.benchmarks import NAMES, load_benchmark, shapes
 from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
@@ -14,6 +14,7 @@ from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_draws import calibration_draws, run_compare_draws, summary_table
 from shortlvlm.jobs.compare_report import markdown_table
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, CompareError, parse_methods, parse_ratios
+from shortlvlm.options import positive_count
 from shortlvlm.scoring import SCORERS, RandomLayers
 from shortlvlm.selection import layers_to_remove
 
