@@ -111,6 +111,8 @@ def given_flags(cls: type[Options], args: argparse.Namespace) -> list[str]:
 def help_text(field: dataclasses.Field, default: Any) -> str:
     """The field's help, with its default unless it is off or unset."""
     text = field.metadata["help"]
+    if isinstance(default, tuple):  # as the flag takes it: 0.1,0.2,0.3
+        default = ",".join(map(str, default))
     if default is True:
         return f"{text} (default: on)"
     if default is None or default is False:
