@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from shortlvlm.data.benchmarks import NAMES, check_scoring, load_benchmark, mmbench, shapes
-from shortlvlm.eval.evaluate import evaluate
+from shortlvlm.eval.evaluate import AnswerLog, evaluate
 from shortlvlm.eval.generate import check_can_answer, generation_settings
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output
@@ -58,7 +58,7 @@ def run_eval(source: ModelSource, out: Path, request: EvalRequest) -> dict:
         key = answers_key(model, source.name, bench=bench, data=data, limit=limit, batch_size=batch_size,
                           generation=generation_settings())
         metrics, predictions = evaluate(model, processor, bench, samples, batch_size=batch_size,
-                                        resume_file=partial, resume_key=key, lenient=lenient,
+                                        resume=AnswerLog(partial, key), lenient=lenient,
                                         mmbench_policy=mmbench_policy)
         write_text_atomically(out, json.dumps({"model": source.name, **metrics, "request": request.to_dict(),
                                                "predictions": predictions}, indent=2) + "\n", overwrite=overwrite)
