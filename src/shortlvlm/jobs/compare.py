@@ -28,7 +28,7 @@ from shortlvlm.jobs.compare_results import Comparison, write_json
 from shortlvlm.jobs.compare_spec import CompareError, CompareRequest, MethodSpec, parse_methods
 from shortlvlm.jobs.source import ModelSource
 from shortlvlm.plan import Plan, PlanError
-from shortlvlm.pruning import prune, score
+from shortlvlm.pruning import Provenance, prune, score
 from shortlvlm.resume.keys import comparison_key
 from shortlvlm.selection import layers_to_remove
 
@@ -153,7 +153,7 @@ def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: l
         started = time.perf_counter()
         model, pruned = prune(model, processor, ratio, compensation=compensation,
                               calibration=encoded(processor, adapter) if compensation else None, plan=plan,
-                              method=spec.recorded_method, adapter=adapter, source=source.name)
+                              adapter=adapter, provenance=Provenance(spec.recorded_method, source.name))
         prune_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metrics, _ = evaluate(model, processor, bench, samples, batch_size=eval_batch_size)

@@ -34,7 +34,7 @@ from shortlvlm.jobs.source import Loading, ModelSource
 from shortlvlm.log import progress_bar, progress_bars
 from shortlvlm.methods import DEFAULT_METHOD
 from shortlvlm.plan import Plan
-from shortlvlm.pruning import prune
+from shortlvlm.pruning import Provenance, prune
 from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 
 RATIOS = (0.1, 0.2, 0.3)
@@ -49,7 +49,8 @@ def toy_comparison(work: Path, samples: list[BenchSample], calibration: Calibrat
         data = run_compare(TOY, work / "compare", request, samples, calibration)
     model, processor = TOY.load()
     scored = Plan.load(work / "compare" / "plans" / f"{DEFAULT_METHOD}.json")  # the comparison's ranking
-    model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, plan=scored, source="toy")
+    model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, plan=scored,
+                        provenance=Provenance(source="toy"))
     write_checkpoint(model, processor, plan, work / CHECKPOINT)
     return data
 

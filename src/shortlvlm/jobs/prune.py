@@ -29,7 +29,7 @@ from shortlvlm.jobs.checkpoint import (
 from shortlvlm.jobs.source import ModelSource
 from shortlvlm.methods import DEFAULT_METHOD
 from shortlvlm.plan import Plan
-from shortlvlm.pruning import needs_calibration, prune, prune_listed
+from shortlvlm.pruning import Provenance, needs_calibration, prune, prune_listed
 from shortlvlm.resume import StageCache, partial_dir_for
 from shortlvlm.scoring import Scorer, scorer_from_dict
 from shortlvlm.selection import check_removal
@@ -109,8 +109,8 @@ def run_prune(request: PruneRequest) -> PruneResult:
         try:
             model, plan = prune(model, processor, request.ratio, scorer=None if request.plan else request.scorer,
                                 compensation=request.compensation, calibration=calibration, plan=request.plan,
-                                cache=cache, method=request.method, adapter=adapter, source=source.name,
-                                allow_other_weights=request.allow_other_weights)
+                                cache=cache, adapter=adapter,
+                                provenance=Provenance(request.method, source.name, request.allow_other_weights))
             after = count_parameters(model)
             out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
                                            verification=verification)
