@@ -24,7 +24,18 @@ from pathlib import Path
 
 import torch
 
-from shortlvlm import SCP, TIS, Calibration, TISCosine, evaluate, get_adapter, load, load_benchmark, prune
+from shortlvlm import (
+    SCP,
+    TIS,
+    Calibration,
+    Provenance,
+    TISCosine,
+    evaluate,
+    get_adapter,
+    load,
+    load_benchmark,
+    prune,
+)
 from shortlvlm.data.calibration_set import read_calibration
 from shortlvlm.data.encode import encode_calibration
 
@@ -131,7 +142,7 @@ def main() -> None:
         if ratio is not None:
             scorer, compensation = method_options(kwargs)
             model, plan = prune(model, processor, ratio, scorer=scorer, compensation=compensation, calibration=calib,
-                                source=args.model)
+                                provenance=Provenance(source=args.model))
             kwargs = {k: v for k, v in kwargs.items() if k != "compensation"}
         seconds = time.perf_counter() - started
         removed = plan.removed_layers if plan else []

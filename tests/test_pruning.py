@@ -15,7 +15,7 @@ from shortlvlm.importance import TIS
 from shortlvlm.io.fingerprint import model_fingerprint
 from shortlvlm.jobs.checkpoint import write_checkpoint
 from shortlvlm.plan import Plan, PlanError
-from shortlvlm.pruning import prune, score
+from shortlvlm.pruning import Provenance, prune, score
 from shortlvlm.scoring import ScoringError, TISCosine, get_scorer
 from shortlvlm.selection import layers_to_remove
 
@@ -105,7 +105,7 @@ def test_the_defaults_are_tis_loss_with_the_least_squares_bridge(toy, calib):
     assert scored.method == "tis-loss+lstsq" and scored.compensation == "lstsq"
     assert scored.scorer["name"] == "tis-loss"
     model, processor = load("toy")
-    model, plan = prune(model, processor, 0.2, calibration=calib[:8], source="toy")
+    model, plan = prune(model, processor, 0.2, calibration=calib[:8], provenance=Provenance(source="toy"))
     assert plan.method == "tis-loss+lstsq" and plan.compensation == "lstsq" and plan.scorer["name"] == "tis-loss"
     # the same ranking as score()'s, and every run above layer 0 bridged (a least-squares report per run)
     assert plan.removed_layers == sorted(scored.params["removal_order"][:3])
@@ -136,7 +136,7 @@ def test_plan_for_another_model_is_refused(toy_plan, toy):
 def test_unknown_method_and_compensation(toy):
     model, processor = load("toy")
     with pytest.raises(ScoringError, match="unknown method"):
-        prune(model, processor, 0.3, method="nope")
+        prune(model, processor, 0.3, provenance=Provenance(method="nope"))
     with pytest.raises(ScoringError, match="unknown compensation"):
         prune(model, processor, 0.3, compensation="magic")
 

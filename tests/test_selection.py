@@ -8,7 +8,7 @@ import torch
 from shortlvlm import get_adapter, load
 from shortlvlm.io.load import load_skeleton
 from shortlvlm.plan import Plan, PlanError
-from shortlvlm.pruning import prune, score
+from shortlvlm.pruning import Provenance, prune, score
 from shortlvlm.scoring import get_scorer
 from shortlvlm.selection import check_plan_matches, check_removal
 
@@ -39,7 +39,8 @@ def test_a_plan_scored_on_other_weights_with_the_same_config_is_refused(toy_plan
     assert adapter.num_layers == 16  # refused before any layer went
 
     check_plan_matches(toy_plan, model, adapter, allow_other_weights=True)
-    _, pruned = prune(model, processor, 0.25, compensation=None, plan=toy_plan, allow_other_weights=True)
+    _, pruned = prune(model, processor, 0.25, compensation=None, plan=toy_plan,
+                      provenance=Provenance(allow_other_weights=True))
     assert pruned.removed_layers == sorted(toy_plan.params["removal_order"][:4])
 
 

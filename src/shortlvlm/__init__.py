@@ -22,7 +22,7 @@ from shortlvlm.io.verify import verify
 from shortlvlm.log import progress_bars
 from shortlvlm.models import get_adapter
 from shortlvlm.plan import Plan
-from shortlvlm.pruning import prune, score
+from shortlvlm.pruning import Provenance, prune, score
 from shortlvlm.scoring import (
     SCORERS,
     SLEB,
@@ -52,6 +52,7 @@ __all__ = [
     "LstSq",
     "Perplexity",
     "Plan",
+    "Provenance",
     "RandomLayers",
     "ShortLVLMError",
     "TISCosine",

@@ -9,6 +9,7 @@ names), so `--help`, the docstrings and the plan cannot drift apart.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import typing
@@ -122,6 +123,17 @@ def _default_text(field: dataclasses.Field) -> str:
     return "required"
 
 
+def positive_count(text: str) -> int:
+    """A flag parser: an integer >= 1 (batch sizes, counts); its error is argparse's, worded for the user."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a positive integer (got '{text}')") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a positive integer (got {value})")
+    return value
+
+
 # Checks shared by the options classes.
 def positive_int(value: Any) -> str | None:
     return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else \
@@ -185,6 +197,6 @@ def _read_value(cls: type[Options], field: dataclasses.Field, hint: Any, raw: st
         for kind in (int, float):
             if kind in kinds:
                 return kind(raw)
-    except ValueError as err:
+    except (ValueError, argparse.ArgumentTypeError) as err:
         raise cls.error(f"{cls.__name__}.{field.name} cannot read {raw!r} ({err})") from None
     return raw

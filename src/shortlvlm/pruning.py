@@ -36,6 +36,21 @@ from shortlvlm.surgery import drop_layers, validate_layer_selection
 CalibrationInput = Calibration | CalibrationSet | Sequence[CalibrationSample] | None  # None: no data
 
 
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """What a pruning plan records about where it came from, and which given plan `prune` accepts.
+
+    `method`: the name the plan records (default: the plan's, else the recipe of the scorer and
+    compensation); `source`: the model's name (hub id, folder or `toy`), recorded in the plan and naming
+    the bundled calibration set of a test bed; `allow_other_weights`: accept a plan scored on other
+    weights of the same config (e.g. the base model of a fine-tune).
+    """
+
+    method: str | None = None
+    source: str = ""
+    allow_other_weights: bool = False
+
+
 def score(
     model: nn.Module,
     processor,
@@ -76,10 +91,8 @@ def prune(
     calibration: CalibrationInput = Calibration(),
     plan: Plan | None = None,
     cache: StageCache | None = None,
-    method: str | None = None,
     adapter: Adapter | None = None,
-    source: str = "",
-    allow_other_weights: bool = False,
+    provenance: Provenance = Provenance(),
 ) -> tuple[nn.Module, Plan]:
     """Remove round(ratio * L) layers ranked by `scorer` (default TISLoss()), bridge each cut with
     `compensation` (default LstSq(); SCP(), or None), and return (model, plan); the model is edited in place.
@@ -87,10 +100,13 @@ def prune(
     With `plan` (from `score`), its ranking and scorer are reused and no scoring pass runs; a
     compensation still needs a pass over the calibration set (one per run for sequential bridges) to
     measure the chosen layers' gap. With `cache` (shortlvlm.resume), the scored plan and the
-    compensation's statistics are saved as they finish and reused when the same job runs again. `method` is
-    the name the plan records (default: the plan's, else the recipe of the scorer and compensation:
+    compensation's statistics are saved as they finish and reused when the same job runs again.
+    `provenance` (Provenance(method=..., source=..., allow_other_weights=...)) names the method and model
+    the plan records (default method: the plan's, else the recipe of the scorer and compensation:
     tis-loss+lstsq for TISLoss with LstSq, short-lvlm for TISCosine with SCP; else the scorer's name).
     """
+    method, source = provenance.method, provenance.source
+    allow_other_weights = provenance.allow_other_weights
     adapter = adapter or get_adapter(model)
     if plan is not None and scorer is not None:
         raise ScoringError("give a scorer or a plan, not both: a plan from `score` holds its scorer")

@@ -75,7 +75,7 @@ def _check_plan_weights(plan: Plan, model: nn.Module) -> None:
         raise PlanError(
             f"the plan was scored on other weights of this config ({name}, weights hash {recorded}; this "
             f"model's is {actual}). Score this model (shortlvlm score), or pass --plan-other-weights "
-            "(allow_other_weights=True) to use its ranking on these weights"
+            "(Provenance(allow_other_weights=True) in the API) to use its ranking on these weights"
         )
 
 

@@ -132,8 +132,8 @@ def test_a_pruned_checkpoint_follows_the_umask(umask, folder_mode, file_mode, tm
 
 def test_the_safety_net_turns_an_unforeseen_full_disk_into_one_line(tmp_path, monkeypatch, capsys):
     """eval appends its answers as they come (a write no job wraps): a full disk there is still one line."""
-    def full_disk(*args, resume_file, **kwargs):
-        raise OSError(28, "No space left on device", str(resume_file))
+    def full_disk(*args, resume, **kwargs):
+        raise OSError(28, "No space left on device", str(resume.path))
 
     monkeypatch.setattr("shortlvlm.jobs.eval.evaluate", full_disk)
     code, err = run(WRITERS["eval"](tmp_path), capsys)

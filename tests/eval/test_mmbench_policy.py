@@ -28,9 +28,9 @@ def test_evaluate_passes_the_policy_to_mmbench(tmp_path, monkeypatch):
 def test_cli_passes_the_policy_and_prints_it(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake_run_eval(source, bench, out, **kwargs):
-        seen.update(kwargs, bench=bench)
-        return {"benchmark": bench, "circular_accuracy": 50.0, "mmbench_policy": kwargs["mmbench_policy"]}
+    def fake_run_eval(source, out, request):
+        seen.update(request.to_dict())
+        return {"benchmark": request.bench, "circular_accuracy": 50.0, "mmbench_policy": request.mmbench_policy}
 
     monkeypatch.setattr(cli_eval, "run_eval", fake_run_eval)
     out = str(tmp_path / "r.json")

@@ -11,7 +11,7 @@ import shortlvlm.eval.generate as generate
 from shortlvlm import load
 from shortlvlm.cli import main
 from shortlvlm.data.benchmarks.shapes import load_shapes
-from shortlvlm.eval.evaluate import evaluate
+from shortlvlm.eval.evaluate import AnswerLog, evaluate
 from shortlvlm.resume.answers import read_partial_answers
 
 
@@ -31,8 +31,7 @@ def test_interrupted_answers_are_reused_and_only_the_rest_is_answered(tmp_path, 
 
     monkeypatch.setattr(generate, "answer_samples", dying)
     with pytest.raises(KeyboardInterrupt):
-        evaluate(model, processor, "shapes", samples, batch_size=4, resume_file=partial,
-                 resume_key=key)
+        evaluate(model, processor, "shapes", samples, batch_size=4, resume=AnswerLog(partial, key))
     saved = read_partial_answers(partial, key)
     assert sorted(saved) == sorted(asked) and len(saved) == 16
     assert read_partial_answers(partial, {"model": "other"}) == {}
@@ -48,7 +47,7 @@ def test_interrupted_answers_are_reused_and_only_the_rest_is_answered(tmp_path, 
     monkeypatch.setattr(generate, "answer_samples", counting)
     with caplog.at_level(logging.INFO, logger="shortlvlm"):
         metrics, predictions = evaluate(model, processor, "shapes", samples, batch_size=4,
-                                        resume_file=partial, resume_key=key)
+                                        resume=AnswerLog(partial, key))
     assert f"resuming: 16 of 24 answers found in {partial}" in caplog.messages
     assert sorted(resumed) == sorted(s.id for s in samples if s.id not in saved)
     assert metrics == reference and len(predictions) == 24

@@ -17,7 +17,7 @@ from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.eval.evaluate import evaluate
 from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_report import markdown_table
-from shortlvlm.jobs.compare_spec import CompareError, parse_methods, parse_ratios
+from shortlvlm.jobs.compare_spec import CompareError, CompareRequest, parse_methods, parse_ratios
 from shortlvlm.jobs.source import ModelSource
 from shortlvlm.log import cli_logging
 
@@ -87,7 +87,12 @@ def small_run(out, loader, **overrides):
     kwargs = dict(methods=parse_methods("block-influence+scp,last"), ratios=[0.1, 0.2], bench="shapes",
                   samples=load_shapes(24), calibration=toy_calibration(8), eval_batch_size=24)
     kwargs.update(overrides)
-    return run_compare(loader, out, **kwargs)
+    return compare(loader, out, **kwargs)
+
+
+def compare(source, out, *, samples, calibration, **settings):
+    """run_compare with the request's settings given as keywords."""
+    return run_compare(source, out, CompareRequest(**settings), samples, calibration)
 
 
 def test_an_interrupted_comparison_resumes_without_redoing_finished_steps(tmp_path):
@@ -193,12 +198,12 @@ def test_a_comparison_of_other_weights_at_the_same_path_is_refused(tmp_path):
     shutil.copytree(TOY_CHECKPOINT, model_dir)
     kwargs = dict(methods=parse_methods("last"), ratios=[0.1], bench="shapes", samples=load_shapes(12),
                   calibration=None, eval_batch_size=12)
-    first = run_compare(ModelSource(str(model_dir)), out, **kwargs)
+    first = compare(ModelSource(str(model_dir)), out, **kwargs)
     assert first["config"]["weights"]
     tensors = load_file(model_dir / "model.safetensors")
     save_file({k: v * 0.5 for k, v in tensors.items()}, model_dir / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CompareError, match="weights"):  # the old results are not the new model's
-        run_compare(ModelSource(str(model_dir)), out, **kwargs)
+        compare(ModelSource(str(model_dir)), out, **kwargs)
 
 
 def test_retention_is_relative_to_the_unpruned_score():
@@ -210,7 +215,7 @@ def test_retention_is_relative_to_the_unpruned_score():
 def test_progress_goes_to_stderr_and_only_results_to_stdout(tmp_path, capsys):
     """Under the CLI's logging, run_compare's progress lines are on stderr."""
     with cli_logging():
-        run_compare(CountingLoader(), tmp_path / "c", methods=parse_methods("last"), ratios=[0.1], bench="shapes",
+        compare(CountingLoader(), tmp_path / "c", methods=parse_methods("last"), ratios=[0.1], bench="shapes",
                     samples=load_shapes(4), calibration=None, eval_batch_size=4)
     out, err = capsys.readouterr()
     assert "evaluating the unpruned model ..." in err and "[1/1] last at 0.1 ..." in err

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 import shortlvlm.eval.generate as generate
-from shortlvlm.jobs.eval import run_eval
+from shortlvlm.jobs.eval import EvalRequest, run_eval
 from shortlvlm.jobs.source import ModelSource
 from shortlvlm.resume.answers import read_partial_answers
 from shortlvlm.testbeds.toy import TOY_CHECKPOINT
@@ -29,7 +29,7 @@ def interrupted_eval(source: ModelSource, out, monkeypatch) -> dict[str, str]:
 
     monkeypatch.setattr(generate, "answer_samples", dying)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(source, "shapes", out, limit=LIMIT, batch_size=BATCH)
+        run_eval(source, out, EvalRequest(bench="shapes", limit=LIMIT, eval_batch_size=BATCH))
     monkeypatch.setattr(generate, "answer_samples", original)
     partial = out.with_name(f".{out.name}.partial.jsonl")
     key = json.loads(partial.read_text().splitlines()[0])["key"]
@@ -48,12 +48,12 @@ def test_a_rerun_on_other_weights_in_the_same_folder_answers_afresh(tmp_path, mo
     assert main(["prune", str(model_dir), "--layers", "1,3,5,7,9", "--out", str(pruned), "--no-verify"]) == 0
     for file in pruned.iterdir():
         shutil.copy2(file, model_dir / file.name)
-    options = {"limit": LIMIT, "batch_size": BATCH}
+    request = EvalRequest(bench="shapes", limit=LIMIT, eval_batch_size=BATCH)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="shortlvlm"):
-        resumed = run_eval(ModelSource(str(model_dir)), "shapes", out, **options)
+        resumed = run_eval(ModelSource(str(model_dir)), out, request)
     assert not any("resuming" in line for line in caplog.messages)  # tests/eval/test_resume.py hears it when it is
-    fresh = run_eval(ModelSource(str(pruned)), "shapes", tmp_path / "fresh.json", **options)
+    fresh = run_eval(ModelSource(str(pruned)), tmp_path / "fresh.json", request)
     answers = json.loads(out.read_text())["predictions"]
     assert answers == json.loads((tmp_path / "fresh.json").read_text())["predictions"]
     assert resumed == fresh

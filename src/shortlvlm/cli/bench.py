@@ -6,9 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
+from shortlvlm.cli.flags import add_options, options_from_args
 from shortlvlm.cli.loading import add_model_options, source_from_args
-from shortlvlm.jobs.bench import run_bench_job
-from shortlvlm.speed import DEFAULT_PROMPT, bench_warnings, markdown_table, spread_lines
+from shortlvlm.jobs.bench import BenchRequest, run_bench_job
+from shortlvlm.speed import bench_warnings, markdown_table, spread_lines
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", metavar="MODEL", nargs="+", help="hub ids, local model directories, or `toy`; "
                    "the first is the reference")
     p.add_argument("--out", required=True, help="results JSON")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--rounds", type=int, default=10, help="measured rounds per model (default: 10)")
-    p.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first (default: 2)")
-    p.add_argument("--answer-tokens", type=int, default=16, help="tokens generated per sample (default: 16)")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"question asked (default: {DEFAULT_PROMPT!r})")
-    p.add_argument("--image", default=None, help="image file to ask about (default: a synthetic test pattern)")
+    add_options(p, BenchRequest)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -39,9 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Measure several models' speed and memory interleaved in one process; write JSON, print a table."""
     sources = [source_from_args(args, name) for name in args.models]
-    rows = run_bench_job(sources, Path(args.out), rounds=args.rounds, warmup=args.warmup,
-                         answer_tokens=args.answer_tokens, prompt=args.prompt, image=args.image,
-                         overwrite=args.overwrite)
+    rows = run_bench_job(sources, Path(args.out), options_from_args(BenchRequest, args))
     print(markdown_table(rows))
     print("\n".join(["", "spread over the measured rounds:", *spread_lines(rows)]))
     for warning in bench_warnings(rows):

@@ -20,17 +20,6 @@ from shortlvlm.options import Options, flag_of, nested_options
 T = typing.TypeVar("T", bound=Options)
 
 
-def positive_count(text: str) -> int:
-    """An argparse type: an integer >= 1 (batch sizes, counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a positive integer (got '{text}')") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"takes a positive integer (got {value})")
-    return value
-
-
 class DeprecatedName(argparse.Action):
     """A flag's old name: still works, stores where the new name does, and says once on stderr what to use."""
 
@@ -71,6 +60,8 @@ def add_options(group: argparse._ActionsContainer, cls: type[Options], seen: set
         seen.add(flag)
         default = field.default if field.default is not dataclasses.MISSING else None
         kwargs: dict[str, Any] = {"dest": dest_of(flag), "default": default, "help": help_text(field, default)}
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            kwargs["required"] = True
         if isinstance(default, bool):
             kwargs["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
         else:
@@ -119,6 +110,8 @@ def given_flags(cls: type[Options], args: argparse.Namespace) -> list[str]:
 def help_text(field: dataclasses.Field, default: Any) -> str:
     """The field's help, with its default unless it is off or unset."""
     text = field.metadata["help"]
+    if isinstance(default, tuple):  # as the flag takes it: 0.1,0.2,0.3
+        default = ",".join(map(str, default))
     if default is True:
         return f"{text} (default: on)"
     if default is None or default is False:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -16,23 +17,30 @@ from shortlvlm.resume.answers import append_answers, read_partial_answers, start
 logger = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class AnswerLog:
+    """The file answers are appended to as they come (JSON lines), and the key that says whose answers they are."""
+
+    path: str | os.PathLike
+    key: dict = dataclasses.field(default_factory=dict)
+
+
 def evaluate(
     model: nn.Module, processor, bench: str, samples: list, *, batch_size: int = 16,
-    resume_file: str | os.PathLike | None = None, resume_key: dict | None = None, lenient: bool = False,
-    mmbench_policy: str = "exact",
+    resume: AnswerLog | None = None, lenient: bool = False, mmbench_policy: str = "exact",
 ) -> tuple[dict, dict[str, str]]:
     """Answer benchmark questions (from load_benchmark) and score them: (metrics, {id: answer}).
 
-    With `resume_file`, every answered batch is appended to it (JSON lines, the first holding
-    `resume_key`); answers already there for the same key are reused, so a killed run continues.
+    With `resume`, every answered batch is appended to its file (JSON lines, the first holding its
+    key); answers already there for the same key are reused, so a killed run continues.
     Scores use the official scripts' answer parsing; `lenient` swaps in forgiving readers (recorded
     in the metrics as `"parser": "lenient"`); `mmbench_policy` decides MMBench's unreadable answers.
     """
     check_scoring(bench, lenient=lenient, mmbench_policy=mmbench_policy)  # before any answer is generated
-    if resume_file is None:
+    if resume is None:
         predictions = generate.answer_samples(model, processor, samples, batch_size=batch_size)
     else:
-        predictions = _answer_resumably(model, processor, samples, Path(resume_file), resume_key or {},
+        predictions = _answer_resumably(model, processor, samples, Path(resume.path), resume.key,
                                         batch_size=batch_size)
     metrics = score_benchmark(bench, samples, predictions, lenient=lenient, mmbench_policy=mmbench_policy)
     return metrics, predictions

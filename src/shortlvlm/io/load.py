@@ -71,7 +71,6 @@ def load(
     dtype: str | torch.dtype = "auto",
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
     revision: str | None = None,
     layerwise: bool | Layerwise = False,
     layers_path: str | None = None,
@@ -84,7 +83,8 @@ def load(
     checkpoint's files (accelerate disk offload, read in place) and puts the rest of the model on
     `device_map` if it names one device ("cuda:1", "cpu"), else on the first GPU or the CPU; capture
     passes over it then run one layer at a time (shortlvlm.capture.layerwise). `layers_path` names the
-    decoder layer list for models without a built-in adapter.
+    decoder layer list for models without a built-in adapter. Other keywords (`attn_implementation`,
+    `max_memory`, `offload_folder`, ...) go to transformers' `from_pretrained`.
     Returns (model, processor); processor is the tokenizer when the checkpoint has no processor,
     or None when it has neither.
     """
@@ -107,7 +107,6 @@ def load(
                 config=config,
                 dtype=dtype,
                 device_map=device_map,
-                attn_implementation=attn_implementation,
                 use_safetensors=True,
                 **hub_kwargs,
                 **model_kwargs,

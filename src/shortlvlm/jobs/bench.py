@@ -18,19 +18,36 @@ from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_file
 from shortlvlm.io.source import resolve_model_name
 from shortlvlm.jobs.source import ModelSource
+from shortlvlm.options import Options, is_bool, option, options
 from shortlvlm.plan import PLAN_FILENAME, Plan
-from shortlvlm.speed import bench_warnings, run_bench
+from shortlvlm.speed import DEFAULT_PROMPT, bench_warnings, run_bench
 
 logger = logging.getLogger(__name__)
 
 
-def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, warmup: int = 2, answer_tokens: int = 16,
-                  prompt: str, image: str | None = None, overwrite: bool = False) -> list[dict]:
+@options
+class BenchRequest(Options):
+    """How the bench job times its models: rounds, warm-up, answer length, and the image and prompt asked."""
+
+    rounds: int = option(10, help="measured rounds per model")
+    warmup: int = option(2, help="unmeasured rounds first")
+    answer_tokens: int = option(16, help="tokens generated per sample")
+    prompt: str = option(DEFAULT_PROMPT, help="question asked")
+    image: str | None = option(None, help="image file to ask about (default: a synthetic test pattern)")
+    overwrite: bool = option(False, check=is_bool, help="replace --out if it exists")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        counts = (self.rounds, self.warmup, self.answer_tokens)
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts) or \
+                self.rounds < 1 or self.warmup < 0 or self.answer_tokens < 2:
+            raise ShortLVLMError("--rounds must be >= 1, --warmup >= 0 and --answer-tokens >= 2")
+
+
+def run_bench_job(sources: list[ModelSource], out: Path, request: BenchRequest) -> list[dict]:
     """One row per model (the first is the reference); raw timings and the environment go to `out`."""
-    out = Path(out)
+    out, overwrite, image = Path(out), request.overwrite, request.image
     check_output_file(out, overwrite, "bench results", "bench.json")
-    if rounds < 1 or warmup < 0 or answer_tokens < 2:
-        raise ShortLVLMError("--rounds must be >= 1, --warmup >= 0 and --answer-tokens >= 2")
     picture = None
     if image is not None:
         from PIL import Image, UnidentifiedImageError
@@ -50,10 +67,10 @@ def run_bench_job(sources: list[ModelSource], out: Path, *, rounds: int = 10, wa
     first = sources[0]
     with claim_output(out, overwrite=overwrite):
         rows = run_bench([(label, lambda s=source: s.load()) for label, source in zip(labels, sources, strict=True)],
-                         rounds=rounds, warmup=warmup, answer_tokens=answer_tokens, prompt=prompt, image=picture,
-                         layer_count=lambda model: first.adapter(model).num_layers)
-        result = {"config": {"models": names, "rounds": rounds, "warmup": warmup, "answer_tokens": answer_tokens,
-                             "prompt": prompt, "image": image, "dtype": first.loading.dtype,
+                         rounds=request.rounds, warmup=request.warmup, answer_tokens=request.answer_tokens,
+                         prompt=request.prompt, image=picture, layer_count=lambda model: first.adapter(model).num_layers)
+        settings = {name: value for name, value in request.to_dict().items() if name != "overwrite"}
+        result = {"config": {"models": names, **settings, "dtype": first.loading.dtype,
                              "device_map": first.loading.device_map},
                   "environment": {"torch": torch.__version__, "platform": platform.platform(),
                                   "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

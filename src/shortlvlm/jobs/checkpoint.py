@@ -45,6 +45,16 @@ def checkpoint_bytes(skeleton: nn.Module, adapter: Adapter, num_removed: int, dt
     return kept * torch.empty((), dtype=dtype).element_size()
 
 
+@dataclass(frozen=True)
+class Verification:
+    """How a written checkpoint is checked before it lands: reloaded (unless `enabled` is False) and compared with
+    the in-memory model on `inputs` (default: generated ones); its own code runs only with `trust_remote_code`."""
+
+    enabled: bool = True
+    inputs: dict[str, torch.Tensor] | None = None
+    trust_remote_code: bool = False
+
+
 def prune_layers_to_checkpoint(
     model: nn.Module,
     processor: object | None,
@@ -53,9 +63,7 @@ def prune_layers_to_checkpoint(
     *,
     adapter: Adapter | None = None,
     overwrite: bool = False,
-    verify_checkpoint: bool = True,
-    verify_inputs: dict[str, torch.Tensor] | None = None,
-    trust_remote_code: bool = False,
+    verification: Verification = Verification(),
     source: str = "",
 ) -> PruneResult:
     """Remove the given layers, save a standard checkpoint, and verify it before it lands in out_dir."""
@@ -70,9 +78,7 @@ def prune_layers_to_checkpoint(
     )
     params_before = count_parameters(model)
     drop_layers(model, removed, adapter)
-    out, report = write_checkpoint(model, processor, plan, out_dir, overwrite=overwrite,
-                                   verify_checkpoint=verify_checkpoint, verify_inputs=verify_inputs,
-                                   trust_remote_code=trust_remote_code)
+    out, report = write_checkpoint(model, processor, plan, out_dir, overwrite=overwrite, verification=verification)
     return PruneResult(out, plan, params_before, count_parameters(model), report, adapter)
 
 
@@ -83,15 +89,13 @@ def write_checkpoint(
     out_dir: str | os.PathLike,
     *,
     overwrite: bool = False,
-    verify_checkpoint: bool = True,
-    verify_inputs: dict[str, torch.Tensor] | None = None,
-    trust_remote_code: bool = False,
+    verification: Verification = Verification(),
 ) -> tuple[Path, VerifyReport | None]:
     """Save a pruned model atomically; with verification, it lands only if the reload reproduces it."""
     reports: list[VerifyReport] = []
 
     def check(tmp: Path) -> None:
-        reports.append(verify(model, tmp, verify_inputs, trust_remote_code=trust_remote_code))
+        reports.append(verify(model, tmp, verification.inputs, trust_remote_code=verification.trust_remote_code))
 
-    out = save(model, processor, plan, out_dir, overwrite=overwrite, check=check if verify_checkpoint else None)
+    out = save(model, processor, plan, out_dir, overwrite=overwrite, check=check if verification.enabled else None)
     return out, reports[0] if reports else None

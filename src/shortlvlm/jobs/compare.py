@@ -25,10 +25,10 @@ from shortlvlm.eval.evaluate import evaluate
 from shortlvlm.io.output import claim_output
 from shortlvlm.jobs.compare_report import ratio_key, write_report
 from shortlvlm.jobs.compare_results import Comparison, write_json
-from shortlvlm.jobs.compare_spec import CompareError, MethodSpec, parse_methods
+from shortlvlm.jobs.compare_spec import CompareError, CompareRequest, MethodSpec, parse_methods
 from shortlvlm.jobs.source import ModelSource
 from shortlvlm.plan import Plan, PlanError
-from shortlvlm.pruning import prune, score
+from shortlvlm.pruning import Provenance, prune, score
 from shortlvlm.resume.keys import comparison_key
 from shortlvlm.selection import layers_to_remove
 
@@ -59,33 +59,22 @@ def method_plan(scored: Plan, spec: MethodSpec) -> Plan:
                                scp=options if name == "scp" else None)
 
 
-def run_compare(
-    source: ModelSource,
-    out: str | Path,
-    *,
-    methods: list[MethodSpec],
-    ratios: list[float],
-    bench: str,
-    samples: list,
-    calibration: CalibrationSet | Sequence[CalibrationSample] | None,
-    data: str | None = None,
-    eval_batch_size: int = 16,
-    seed: int = 0,
-    overwrite: bool = False,
-) -> dict:
-    """Score once per scorer, prune every (method, ratio) from a fresh load of `source`, evaluate; resumable."""
+def run_compare(source: ModelSource, out: str | Path, request: CompareRequest, samples: list,
+                calibration: CalibrationSet | Sequence[CalibrationSample] | None) -> dict:
+    """Score once per scorer, prune every (method, ratio) from a fresh load of `source`, evaluate `samples` (the
+    request's benchmark questions); resumable."""
+    methods = request.method_specs()
     needs_data = any(m.needs_calibration for m in methods)
     if needs_data and not calibration:
         raise CompareError("the compared methods need calibration data (--calib; bundled for toy)")
-    with claim_output(out, overwrite=overwrite, resumable=True):
-        return _compare(source, Path(out), methods=methods, ratios=ratios, bench=bench, samples=samples,
-                        calibration=calibration, data=data, eval_batch_size=eval_batch_size, seed=seed,
-                        overwrite=overwrite)
+    with claim_output(out, overwrite=request.overwrite, resumable=True):
+        return _compare(source, Path(out), request, samples, calibration)
 
 
-def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratios: list[float], bench: str,
-             samples: list, calibration: CalibrationSet | Sequence[CalibrationSample] | None, data: str | None,
-             eval_batch_size: int, seed: int, overwrite: bool) -> dict:
+def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: list,
+             calibration: CalibrationSet | Sequence[CalibrationSample] | None) -> dict:
+    methods, ratios, bench, seed = request.method_specs(), list(request.ratios), request.bench, request.seed
+    data, eval_batch_size, overwrite = request.data, request.eval_batch_size, request.overwrite
     needs_data = any(m.needs_calibration for m in methods)
     calib = calibration_set(calibration) if calibration else None
     config = comparison_key(source.name, bench=bench, data=data, num_questions=len(samples),
@@ -164,7 +153,7 @@ def _compare(source: ModelSource, out: Path, *, methods: list[MethodSpec], ratio
         started = time.perf_counter()
         model, pruned = prune(model, processor, ratio, compensation=compensation,
                               calibration=encoded(processor, adapter) if compensation else None, plan=plan,
-                              method=spec.recorded_method, adapter=adapter, source=source.name)
+                              adapter=adapter, provenance=Provenance(spec.recorded_method, source.name))
         prune_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metrics, _ = evaluate(model, processor, bench, samples, batch_size=eval_batch_size)

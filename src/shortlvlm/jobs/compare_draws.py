@@ -29,7 +29,7 @@ from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_cal
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_report import ratio_key, ratio_plot
-from shortlvlm.jobs.compare_spec import CompareError, MethodSpec
+from shortlvlm.jobs.compare_spec import CompareError, CompareRequest
 from shortlvlm.jobs.source import ModelSource
 
 logger = logging.getLogger(__name__)
@@ -83,9 +83,8 @@ def _generated_draws(options: Calibration, draws: int, out: Path) -> list[Calibr
     return sets
 
 
-def run_compare_draws(source: ModelSource, out: str | Path, *, draws: list[CalibrationSet],
-                      methods: list[MethodSpec], ratios: list[float], bench: str, samples: list,
-                      data: str | None = None, eval_batch_size: int = 16, seed: int = 0, overwrite: bool = False) -> dict:
+def run_compare_draws(source: ModelSource, out: str | Path, request: CompareRequest, samples: list,
+                      draws: list[CalibrationSet]) -> dict:
     """The comparison on every draw (OUT/draw-k/, each resumable), then the summary over the draws."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,9 +92,7 @@ def run_compare_draws(source: ModelSource, out: str | Path, *, draws: list[Calib
     for k, calibration in enumerate(draws):
         logger.info(f"calibration draw {k + 1}/{len(draws)} ({len(calibration.samples)} samples, hash "
             f"{calibration.hash[:12]}) -> {draw_dir(out, k)}")
-        results.append(run_compare(source, draw_dir(out, k), methods=methods, ratios=ratios, bench=bench,
-                                   samples=samples, calibration=calibration, data=data,
-                                   eval_batch_size=eval_batch_size, seed=seed, overwrite=overwrite))
+        results.append(run_compare(source, draw_dir(out, k), request, samples, calibration))
     summary = summarize(results)
     write_text_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=True)
     write_text_atomically(out / "summary.md", summary_table(summary) + "\n", overwrite=True)

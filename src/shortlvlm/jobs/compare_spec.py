@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shortlvlm.compensation import COMPENSATION_NAMES, COMPENSATIONS, Compensation
+from shortlvlm.data.benchmarks import NAMES, shapes
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.methods import METHODS, recipe_name
-from shortlvlm.options import options_from_text
+from shortlvlm.options import (
+    Options,
+    is_bool,
+    option,
+    options,
+    options_from_text,
+    positive_count,
+    positive_int,
+)
 from shortlvlm.scoring import SCORERS, Scorer
 
 DEFAULT_METHODS = (
@@ -157,3 +167,47 @@ def parse_ratios(text: str | list[float]) -> list[float]:
     if len(set(ratios)) != len(ratios):
         raise CompareError(f"--ratios lists a ratio twice: {ratios}")
     return sorted(ratios)
+
+
+@options
+class CompareRequest(Options):
+    """What a comparison compares (method settings x ratios), on which benchmark, and how it runs.
+
+    `methods` and `ratios` take the flags' comma-separated text or a sequence (of labels or MethodSpecs,
+    of fractions); either way they are checked here and kept as labels and sorted fractions.
+    """
+
+    error = CompareError
+
+    methods: tuple[str, ...] = option(
+        DEFAULT_METHODS, metavar="METHODS",
+        help="comma-separated settings METHOD[OPTIONS]+COMPENSATION[OPTIONS]: append +scp, +lstsq or +none to "
+             "override a method's compensation; bracketed NAME=VALUE lists set the scorer's and the compensation's "
+             "options by their field names (as in `help(shortlvlm.LstSq)`), e.g. "
+             "tis-loss[full_steps=2]+lstsq[ridge=0.1] (one scorer setting per scorer per comparison)")
+    ratios: tuple[float, ...] = option((0.1, 0.2, 0.3), metavar="RATIOS", help="fractions of layers to remove")
+    bench: str = option(NAMES[0], choices=NAMES, help="benchmark")
+    data: str | None = option(None, help="the benchmark's folder (not needed for shapes)")
+    limit: int | None = option(None, help=f"evaluate on the first N questions only (shapes: {shapes.LIMIT_HELP})")
+    eval_batch_size: int = option(16, parse=positive_count, check=positive_int, help="generation batch size")
+    seed: int = option(0, flag=None,
+                       help="seed of the scorers that sample (random); the CLI's --seed")
+    calib_draws: int = option(
+        1, parse=positive_count, check=positive_int,
+        help="run the comparison on N disjoint calibration draws and report each cell as mean ± sd (OUT/draw-K/ per "
+             "draw, OUT/summary.md): a file's draws are consecutive slices of --num-samples (default: the file "
+             "split in N); toy and smol-llava without --calib use the bundled set, then generated draws of as many "
+             "samples")
+    overwrite: bool = option(False, check=is_bool, help="start over: discard what --out holds")
+
+    def __post_init__(self) -> None:
+        methods = self.methods
+        if not isinstance(methods, str) and isinstance(methods, Sequence):
+            methods = [m.label if isinstance(m, MethodSpec) else m for m in methods]
+        object.__setattr__(self, "methods", tuple(spec.label for spec in parse_methods(methods)))
+        object.__setattr__(self, "ratios", tuple(parse_ratios(self.ratios)))
+        super().__post_init__()
+
+    def method_specs(self) -> list[MethodSpec]:
+        """The compared settings, in the order given."""
+        return parse_methods(list(self.methods))

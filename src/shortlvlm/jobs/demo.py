@@ -28,13 +28,13 @@ from shortlvlm.io.save import check_output_dir
 from shortlvlm.jobs.checkpoint import write_checkpoint
 from shortlvlm.jobs.compare import run_compare
 from shortlvlm.jobs.compare_report import markdown_table as compare_table
-from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, parse_methods
+from shortlvlm.jobs.compare_spec import DEFAULT_METHODS, CompareRequest
 from shortlvlm.jobs.selfcheck import markdown_table, prune_one
 from shortlvlm.jobs.source import Loading, ModelSource
 from shortlvlm.log import progress_bar, progress_bars
 from shortlvlm.methods import DEFAULT_METHOD
 from shortlvlm.plan import Plan
-from shortlvlm.pruning import prune
+from shortlvlm.pruning import Provenance, prune
 from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 
 RATIOS = (0.1, 0.2, 0.3)
@@ -45,11 +45,12 @@ CHECKPOINT = f"toy-{DEFAULT_METHOD.replace('+', '-')}-30"
 def toy_comparison(work: Path, samples: list[BenchSample], calibration: CalibrationSet) -> dict:
     """Every method at 10/20/30% on the toy LVLM (shapes), plus a verified 30% checkpoint of the default method."""
     with progress_bars(False):  # the comparison's lines are the demo's progress; its bars would be hundreds
-        data = run_compare(TOY, work / "compare", methods=parse_methods(list(DEFAULT_METHODS)), ratios=list(RATIOS),
-                           bench="shapes", samples=samples, calibration=calibration, eval_batch_size=50)
+        request = CompareRequest(methods=DEFAULT_METHODS, ratios=RATIOS, bench="shapes", eval_batch_size=50)
+        data = run_compare(TOY, work / "compare", request, samples, calibration)
     model, processor = TOY.load()
     scored = Plan.load(work / "compare" / "plans" / f"{DEFAULT_METHOD}.json")  # the comparison's ranking
-    model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, plan=scored, source="toy")
+    model, plan = prune(model, processor, RATIOS[-1], calibration=calibration, plan=scored,
+                        provenance=Provenance(source="toy"))
     write_checkpoint(model, processor, plan, work / CHECKPOINT)
     return data
 

@@ -20,6 +20,7 @@ from shortlvlm.io.output import claim_output
 from shortlvlm.io.save import check_output_dir
 from shortlvlm.jobs.checkpoint import (
     PruneResult,
+    Verification,
     checkpoint_bytes,
     count_parameters,
     prune_layers_to_checkpoint,
@@ -28,7 +29,7 @@ from shortlvlm.jobs.checkpoint import (
 from shortlvlm.jobs.source import ModelSource
 from shortlvlm.methods import DEFAULT_METHOD
 from shortlvlm.plan import Plan
-from shortlvlm.pruning import needs_calibration, prune, prune_listed
+from shortlvlm.pruning import Provenance, needs_calibration, prune, prune_listed
 from shortlvlm.resume import StageCache, partial_dir_for
 from shortlvlm.scoring import Scorer, scorer_from_dict
 from shortlvlm.selection import check_removal
@@ -84,6 +85,7 @@ def run_prune(request: PruneRequest) -> PruneResult:
             calibration = read_calibration(calibration, source.name)
         if request.plan is None and scorer.needs_answers:
             check_answers(calibration, scorer.name)
+    verification = Verification(enabled=request.verify, trust_remote_code=source.loading.trust_remote_code)
     expected = checkpoint_bytes(skeleton, source.adapter(skeleton), num_removed, source.loading.dtype)
     del skeleton
     with claim_output(out, overwrite=request.overwrite, expected_bytes=expected):
@@ -94,13 +96,11 @@ def run_prune(request: PruneRequest) -> PruneResult:
             model, plan = prune_listed(model, processor, request.layers, compensation=request.compensation,
                                        calibration=calibration, adapter=adapter, source=source.name)
             out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
-                                           verify_checkpoint=request.verify,
-                                           trust_remote_code=source.loading.trust_remote_code)
+                                           verification=verification)
             return PruneResult(out, plan, before, count_parameters(model), report, adapter)
         if request.layers is not None:
             return prune_layers_to_checkpoint(model, processor, request.layers, out, adapter=adapter,
-                                              overwrite=request.overwrite, verify_checkpoint=request.verify,
-                                              trust_remote_code=source.loading.trust_remote_code,
+                                              overwrite=request.overwrite, verification=verification,
                                               source=source.name)
         before = count_parameters(model)
         cache = StageCache(partial_dir_for(out), identity={"weights": weights_stamp(source.name)})
@@ -109,12 +109,11 @@ def run_prune(request: PruneRequest) -> PruneResult:
         try:
             model, plan = prune(model, processor, request.ratio, scorer=None if request.plan else request.scorer,
                                 compensation=request.compensation, calibration=calibration, plan=request.plan,
-                                cache=cache, method=request.method, adapter=adapter, source=source.name,
-                                allow_other_weights=request.allow_other_weights)
+                                cache=cache, adapter=adapter,
+                                provenance=Provenance(request.method, source.name, request.allow_other_weights))
             after = count_parameters(model)
             out, report = write_checkpoint(model, processor, plan, out, overwrite=request.overwrite,
-                                           verify_checkpoint=request.verify,
-                                           trust_remote_code=source.loading.trust_remote_code)
+                                           verification=verification)
         except OutputWriteError as err:
             if not cache.directory.exists():
                 raise

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from shortlvlm.io.load import load
-from shortlvlm.jobs.checkpoint import prune_layers_to_checkpoint
+from shortlvlm.jobs.checkpoint import Verification, prune_layers_to_checkpoint
 from shortlvlm.models import get_adapter
 from shortlvlm.testbeds.tiny import tiny_inputs, tiny_model
 
@@ -31,7 +31,7 @@ def prune_one(model_type: str, work: Path) -> dict:
     adapter = get_adapter(model)
     result = prune_layers_to_checkpoint(
         model, processor, REMOVED, work / "checkpoints" / model_type,
-        adapter=adapter, verify_inputs=inputs, source=str(source),
+        adapter=adapter, verification=Verification(inputs=inputs), source=str(source),
     )
     return {
         "model_type": model_type,
