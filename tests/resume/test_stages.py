@@ -9,7 +9,7 @@ from shortlvlm.compensation import SCP
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.importance import TIS
 from shortlvlm.io.load import load
-from shortlvlm.pruning import prune
+from shortlvlm.pruning import Provenance, prune
 from shortlvlm.resume import StageCache
 from shortlvlm.scoring import TISCosine
 
@@ -87,7 +87,7 @@ def test_other_weights_at_the_same_path_do_not_reuse_stages(tmp_path, capsys):
         model, processor = load(str(model_dir), dtype=torch.float32)
         prune(model, processor, 0.25, calibration=toy_calibration(4),
               cache=StageCache(partial_dir_for(out), announce=False, identity={"weights": identity}),
-              source=str(model_dir))
+              provenance=Provenance(source=str(model_dir)))
 
     interrupted_job_stages(stamp)
     weights = next(model_dir.glob("*.safetensors"))
