@@ -54,8 +54,10 @@ def sweeps() -> list[tuple[str, str, dict]]:
     runs = [("tis_top_p", f"top_p={p}", {"tis_top_p": p, "compensation": "none"}) for p in (0.1, 0.25, 0.5, 0.75, 1.0)]
     runs += [("tis_top_p", "joint top_p=0.5", {"tis_joint": True, "compensation": "none"})]
     runs += [("scp rank k", f"k={k}", {"scp_rank": k, "compensation": "scp"}) for k in (1, 2, 4, 8, 16, 32)]
-    runs += [("scp alpha", f"alpha={a}", {"scp_alpha": a, "compensation": "scp"}) for a in (-0.5, 0.5, 1.0, 2.0, "fit")]
-    runs += [("scp writers", f"writers={w}", {"scp_writers": w, "compensation": "scp"}) for w in ("mlp", "attn", "both")]
+    runs += [("scp alpha", f"alpha={a}", {"scp_alpha": a, "compensation": "scp"})
+             for a in (-0.5, 0.5, 1.0, 2.0, "fit")]
+    runs += [("scp writers", f"writers={w}", {"scp_writers": w, "compensation": "scp"})
+             for w in ("mlp", "attn", "both")]
     runs += [("scp normalised gaps", f"normalize, alpha={a}", {"scp_normalize": True, "scp_alpha": a,
                                                                "compensation": "scp"}) for a in (1.0, "fit")]
     runs += [("scoring", "iterative", {"iterative": True, "compensation": "none"})]
@@ -68,7 +70,8 @@ def method_options(kwargs: dict) -> tuple[TISCosine, SCP | None]:
               joint=kwargs.get("tis_joint", False), skip_template=kwargs.get("tis_skip_template", True))
     scp = SCP(rank=kwargs.get("scp_rank", SCP().rank), alpha=kwargs.get("scp_alpha", SCP().alpha),
               writers=kwargs.get("scp_writers", SCP().writers), normalize=kwargs.get("scp_normalize", False))
-    return TISCosine(tis=tis, iterative=kwargs.get("iterative", False)), scp if kwargs["compensation"] == "scp" else None
+    return (TISCosine(tis=tis, iterative=kwargs.get("iterative", False)),
+            scp if kwargs["compensation"] == "scp" else None)
 
 
 def planned_runs(with_sweeps: bool) -> dict[str, tuple[dict, float]]:
@@ -77,7 +80,8 @@ def planned_runs(with_sweeps: bool) -> dict[str, tuple[dict, float]]:
     comparisons at the paper's ratio."""
     grid = {f"{arm} @ {ratio}": (kwargs, ratio) for arm, kwargs in ARMS.items() for ratio in RATIOS}
     runs = {key: entry for key, entry in grid.items() if entry[1] == 0.3}
-    runs.update({f"{group}: {label} @ 0.3": (kwargs, 0.3) for group, label, kwargs in (sweeps() if with_sweeps else [])})
+    runs.update({f"{group}: {label} @ 0.3": (kwargs, 0.3)
+                 for group, label, kwargs in (sweeps() if with_sweeps else [])})
     runs.update(grid)
     return runs
 

@@ -227,7 +227,8 @@ def write_gaps_report(results: dict, args, out: Path) -> None:
              f"Command: `.venv/bin/python benchmarks/best_cut_search.py --model {args.model} --gaps-only "
              f"--num-samples {args.num_samples}{extra}" + (" --gap-tokens all" if tokens == "all" else "") + "`", "",
              "residual = |H - a P u|^2 / |H|^2 on the unpruned model's streams, H the gap a removed run leaves on the "
-             f"calibration set's {'real' if tokens == 'all' else 'important'} tokens, u the output of the kept layer below that SCP edits, P the top-8 "
+             f"calibration set's {'real' if tokens == 'all' else 'important'} tokens, "
+             "u the output of the kept layer below that SCP edits, P the top-8 "
              "gap subspace (1 = the edit closes nothing; above 1 = it widens the gap).", "", *GAP_HEADER]
     for label, gaps in results["sets"].items():
         lines += gap_lines(label, gaps)
@@ -248,7 +249,8 @@ def write_report(results: dict, out: Path, count: int, args) -> None:
     single = {int(json.loads(k)[0]): v for k, v in results["selection"].items() if len(json.loads(k)) == 1}
     extra = "".join(f" --extra-set {s}" for s in args.extra_set)
     lines = [f"# The best {round(100 * cfg['ratio'])}% cut of {cfg['model']}: a beam search, and SCP on it", "",
-             f"Command: `.venv/bin/python benchmarks/best_cut_search.py --model {cfg['model']} --select {cfg['select']} "
+             f"Command: `.venv/bin/python benchmarks/best_cut_search.py --model {cfg['model']} "
+             f"--select {cfg['select']} "
              f"--pool {args.pool} --beam {args.beam} --limit {cfg['limit']} --ratio {cfg['ratio']}{extra}`", "",
              f"Selection split: {cfg['select']} shapes questions from the calibration split (index {SELECT_START}+; "
              f"disjoint from the calibration set and the test split). Unpruned: {results['unpruned_selection']:.2f}% "

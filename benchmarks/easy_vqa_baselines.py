@@ -1,6 +1,7 @@
 """A shapes model on easy-VQA's released test split: accuracy, what the text alone gives, what a blank image gives.
 
-    .venv/bin/python benchmarks/easy_vqa_baselines.py [--model smol-llava] [--blank-limit 2000] [--out benchmarks/results]
+    .venv/bin/python benchmarks/easy_vqa_baselines.py [--model smol-llava] [--blank-limit 2000]
+        [--out benchmarks/results]
 
 easy-VQA (the `easy-vqa` package's data, `shortlvlm eval --bench easy-vqa`) asks about one shape on
 a 64x64 image (yes/no, which shape, which color; 13 answers). None of our models was trained on it:

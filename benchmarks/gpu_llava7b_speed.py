@@ -142,7 +142,8 @@ def main() -> None:
             f"{rows[0]['parameters'] / 1e9:.2f} B parameters unpruned; torch {environment['torch']}, "
             f"transformers {environment['transformers']}.\n\n{markdown_table(rows)}\n\n"
             "## Beside the paper (LLaVA-1.5-7B, samples/s)\n\n"
-            "| model | layers | measured samples/s | measured speedup | ideal 32/L | paper samples/s | paper speedup |\n"
+            "| model | layers | measured samples/s | measured speedup | ideal 32/L "
+            "| paper samples/s | paper speedup |\n"
             "|---|---|---|---|---|---|---|\n" + paper + "\n")
     (out / "gpu_llava7b_speed.md").write_text(text)
     print(text)

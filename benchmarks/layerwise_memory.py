@@ -102,7 +102,8 @@ def synthetic_batches(adapter, config: LlavaConfig, samples: int, batch_size: in
         for row in range(rows):
             pad = 2 if row == 0 else 0
             text = torch.randint(3, 32000, (63 - pad,), generator=generator).tolist()
-            ids.append([0] * pad + [1] + text[:20 - pad] + [LARGE_IMAGE_TOKEN] * config.image_seq_length + text[20 - pad:])
+            ids.append([0] * pad + [1] + text[:20 - pad] + [LARGE_IMAGE_TOKEN] * config.image_seq_length
+                       + text[20 - pad:])
         input_ids = torch.tensor(ids)
         inputs = {"input_ids": input_ids, "attention_mask": (input_ids != 0).long(),
                   "pixel_values": torch.randn(rows, 3, size, size, generator=generator).to(torch.bfloat16)}

@@ -9,8 +9,9 @@ samples; `--num-samples` takes the first N) for the count `compare` scores at `-
 streams, the image encoder run in every pass; `sleb-encoder-every-pass` is SLEB without reusing the
 image encoder's output (design §2.4). Each method starts with no kept encoder output. Before the
 methods, one unpruned loss pass is timed by part (decoder layers, image encoder, LM head, the rest):
-what a pass costs besides its decoder layers. Besides wall time (noisy on a shared machine; the ratio of two methods measured in the
-same run is what to read), every decoder layer's computations are counted with a hook on its first
+what a pass costs besides its decoder layers. Besides wall time (noisy on a shared machine; the
+ratio of two methods measured in the same run is what to read), every decoder layer's
+computations are counted with a hook on its first
 submodule, which fires only when the layer is really computed (bypassed layers are not), so
 `layers run` is the compute each scorer spends in decoder layers, independent of the machine.
 The orders are printed so that `tis-loss` and `tis-loss-recompute` can be seen to agree. Writes
@@ -123,7 +124,8 @@ def main() -> None:
             for handle in handles:
                 handle.remove()
             results["methods"][method] = {
-                "seconds": round(statistics.median(times[method]), 2), "all_seconds": [round(t, 2) for t in times[method]],
+                "seconds": round(statistics.median(times[method]), 2),
+                "all_seconds": [round(t, 2) for t in times[method]],
                 "decoder_layers_run": sum(counts) / len(batches), "order": ranking.order[:num_remove],
                 "loss_passes": ranking.details.get("loss_passes"), "pool": ranking.details.get("pool")}
             print(f"{method}: {times[method][-1]:.1f} s, {sum(counts) / len(batches):.0f} decoder layers run, "
@@ -146,8 +148,9 @@ def write_report(results: dict, out: Path, args) -> None:
              "| method | seconds | decoder layers run | loss passes | vs SLEB (time) | vs SLEB (layers) | order |",
              "|---|---|---|---|---|---|---|"]
     for method, entry in methods.items():
-        share = (f"{100 * entry['seconds'] / reference['seconds']:.0f}% | "
-                 f"{100 * entry['decoder_layers_run'] / reference['decoder_layers_run']:.0f}%") if reference else "- | -"
+        share = ((f"{100 * entry['seconds'] / reference['seconds']:.0f}% | "
+                  f"{100 * entry['decoder_layers_run'] / reference['decoder_layers_run']:.0f}%")
+                 if reference else "- | -")
         lines.append(f"| {method} | {entry['seconds']:.1f} | {entry['decoder_layers_run']:.0f} | "
                      f"{entry['loss_passes'] if entry['loss_passes'] is not None else '-'} | {share} | "
                      f"{entry['order']} |")

@@ -56,7 +56,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out")
     parser.add_argument("results", nargs="+", help="folders written by `shortlvlm compare --out`")
-    parser.add_argument("--drop", default="", help="comma-separated methods measured again: kept from the last folder holding each")
+    parser.add_argument("--drop", default="",
+                        help="comma-separated methods measured again: kept from the last folder holding each")
     args = parser.parse_args()
     drop = {m for m in args.drop.split(",") if m}
     out = Path(args.out)

@@ -86,7 +86,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "suffix"))
-    result = {"command": f"benchmarks/tis_loss_selection.py {flags}" + (f" --suffix {args.suffix}" if args.suffix else ""),
+    result = {
+        "command": f"benchmarks/tis_loss_selection.py {flags}" + (f" --suffix {args.suffix}" if args.suffix else ""),
         "selection": {"split": "calibration", "start": SELECT_START, "size": args.select},
         "unpruned": unpruned, "rows": rows}
     name = f"tis_loss_selection_{args.model}{args.suffix}"
@@ -100,8 +101,8 @@ def main() -> None:
              "|---|---|---|" + "---|" * len(counts) + "---|---|---|"]
     for row in rows:
         cells = " | ".join(f"{row['selection_accuracy'][c]:.1f}" for c in counts)
-        lines.append(f"| {row['recheck']} | {row['pool_extra']} | {row['full_steps']} | {cells} | {row['mean']:.2f} | {row['loss_passes']} | "
-                     f"{layer_share(row)} |")
+        lines.append(f"| {row['recheck']} | {row['pool_extra']} | {row['full_steps']} | {cells} | {row['mean']:.2f} | "
+                     f"{row['loss_passes']} | {layer_share(row)} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 

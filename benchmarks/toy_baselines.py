@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/toy_baselines.py [--model toy|smol-llava] [--limit 1200] [--out benchmarks/results]
 
-Writes toy_baselines.{json,md} (smol_baselines.{json,md} for --model smol-llava). Measured, never asserted (see tests for guards).
+Writes toy_baselines.{json,md} (smol_baselines.{json,md} for --model smol-llava). Measured, never
+asserted (see tests for guards).
 - question-majority: the best text-only predictor, i.e. for each exact question string the most
   frequent answer over 30,000 training questions (family majority when the question is unseen);
 - blank-image: the trained model answering with every image replaced by an empty background;
@@ -77,7 +78,8 @@ def main() -> None:
     table = accuracy_table(rows)
     (out / f"{name}.md").write_text(
         f"# {args.model} baselines ({len(samples)} test questions, {num_layers} layers)\n\n"
-        f"Command: `.venv/bin/python benchmarks/toy_baselines.py --model {args.model} --limit {args.limit}`\n\n{table}\n"
+        f"Command: `.venv/bin/python benchmarks/toy_baselines.py --model {args.model} --limit {args.limit}`\n\n"
+        f"{table}\n"
     )
     print(table)
 

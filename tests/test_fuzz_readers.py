@@ -331,7 +331,8 @@ bad_layer_lists = (st.lists(st.integers(0, TINY_LAYERS - 1), min_size=2, max_siz
                    | json_values)
 removal_set_keys = st.sampled_from([str(n) for n in range(-1, TINY_LAYERS + 2)] + ["01", " 1", "x", "", "1.0"])
 # params whose removal order and sets pass check_plan_matches but may still be inconsistent.
-layer_orders = prefixes_of_permutations(TINY_LAYERS) | st.lists(st.integers(0, TINY_LAYERS - 1), max_size=TINY_LAYERS + 1)
+layer_orders = (prefixes_of_permutations(TINY_LAYERS)
+                | st.lists(st.integers(0, TINY_LAYERS - 1), max_size=TINY_LAYERS + 1))
 odd_params = st.fixed_dictionaries({"removal_order": layer_orders | bad_layer_lists}, optional={
     "removal_sets": st.dictionaries(removal_set_keys, layer_orders, max_size=TINY_LAYERS)
     | st.dictionaries(removal_set_keys, bad_layer_lists, max_size=2) | json_values})
@@ -531,7 +532,8 @@ junk_lines = (answer_records.map(lambda r: json.dumps(r)[:-1]).flatmap(
               | (json_scalars | st.lists(json_values, max_size=3)).map(dumps)
               | st.fixed_dictionaries({"id": not_a_string, "answer": json_values}).map(dumps)
               | st.fixed_dictionaries({"id": st.text(max_size=4), "answer": not_a_string}).map(dumps)
-              | st.sampled_from(["id", "answer"]).flatmap(lambda name: st.dictionaries(st.just(name), st.text(max_size=4)))
+              | st.sampled_from(["id", "answer"])
+              .flatmap(lambda name: st.dictionaries(st.just(name), st.text(max_size=4)))
               .map(dumps)
               | st.sampled_from(PATHOLOGICAL_LINES)
               | st.binary(max_size=30).map(lambda b: b.replace(b"{", b"(").decode("latin-1")))

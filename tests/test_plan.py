@@ -88,7 +88,8 @@ def test_format_1_scorer_options_are_converted(params, scorer):
 def test_the_shipped_comparison_plans_still_load(path):
     plan = Plan.load(path)
     # compare names each plan by its method, with "+compensation" where it differs from the method's default
-    label = plan.method if plan.compensation == default_compensation(plan.method) else f"{plan.method}+{plan.compensation}"
+    label = (plan.method if plan.compensation == default_compensation(plan.method)
+             else f"{plan.method}+{plan.compensation}")
     assert label == path.stem
     assert scorer_from_dict(plan.scorer).name == METHODS[plan.method][0]
     order = plan.params["removal_order"]

@@ -256,7 +256,8 @@ def main() -> None:
     copy = Path(tempfile.mkdtemp(prefix="shortlvlm-mutation-"))
     results: list[tuple[Mutant, str, float]] = []
     try:
-        shutil.copytree(REPO / "src", copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(REPO / "src", copy, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         _check_copy_is_imported(copy)
         baseline: dict[tuple[str, ...], float] = {}
         for index, mutant in enumerate(chosen, 1):

@@ -113,7 +113,8 @@ def _count(allowed: torch.Tensor, members: torch.Tensor, dim: int) -> torch.Tens
     return (allowed & members[:, None, :]).sum(dim=2).to(torch.float32)
 
 
-def token_importance(probs: torch.Tensor, allowed: torch.Tensor, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+def token_importance(probs: torch.Tensor, allowed: torch.Tensor, image: torch.Tensor,
+                     text: torch.Tensor) -> torch.Tensor:
     """[B, T] TIS of one layer from [B, T, T] head-averaged probabilities; NaN outside image/text."""
     probs = probs.to(torch.promote_types(probs.dtype, torch.float32))
     visual_q, text_q = image.to(probs.dtype), text.to(probs.dtype)

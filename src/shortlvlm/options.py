@@ -161,7 +161,8 @@ def finite_or(*words: str) -> Check:
         if value in words:
             return None
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if number and math.isfinite(value) else f"must be a finite number or {' or '.join(map(repr, words))}"
+        return (None if number and math.isfinite(value)
+                else f"must be a finite number or {' or '.join(map(repr, words))}")
     return check
 
 

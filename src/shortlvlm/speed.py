@@ -260,7 +260,8 @@ def markdown_table(rows: list[dict]) -> str:
     for row in rows:
         lines.append(
             f"| {row['model']} | {row['decoder_layers']} | {row['parameters'] / 1e6:.2f} | "
-            f"{fmt(row['peak_memory_mib'], '.1f')} | {row['prefill_ms']:.2f} | {fmt(row['decode_tokens_per_s'], '.1f')} | "
+            f"{fmt(row['peak_memory_mib'], '.1f')} | {row['prefill_ms']:.2f} | "
+            f"{fmt(row['decode_tokens_per_s'], '.1f')} | "
             f"{row['samples_per_s']:.2f} | {row['ideal_speedup']:.3f} | {row['prefill_speedup']:.3f} | "
             f"{fmt(row['decode_speedup'], '.3f')} | {row['samples_speedup']:.3f} |")
     return "\n".join(lines)

@@ -72,7 +72,8 @@ def test_layerwise_tis_cosine_equals_whole_model_on_every_architecture(model_typ
     assert actual == expected  # bit-identical scores, order and details (padding on row 0 included)
 
 
-@pytest.mark.parametrize("method,params", [("tis-cosine", {"iterative": True}), ("tis-cosine", {"tis": TIS(tokens="all")}),
+@pytest.mark.parametrize("method,params", [("tis-cosine", {"iterative": True}),
+                                           ("tis-cosine", {"tis": TIS(tokens="all")}),
                                            ("block-influence", {}), ("angular", {})])
 def test_layerwise_other_scorers_equal_whole_model(method, params, monkeypatch):
     context = tiny_context("qwen3_vl")  # deepstack: the model adds features between layers
@@ -264,7 +265,8 @@ def test_verify_reloads_an_offloaded_model_with_its_layers_on_disk(calib, tmp_pa
     (device_map,) = reloaded_maps
     on_disk = sorted(name for name, device in device_map.items() if device == "disk")
     assert on_disk == sorted([f"model.language_model.layers.{i}" for i in range(12)]
-                             + ["model.vision_tower.encoder.layers.0", "model.vision_tower.encoder.layers.1", "lm_head"])
+                             + ["model.vision_tower.encoder.layers.0", "model.vision_tower.encoder.layers.1",
+                                "lm_head"])
 
 
 def test_cli_prune_layerwise_writes_the_same_checkpoint(tmp_path, capsys):

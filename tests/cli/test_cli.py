@@ -169,7 +169,8 @@ def test_template_skip_is_on_by_default_and_can_be_turned_off(tmp_path, capsys):
     plans = {}
     for flag in ("--tis-skip-template", "--no-tis-skip-template"):
         path = tmp_path / f"{flag}.json"
-        assert run_cli(capsys, "score", "toy", "--method", "short-lvlm", "--num-samples", "8", flag, "--out", path)[0] == 0
+        assert run_cli(capsys, "score", "toy", "--method", "short-lvlm", "--num-samples", "8", flag,
+                       "--out", path)[0] == 0
         plans[flag] = json.loads(path.read_text())
     assert plans["--tis-skip-template"]["scorer"]["tis"]["skip_template"] is True
     assert plans["--tis-skip-template"]["params"]["template_tokens_skipped"] == 3  # <s> USER :

@@ -90,7 +90,8 @@ def test_a_full_disk_after_scoring_keeps_the_finished_stages_and_says_where(tmp_
     """Like an interruption, prune --ratio keeps its scored plan and SCP statistics for the rerun."""
     out = tmp_path / "out" / "pruned"
     result = subprocess.run([sys.executable, "-m", "shortlvlm.cli", "prune", "toy", "--method", "short-lvlm", "--ratio",
-                             "0.2", "--num-samples", "4", "--out", str(out)], capture_output=True, text=True, preexec_fn=limit_file_size,
+                             "0.2", "--num-samples", "4", "--out", str(out)], capture_output=True, text=True,
+                            preexec_fn=limit_file_size,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert result.returncode == 2, result.stderr
     line = one_error_line(result.stderr)

@@ -212,7 +212,8 @@ def test_load_calibration_sources(folder):
     assert [s.id for s in load_calibration(None, model_name="toy", limit=3)] == [
         "calibration-0", "calibration-1", "calibration-2"]
     assert len(load_calibration("toy", model_name="llava-hf/llava-1.5-7b-hf", limit=2)) == 2
-    with pytest.raises(CalibrationError, match=r"--calib is required for llava-hf/llava-1.5-7b-hf: calibration samples as LLaVA"):
+    with pytest.raises(CalibrationError,
+                       match=r"--calib is required for llava-hf/llava-1.5-7b-hf: calibration samples as LLaVA"):
         load_calibration(None, model_name="llava-hf/llava-1.5-7b-hf")
     assert issubclass(CalibrationError, ShortLVLMError)
 

@@ -250,7 +250,8 @@ def test_samples_without_answers_calibrate_the_scorers_that_need_none(toy, refer
     for scorer in (TISCosine(), BlockInfluence()):
         scores = score(model, processor, scorer=scorer, calibration=unanswered).layer_scores
         assert sum(math.isfinite(v) for v in scores if v is not None) >= 14, scorer.name
-    assert score(model, processor, scorer=TISCosine(), calibration=unanswered).layer_scores != reference_scores  # the answers were part of what it measured
+    # the answers were part of what it measured
+    assert score(model, processor, scorer=TISCosine(), calibration=unanswered).layer_scores != reference_scores
     assert not TISCosine.needs_answers and not BlockInfluence.needs_answers and SLEB.needs_answers
     with pytest.raises(ScoringError, match="no answer tokens; loss-based scorers need answers"):
         score(model, processor, scorer=SLEB(), calibration=unanswered, num_remove=2)

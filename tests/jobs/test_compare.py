@@ -34,7 +34,8 @@ def test_settings_take_scorer_and_compensation_options():
     assert [(s.label, s.method, s.compensation) for s in specs] == [
         ("tis-loss[full_steps=2]+lstsq[ridge=0.1,tokens=important]", "tis-loss", "lstsq"),
         ("sleb+lstsq", "sleb", "lstsq"), ("random[seed=3]", "random", "none")]
-    assert specs[0].make_scorer(0).full_steps == 2 and specs[0].make_compensation() == LstSq(ridge=0.1, tokens="important")
+    assert (specs[0].make_scorer(0).full_steps == 2
+            and specs[0].make_compensation() == LstSq(ridge=0.1, tokens="important"))
     assert specs[1].make_compensation() == LstSq() and specs[2].make_scorer(0).seed == 3
     assert parse_methods("random")[0].make_scorer(7).seed == 7  # --seed still reaches a scorer left at defaults
 

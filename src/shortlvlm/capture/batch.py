@@ -61,7 +61,8 @@ class CalibrationBatch:
         return CalibrationBatch(moved, self.valid.to(device), self.image.to(device), answer, source)
 
 
-def batch_from_inputs(adapter: Adapter, inputs: dict[str, torch.Tensor], special_ids: Iterable[int] = ()) -> CalibrationBatch:
+def batch_from_inputs(adapter: Adapter, inputs: dict[str, torch.Tensor],
+                      special_ids: Iterable[int] = ()) -> CalibrationBatch:
     """Masks for an already encoded batch: padding from attention_mask, images from the adapter.
 
     The masks are over input_ids; where the model's layers see another sequence, `source` maps it back

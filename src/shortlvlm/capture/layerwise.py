@@ -104,7 +104,8 @@ def run_layerwise(model: nn.Module, batches: list[CalibrationBatch], taps: Layer
                             collector.set_batch_state(_to(states[number], device))
                             positional, args, kwargs = recording.layers[index]
                             tensors = store.inputs_of(number, recording)
-                            args, kwargs = recording.unpack(args, device, tensors), recording.unpack(kwargs, device, tensors)
+                            args, kwargs = (recording.unpack(args, device, tensors),
+                                            recording.unpack(kwargs, device, tensors))
                             if positional:
                                 output = layer(hidden_in, *args, **kwargs)
                             else:
@@ -112,7 +113,8 @@ def run_layerwise(model: nn.Module, batches: list[CalibrationBatch], taps: Layer
                             hidden_out = hidden_of(output)
                             taps.real = batch.at_layers().real
                             if index in taps.attention_layers and index not in taps.seen_attention:
-                                raise CaptureError(f"the attention hook of layer {index} never ran during the layer's pass")
+                                raise CaptureError(f"the attention hook of layer {index} never ran "
+                                                   "during the layer's pass")
                             taps.seen_attention.discard(index)
                             taps.layer_output(index, hidden_in, hidden_out)
                             states[number] = _to(collector.get_batch_state(), cpu)

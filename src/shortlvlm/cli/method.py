@@ -14,9 +14,9 @@ METHOD_HELP = (
     "layer-selection rule: tis-loss+lstsq (default: tis-loss scoring, a least-squares bridge over each cut; the "
     "best measured on smol-llava, README 'Which method'); short-lvlm = the Short-LVLM paper's method, tis-cosine "
     "scoring + scp compensation; tis-loss (token-aware cosine shortlist, answer-loss passes decide); tis-cosine "
-    "(Short-LVLM's scorer alone); block-influence (ShortGPT); angular (Gromov et al., best contiguous block); sleb (greedy, "
-    "re-evaluated after each removal); taylor (Taylor+, Shortened LLaMA); ppl (Shortened LLaMA); last; random "
-    "(seeded). tis-loss, sleb, ppl and taylor measure the loss on the calibration answers")
+    "(Short-LVLM's scorer alone); block-influence (ShortGPT); angular (Gromov et al., best contiguous block); "
+    "sleb (greedy, re-evaluated after each removal); taylor (Taylor+, Shortened LLaMA); ppl (Shortened LLaMA); "
+    "last; random (seeded). tis-loss, sleb, ppl and taylor measure the loss on the calibration answers")
 
 
 def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
@@ -29,7 +29,8 @@ def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
     if scp:
         group.add_argument("--compensation", default=None, choices=list(COMPENSATION_NAMES),
                            help="gap compensation: scp (Short-LVLM's subspace edit), lstsq (ReplaceMe's "
-                           "least-squares bridge), none (default: lstsq for tis-loss+lstsq, scp for short-lvlm, none for the others)")
+                           "least-squares bridge), none (default: lstsq for tis-loss+lstsq, scp for short-lvlm, "
+                           "none for the others)")
         for compensation in COMPENSATIONS.values():
             add_options(group, compensation)
 

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     """Score every decoder layer on calibration data and write the plan (removal order) as JSON."""
     scorer, _ = method_from_args(args, method_of(args))
     if args.max_ratio is not None and not scorer.needs_count:
-        raise ShortLVLMError(f"--max-ratio bounds the scorers whose ranking depends on the count (--iterative, sleb, tis-loss, angular); "
+        raise ShortLVLMError("--max-ratio bounds the scorers whose ranking depends on the count "
+                             "(--iterative, sleb, tis-loss, angular); "
                              f"{scorer.name} ranks every layer in one go: drop --max-ratio")
     out = Path(args.out)
     plan = run_score(source_from_args(args), out, scorer=scorer, method=method_of(args),

@@ -71,7 +71,8 @@ class SCP(Options):
         return {"tis": self.tis.to_dict() if self.tis is not None else None, "normalize": self.normalize,
                 "fit": self.fit, "writers": self.writers if self.fit else None}
 
-    def measure(self, model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], removed: list[int]) -> dict[str, torch.Tensor]:
+    def measure(self, model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch],
+                removed: list[int]) -> dict[str, torch.Tensor]:
         return measure_gaps(model, adapter, batches, removed, self)
 
     def apply(self, model: nn.Module, adapter: Adapter, removed: list[int],

@@ -1,4 +1,5 @@
-"""Load a model and its processor (safetensors only; remote code only when asked), or its skeleton on the meta device."""
+"""Load a model and its processor (safetensors only; remote code only when asked), or its skeleton on
+the meta device."""
 
 from __future__ import annotations
 

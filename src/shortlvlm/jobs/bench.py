@@ -68,7 +68,8 @@ def run_bench_job(sources: list[ModelSource], out: Path, request: BenchRequest) 
     with claim_output(out, overwrite=overwrite):
         rows = run_bench([(label, lambda s=source: s.load()) for label, source in zip(labels, sources, strict=True)],
                          rounds=request.rounds, warmup=request.warmup, answer_tokens=request.answer_tokens,
-                         prompt=request.prompt, image=picture, layer_count=lambda model: first.adapter(model).num_layers)
+                         prompt=request.prompt, image=picture,
+                         layer_count=lambda model: first.adapter(model).num_layers)
         settings = {name: value for name, value in request.to_dict().items() if name != "overwrite"}
         result = {"config": {"models": names, **settings, "dtype": first.loading.dtype,
                              "device_map": first.loading.device_map},

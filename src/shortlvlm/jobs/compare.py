@@ -3,9 +3,10 @@
 Each scorer ranks the layers once; every compared method gets that ranking as its own plan,
 plans/{label}.json, with its method name and compensation (so `prune --plan plans/short-lvlm.json`
 reproduces the short-lvlm cells). Every method then prunes a fresh copy of the model at every
-ratio from its plan (compensating where asked), and the result is evaluated on the benchmark. The unpruned model is evaluated once as the reference.
-Progress is saved after every step (results.json, written atomically), so a killed run continues
-where it stopped when started again with the same arguments.
+ratio from its plan (compensating where asked), and the result is evaluated on the benchmark.
+The unpruned model is evaluated once as the reference. Progress is saved after every step
+(results.json, written atomically), so a killed run continues where it stopped when started again
+with the same arguments.
 """
 
 from __future__ import annotations
@@ -141,8 +142,8 @@ def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: l
     stale = [(m, r) for m in methods for r in ratios
              if results.cell(m.label, r) is not None and not measured_with(results.cell(m.label, r), m)]
     if stale:
-        logger.info(f"{len(stale)} cell(s) measured with other compensation options ({stale[0][0].label}'s defaults changed): "
-            "measured again")
+        logger.info(f"{len(stale)} cell(s) measured with other compensation options "
+                    f"({stale[0][0].label}'s defaults changed): measured again")
     todo = [(m, r) for m in methods for r in ratios if results.cell(m.label, r) is None or (m, r) in stale]
     for index, (spec, ratio) in enumerate(todo, 1):
         logger.info(f"[{index}/{len(todo)}] {spec.label} at {ratio_key(ratio)} ...")

@@ -135,6 +135,7 @@ def summary_table(summary: dict) -> str:
         for ratio in ratios:
             cell = summary["cells"].get(label, {}).get(ratio_key(ratio))
             cells.append("…" if cell is None else
-                         f"{cell['mean']:.1f} ± {cell['sd']:.1f} ({100 * cell['mean'] / base:.0f}%) [{cell['min']:.1f}]")
+                         f"{cell['mean']:.1f} ± {cell['sd']:.1f} ({100 * cell['mean'] / base:.0f}%) "
+                         f"[{cell['min']:.1f}]")
         lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines)

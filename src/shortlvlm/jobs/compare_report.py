@@ -58,7 +58,8 @@ def ratio_plot(data: dict, path: Path, *, draws: int = 1) -> None:
     ax.set_xticks([100 * r for r in config["ratios"]])
     ax.axhline(value(data["unpruned"]), color="black", linestyle=":", label="unpruned")
     ax.set_xlabel("layers removed (%)")
-    ax.set_ylabel(f"{config['bench']} {'/'.join(headline_path(config['bench']))}" + (" (mean ± sd)" if draws > 1 else ""))
+    ax.set_ylabel(f"{config['bench']} {'/'.join(headline_path(config['bench']))}"
+                  + (" (mean ± sd)" if draws > 1 else ""))
     spread = f", {draws} calibration draws" if draws > 1 else ""
     ax.set_title(f"{config['model']} on {config['bench']} ({config['num_questions']} questions{spread})")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -80,7 +80,8 @@ class TaylorPlus(Scorer):
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         num_layers = context.adapter.num_layers
         scores = self.importance(context)
-        kept = set(range(min(self.keep_first, num_layers))) | set(range(max(num_layers - self.keep_last, 0), num_layers))
+        kept = (set(range(min(self.keep_first, num_layers)))
+                | set(range(max(num_layers - self.keep_last, 0), num_layers)))
         order = order_by(scores, context.candidates(kept), descending=False)
         return LayerRanking(scores, order, f"sum |W * dL/dW| over the layer's weights; the lowest go first "
                             f"(first {self.keep_first} and last {self.keep_last} layers kept)")

@@ -111,7 +111,8 @@ class TISCosine(Scorer):
         steps = []
         for step in range(num_remove):
             if step:
-                current = self.measure(context, skip=order, desc=f"rescore {step + 1}/{num_remove}").similarity(self.tis.tokens)
+                current = self.measure(context, skip=order,
+                                       desc=f"rescore {step + 1}/{num_remove}").similarity(self.tis.tokens)
             pick = order_by(current, context.candidates(set(order)), descending=True)[0]
             order.append(pick)
             steps.append({"removed": pick, "similarity": current[pick]})

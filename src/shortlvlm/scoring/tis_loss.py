@@ -103,7 +103,8 @@ class TISLoss(Scorer):
         shortlisted = max(0, num_remove - 1 - full)
         greedy_trials = (sum(len(pool) - step for step in range(1, full + 1))
                          + (min(self.recheck, len(pool)) if self.recheck > 1 else 0) * shortlisted)
-        bar = progress_bar(total=(len(pool) + greedy_trials) * len(context.batches), desc="tis-loss", unit="batch", leave=False)
+        bar = progress_bar(total=(len(pool) + greedy_trials) * len(context.batches), desc="tis-loss", unit="batch",
+                           leave=False)
         scores = [math.nan] * context.adapter.num_layers
         steps = []
         if self.recompute:  # every pass from the pixels: no stored streams, the image encoder run each time

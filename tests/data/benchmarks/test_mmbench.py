@@ -196,7 +196,8 @@ def test_policies_differ_only_on_answers_the_rules_cannot_read(mmbench_root):
     assert exact["categories"] == {
         "attribute_recognition": 0.0, "image_quality": 0.0, "spatial_relationship": 50.0}  # fmt: skip
     assert extracted["categories"] == {
-        "attribute_recognition": pytest.approx(100 / 3), "image_quality": 0.0, "spatial_relationship": 100.0}  # fmt: skip
+        "attribute_recognition": pytest.approx(100 / 3), "image_quality": 0.0,
+        "spatial_relationship": 100.0}  # fmt: skip
     # Answers the rules read are scored alike: PREDICTIONS (one unreadable "c", which extraction
     # cannot read either, being lower case) gives 4 / 6 under both.
     assert score_benchmark("mmbench", samples, PREDICTIONS, mmbench_policy="lmms-eval")["circular_accuracy"] == (

@@ -12,7 +12,8 @@ peft = pytest.importorskip("peft")
 
 
 def _trained_adapter(model):
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model\.layers\.\d+\.(self_attn|mlp)\..*_proj")
+    config = peft.LoraConfig(r=4, lora_alpha=8,
+                             target_modules=r".*language_model\.layers\.\d+\.(self_attn|mlp)\..*_proj")
     wrapped = peft.get_peft_model(model, config)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():  # a trained adapter: B is zero at initialisation, so give it values

@@ -108,7 +108,8 @@ def test_training_then_continuing_with_frozen_model_keeps_its_function(tmp_path)
     from shortlvlm.testbeds.toy.train import main as train_main
 
     common = ["--layers", "2", "--batch-size", "4", "--val-size", "6", "--eval-every", "100", "--threads", "1"]
-    train_main(["--out", str(tmp_path / "a"), "--steps", "3", "--relation-weight", "1", "--option-weight", "1", *common])
+    train_main(["--out", str(tmp_path / "a"), "--steps", "3", "--relation-weight", "1", "--option-weight", "1",
+                *common])
     train_main(["--out", str(tmp_path / "b"), "--steps", "2", "--init", str(tmp_path / "a"),
                 "--heads-only-steps", "2", "--ground-cells", *common])
     processor = AutoProcessor.from_pretrained(tmp_path / "a")

@@ -29,7 +29,8 @@ LAYOUT = """\
 
 
 def image_folder(root: Path) -> Path:
-    """COCO val2017 for AOKVQA_DIR `root`: ../coco/val2017 (the README's layout), else coco/val2017 or val2017 inside."""
+    """COCO val2017 for AOKVQA_DIR `root`: ../coco/val2017 (the README's layout), else coco/val2017 or
+    val2017 inside."""
     candidates = (root.parent / "coco" / "val2017", root / "coco" / "val2017", root / "val2017")
     for folder in candidates:
         if folder.is_dir():

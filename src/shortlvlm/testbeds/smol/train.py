@@ -119,8 +119,8 @@ def align(model, processor, args, log) -> None:
     fold_standardizer(model, standardizer)
     tower.eval().requires_grad_(False)
     projector.requires_grad_(False)
-    log({"stage": 1, "steps": args.align_steps, "cosine": round(cosine.item(), 5), "relative_se": round(relative.item(), 5),
-         "after_fold": alignment_quality(model, processor, targets)})
+    log({"stage": 1, "steps": args.align_steps, "cosine": round(cosine.item(), 5),
+         "relative_se": round(relative.item(), 5), "after_fold": alignment_quality(model, processor, targets)})
 
 
 @torch.no_grad()
@@ -309,7 +309,8 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
     projector.requires_grad_(args.projector_lr > 0)
     hidden = model.config.text_config.hidden_size
     heads = nn.ModuleDict({"first": nn.Linear(hidden, GRID * GRID), "second": nn.Linear(hidden, GRID * GRID),
-                           "option": nn.Linear(hidden, 2), "columns": nn.Linear(hidden, 3), "rows": nn.Linear(hidden, 3)})
+                           "option": nn.Linear(hidden, 2), "columns": nn.Linear(hidden, 3),
+                           "rows": nn.Linear(hidden, 3)})
     family_weights = parse_family_weights(args.family_weights)
     lora_params = [p for n, p in peft_model.named_parameters() if "lora_" in n]
     optimizer = torch.optim.AdamW(
@@ -390,7 +391,8 @@ def instruction_tune(model, processor, args, log, out: Path) -> nn.Module:
                  "option_loss": round(option_loss.item(), 4), "text_kl": round(text_kl.item(), 4),
                  "held_out_text_perplexity": text_perplexity(peft_model, held_out_text, precision),
                  "val_first_token_accuracy": accuracy})
-            trainable = {n: p for n, p in peft_model.state_dict().items() if "lora_" in n or "multi_modal_projector" in n}
+            trainable = {n: p for n, p in peft_model.state_dict().items()
+                         if "lora_" in n or "multi_modal_projector" in n}
             torch.save({"model": trainable, "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
                         "step": step}, state_file)
             save_parts(out, peft_model.get_base_model(), lora_factors(peft_model), _parts_meta(args, step))
@@ -404,7 +406,8 @@ def _normed(states: torch.Tensor) -> torch.Tensor:
 
 
 def _parts_meta(args, step: int) -> dict:
-    return {"trained_steps": step, "rank": args.rank, "train_args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}}
+    return {"trained_steps": step, "rank": args.rank,
+            "train_args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}}
 
 
 def main(argv: list[str] | None = None) -> None:

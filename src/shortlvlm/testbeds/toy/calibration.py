@@ -1,7 +1,8 @@
 """The toy model's calibration set: shapes questions from the calibration split, as LLaVA-format JSONL.
 
 Regenerate the bundled copy with
-``python -m shortlvlm.testbeds.toy.calibration --out src/shortlvlm/testbeds/toy/calibration_set --size 256 --overwrite``.
+
+    python -m shortlvlm.testbeds.toy.calibration --out src/shortlvlm/testbeds/toy/calibration_set --size 256 --overwrite
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def write_calibration_set(out_dir: str | os.PathLike, size: int = 256, *, overwr
         raise ValueError(f"families must be some of {', '.join(FAMILIES)}; got {', '.join(unknown) or 'none'}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out} is an existing file; --out must be a directory path: choose another --out")
+        raise OutputExistsError(f"--out {out} is an existing file; "
+                                "--out must be a directory path: choose another --out")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output directory {out} already exists; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ def stage_lines(logs: list[dict]) -> str:
 def model_card(logs: list[dict], baselines: dict) -> str:
     args = logs[0]["args"]
     minutes = sum(log["evals"][-1]["minutes"] for log in logs)
+    suffix = "s, later ones continuing from the previous checkpoint with --init" if len(logs) > 1 else ""
     return f"""---
 library_name: transformers
 pipeline_tag: image-text-to-text
@@ -66,7 +67,7 @@ Reproduce: `.venv/bin/python benchmarks/toy_baselines.py --limit {baselines['num
 
 ## Training recipe
 
-`python -m shortlvlm.testbeds.toy.train --out DIR` ({len(logs)} stage{"s, later ones continuing from the previous checkpoint with --init" if len(logs) > 1 else ""}), {minutes:.0f} minutes on 2 CPU cores:
+`python -m shortlvlm.testbeds.toy.train --out DIR` ({len(logs)} stage{suffix}), {minutes:.0f} minutes on 2 CPU cores:
 
 {stage_lines(logs)}
 
@@ -82,7 +83,8 @@ object and the cell next to it). The distractor count
 ramps from 0 to 6 over the first {args['curriculum_steps']} steps. Without the grounding target the
 model stayed at the text-only level (about 36% validation) through 750 steps, and with a first
 variant that asked for the named object's cell instead of its content through 1000 steps; with
-the content target, existence and attribute questions passed 95% by step 1250. Vision features are standardised with running
+the content target, existence and attribute questions passed 95% by step 1250. \
+Vision features are standardised with running
 statistics during training, folded into the projector's first linear layer at save time, so this
 is a plain LLaVA checkpoint. Validation is teacher-forced (first answer token, 600 questions of a
 held-out range of the calibration split).
