@@ -10,7 +10,7 @@ import pytest
 from shortlvlm.errors import OutputExistsError
 from shortlvlm.jobs import demo
 from shortlvlm.jobs.compare_spec import DEFAULT_METHODS
-from shortlvlm.jobs.demo import run_demo
+from shortlvlm.jobs.demo import DemoRequest, run_demo
 from shortlvlm.log import cli_logging
 from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 
@@ -18,7 +18,7 @@ from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 @pytest.mark.slow
 def test_demo_reports_every_architecture_and_the_toy(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert run_demo(out, limit=60, num_samples=16) == 0
+    assert run_demo(DemoRequest(out=str(out), limit=60, num_samples=16)) == 0
     report = json.loads((out / "demo_report.json").read_text())
     rows = {r["model_type"]: r for r in report["architectures"]}
     assert set(rows) == set(TINY_MODEL_TYPES)
@@ -41,7 +41,7 @@ def test_demo_reports_every_architecture_and_the_toy(tmp_path, capsys):
     assert "| unpruned |" in text and "| sleb |" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temporary directory left
     with pytest.raises(OutputExistsError):
-        run_demo(out)
+        run_demo(DemoRequest(out=str(out)))
 
 
 def test_the_demos_progress_goes_to_stderr(tmp_path, monkeypatch, capsys):

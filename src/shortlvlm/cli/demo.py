@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from shortlvlm.data.benchmarks import shapes
-from shortlvlm.jobs.demo import run_demo
+from shortlvlm.cli.flags import add_options, options_from_args
+from shortlvlm.jobs.demo import DemoRequest, run_demo
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,14 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "evaluated on the shapes benchmark; the default method at 30% is also written as a verified checkpoint. "
         "Writes demo_report.md/.json, compare/ (results, plans, plot) and toy-tis-loss-lstsq-30/ to --out.",
     )
-    p.add_argument("--out", default="shortlvlm-demo", help="output directory (default: shortlvlm-demo)")
-    p.add_argument("--limit", type=int, default=600, help=f"shapes questions per evaluation: {shapes.LIMIT_HELP}")
-    p.add_argument("--num-samples", type=int, default=None,
-                   help="calibrate on the first N of the 256 bundled samples (default: all)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_options(p, DemoRequest)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Prune and verify a tiny model of every supported architecture, then compare the methods on the toy."""
-    return run_demo(Path(args.out), overwrite=args.overwrite, limit=args.limit, num_samples=args.num_samples)
+    return run_demo(options_from_args(DemoRequest, args))

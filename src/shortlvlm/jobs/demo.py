@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from shortlvlm.data.benchmarks import load_benchmark
+from shortlvlm.data.benchmarks import load_benchmark, shapes
 from shortlvlm.data.benchmarks.base import BenchSample
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.errors import OutputExistsError
@@ -33,6 +33,7 @@ from shortlvlm.jobs.selfcheck import markdown_table, prune_one
 from shortlvlm.jobs.source import Loading, ModelSource
 from shortlvlm.log import progress_bar, progress_bars
 from shortlvlm.methods import DEFAULT_METHOD
+from shortlvlm.options import Options, is_bool, option, options
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import Provenance, prune
 from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
@@ -40,6 +41,17 @@ from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES
 RATIOS = (0.1, 0.2, 0.3)
 TOY = ModelSource("toy", Loading(dtype="float32"))
 CHECKPOINT = f"toy-{DEFAULT_METHOD.replace('+', '-')}-30"
+
+
+@options
+class DemoRequest(Options):
+    """Where the demo writes its report, and how many questions and calibration samples it uses."""
+
+    out: str = option("shortlvlm-demo", help="output directory")
+    limit: int = option(600, help="shapes questions per evaluation: the first N of its generated test split, "
+                                  f"at most {shapes.SPLIT_SIZE}")
+    num_samples: int | None = option(None, help="calibrate on the first N of the 256 bundled samples (default: all)")
+    overwrite: bool = option(False, check=is_bool, help="replace --out if it exists")
 
 
 def toy_comparison(work: Path, samples: list[BenchSample], calibration: CalibrationSet) -> dict:
@@ -55,13 +67,15 @@ def toy_comparison(work: Path, samples: list[BenchSample], calibration: Calibrat
     return data
 
 
-def run_demo(out: Path, overwrite: bool = False, limit: int = 600, num_samples: int | None = None) -> int:
-    """Run the demo into `out` (written to a temporary directory, moved into place at the end)."""
+def run_demo(request: DemoRequest) -> int:
+    """Run the demo into `request.out` (written to a temporary directory, moved into place at the end)."""
     from transformers.utils import logging as hf_logging
+
+    out, overwrite, limit = Path(request.out), request.overwrite, request.limit
 
     check_output_dir(out, overwrite)
     samples = load_benchmark("shapes", limit=limit)  # a bad --limit or --num-samples fails before the self-check
-    calibration = read_calibration(Calibration(num_samples=num_samples), TOY.name)
+    calibration = read_calibration(Calibration(num_samples=request.num_samples), TOY.name)
     hf_logging.disable_progress_bar()  # our bars instead of two per checkpoint
     with claim_output(out, overwrite=overwrite):
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
