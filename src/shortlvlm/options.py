@@ -134,6 +134,17 @@ def positive_count(text: str) -> int:
     return value
 
 
+def open_fraction(text: str) -> float:
+    """A flag parser: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a fraction strictly between 0 and 1 (got '{text}')") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"takes a fraction strictly between 0 and 1 (got {value:g})")
+    return value
+
+
 # Checks shared by the options classes.
 def positive_int(value: Any) -> str | None:
     return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else \
@@ -153,6 +164,12 @@ def fraction(value: Any) -> str | None:
     """In (0, 1]."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     return None if number and 0 < value <= 1 else "must be in (0, 1]"
+
+
+def optional_open_fraction(value: Any) -> str | None:
+    """None, or strictly between 0 and 1."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return None if value is None or (number and 0 < value < 1) else "must be strictly between 0 and 1"
 
 
 def finite_or(*words: str) -> Check:

@@ -6,13 +6,12 @@ import argparse
 import shlex
 from pathlib import Path
 
-from shortlvlm.cli.flags import given_flags
+from shortlvlm.cli.flags import add_options, given_flags, options_from_args
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args, method_of
 from shortlvlm.data.calibration_set import Calibration
-from shortlvlm.errors import ShortLVLMError
 from shortlvlm.io.placement import Layerwise
-from shortlvlm.jobs.score import run_score
+from shortlvlm.jobs.score import ScoreRequest, run_score
 from shortlvlm.jobs.source import Architecture, Loading
 
 
@@ -26,37 +25,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--out", required=True, help="plan JSON to write")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--max-ratio", type=open_fraction, default=None,
-                   help="with --iterative or --method sleb (one pass per removed layer and trial): how far to "
-                   "rank (fraction of layers, default 0.5)")
+    add_options(p, ScoreRequest)
     add_method_options(p, scp=False)
     add_model_options(p, layerwise=True)
     p.set_defaults(func=run)
 
 
-def open_fraction(text: str) -> float:
-    """An argparse type: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a fraction strictly between 0 and 1 (got '{text}')") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"takes a fraction strictly between 0 and 1 (got {value:g})")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     """Score every decoder layer on calibration data and write the plan (removal order) as JSON."""
     scorer, _ = method_from_args(args, method_of(args))
-    if args.max_ratio is not None and not scorer.needs_count:
-        raise ShortLVLMError("--max-ratio bounds the scorers whose ranking depends on the count "
-                             "(--iterative, sleb, tis-loss, angular); "
-                             f"{scorer.name} ranks every layer in one go: drop --max-ratio")
     out = Path(args.out)
-    plan = run_score(source_from_args(args), out, scorer=scorer, method=method_of(args),
-                     calibration=calibration_from_args(args), max_ratio=args.max_ratio or 0.5,
-                     overwrite=args.overwrite)
+    plan = run_score(source_from_args(args), out, options_from_args(ScoreRequest, args), scorer=scorer,
+                     method=method_of(args), calibration=calibration_from_args(args))
     order = plan.params["removal_order"]
     print(f"{plan.params['score_meaning']}")
     for layer in range(plan.num_layers_before):

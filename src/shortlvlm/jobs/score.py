@@ -7,11 +7,13 @@ import logging
 from pathlib import Path
 
 from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
+from shortlvlm.errors import ShortLVLMError
 from shortlvlm.importance import check_tis_layers
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.io.output import claim_output, writing
 from shortlvlm.io.save import check_output_file
 from shortlvlm.jobs.source import ModelSource
+from shortlvlm.options import Options, is_bool, open_fraction, option, optional_open_fraction, options
 from shortlvlm.plan import Plan
 from shortlvlm.pruning import score
 from shortlvlm.report import layer_scores_plot
@@ -21,10 +23,28 @@ from shortlvlm.selection import layers_to_remove
 logger = logging.getLogger(__name__)
 
 
-def run_score(source: ModelSource, out: Path, *, scorer: Scorer, method: str, calibration: Calibration = Calibration(),
-              max_ratio: float = 0.5, overwrite: bool = False) -> Plan:
-    """Score `source` with `scorer`; scorers that need the count rank up to `max_ratio` of the layers."""
-    out = Path(out)
+DEFAULT_MAX_RATIO = 0.5
+
+
+@options
+class ScoreRequest(Options):
+    """How far the score job ranks, and whether it may replace its plan; the scorer and calibration are apart."""
+
+    overwrite: bool = option(False, check=is_bool, help="replace --out if it exists")
+    max_ratio: float | None = option(None, parse=open_fraction, check=optional_open_fraction,
+                                     help="with --iterative or --method sleb (one pass per removed layer and trial): "
+                                          f"how far to rank (fraction of layers, default {DEFAULT_MAX_RATIO})")
+
+
+def run_score(source: ModelSource, out: Path, request: ScoreRequest, *, scorer: Scorer, method: str,
+              calibration: Calibration = Calibration()) -> Plan:
+    """Score `source` with `scorer`; scorers that need the count rank up to `request.max_ratio` of the layers."""
+    out, overwrite = Path(out), request.overwrite
+    if request.max_ratio is not None and not scorer.needs_count:
+        raise ShortLVLMError("--max-ratio bounds the scorers whose ranking depends on the count "
+                             "(--iterative, sleb, tis-loss, angular); "
+                             f"{scorer.name} ranks every layer in one go: drop --max-ratio")
+    max_ratio = DEFAULT_MAX_RATIO if request.max_ratio is None else request.max_ratio
     check_output_file(out, overwrite, "plan", "plan.json")
     skeleton = source.skeleton()  # what the config tells, checked before any weights load
     check_tis_layers(source.adapter(skeleton).num_layers, scorer)
