@@ -27,7 +27,7 @@ from toy_removal_ceiling import SELECT_START, accuracy, selection_split  # the s
 
 from shortlvlm import drop_layers, get_adapter, load
 from shortlvlm.data.calibration_set import Calibration
-from shortlvlm.pruning import score
+from shortlvlm.pruning import Provenance, score
 from shortlvlm.scoring import TISLoss
 
 
@@ -66,7 +66,7 @@ def main() -> None:
         layer_runs, handles = count_layer_runs(get_adapter(model))
         try:
             plan = score(model, processor, scorer=scorer, calibration=Calibration(num_samples=args.num_samples),
-                         num_remove=max(counts), source=args.model)
+                         num_remove=max(counts), provenance=Provenance(source=args.model))
         finally:
             for handle in handles:
                 handle.remove()

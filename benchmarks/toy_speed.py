@@ -23,7 +23,7 @@ import torch
 
 from shortlvlm import drop_layers, get_adapter, load
 from shortlvlm.data.calibration import toy_calibration
-from shortlvlm.pruning import score
+from shortlvlm.pruning import Provenance, score
 from shortlvlm.selection import layers_to_remove
 from shortlvlm.speed import bench_inputs, markdown_table, run_bench, synthetic_image
 
@@ -91,7 +91,8 @@ def main() -> None:
 
     model, processor = load("toy", dtype=torch.float32)
     adapter = get_adapter(model)
-    plan = score(model, processor, calibration=toy_calibration(), adapter=adapter, source="toy")
+    plan = score(model, processor, calibration=toy_calibration(), adapter=adapter,
+                 provenance=Provenance(source="toy"))
     order = plan.params["removal_order"]
     settings = [("toy (unpruned)", [])]
     for ratio in RATIOS:

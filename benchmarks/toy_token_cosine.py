@@ -36,7 +36,7 @@ from shortlvlm.importance import (
     template_length,
     template_mask,
 )
-from shortlvlm.pruning import score
+from shortlvlm.pruning import Provenance, score
 from shortlvlm.scoring import TISCosine
 
 RESULTS = Path(__file__).parent / "results"
@@ -152,7 +152,8 @@ def main() -> None:
     for label, skip in (("tis-cosine, template skipped (default)", True), ("tis-cosine, template kept", False)):
         encoded = calibration_set(calibration).with_batches(batches)
         plan = score(model, processor, scorer=TISCosine(tis=TIS(skip_template=skip)), calibration=encoded,
-                     method="tis-cosine", adapter=adapter, source=args.model)
+                     adapter=adapter,
+                     provenance=Provenance(method="tis-cosine", source=args.model))
         top[label] = sorted(plan.params["removal_order"][:cut])
         if skip:
             cosines["important (TIS)"] = list(plan.layer_scores)

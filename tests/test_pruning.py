@@ -34,7 +34,7 @@ def calib():
 def toy_plan(toy, calib):
     """The paper's scorer's plan (TIS-cosine): its method name says short-lvlm, so prune applies SCP."""
     model, processor = toy
-    return score(model, processor, scorer=TISCosine(), calibration=calib, source="toy")
+    return score(model, processor, scorer=TISCosine(), calibration=calib, provenance=Provenance(source="toy"))
 
 
 def test_encoded_batches_mark_image_and_answer_tokens(toy, calib):
@@ -101,7 +101,7 @@ def test_the_defaults_are_tis_loss_with_the_least_squares_bridge(toy, calib):
     """score() and prune() without a scorer or compensation: tis-loss scoring, LstSq bridges, and the plans
     name the recipe, so `prune --plan` of a default score applies the bridge."""
     model, processor = toy
-    scored = score(model, processor, calibration=calib[:8], source="toy")
+    scored = score(model, processor, calibration=calib[:8], provenance=Provenance(source="toy"))
     assert scored.method == "tis-loss+lstsq" and scored.compensation == "lstsq"
     assert scored.scorer["name"] == "tis-loss"
     model, processor = load("toy")

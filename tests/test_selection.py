@@ -16,7 +16,7 @@ from shortlvlm.selection import check_plan_matches, check_removal
 @pytest.fixture(scope="module")
 def toy_plan() -> Plan:
     model, processor = load("toy")
-    return score(model, processor, scorer=get_scorer("last"), source="toy")
+    return score(model, processor, scorer=get_scorer("last"), provenance=Provenance(source="toy"))
 
 
 def other_weights():

@@ -38,12 +38,12 @@ CalibrationInput = Calibration | CalibrationSet | Sequence[CalibrationSample] | 
 
 @dataclasses.dataclass(frozen=True)
 class Provenance:
-    """What a pruning plan records about where it came from, and which given plan `prune` accepts.
+    """What a plan from `score` or `prune` records about where it came from, and which given plan `prune` accepts.
 
     `method`: the name the plan records (default: the plan's, else the recipe of the scorer and
     compensation); `source`: the model's name (hub id, folder or `toy`), recorded in the plan and naming
-    the bundled calibration set of a test bed; `allow_other_weights`: accept a plan scored on other
-    weights of the same config (e.g. the base model of a fine-tune).
+    the bundled calibration set of a test bed; `allow_other_weights` (`prune` only; `score` ignores it):
+    accept a plan scored on other weights of the same config (e.g. the base model of a fine-tune).
     """
 
     method: str | None = None
@@ -58,18 +58,19 @@ def score(
     scorer: Scorer | None = None,
     calibration: CalibrationInput = Calibration(),
     num_remove: int | None = None,
-    method: str | None = None,
     adapter: Adapter | None = None,
-    source: str = "",
+    provenance: Provenance = Provenance(),
 ) -> Plan:
     """Rank every layer with `scorer` (default TISLoss()) on the calibration set; the plan holds the order.
 
     `num_remove` bounds scorers that rank as they remove (sleb, tis-loss, iterative tis-cosine) and
-    picks the angular block; by default every removable layer is ranked. `source` names the model
-    (`toy` also selects the bundled calibration set when `calibration` names no file); `method` is the
-    name the plan records, and its compensation is what `prune(..., plan=plan)` from the CLI applies
-    (default: tis-loss+lstsq without a scorer, short-lvlm for TISCosine, else the scorer's name).
+    picks the angular block; by default every removable layer is ranked. `provenance`, as in `prune`:
+    its `source` names the model (`toy` also selects the bundled calibration set when `calibration` names
+    no file); its `method` is the name the plan records, and its compensation is what `prune(..., plan=plan)`
+    from the CLI applies (default: tis-loss+lstsq without a scorer, short-lvlm for TISCosine, else the
+    scorer's name). Its `allow_other_weights` is ignored here: it is about a given plan, and `score` takes none.
     """
+    method, source = provenance.method, provenance.source
     adapter = adapter or get_adapter(model)
     if scorer is None:
         scorer, method = TISLoss(), method or DEFAULT_METHOD

@@ -121,7 +121,8 @@ def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: l
             logger.info(f"scoring layers with {name} ...")
             num_remove = max(layers_to_remove(r, adapter) for r in ratios) if scorer.needs_count else None
             plan = score(model, processor, scorer=scorer, calibration=encoded(processor, adapter),
-                         num_remove=num_remove, method=name, adapter=adapter, source=source.name)
+                         num_remove=num_remove, adapter=adapter,
+                         provenance=Provenance(method=name, source=source.name))
             results.data["scoring"][name] = {"seconds": plan.params["scoring_seconds"],
                                              "removal_order": plan.params["removal_order"]}
         for spec in specs:  # one plan per compared method, so `prune --plan plans/LABEL.json` gives that cell

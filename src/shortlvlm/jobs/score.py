@@ -15,7 +15,7 @@ from shortlvlm.io.save import check_output_file
 from shortlvlm.jobs.source import ModelSource
 from shortlvlm.options import Options, is_bool, open_fraction, option, optional_open_fraction, options
 from shortlvlm.plan import Plan
-from shortlvlm.pruning import score
+from shortlvlm.pruning import Provenance, score
 from shortlvlm.report import layer_scores_plot
 from shortlvlm.scoring import Scorer
 from shortlvlm.selection import layers_to_remove
@@ -58,8 +58,8 @@ def run_score(source: ModelSource, out: Path, request: ScoreRequest, *, scorer: 
         model, processor = source.load()
         adapter = source.adapter(model)
         num_remove = layers_to_remove(max_ratio, adapter) if scorer.needs_count else None
-        plan = score(model, processor, scorer=scorer, calibration=calib, num_remove=num_remove, method=method,
-                     adapter=adapter, source=source.name)
+        plan = score(model, processor, scorer=scorer, calibration=calib, num_remove=num_remove, adapter=adapter,
+                     provenance=Provenance(method=method, source=source.name))
         plot = out.with_suffix(".png")
         try:  # the plot first: a plan lands only with its plot
             with writing(plot):
