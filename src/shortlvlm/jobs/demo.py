@@ -48,8 +48,7 @@ class DemoRequest(Options):
     """Where the demo writes its report, and how many questions and calibration samples it uses."""
 
     out: str = option("shortlvlm-demo", help="output directory")
-    limit: int = option(600, help="shapes questions per evaluation: the first N of its generated test split, "
-                                  f"at most {shapes.SPLIT_SIZE}")
+    limit: int = option(shapes.DEFAULT_SIZE, help=f"shapes questions per evaluation: {shapes.LIMIT_HELP}")
     num_samples: int | None = option(None, help="calibrate on the first N of the 256 bundled samples (default: all)")
     overwrite: bool = option(False, check=is_bool, help="replace --out if it exists")
 
