@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
+import numpy as np
 import pytest
 import torch
-from tests.scoring.conftest import forbid_model_copies
+from tests.scoring.conftest import forbid_model_copies, labels_for
 from tests.scoring.test_ppl import dropped_perplexity
 
+from shortlvlm import drop_layers, get_adapter
+from shortlvlm.errors import CompensationError
 from shortlvlm.scoring import ScoringError, TISCosine, TISLoss, get_scorer
 from shortlvlm.scoring.tis_loss import pool_size
 
@@ -126,3 +132,109 @@ def test_passes_started_from_stored_streams_give_the_recomputed_losses_for_less_
     passes = recomputed.details["loss_passes"]
     assert recomputed.details["decoder_layers_run"] < passes * 10
     assert reused.details["decoder_layers_run"] < 0.8 * recomputed.details["decoder_layers_run"]
+
+
+# --- bridged loss passes (TISLoss.bridge, docs/design.md §2.5.1) ---------------------------------------------
+
+
+def merged_copy(context, edits: dict, removed: list[int]):
+    """A copy of the model with writer maps merged as weights (W <- T^T W, float64) and `removed` dropped."""
+    model = copy.deepcopy(context.model)
+    adapter = get_adapter(model)
+    for layer, transform in edits.items():
+        linear = adapter.residual_writers(layer)["mlp.down_proj"]
+        with torch.no_grad():
+            linear.weight.copy_((transform.T @ linear.weight.double()).to(linear.weight.dtype))
+            if linear.bias is not None:
+                linear.bias.copy_((transform.T @ linear.bias.double()).to(linear.bias.dtype))
+    if removed:
+        drop_layers(model, removed)
+    return model
+
+
+def merged_perplexity(context, edits, removed) -> float:
+    model = merged_copy(context, edits, removed)
+    batch = context.batches[0]
+    with torch.no_grad():
+        return math.exp(float(model(**batch.inputs, labels=labels_for(batch), use_cache=False).loss))
+
+
+def naive_bridge(context, edits, chosen, layer, ridge) -> torch.Tensor:
+    """`layer`'s bridge on the model with `edits` merged and `chosen` dropped, from plain hooks and numpy."""
+    model = merged_copy(context, edits, chosen)
+    adapter = get_adapter(model)
+    kept = [la for la in range(context.adapter.num_layers) if la not in chosen]
+    position = kept.index(layer)
+    seen = {}
+    hooks = [
+        adapter.layers[position].register_forward_hook(
+            lambda mod, args, kwargs, out: seen.update(entering=(args[0] if args else kwargs["hidden_states"]),
+                                                       leaving=out[0] if isinstance(out, tuple) else out),
+            with_kwargs=True),
+        adapter.residual_writers(position - 1)["mlp.down_proj"].register_forward_hook(
+            lambda mod, args, out: seen.update(written=out)),
+    ]
+    batch = context.batches[0]
+    with torch.no_grad():
+        model(**batch.inputs, use_cache=False)
+    for hook in hooks:
+        hook.remove()
+    mask = batch.at_layers().valid
+    written = seen["written"][mask].double().numpy()
+    target = seen["leaving"][mask].double().numpy() - seen["entering"][mask].double().numpy() + written
+    gram = written.T @ written
+    damping = ridge * np.trace(gram) / len(gram)
+    return torch.from_numpy(np.linalg.solve(gram + damping * np.eye(len(gram)), written.T @ target))
+
+
+def test_bridged_trials_equal_merged_bridges_fitted_naively_on_the_pruned_model(make_context):
+    """SLEB's step on the pool (every step full), each trial with its bridge fitted on the current model and
+    merged into the writer below: the scorer's run-time maps and stored streams give the same losses."""
+    context = make_context("llava", num_layers=8, dtype=torch.float64)
+    context.batches[0].valid[:, :5] = False  # the fits use the real tokens only: make that a strict subset
+    before = {name: value.clone() for name, value in context.model.state_dict().items()}
+    ranking = TISLoss(recheck=2, full_steps=10, bridge=True, bridge_ridge=0.05).rank(context, 3)
+    pool = ranking.details["pool"]
+    edits, chosen, passes = {}, [], 0
+    for step in range(3):
+        trials = {}
+        for layer in [la for la in pool if la not in chosen]:
+            below = [la for la in range(layer) if la not in chosen]
+            trial = {la: t for la, t in edits.items() if la != layer}
+            if below:
+                transform = naive_bridge(context, edits, chosen, layer, 0.05)
+                trial[below[-1]] = trial[below[-1]] @ transform if below[-1] in trial else transform
+            trials[layer] = (merged_perplexity(context, trial, [*chosen, layer]), trial)
+        passes += len(trials)
+        pick = min(trials, key=lambda la: (trials[la][0], la))
+        if step == 0:
+            for layer, (perplexity, _) in trials.items():
+                assert ranking.scores[layer] == pytest.approx(perplexity, rel=1e-9)
+        else:
+            assert ranking.details["greedy_steps"][step]["perplexity"] == pytest.approx(trials[pick][0], rel=1e-9)
+        edits = trials[pick][1]
+        chosen.append(pick)
+    assert ranking.order == chosen
+    assert ranking.details["loss_passes"] == passes
+    assert ranking.details["bridge_fit_passes"] == 3
+    for name, value in context.model.state_dict().items():  # maps act through hooks: no weight is edited
+        assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("model_type", ["llava", "qwen2_vl", "idefics3"])
+def test_bridged_passes_from_stored_streams_give_the_recomputed_losses(make_context, model_type):
+    context = make_context(model_type, num_layers=10, dtype=torch.float64)
+    reused = TISLoss(pool_min_extra=3, full_steps=2, bridge=True).rank(context, 4)
+    recomputed = TISLoss(pool_min_extra=3, full_steps=2, bridge=True, recompute=True).rank(context, 4)
+    assert reused.order == recomputed.order
+    assert reused.scores == pytest.approx(recomputed.scores, rel=1e-10, nan_ok=True)
+    assert reused.details["decoder_layers_run"] < 0.9 * recomputed.details["decoder_layers_run"]
+    bare = TISLoss(pool_min_extra=3, full_steps=2).rank(context, 4)
+    assert reused.scores != pytest.approx(bare.scores, rel=1e-6, nan_ok=True)  # the bridges change the losses
+
+
+def test_bridged_passes_refuse_a_post_normed_writer_in_one_line(make_context):
+    context = make_context("gemma3", num_layers=6)
+    with pytest.raises(CompensationError, match=r"followed by .*a norm") as error:
+        TISLoss(bridge=True).rank(context, 2)
+    assert "\n" not in str(error.value)

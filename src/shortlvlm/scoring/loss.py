@@ -19,7 +19,7 @@ import contextlib
 import functools
 import inspect
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -168,9 +168,12 @@ def _resume_and_record(context: ScoringContext, resume: Resume | None, record: S
 @torch.inference_mode()
 def answer_loss_streams(context: ScoringContext, skip: Sequence[int] = (), *, resume: Resume | None = None,
                         record: Sequence[int] = (), progress_bar: tqdm | None = None,
+                        on_batch: Callable[[int, CalibrationBatch], None] | None = None,
                         ) -> tuple[float, dict[int, list[torch.Tensor]]]:
     """`answer_loss`, started from stored streams (`resume`), keeping the streams entering the `record`
-    layers (per calibration batch, on the CPU) for later passes to start from."""
+    layers (per calibration batch, on the CPU) for later passes to start from. `on_batch(number, batch)` is
+    called before each batch runs (the batch on the model's input device, its masks over the positions
+    the layers see), for hooks that collect statistics during the pass."""
     device = input_device(context.model)
     total, count = 0.0, 0
     below = range(resume.layer) if resume is not None else ()
@@ -189,8 +192,11 @@ def answer_loss_streams(context: ScoringContext, skip: Sequence[int] = (), *, re
             keeping = (_keep_encoder_output(owner, context.encoder_outputs, number)
                        if owner is not None and kept is None and "pixel_values" in batch.inputs
                        else contextlib.nullcontext())
+            on_device = batch.to(device)
+            if on_batch is not None:
+                on_batch(number, on_device.at_layers())
             with keeping:
-                nll, tokens = batch_answer_nll(context.model, batch.to(device), kept)
+                nll, tokens = batch_answer_nll(context.model, on_device, kept)
             total += float(nll)
             count += tokens
             if progress_bar is not None:

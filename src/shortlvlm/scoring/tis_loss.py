@@ -52,6 +52,7 @@ from shortlvlm.importance import TIS
 from shortlvlm.log import progress_bar
 from shortlvlm.options import is_bool, non_negative_int, option, options
 from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, order_by
+from shortlvlm.scoring.bridged import BridgedPool
 from shortlvlm.scoring.loss import Resume, answer_loss_streams
 from shortlvlm.scoring.tis_cosine import TISCosine
 
@@ -88,6 +89,14 @@ class TISLoss(Scorer):
                                   "remaining pool layer with the removed ones bypassed (SLEB's step on the pool); "
                                   "later shortlists follow the last such measurement (0: the one-shot losses)")
 
+    bridge: bool = option(False, check=is_bool, flag="--loss-bridge",
+                          help="measure each trial with the least-squares bridge of the layer it removes applied "
+                               "(fitted on the model with the chosen layers removed and bridged; one more pass "
+                               "per step), so layers no bridge can replace are not chosen (docs/design.md §2.5.1)")
+    bridge_ridge: float = option(0.01, check=_non_negative, flag="--loss-bridge-ridge",
+                                 help="ridge of those bridges, as a fraction of tr(A^T A)/d (--lstsq-ridge's "
+                                      "meaning)")
+
     recompute: bool = option(False, check=is_bool, flag="--loss-recompute",
                              help="run every loss pass from the input (pixels included) instead of from the "
                                   "stored streams entering the first layer it changes and the kept image-encoder "
@@ -103,14 +112,17 @@ class TISLoss(Scorer):
         shortlisted = max(0, num_remove - 1 - full)
         greedy_trials = (sum(len(pool) - step for step in range(1, full + 1))
                          + (min(self.recheck, len(pool)) if self.recheck > 1 else 0) * shortlisted)
-        bar = progress_bar(total=(len(pool) + greedy_trials) * len(context.batches), desc="tis-loss", unit="batch",
-                           leave=False)
+        fit_passes = max(num_remove, 1) if self.bridge else 0  # one per step, the one-shot step included
+        bar = progress_bar(total=(len(pool) + greedy_trials + fit_passes) * len(context.batches), desc="tis-loss",
+                           unit="batch", leave=False)
         scores = [math.nan] * context.adapter.num_layers
         steps = []
         if self.recompute:  # every pass from the pixels: no stored streams, the image encoder run each time
             context = dataclasses.replace(context, reuse_encoder=False)
-        streams = _PoolStreams(context, pool, enabled=not self.recompute)
+        streams = (BridgedPool(context, pool, enabled=not self.recompute, ridge=self.bridge_ridge) if self.bridge
+                   else _PoolStreams(context, pool, enabled=not self.recompute))
         with bar:
+            streams.step([], bar)
             # one-shot losses, highest pool layer first: that pass runs from the input and keeps the
             # unpruned streams entering every lower pool layer, where the other passes start
             for layer in sorted(pool, reverse=True):
@@ -122,6 +134,7 @@ class TISLoss(Scorer):
                 steps.append({"removed": order[0], "perplexity": scores[order[0]], "tried": order[:]})
                 streams.removed(order[0])
             while len(order) < num_remove:
+                streams.step(order, bar)
                 remaining = sorted((layer for layer in pool if layer not in order), key=lambda la: (latest[la], la))
                 full_step = len(order) <= full  # every remaining pool layer; its losses rank the later shortlists
                 shortlist = remaining if full_step else remaining[:max(1, self.recheck)]
@@ -138,7 +151,8 @@ class TISLoss(Scorer):
                 steps.append({"removed": pick, "perplexity": trial[pick], "tried": shortlist})
         details = {"tis_cosine_similarity": similarity, "pool": pool, "greedy_steps": steps,
                    "loss_passes": len(pool) + sum(len(s["tried"]) for s in steps[1:]),
-                   "decoder_layers_run": streams.layers_run}
+                   "decoder_layers_run": streams.layers_run,
+                   **({"bridge_fit_passes": streams.fit_passes} if self.bridge else {})}
         return LayerRanking(scores, order, "answer perplexity with only this layer removed, measured on the pool of "
                             "the most TIS-cosine-similar layers (NaN outside it); the order is greedy", details)
 
@@ -159,6 +173,9 @@ class _PoolStreams:
         self.current: dict[int, list] = {}  # pool layer -> per-batch streams entering it in the current model
         self.best: tuple[float, int, dict[int, list]] | None = None  # (loss, layer, streams) of this step's best trial
         self.layers_run = 0
+
+    def step(self, chosen: list[int], bar) -> None:
+        """Nothing to prepare before a greedy step (BridgedPool fits its bridges here)."""
 
     def loss(self, chosen: list[int], layer: int, bar) -> float:
         """Answer loss with `chosen` and `layer` bypassed, started as high as the stored streams allow."""
