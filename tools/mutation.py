@@ -9,6 +9,12 @@ one process per mutant, a timeout each). A failing or timed-out run kills the mu
 run lets it survive, which names a change the tests cannot see (or an equivalent program). The work
 tree is never written: Ctrl-C (or SIGTERM) stops the running test process and deletes the copy.
 
+Only the tests that run the mutated statement are run (`--all-tests` runs the module's whole set):
+the module's tests run once, unmutated, under coverage.py with one context per test function, and a
+mutant gets the test functions whose context executed a line of its innermost statement. A
+statement executed while the module was imported (a constant, a default argument, a decorator)
+gets the whole set; a statement no test executes is reported "uncovered" and counts as surviving.
+
 Prints each mutant's outcome, then killed/survived per module, the kill rate, the surviving mutants
 (file:line, mutation) and the mean seconds per mutant (with the full sweep's estimate). Error
 messages (f-strings, raise statements) and type annotations are not mutated.
@@ -171,13 +177,16 @@ def mutants(module: str) -> list[Mutant]:
             for site, (line, column, text) in enumerate(sites((REPO / SRC / module).read_text()))]
 
 
-def _run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float]:
-    """("survived" | "killed" | "timeout", seconds) of the tests run against the copy of src/."""
+def _run_tests(copy: Path, tests: list[str], timeout: float, coverage_rc: Path | None = None) -> tuple[str, float]:
+    """("survived" | "killed" | "timeout", seconds) of the tests run against the copy of src/ (under coverage.py
+    with `coverage_rc`)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")])),
            "PYTHONDONTWRITEBYTECODE": "1"}  # a stale .pyc of the same size and second would hide a mutant
     env.setdefault("SHORTLVLM_TEST_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *tests]
+    runner = ["-m", "coverage", "run", f"--rcfile={coverage_rc}"] if coverage_rc is not None else []
+    command = [sys.executable, *runner, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+               *tests]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -196,6 +205,80 @@ def _run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float
     return ("survived" if code == 0 else "killed"), time.perf_counter() - started
 
 
+def _statement_lines(source: str, line: int) -> range:
+    """The lines of the innermost statement holding `line` (a compound statement: its header only)."""
+    best = None
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.stmt) and node.lineno <= line <= node.end_lineno:
+            body = getattr(node, "body", None)
+            end = body[0].lineno - 1 if isinstance(body, list) and body and not isinstance(node, ast.Expr) else None
+            span = range(node.lineno, (end if end is not None and end >= node.lineno else node.end_lineno) + 1)
+            if line in span and (best is None or len(span) < len(best)):
+                best = span
+    return best or range(line, line + 1)
+
+
+def _test_files(tests: list[str]) -> list[Path]:
+    """The test files under the given test paths (files or folders), relative to the repository."""
+    found = []
+    for test in tests:
+        path = REPO / test
+        found += [path] if path.is_file() else sorted(path.rglob("test_*.py"))
+    return [f.relative_to(REPO) for f in found]
+
+
+def _node_id(context: str, files: list[Path]) -> str | None:
+    """coverage.py's test-function context ("test_loss.TestX.test_y", the module named as pytest imported it,
+    with or without its package) as a pytest node id among `files`."""
+    parts = context.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
+        matches = [f for f in files if ".".join(f.with_suffix("").parts).endswith(module)
+                   and (len(".".join(f.with_suffix("").parts)) == len(module)
+                        or ".".join(f.with_suffix("").parts)[-len(module) - 1] == ".")]
+        if len(matches) == 1:
+            return "::".join([matches[0].as_posix(), *parts[cut:]])
+    return None
+
+
+@dataclass
+class CoverageMap:
+    """Which test functions executed each line of one module, from one coverage run of its tests."""
+
+    source: str
+    contexts: dict[int, set[str]]
+
+    @classmethod
+    def measure(cls, copy: Path, module: str, tests: list[str]) -> tuple[CoverageMap, float]:
+        import coverage
+
+        target = copy / "shortlvlm" / module
+        with tempfile.TemporaryDirectory(prefix="shortlvlm-coverage-") as folder:
+            rc = Path(folder) / "coveragerc"
+            data = Path(folder) / "coverage.data"
+            rc.write_text(f"[run]\ndynamic_context = test_function\ninclude = {target}\ndata_file = {data}\n")
+            outcome, seconds = _run_tests(copy, tests, timeout=3600, coverage_rc=rc)
+            if outcome != "survived":
+                raise SystemExit(f"the unmutated tests fail: {' '.join(tests)}; fix them first")
+            measured = coverage.CoverageData(basename=str(data))
+            measured.read()
+            files = [f for f in measured.measured_files() if Path(f).resolve() == target.resolve()]
+            lines = measured.contexts_by_lineno(files[0]) if files else {}
+        return cls(target.read_text(), {line: set(found) for line, found in lines.items()}), seconds
+
+    def tests_for(self, line: int, every: list[str]) -> list[str] | None:
+        """The node ids to run for a mutant at `line`: `every` test when the statement runs at import, None when
+        no test runs it."""
+        found = set().union(*(self.contexts.get(n, set()) for n in _statement_lines(self.source, line)))
+        if "" in found:  # executed outside any test (on import): every test depends on it
+            return every
+        files = _test_files(every)
+        ids = sorted(filter(None, (_node_id(context, files) for context in found)))
+        if len(ids) < len(found):  # a context that is not a test file's function: do not guess
+            return every
+        return ids or None
+
+
 def _check_copy_is_imported(copy: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
     found = subprocess.run([sys.executable, "-c", "import shortlvlm; print(shortlvlm.__file__)"], env=env,
@@ -210,18 +293,18 @@ def _interrupt(signum, frame) -> None:
 
 
 def _summary(results: list[tuple[Mutant, str, float]], total: int) -> None:
-    print("\nmodule                          killed  timeout  survived  kill rate")
+    print("\nmodule                          killed  timeout  survived  uncovered  kill rate")
     for module in sorted({m.module for m, _, _ in results}):
         outcomes = [outcome for m, outcome, _ in results if m.module == module]
         dead = outcomes.count("killed") + outcomes.count("timeout")
         print(f"{module:30} {outcomes.count('killed'):7} {outcomes.count('timeout'):8} "
-              f"{outcomes.count('survived'):9}  {dead / len(outcomes):8.0%}")
-    dead = sum(outcome != "survived" for _, outcome, _ in results)
-    print(f"{'all':30} {'':7} {'':8} {'':9}  {dead / len(results):8.0%}  ({dead} of {len(results)} killed)")
-    survivors = [m for m, outcome, _ in results if outcome == "survived"]
+              f"{outcomes.count('survived'):9} {outcomes.count('uncovered'):10}  {dead / len(outcomes):8.0%}")
+    dead = sum(outcome in ("killed", "timeout") for _, outcome, _ in results)
+    print(f"{'all':30} {'':7} {'':8} {'':9} {'':10}  {dead / len(results):8.0%}  ({dead} of {len(results)} killed)")
+    survivors = [(m, outcome) for m, outcome, _ in results if outcome in ("survived", "uncovered")]
     print("\nsurviving mutants:" if survivors else "\nno mutant survived")
-    for mutant in survivors:
-        print(f"  {mutant}")
+    for mutant, outcome in survivors:
+        print(f"  {mutant}" + ("  (no test runs this statement)" if outcome == "uncovered" else ""))
     mean = sum(seconds for _, _, seconds in results) / len(results)
     print(f"\n{mean:.1f} s per mutant on this machine; all {total} mutants of this selection: about "
           f"{mean * total / 3600:.1f} h")
@@ -236,6 +319,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per mutant (default: 3x the unmutated run of its tests + 30)")
     parser.add_argument("--list", action="store_true", help="print the mutants and their count; run nothing")
+    parser.add_argument("--all-tests", action="store_true",
+                        help="run the module's whole test set against every mutant instead of the tests that "
+                             "execute its statement (slower; for checking the selection)")
     args = parser.parse_args()
 
     modules = [m for m in TESTS if not args.module or any(part in m for part in args.module)]
@@ -260,6 +346,7 @@ def main() -> None:
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         _check_copy_is_imported(copy)
         baseline: dict[tuple[str, ...], float] = {}
+        covered: dict[str, CoverageMap] = {}
         for index, mutant in enumerate(chosen, 1):
             tests = TESTS[mutant.module]
             if tuple(tests) not in baseline:
@@ -268,15 +355,23 @@ def main() -> None:
                     raise SystemExit(f"the unmutated tests fail: {' '.join(tests)}; fix them first")
                 baseline[tuple(tests)] = seconds
                 print(f"baseline {seconds:.1f} s: {' '.join(tests)}", flush=True)
+            if not args.all_tests and mutant.module not in covered:
+                covered[mutant.module], seconds = CoverageMap.measure(copy, mutant.module, tests)
+                print(f"coverage of {mutant.module} by test function: {seconds:.1f} s", flush=True)
+            selected = tests if args.all_tests else covered[mutant.module].tests_for(mutant.line, tests)
             target = copy / "shortlvlm" / mutant.module
             original = target.read_text()
             try:
-                target.write_text(mutate(original, mutant.site))
-                outcome, seconds = _run_tests(copy, tests, args.timeout or 3 * baseline[tuple(tests)] + 30)
+                if selected is None:
+                    outcome, seconds = "uncovered", 0.0
+                else:
+                    target.write_text(mutate(original, mutant.site))
+                    outcome, seconds = _run_tests(copy, selected, args.timeout or 3 * baseline[tuple(tests)] + 30)
             finally:
                 target.write_text(original)
             results.append((mutant, outcome, seconds))
-            print(f"[{index}/{len(chosen)}] {outcome:8} {seconds:5.1f} s  {mutant}", flush=True)
+            shown = "all" if selected is tests else "-" if selected is None else len(selected)
+            print(f"[{index}/{len(chosen)}] {outcome:9} {seconds:5.1f} s  tests {shown:>3}  {mutant}", flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted; the work tree was never written", file=sys.stderr)
     finally:
