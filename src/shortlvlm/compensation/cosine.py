@@ -30,6 +30,7 @@ from shortlvlm.options import Options, non_negative_int, option, options, positi
 
 INIT_CHOICES = ("identity", "lstsq")
 MAX_STEPS = 10_000
+PARTS = ("written", "rest", "target")  # A, X^r - A and X^{pm} of the stored tokens
 METHOD = "the cosine bridge"
 
 
@@ -154,7 +155,7 @@ def measure_cosine(
             saved = {w: read_weight(writer, w).clone() for w in ("weight", "bias") if getattr(writer, w) is not None}
             originals.append((writer, saved))
             if len(measured[f"written.{run.below}"]) and measured[f"written.{run.below}"].abs().sum() > 0:
-                tokens = [measured[f"{key}.{run.below}"] for key in ("written", "rest", "target")]
+                tokens = [measured[f"{key}.{run.below}"] for key in PARTS]
                 transform = fit_cosine(*tokens, bridge, run.layers)
                 measured[f"transform.{run.below}"] = transform
                 merge_bridge(writer, transform)
@@ -195,9 +196,9 @@ def _measure(
     measured = {}
     for run in sample.runs:
         below, kept = run.below, sample.kept[run.below]
-        parts = kept or [torch.zeros(0, hidden)] * 3
-        names = ("written", "rest", "target")
-        measured.update({f"{key}.{below}": part for key, part in zip(names, parts, strict=True)})
+        with torch.inference_mode(False):  # ordinary tensors, as LstSq's: autograd and the caller may use them
+            parts = [part.clone() for part in kept] if kept else [torch.zeros(0, hidden) for _ in PARTS]
+        measured.update({f"{key}.{below}": part for key, part in zip(PARTS, parts, strict=True)})
         measured[f"tokens.{below}"] = torch.tensor([sample.tokens[below]], dtype=torch.int64)
     return measured
 
@@ -211,10 +212,10 @@ def cosine_distance(written: torch.Tensor, rest: torch.Tensor, target: torch.Ten
 
 def checked_tokens(written: torch.Tensor, rest: torch.Tensor, target: torch.Tensor,
                    removed: list[int]) -> list[torch.Tensor]:
-    """Float32 CPU copies of a run's stored tokens, NaN/Inf refused; ordinary tensors, not the capture's
-    inference tensors (autograd cannot save those)."""
+    """A run's stored tokens as float32 CPU tensors autograd can use (inference tensors copied), NaN/Inf refused."""
     with torch.inference_mode(False):
-        parts = [part.detach().to("cpu", torch.float32).clone() for part in (written, rest, target)]
+        parts = [part.detach().to("cpu", torch.float32) for part in (written, rest, target)]
+        parts = [part.clone() if part.is_inference() else part for part in parts]
     if not all(torch.isfinite(part).all() for part in parts):
         raise CompensationError(
             f"the cosine bridge's tokens of removed layers {removed} contain NaN/Inf; the model overflows in its "
@@ -262,7 +263,7 @@ def apply_cosine(
     transforms = {}
     for run in [run for run in runs if run.below is not None]:
         below = run.below
-        tokens = checked_tokens(*(measured[f"{key}.{below}"] for key in ("written", "rest", "target")), run.layers)
+        tokens = checked_tokens(*(measured[f"{key}.{below}"] for key in PARTS), run.layers)
         entry = {"removed": run.layers, "edited_layer": below, "writers": [name], "tokens": len(tokens[0]),
                  "tokens_seen": int(measured[f"tokens.{below}"].item())}
         if len(tokens[0]) == 0 or tokens[0].abs().sum() == 0:
