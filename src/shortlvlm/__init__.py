@@ -9,7 +9,7 @@ and help (`TIS`, `SCP`, `LstSq`, `Calibration`,
 Messages go to the `shortlvlm` logger; `progress_bars(False)` turns the progress bars off in a block.
 """
 
-from shortlvlm.compensation import SCP, LstSq
+from shortlvlm.compensation import SCP, Cosine, LstSq
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.errors import ShortLVLMError
@@ -47,6 +47,7 @@ __all__ = [
     "BlockInfluence",
     "Calibration",
     "CalibrationSet",
+    "Cosine",
     "LastLayers",
     "Layerwise",
     "LstSq",

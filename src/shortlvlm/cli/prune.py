@@ -110,6 +110,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  run {entry['removed']}: edited layer {entry['edited_layer']} {', '.join(entry['writers'])} "
                   f"(least-squares bridge, ridge {entry['ridge']:g}: gap left {100 * entry['gap_left']:.1f}% on "
                   f"{entry['tokens']} calibration tokens, |T - I|/sqrt(d) {entry['distance_from_identity']:.2f})")
+        elif "cosine_distance_after" in entry:  # the cosine bridge
+            print(f"  run {entry['removed']}: edited layer {entry['edited_layer']} {', '.join(entry['writers'])} "
+                  f"(cosine bridge, {entry['steps']} Adam steps from {entry['init']}: mean cosine distance "
+                  f"{entry['cosine_distance_before']:.4f} -> {entry['cosine_distance_after']:.4f} on "
+                  f"{entry['tokens']} calibration tokens, |T - I|/sqrt(d) {entry['distance_from_identity']:.2f})")
         elif "reason" in entry:
             print(f"  run {entry['removed']}: edited layer {entry['edited_layer']}: nothing edited ({entry['reason']})")
         else:

@@ -9,6 +9,7 @@ kept layer below it and is reported as uncompensated.
 
 - `SCP` (scp.py): Short-LVLM's subspace-compensated pruning, (I + alpha V V^T) W.
 - `LstSq` (lstsq.py): ReplaceMe's least-squares bridge, T^T W with a ridge-regularised T.
+- `Cosine` (cosine.py): ReplaceMe's cosine bridge, T^T W with T fitted by Adam to the cosine distance.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import torch
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch
+from shortlvlm.compensation.cosine import Cosine
 from shortlvlm.compensation.lstsq import LstSq, measure_bridges, solve_bridge
 from shortlvlm.compensation.runs import WRITER_CHOICES, RemovedRun, removed_runs, writer_names
 from shortlvlm.compensation.scp import SCP, GapStatistics, edit_writer, fit_alpha, measure_gaps, top_subspace
 from shortlvlm.errors import CompensationError
 from shortlvlm.models import Adapter
 
-Compensation = SCP | LstSq
-COMPENSATIONS: dict[str, type[Compensation]] = {"scp": SCP, "lstsq": LstSq}
+Compensation = SCP | LstSq | Cosine
+COMPENSATIONS: dict[str, type[Compensation]] = {"scp": SCP, "lstsq": LstSq, "cosine": Cosine}
 COMPENSATION_NAMES = ("none", *COMPENSATIONS)
 
 
@@ -82,6 +84,7 @@ __all__ = [
     "SCP",
     "WRITER_CHOICES",
     "Compensation",
+    "Cosine",
     "GapStatistics",
     "LstSq",
     "RemovedRun",
