@@ -47,12 +47,14 @@ TESTS: dict[str, list[str]] = {
     "compensation/runs.py": ["tests/compensation"],
     "compensation/scp.py": ["tests/compensation/test_scp.py", "tests/test_numerical_guards.py"],
     "compensation/lstsq.py": ["tests/compensation/test_lstsq.py"],
+    "compensation/cosine.py": ["tests/compensation/test_cosine.py"],
     "scoring/__init__.py": ["tests/scoring/test_tis_cosine.py", "tests/scoring/test_loss.py"],
     "scoring/base.py": ["tests/scoring/test_tis_cosine.py", "tests/scoring/test_angular.py"],
     "scoring/trivial.py": ["tests/scoring/test_tis_cosine.py"],
     "scoring/loss.py": ["tests/scoring/test_loss.py", "tests/scoring/test_sleb.py", "tests/scoring/test_ppl.py"],
     **{f"scoring/{name}.py": [f"tests/scoring/test_{name}.py"]
        for name in ("angular", "block_influence", "ppl", "sleb", "taylor", "tis_cosine", "tis_loss")},
+    "scoring/bridged.py": ["tests/scoring/test_tis_loss.py"],
 }
 
 COMPARISONS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
