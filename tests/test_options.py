@@ -9,7 +9,7 @@ import pytest
 
 import shortlvlm
 from shortlvlm.cli.main import build_parser
-from shortlvlm.compensation import SCP, LstSq
+from shortlvlm.compensation import COMPENSATIONS, SCP, LstSq
 from shortlvlm.data.calibration_set import Calibration
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.importance import TIS
@@ -18,7 +18,8 @@ from shortlvlm.jobs.source import Architecture, Loading
 from shortlvlm.options import Options, flag_of, nested_options
 from shortlvlm.scoring import SCORERS, TISCosine, scorer_from_dict, scorer_to_dict
 
-OPTIONS = [TIS, SCP, LstSq, Calibration, Layerwise, Loading, Architecture, *SCORERS.values()]  # prune shows all flags
+# prune shows all flags
+OPTIONS = [TIS, *COMPENSATIONS.values(), Calibration, Layerwise, Loading, Architecture, *SCORERS.values()]
 
 
 def subparser(name: str) -> argparse.ArgumentParser:
@@ -58,7 +59,8 @@ def test_the_cli_flag_carries_the_field_default_and_help(cls):
 
 def test_every_method_flag_of_score_and_prune_is_an_options_field():
     """The other direction: no method or calibration flag exists that no options field declares."""
-    declared = {flag for cls in (SCP, LstSq, Calibration, *SCORERS.values()) for _, flag in _all_flags(cls)}
+    declared = {flag for cls in (*COMPENSATIONS.values(), Calibration, *SCORERS.values())
+                for _, flag in _all_flags(cls)}
     for command in ("score", "prune"):
         group = next(g for g in subparser(command)._action_groups if g.title == "method")
         flags = {flag for action in group._group_actions for flag in action.option_strings}
