@@ -3,13 +3,13 @@
 The method: `score` ranks the decoder layers once, `prune` removes round(ratio x L) of them and bridges
 each cut. The default is `TISLoss` scoring (Token Importance Scores shortlist, answer-loss passes decide)
 with `LstSq` (ReplaceMe's least-squares bridge); the Short-LVLM paper's method is `TISCosine` scoring
-with `SCP` compensation. Every choice is an options object whose fields carry their defaults
-and help (`TIS`, `SCP`, `LstSq`, `Calibration`,
+with `SCP` compensation; `Magnitude` is Prune&Comp's magnitude compensation. Every choice is an options
+object whose fields carry their defaults and help (`TIS`, `SCP`, `LstSq`, `Magnitude`, `Calibration`,
 `Layerwise`, the scorers). Surgery and checkpoints: `drop_layers`, `load`, `save`, `verify`.
 Messages go to the `shortlvlm` logger; `progress_bars(False)` turns the progress bars off in a block.
 """
 
-from shortlvlm.compensation import SCP, Cosine, LstSq
+from shortlvlm.compensation import SCP, Cosine, LstSq, Magnitude
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.errors import ShortLVLMError
@@ -51,6 +51,7 @@ __all__ = [
     "LastLayers",
     "Layerwise",
     "LstSq",
+    "Magnitude",
     "Perplexity",
     "Plan",
     "Provenance",

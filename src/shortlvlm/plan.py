@@ -2,8 +2,8 @@
 
 Format 2 stores each options object as one sub-dict under its own field names: `scorer` (the
 scorer's options plus its `name`), `compensation_options` (the options of whichever compensation
-`compensation` names, scp or lstsq; null without), `scp` (SCP's options again, as format 2 first wrote
-them) and `calibration` (the calibration options, with the count of samples used and their hash).
+`compensation` names, scp, lstsq or magnitude; null without), `scp` (SCP's options again, as format 2
+first wrote them) and `calibration` (the calibration options, with the count of samples used and their hash).
 `params` holds what scoring and compensation found. Plans written before (format 1, flat
 `params`) are converted on reading (shortlvlm.plan_v1).
 """

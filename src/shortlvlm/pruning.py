@@ -112,7 +112,7 @@ def prune(
     if plan is not None and scorer is not None:
         raise ScoringError("give a scorer or a plan, not both: a plan from `score` holds its scorer")
     if compensation is not None and not isinstance(compensation, tuple(COMPENSATIONS.values())):
-        raise ScoringError(f"unknown compensation {compensation!r}; pass SCP(...), LstSq(...) or None")
+        raise ScoringError(f"unknown compensation {compensation!r}; pass SCP(...), LstSq(...), Magnitude(...) or None")
     count = check_removal(model, adapter, ratio, plan, allow_other_weights=allow_other_weights)
     scorer = scorer_from_dict(plan.scorer) if plan is not None else scorer or TISLoss()
     method = _checked_method(method) or (plan.method if plan is not None else method_name(scorer, compensation))

@@ -259,6 +259,19 @@ def test_prune_with_the_least_squares_bridge_records_its_options(tmp_path, capsy
     assert plan["scp"] is None and {e.get("ridge") for e in plan["params"]["compensation_report"]} <= {0.5, None}
 
 
+def test_prune_with_the_magnitude_compensation_records_its_options(tmp_path, capsys):
+    out = tmp_path / "rescaled"
+    code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--method", "block-influence", "--num-samples",
+                              "8", "--compensation", "magnitude", "--magnitude-tokens", "important", "--out", out)
+    assert code == 0 and "method block-influence, compensation magnitude" in stdout and "magnitude factor" in stdout
+    assert "verified" in stdout
+    plan = json.loads((out / PLAN_FILENAME).read_text())
+    assert plan["compensation"] == "magnitude" and plan["compensation_options"] == {"tokens": "important"}
+    assert plan["scp"] is None
+    report = [e for e in plan["params"]["compensation_report"] if e["edited_layer"] is not None]
+    assert report and all(e["factor"] > 0 and e["edited_layers"] for e in report)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--layers", "1", "--ratio", "0.3"], "exactly one of --layers"),
     (["--ratio", "0.3", "--compensation", "lstsq", "--lstsq-ridge", "-1"], "LstSq.ridge (--lstsq-ridge) must be"),

@@ -147,3 +147,25 @@ def test_sequential_bridge_statistics_depend_on_the_ridge(tmp_path, calib):
     other = StageCache(first.directory, announce=False)
     bridged(other, 0.5)  # the bridges below a run shaped its streams: measured again
     assert other.reused == ["plan"]
+
+
+def test_magnitude_statistics_are_reused_for_the_same_tokens_only(tmp_path, calib):
+    from shortlvlm.compensation import Magnitude
+
+    def rescaled(cache, **options):
+        model, processor = load("toy", dtype=torch.float32)
+        return prune(model, processor, 0.25, scorer=TISCosine(), compensation=Magnitude(**options),
+                     calibration=calib, cache=cache)
+
+    first = StageCache(tmp_path / "stages", announce=False)
+    model, plan = rescaled(first)
+    assert first.reused == [] and (first.directory / "magnitude.safetensors").exists()
+    again = StageCache(first.directory, announce=False)
+    same, same_plan = rescaled(again)
+    assert again.reused == ["plan", "magnitude"]
+    assert same_plan.params["compensation_report"] == plan.params["compensation_report"]
+    for a, b in zip(model.state_dict().values(), same.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the reused statistics give the identical edit
+    tokens = StageCache(first.directory, announce=False)
+    rescaled(tokens, tokens="important")
+    assert tokens.reused == ["plan"]

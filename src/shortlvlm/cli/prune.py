@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--layers", type=layer_list, default=None,
                    help="comma-separated decoder layer indices to remove, e.g. 3,7 (bridged only with "
-                   "--compensation scp or lstsq, calibrated on --calib)")
+                   "--compensation scp, lstsq or magnitude, calibrated on --calib)")
     p.add_argument("--ratio", type=float, default=None,
                    help="fraction of decoder layers to remove, e.g. 0.3 (round(ratio x L) layers)")
     p.add_argument("--plan", default=None,
@@ -70,10 +70,10 @@ def check_listed_request(args: argparse.Namespace) -> None:
     """--layers names the layers: refuse the flags that only choose layers; calibration only with a compensation."""
     if args.method is not None:
         raise ShortLVLMError(f"--method {args.method} chooses layers for --ratio, but --layers names them; drop "
-                             "--method (a compensation for the listed layers: --compensation scp or lstsq)")
+                             "--method (a compensation for the listed layers: --compensation scp, lstsq or magnitude)")
     if (args.compensation in (None, "none")) and calibration_from_args(args) != Calibration():
         raise ShortLVLMError("the calibration flags are read only to choose layers (--ratio) or to bridge them "
-                             "(--compensation scp or lstsq); add --compensation, or drop them")
+                             "(--compensation scp, lstsq or magnitude); add --compensation, or drop them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{entry['tokens']} calibration tokens, |T - I|/sqrt(d) {entry['distance_from_identity']:.2f})")
         elif "reason" in entry:
             print(f"  run {entry['removed']}: edited layer {entry['edited_layer']}: nothing edited ({entry['reason']})")
+        elif "factor" in entry:  # the magnitude compensation
+            print(f"  run {entry['removed']}: magnitude factor {entry['factor']:.4g} on {entry['tokens']} calibration "
+                  f"tokens, merged as 1/factor into {', '.join(entry['writers'])} of layers {entry['edited_layers']}")
         else:
             print(f"  run {entry['removed']}: edited layer {entry['edited_layer']} {', '.join(entry['writers'])} "
                   f"(k={entry.get('rank')}, alpha={entry.get('alpha', 0):.3g}, "

@@ -1,15 +1,17 @@
-"""Compensation: training-free weight edits bridging the gap removed layers leave (docs/design.md §2.3, §2.6).
+"""Compensation: training-free weight edits bridging the gap removed layers leave (docs/design.md §2.3, §2.6, §2.6.1).
 
 Each compensation is an options object (fields = CLI flags = the plan's record) with the same
 lifecycle: `measure` streams its statistics in capture passes that leave the weights as they
 were (one pass over the unpruned model; one per run for the bridge's sequential streams; a
 resumed job skips them, the statistics are saved), then `apply` edits the kept layer below each
-run of removed layers before the layers are dropped. A run that starts at layer 0 has no
-kept layer below it and is reported as uncompensated.
+run of removed layers before the layers are dropped (the magnitude compensation edits the kept
+layers above each run instead). A run that starts at layer 0 has no kept layer below it and is
+reported as uncompensated.
 
 - `SCP` (scp.py): Short-LVLM's subspace-compensated pruning, (I + alpha V V^T) W.
 - `LstSq` (lstsq.py): ReplaceMe's least-squares bridge, T^T W with a ridge-regularised T.
 - `Cosine` (cosine.py): ReplaceMe's cosine bridge, T^T W with T fitted by Adam to the cosine distance.
+- `Magnitude` (magnitude.py): Prune&Comp's magnitude compensation, one scalar per run merged into the writers.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from torch import nn
 from shortlvlm.capture import CalibrationBatch
 from shortlvlm.compensation.cosine import Cosine
 from shortlvlm.compensation.lstsq import LstSq, measure_bridges, solve_bridge
+from shortlvlm.compensation.magnitude import Magnitude, magnitude_factor, measure_magnitudes
 from shortlvlm.compensation.runs import WRITER_CHOICES, RemovedRun, removed_runs, writer_names
 from shortlvlm.compensation.scp import SCP, GapStatistics, edit_writer, fit_alpha, measure_gaps, top_subspace
 from shortlvlm.errors import CompensationError
 from shortlvlm.models import Adapter
 
-Compensation = SCP | LstSq | Cosine
-COMPENSATIONS: dict[str, type[Compensation]] = {"scp": SCP, "lstsq": LstSq, "cosine": Cosine}
+Compensation = SCP | LstSq | Cosine | Magnitude
+COMPENSATIONS: dict[str, type[Compensation]] = {"scp": SCP, "lstsq": LstSq, "cosine": Cosine, "magnitude": Magnitude}
 COMPENSATION_NAMES = ("none", *COMPENSATIONS)
 
 
@@ -87,14 +90,17 @@ __all__ = [
     "Cosine",
     "GapStatistics",
     "LstSq",
+    "Magnitude",
     "RemovedRun",
     "compensate",
     "compensation_named",
     "compensation_record",
     "edit_writer",
     "fit_alpha",
+    "magnitude_factor",
     "measure_bridges",
     "measure_gaps",
+    "measure_magnitudes",
     "removed_runs",
     "solve_bridge",
     "top_subspace",
