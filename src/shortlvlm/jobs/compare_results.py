@@ -21,9 +21,12 @@ NOT_RANKING = ("recompute",)
 
 
 def same_options(recorded: dict, scorer: Scorer) -> bool:
-    """Whether a plan's recorded scorer options are `scorer`'s (an option missing from the record differs)."""
+    """Whether a plan's recorded scorer options are `scorer`'s. An option missing from the record is one added
+    after the plan was made, whose default keeps the behaviour the plan was made with (tis-loss's `bridge`):
+    the record holds that default."""
     current = {"name": scorer.name, **scorer.to_dict()}
-    return ({k: v for k, v in recorded.items() if k not in NOT_RANKING}
+    filled = {"name": scorer.name, **type(scorer)().to_dict(), **recorded}
+    return ({k: v for k, v in filled.items() if k not in NOT_RANKING}
             == {k: v for k, v in current.items() if k not in NOT_RANKING})
 
 
