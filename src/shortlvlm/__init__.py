@@ -9,7 +9,7 @@ and help (`TIS`, `SCP`, `LstSq`, `Calibration`,
 Messages go to the `shortlvlm` logger; `progress_bars(False)` turns the progress bars off in a block.
 """
 
-from shortlvlm.compensation import SCP, Cosine, LstSq
+from shortlvlm.compensation import SCP, Cosine, LaCo, LstSq
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.errors import ShortLVLMError
@@ -48,6 +48,7 @@ __all__ = [
     "Calibration",
     "CalibrationSet",
     "Cosine",
+    "LaCo",
     "LastLayers",
     "Layerwise",
     "LstSq",

@@ -10,6 +10,8 @@ kept layer below it and is reported as uncompensated.
 - `SCP` (scp.py): Short-LVLM's subspace-compensated pruning, (I + alpha V V^T) W.
 - `LstSq` (lstsq.py): ReplaceMe's least-squares bridge, T^T W with a ridge-regularised T.
 - `Cosine` (cosine.py): ReplaceMe's cosine bridge, T^T W with T fitted by Adam to the cosine distance.
+- `LaCo` (laco.py): LaCo's layer merge, θ_r + Σ_k (θ_pk - θ_r) over every parameter; no calibration data
+  (`needs_data = False`: `measure` runs no pass).
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from torch import nn
 
 from shortlvlm.capture import CalibrationBatch
 from shortlvlm.compensation.cosine import Cosine
+from shortlvlm.compensation.laco import LaCo
 from shortlvlm.compensation.lstsq import LstSq, measure_bridges, solve_bridge
 from shortlvlm.compensation.runs import WRITER_CHOICES, RemovedRun, removed_runs, writer_names
 from shortlvlm.compensation.scp import SCP, GapStatistics, edit_writer, fit_alpha, measure_gaps, top_subspace
 from shortlvlm.errors import CompensationError
 from shortlvlm.models import Adapter
 
-Compensation = SCP | LstSq | Cosine
-COMPENSATIONS: dict[str, type[Compensation]] = {"scp": SCP, "lstsq": LstSq, "cosine": Cosine}
+Compensation = SCP | LstSq | Cosine | LaCo
+COMPENSATIONS: dict[str, type[Compensation]] = {"scp": SCP, "lstsq": LstSq, "cosine": Cosine, "laco": LaCo}
 COMPENSATION_NAMES = ("none", *COMPENSATIONS)
 
 
@@ -41,6 +44,11 @@ def compensation_named(name: str) -> Compensation | None:
             f"unknown compensation {name!r}; choose one of: {', '.join(COMPENSATION_NAMES)}"
         )
     return COMPENSATIONS[name]()
+
+
+def compensation_needs_data(compensation: Compensation | type[Compensation] | None) -> bool:
+    """Whether a compensation reads calibration data (every one unless it declares `needs_data = False`)."""
+    return compensation is not None and getattr(compensation, "needs_data", True)
 
 
 def compensation_record(compensation: Compensation | None) -> tuple[str, dict | None]:
@@ -86,10 +94,12 @@ __all__ = [
     "Compensation",
     "Cosine",
     "GapStatistics",
+    "LaCo",
     "LstSq",
     "RemovedRun",
     "compensate",
     "compensation_named",
+    "compensation_needs_data",
     "compensation_record",
     "edit_writer",
     "fit_alpha",
