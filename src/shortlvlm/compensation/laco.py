@@ -99,8 +99,8 @@ def merged_layer(adapter: Adapter, run: RemovedRun, scale: float) -> tuple[dict[
     for index, other in zip(run.layers, sources, strict=True):
         other_shapes = {name: tuple(module.get_parameter(local).shape) for name, (module, local) in other.items()}
         if other_shapes != shapes:
-            problem = sorted(set(shapes).symmetric_difference(other_shapes)) or sorted(
-                n for n in shapes if shapes[n] != other_shapes[n])
+            problem = sorted(set(shapes) ^ set(other_shapes)) + sorted(
+                n for n in set(shapes) & set(other_shapes) if shapes[n] != other_shapes[n])
             raise CompensationError(
                 f"LaCo cannot merge layer {index} into layer {run.below}: their parameters differ in names or "
                 f"shapes ({', '.join(problem[:3])}); use another --compensation for this model"
