@@ -14,7 +14,7 @@ import torch
 
 from shortlvlm import get_adapter
 from shortlvlm.capture import CaptureError, Collector, batch_from_inputs, capture
-from shortlvlm.compensation import SCP, Cosine, LstSq, measure_bridges, measure_gaps
+from shortlvlm.compensation import SCP, Cosine, LaCo, LstSq, measure_bridges, measure_gaps
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.importance import TIS
@@ -223,8 +223,8 @@ def test_layerwise_bridge_statistics_equal_whole_model(model_type, tokens, strea
         assert torch.equal(actual[key], expected[key]), key
 
 
-@pytest.mark.parametrize("compensation", [SCP(alpha=1.0), SCP(alpha="fit"), LstSq(), Cosine(steps=20)],
-                         ids=["scp", "scp-fit", "lstsq", "cosine"])
+@pytest.mark.parametrize("compensation", [SCP(alpha=1.0), SCP(alpha="fit"), LstSq(), Cosine(steps=20), LaCo()],
+                         ids=["scp", "scp-fit", "lstsq", "cosine", "laco"])
 def test_layerwise_prune_writes_the_in_memory_checkpoint(calib, tmp_path, compensation):
     from shortlvlm.jobs.checkpoint import write_checkpoint
 
