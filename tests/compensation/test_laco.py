@@ -125,15 +125,6 @@ def test_cli_prunes_listed_layers_with_laco_without_calibration(tmp_path, capsys
     assert "verified" in stdout
 
 
-def test_cli_refuses_calibration_flags_with_listed_layers_and_laco(tmp_path, capsys):
-    from shortlvlm.cli import main
-
-    code = main(["prune", "toy", "--layers", "5", "--compensation", "laco", "--num-samples", "8",
-                 "--out", str(tmp_path / "out")])
-    assert code != 0 and "laco reads none" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-
-
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
 def test_every_architecture_is_merged_and_differing_layer_types_are_reported(model_type):
     model = tiny_model(model_type, 5)
