@@ -221,3 +221,41 @@ def test_an_offloaded_model_is_merged_in_its_weights_map():
         merged = read_weight(module, local)
         torch.testing.assert_close(merged, expected[name], rtol=1e-5, atol=1e-6, msg=name)
         assert not torch.equal(merged, original[name]), name
+
+
+def test_merge_is_computed_in_float64_and_written_in_the_parameter_dtype():
+    model, adapter, _ = float64_model()
+    model = model.to(torch.bfloat16)
+    reference = {i: {n: p.double() for n, p in layer_state(adapter, i).items()} for i in (2, 3, 4, 5)}
+    compensate(model, adapter, [], [3, 4, 5], LaCo(scale=0.7))
+    for name, value in layer_state(adapter, 2).items():
+        exact = reference[2][name] + 0.7 * sum(reference[i][name] - reference[2][name] for i in (3, 4, 5))
+        assert value.dtype == torch.bfloat16 and torch.equal(value, exact.to(torch.bfloat16)), name
+
+
+@pytest.mark.parametrize("factor", [0.0, 1e-3])
+def test_relative_change_of_a_small_or_zero_layer(factor):
+    model, adapter, _ = float64_model()
+    with torch.no_grad():
+        for parameter in adapter.layers[2].parameters():
+            parameter.mul_(factor)
+    kept, removed = layer_state(adapter, 2), layer_state(adapter, 3)
+    (entry,) = compensate(model, adapter, [], [3], LaCo())
+    old = torch.cat([v.reshape(-1) for v in kept.values()])
+    change = torch.cat([(removed[n] - kept[n]).reshape(-1) for n in kept])
+    if factor == 0:
+        assert entry["relative_change"] is None  # |theta_r| = 0: no ratio
+    else:
+        assert old.norm() < 1 and entry["relative_change"] == pytest.approx(float(change.norm() / old.norm()), rel=1e-6)
+    for name, value in layer_state(adapter, 2).items():
+        torch.testing.assert_close(value, removed[name], rtol=1e-12, atol=1e-15)  # θ_r + (θ_p - θ_r) = θ_p
+
+
+def test_a_stale_per_layer_config_list_is_not_read_past_its_end():
+    """An inconsistent config (a per-layer list shorter than the layers) is drop_layers' to refuse, not an IndexError
+    while reporting the merge."""
+    model, adapter, _ = float64_model("gemma3")
+    config = model.config.get_text_config()
+    config.layer_types = config.layer_types[:4]
+    (entry,) = compensate(model, adapter, [], [6], LaCo())
+    assert entry["edited_layer"] == 5 and "layer_types_differ" not in entry
