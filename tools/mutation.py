@@ -49,6 +49,7 @@ TESTS: dict[str, list[str]] = {
     "compensation/lstsq.py": ["tests/compensation/test_lstsq.py"],
     "compensation/cosine.py": ["tests/compensation/test_cosine.py"],
     "compensation/magnitude.py": ["tests/compensation/test_magnitude.py"],
+    "compensation/laco.py": ["tests/compensation/test_laco.py"],
     "scoring/__init__.py": ["tests/scoring/test_tis_cosine.py", "tests/scoring/test_loss.py"],
     "scoring/base.py": ["tests/scoring/test_tis_cosine.py", "tests/scoring/test_angular.py"],
     "scoring/trivial.py": ["tests/scoring/test_tis_cosine.py"],

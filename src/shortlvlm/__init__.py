@@ -9,7 +9,7 @@ object whose fields carry their defaults and help (`TIS`, `SCP`, `LstSq`, `Magni
 Messages go to the `shortlvlm` logger; `progress_bars(False)` turns the progress bars off in a block.
 """
 
-from shortlvlm.compensation import SCP, Cosine, LstSq, Magnitude
+from shortlvlm.compensation import SCP, Cosine, LaCo, LstSq, Magnitude
 from shortlvlm.data.benchmarks import load_benchmark
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.errors import ShortLVLMError
@@ -48,6 +48,7 @@ __all__ = [
     "Calibration",
     "CalibrationSet",
     "Cosine",
+    "LaCo",
     "LastLayers",
     "Layerwise",
     "LstSq",

@@ -18,7 +18,15 @@ from collections.abc import Sequence
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch
-from shortlvlm.compensation import COMPENSATIONS, SCP, Compensation, LstSq, compensate, compensation_record
+from shortlvlm.compensation import (
+    COMPENSATIONS,
+    SCP,
+    Compensation,
+    LstSq,
+    compensate,
+    compensation_needs_data,
+    compensation_record,
+)
 from shortlvlm.data.calibration import CalibrationSample
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, calibration_set
 from shortlvlm.data.encode import encode_calibration
@@ -100,8 +108,8 @@ def prune(
 
     With `plan` (from `score`), its ranking and scorer are reused and no scoring pass runs; a
     compensation still needs a pass over the calibration set (one per run for sequential bridges) to
-    measure the chosen layers' gap. With `cache` (shortlvlm.resume), the scored plan and the
-    compensation's statistics are saved as they finish and reused when the same job runs again.
+    measure the chosen layers' gap (LaCo() needs none: it merges weights). With `cache` (shortlvlm.resume), the
+    scored plan and the compensation's statistics are saved as they finish and reused when the same job runs again.
     `provenance` (Provenance(method=..., source=..., allow_other_weights=...)) names the method and model
     the plan records (default method: the plan's, else the recipe of the scorer and compensation:
     tis-loss+lstsq for TISLoss with LstSq, short-lvlm for TISCosine with SCP; else the scorer's name).
@@ -127,12 +135,12 @@ def prune(
     removed = validate_layer_selection(planned_removal(plan, count), adapter)
     params = dict(plan.params)
     if compensation is not None:
-        if plan.calibration.get("hash") not in (None, calib.hash):
+        if calib is not None and plan.calibration.get("hash") not in (None, calib.hash):
             params["scp_calibration"] = calib.info()
         if isinstance(compensation, SCP) and compensation.tis is None:
             compensation = dataclasses.replace(compensation, tis=_tis_of(scorer))
         gaps = None
-        if cache is not None:
+        if cache is not None and compensation_needs_data(compensation):
             def gaps(compensation=compensation):
                 key = keys.gaps_key(model, calib, _batch_size(calib), removed=removed, compensation=compensation)
                 return cache.tensors(compensation.name, key, lambda: compensation.measure(
@@ -168,7 +176,7 @@ def prune_listed(
     if compensation is not None:
         if isinstance(compensation, SCP) and compensation.tis is None:
             compensation = dataclasses.replace(compensation, tis=TIS(tokens="all"))
-        calib = calibration_set(calibration, source or None)
+        calib = calibration_set(calibration, source or None) if compensation_needs_data(compensation) else None
         started = time.perf_counter()
         report = compensate(model, adapter, _batches(calib, processor, adapter), removed, compensation)
         params.update(compensation_report=report, compensation_seconds=round(time.perf_counter() - started, 3))
@@ -183,9 +191,9 @@ def prune_listed(
 
 
 def needs_calibration(scorer: Scorer, compensation: Compensation | None, *, scored: bool = False) -> bool:
-    """Whether pruning reads calibration data: with a compensation always; for scoring unless the scorer needs none or a
-    scored plan is given."""
-    return compensation is not None or (not scored and scorer.needs_data)
+    """Whether pruning reads calibration data: with a compensation that measures on it (every one but LaCo); for
+    scoring unless the scorer needs none or a scored plan is given."""
+    return compensation_needs_data(compensation) or (not scored and scorer.needs_data)
 
 
 def _checked_method(method: str | None) -> str | None:

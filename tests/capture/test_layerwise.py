@@ -14,7 +14,16 @@ import torch
 
 from shortlvlm import get_adapter
 from shortlvlm.capture import CaptureError, Collector, batch_from_inputs, capture
-from shortlvlm.compensation import SCP, Cosine, LstSq, Magnitude, measure_bridges, measure_gaps, measure_magnitudes
+from shortlvlm.compensation import (
+    SCP,
+    Cosine,
+    LaCo,
+    LstSq,
+    Magnitude,
+    measure_bridges,
+    measure_gaps,
+    measure_magnitudes,
+)
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.data.encode import encode_calibration
 from shortlvlm.importance import TIS
@@ -236,8 +245,9 @@ def test_layerwise_magnitude_statistics_equal_whole_model(model_type, tokens):
         assert torch.equal(actual[key], expected[key]), key
 
 
-@pytest.mark.parametrize("compensation", [SCP(alpha=1.0), SCP(alpha="fit"), LstSq(), Cosine(steps=20), Magnitude()],
-                         ids=["scp", "scp-fit", "lstsq", "cosine", "magnitude"])
+@pytest.mark.parametrize("compensation", [SCP(alpha=1.0), SCP(alpha="fit"), LstSq(), Cosine(steps=20), Magnitude(),
+                                          LaCo()],
+                         ids=["scp", "scp-fit", "lstsq", "cosine", "magnitude", "laco"])
 def test_layerwise_prune_writes_the_in_memory_checkpoint(calib, tmp_path, compensation):
     from shortlvlm.jobs.checkpoint import write_checkpoint
 

@@ -226,6 +226,12 @@ CASES = [
     Case("lstsq-ridge-negative", lambda w: ["prune", "toy", "--ratio", "0.3", "--compensation", "lstsq",
                                             "--lstsq-ridge", "-1"],
          r"LstSq\.ridge \(--lstsq-ridge\) must be a finite number >= 0"),
+    Case("laco-scale-not-finite", lambda w: ["prune", "toy", "--layers", "3", "--compensation", "laco",
+                                             "--laco-scale", "nan"],
+         r"LaCo\.scale \(--laco-scale\) must be a finite number, got nan"),
+    Case("layers-calib-with-laco", lambda w: ["prune", "toy", "--layers", "3", "--compensation", "laco",
+                                              "--num-samples", "8"],
+         r"calibration flags are read only to choose layers \(--ratio\) or to bridge them .*laco reads none"),
     Case("architecture-unknown", lambda w: ["prune", w.path("gpt2"), "--layers", "1"], r"--generic"),
     # models, outputs, plans
     Case("model-path-not-a-model", lambda w: ["prune", w.path("not-a-model"), "--layers", "1"],

@@ -30,7 +30,8 @@ def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
         group.add_argument("--compensation", default=None, choices=list(COMPENSATION_NAMES),
                            help="gap compensation: scp (Short-LVLM's subspace edit), lstsq (ReplaceMe's "
                            "least-squares bridge), cosine (its cosine-fitted bridge), magnitude (Prune&Comp's "
-                           "magnitude rescaling), none (default: lstsq for tis-loss+lstsq, scp for short-lvlm, "
+                           "magnitude rescaling), laco (LaCo's layer merge, no calibration data), "
+                           "none (default: lstsq for tis-loss+lstsq, scp for short-lvlm, "
                            "none for the others)")
         for compensation in COMPENSATIONS.values():
             add_options(group, compensation)

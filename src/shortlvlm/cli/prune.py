@@ -7,7 +7,7 @@ from pathlib import Path
 
 from shortlvlm.cli.loading import add_model_options, source_from_args
 from shortlvlm.cli.method import add_method_options, calibration_from_args, method_from_args, method_of
-from shortlvlm.compensation import COMPENSATIONS, Compensation
+from shortlvlm.compensation import COMPENSATIONS, Compensation, compensation_needs_data
 from shortlvlm.data.calibration_set import Calibration
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.jobs.prune import PruneRequest, run_prune
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     p.add_argument("--layers", type=layer_list, default=None,
                    help="comma-separated decoder layer indices to remove, e.g. 3,7 (bridged only with "
-                   "--compensation scp, lstsq or magnitude, calibrated on --calib)")
+                   "--compensation, calibrated on --calib; laco needs no --calib)")
     p.add_argument("--ratio", type=float, default=None,
                    help="fraction of decoder layers to remove, e.g. 0.3 (round(ratio x L) layers)")
     p.add_argument("--plan", default=None,
@@ -67,13 +67,17 @@ def recorded_compensation(plan: Plan, flagged: Compensation) -> Compensation:
 
 
 def check_listed_request(args: argparse.Namespace) -> None:
-    """--layers names the layers: refuse the flags that only choose layers; calibration only with a compensation."""
+    """--layers names the layers: refuse the flags that only choose layers; calibration only with a compensation
+    that reads it (not laco)."""
     if args.method is not None:
         raise ShortLVLMError(f"--method {args.method} chooses layers for --ratio, but --layers names them; drop "
-                             "--method (a compensation for the listed layers: --compensation scp, lstsq or magnitude)")
-    if (args.compensation in (None, "none")) and calibration_from_args(args) != Calibration():
+                             "--method (a compensation for the listed layers: --compensation scp, lstsq, cosine or "
+                             "magnitude, or laco)")
+    reads_data = compensation_needs_data(COMPENSATIONS.get(args.compensation))
+    if not reads_data and calibration_from_args(args) != Calibration():
         raise ShortLVLMError("the calibration flags are read only to choose layers (--ratio) or to bridge them "
-                             "(--compensation scp, lstsq or magnitude); add --compensation, or drop them")
+                             "(--compensation scp, lstsq, cosine or magnitude; laco reads none); add --compensation, "
+                             "or drop them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
                   f"(cosine bridge, {entry['steps']} Adam steps from {entry['init']}: mean cosine distance "
                   f"{entry['cosine_distance_before']:.4f} -> {entry['cosine_distance_after']:.4f} on "
                   f"{entry['tokens']} calibration tokens, |T - I|/sqrt(d) {entry['distance_from_identity']:.2f})")
+        elif "relative_change" in entry:  # LaCo's merge
+            types = entry.get("layer_types_differ")
+            print(f"  run {entry['removed']}: merged into layer {entry['edited_layer']} (LaCo, scale "
+                  f"{entry['scale']:g}: {entry['parameters']} parameter tensors, |change|/|theta| "
+                  f"{entry['relative_change']}" + (f"; layer types differ: {types}" if types else "") + ")")
         elif "reason" in entry:
             print(f"  run {entry['removed']}: edited layer {entry['edited_layer']}: nothing edited ({entry['reason']})")
         elif "factor" in entry:  # the magnitude compensation

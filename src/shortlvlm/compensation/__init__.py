@@ -12,6 +12,8 @@ reported as uncompensated.
 - `LstSq` (lstsq.py): ReplaceMe's least-squares bridge, T^T W with a ridge-regularised T.
 - `Cosine` (cosine.py): ReplaceMe's cosine bridge, T^T W with T fitted by Adam to the cosine distance.
 - `Magnitude` (magnitude.py): Prune&Comp's magnitude compensation, one scalar per run merged into the writers.
+- `LaCo` (laco.py): LaCo's layer merge, θ_r + Σ_k (θ_pk - θ_r) over every parameter; no calibration data
+  (`needs_data = False`: `measure` runs no pass).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from shortlvlm.capture import CalibrationBatch
 from shortlvlm.compensation.cosine import Cosine
+from shortlvlm.compensation.laco import LaCo
 from shortlvlm.compensation.lstsq import LstSq, measure_bridges, solve_bridge
 from shortlvlm.compensation.magnitude import Magnitude, magnitude_factor, measure_magnitudes
 from shortlvlm.compensation.runs import WRITER_CHOICES, RemovedRun, removed_runs, writer_names
@@ -30,8 +33,10 @@ from shortlvlm.compensation.scp import SCP, GapStatistics, edit_writer, fit_alph
 from shortlvlm.errors import CompensationError
 from shortlvlm.models import Adapter
 
-Compensation = SCP | LstSq | Cosine | Magnitude
-COMPENSATIONS: dict[str, type[Compensation]] = {"scp": SCP, "lstsq": LstSq, "cosine": Cosine, "magnitude": Magnitude}
+Compensation = SCP | LstSq | Cosine | Magnitude | LaCo
+COMPENSATIONS: dict[str, type[Compensation]] = {
+    "scp": SCP, "lstsq": LstSq, "cosine": Cosine, "magnitude": Magnitude, "laco": LaCo,
+}
 COMPENSATION_NAMES = ("none", *COMPENSATIONS)
 
 
@@ -44,6 +49,11 @@ def compensation_named(name: str) -> Compensation | None:
             f"unknown compensation {name!r}; choose one of: {', '.join(COMPENSATION_NAMES)}"
         )
     return COMPENSATIONS[name]()
+
+
+def compensation_needs_data(compensation: Compensation | type[Compensation] | None) -> bool:
+    """Whether a compensation reads calibration data (every one unless it declares `needs_data = False`)."""
+    return compensation is not None and getattr(compensation, "needs_data", True)
 
 
 def compensation_record(compensation: Compensation | None) -> tuple[str, dict | None]:
@@ -89,11 +99,13 @@ __all__ = [
     "Compensation",
     "Cosine",
     "GapStatistics",
+    "LaCo",
     "LstSq",
     "Magnitude",
     "RemovedRun",
     "compensate",
     "compensation_named",
+    "compensation_needs_data",
     "compensation_record",
     "edit_writer",
     "fit_alpha",

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shortlvlm.compensation import COMPENSATION_NAMES, COMPENSATIONS, Compensation
+from shortlvlm.compensation import COMPENSATION_NAMES, COMPENSATIONS, Compensation, compensation_needs_data
 from shortlvlm.data.benchmarks import NAMES, shapes
 from shortlvlm.errors import ShortLVLMError
 from shortlvlm.methods import METHODS, recipe_name
@@ -69,7 +69,7 @@ class MethodSpec:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.compensation != "none" or SCORERS[self.scorer].needs_data
+        return compensation_needs_data(COMPENSATIONS.get(self.compensation)) or SCORERS[self.scorer].needs_data
 
     def make_scorer(self, seed: int) -> Scorer:
         """The scorer with this setting's options; `seed` goes to the scorers that have one (random)."""

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from shortlvlm.compensation import Compensation
+from shortlvlm.compensation import Compensation, compensation_needs_data
 from shortlvlm.data.calibration_set import Calibration, check_answers, read_calibration
 from shortlvlm.errors import OutputWriteError, ShortLVLMError
 from shortlvlm.importance import check_tis_layers
@@ -74,7 +74,7 @@ def run_prune(request: PruneRequest) -> PruneResult:
     calibration = request.calibration
     if request.layers is not None:
         num_removed = len(validate_layer_selection(request.layers, source.adapter(skeleton)))
-        if request.compensation is not None:
+        if compensation_needs_data(request.compensation):
             calibration = read_calibration(calibration, source.name)
     else:
         num_removed = check_removal(skeleton, source.adapter(skeleton), request.ratio, request.plan,

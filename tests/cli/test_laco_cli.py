@@ -1,0 +1,40 @@
+"""`prune --compensation laco` and a compare spec with laco options, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+from shortlvlm.jobs.compare_spec import parse_methods
+from shortlvlm.plan import PLAN_FILENAME
+from tests.cli.test_cli import run_cli
+
+
+def test_prune_with_the_laco_merge_records_its_options(tmp_path, capsys):
+    out = tmp_path / "merged"
+    code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--method", "block-influence", "--num-samples",
+                              "8", "--compensation", "laco", "--laco-scale", "0.5", "--out", out)
+    assert code == 0 and "method block-influence, compensation laco" in stdout
+    assert "(LaCo, scale 0.5:" in stdout and "parameter tensors, |change|/|theta|" in stdout and "verified" in stdout
+    plan = json.loads((out / PLAN_FILENAME).read_text())
+    assert plan["compensation"] == "laco" and plan["scp"] is None
+    assert plan["compensation_options"] == {"scale": 0.5}
+    merged = [e for e in plan["params"]["compensation_report"] if e["edited_layer"] is not None]
+    assert merged and all(e["scale"] == 0.5 and e["parameters"] > 0 and e["relative_change"] > 0 for e in merged)
+
+
+def test_prune_without_calibration_when_nothing_else_reads_it(tmp_path, capsys):
+    """`--method last --compensation laco` reads no calibration set: a --calib that does not exist is not opened."""
+    out = tmp_path / "merged"
+    code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--method", "last", "--compensation", "laco",
+                              "--calib", tmp_path / "missing.jsonl", "--out", out)
+    assert code == 0 and "compensation laco" in stdout and "merged into layer" in stdout
+    plan = json.loads((out / PLAN_FILENAME).read_text())
+    assert plan["calibration"] == {}
+
+
+def test_a_compare_spec_sets_the_laco_options_and_needs_no_calibration():
+    (spec,) = parse_methods("last+laco[scale=0.25]")
+    assert spec.compensation == "laco" and spec.make_compensation().scale == 0.25
+    assert not spec.needs_calibration
+    (bridged,) = parse_methods("last+lstsq")
+    assert bridged.needs_calibration
