@@ -137,7 +137,8 @@ def test_unknown_method_and_compensation(toy):
     model, processor = load("toy")
     with pytest.raises(ScoringError, match="unknown method"):
         prune(model, processor, 0.3, provenance=Provenance(method="nope"))
-    with pytest.raises(ScoringError, match="unknown compensation"):
+    every = r"SCP\(...\), LstSq\(...\), Cosine\(...\), Magnitude\(...\), LaCo\(...\), or None"
+    with pytest.raises(ScoringError, match=r"unknown compensation .magic.; pass one of " + every):
         prune(model, processor, 0.3, compensation="magic")
 
 

@@ -3,8 +3,8 @@
 `prune(model, processor, ratio)` with its defaults is the best measured recipe, tis-loss+lstsq: TISLoss()
 scoring and the LstSq() bridge on the calibration set (docs/design.md §2.7). The paper's Short-LVLM is
 `prune(..., scorer=TISCosine(), compensation=SCP())`. Every choice is an options object
-(shortlvlm.options): the scorer (any of shortlvlm.scoring), `compensation` (SCP(...), LstSq(...) or
-None) and `calibration`
+(shortlvlm.options): the scorer (any of shortlvlm.scoring), `compensation` (SCP, LstSq, Cosine,
+Magnitude, LaCo or None) and `calibration`
 (Calibration(...), a CalibrationSet read before, or a list of samples). The plan records each
 of them as one sub-dict, so `prune(..., plan=plan)` reuses a ranking without scoring again.
 """
@@ -120,7 +120,8 @@ def prune(
     if plan is not None and scorer is not None:
         raise ScoringError("give a scorer or a plan, not both: a plan from `score` holds its scorer")
     if compensation is not None and not isinstance(compensation, tuple(COMPENSATIONS.values())):
-        raise ScoringError(f"unknown compensation {compensation!r}; pass SCP(...), LstSq(...), Magnitude(...) or None")
+        names = ", ".join(f"{cls.__name__}(...)" for cls in COMPENSATIONS.values())
+        raise ScoringError(f"unknown compensation {compensation!r}; pass one of {names}, or None")
     count = check_removal(model, adapter, ratio, plan, allow_other_weights=allow_other_weights)
     scorer = scorer_from_dict(plan.scorer) if plan is not None else scorer or TISLoss()
     method = _checked_method(method) or (plan.method if plan is not None else method_name(scorer, compensation))

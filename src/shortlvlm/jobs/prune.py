@@ -43,7 +43,7 @@ class PruneRequest:
     """What to remove from `source` and where the checkpoint goes.
 
     Give `layers` (explicit indices) or `ratio` (chosen by `method`: its `scorer`, or the `plan`'s
-    ranking and scorer); either way `compensation` (SCP(...), LstSq(...), Magnitude(...) or None) bridges the cuts,
+    ranking and scorer); either way `compensation` (any of shortlvlm.compensation's options, or None) bridges the cuts,
     calibrated on `calibration`.
     `allow_other_weights` accepts a plan scored on other weights of the same config.
     """
