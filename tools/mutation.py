@@ -14,6 +14,9 @@ the module's tests run once, unmutated, under coverage.py with one context per t
 mutant gets the test functions whose context executed a line of its innermost statement. A
 statement executed while the module was imported (a constant, a default argument, a decorator)
 gets the whole set; a statement no test executes is reported "uncovered" and counts as surviving.
+Every mutant that survives its selection is run again against the module's whole set
+(`--no-confirm` skips that), so a test the selection missed still kills it, and the summary counts
+such misses.
 
 Prints each mutant's outcome, then killed/survived per module, the kill rate, the surviving mutants
 (file:line, mutation) and the mean seconds per mutant (with the full sweep's estimate). Error
@@ -300,10 +303,15 @@ def _summary(results: list[tuple[Mutant, str, float]], total: int) -> None:
     print("\nmodule                          killed  timeout  survived  uncovered  kill rate")
     for module in sorted({m.module for m, _, _ in results}):
         outcomes = [outcome for m, outcome, _ in results if m.module == module]
+        outcomes = [o.split(" (")[0] for o in outcomes]  # "killed (whole set)": killed
         dead = outcomes.count("killed") + outcomes.count("timeout")
         print(f"{module:30} {outcomes.count('killed'):7} {outcomes.count('timeout'):8} "
               f"{outcomes.count('survived'):9} {outcomes.count('uncovered'):10}  {dead / len(outcomes):8.0%}")
-    dead = sum(outcome in ("killed", "timeout") for _, outcome, _ in results)
+    dead = sum(outcome.split(" (")[0] in ("killed", "timeout") for _, outcome, _ in results)
+    missed = sum(outcome.endswith("(whole set)") for _, outcome, _ in results)
+    if missed:
+        print(f"{missed} mutant(s) survived the selected tests and were killed by the whole set: the coverage "
+              "selection missed a test (counted as killed)")
     print(f"{'all':30} {'':7} {'':8} {'':9} {'':10}  {dead / len(results):8.0%}  ({dead} of {len(results)} killed)")
     survivors = [(m, outcome) for m, outcome, _ in results if outcome in ("survived", "uncovered")]
     print("\nsurviving mutants:" if survivors else "\nno mutant survived")
@@ -326,6 +334,9 @@ def main() -> None:
     parser.add_argument("--all-tests", action="store_true",
                         help="run the module's whole test set against every mutant instead of the tests that "
                              "execute its statement (slower; for checking the selection)")
+    parser.add_argument("--no-confirm", dest="confirm", action="store_false",
+                        help="do not run a surviving mutant again against the module's whole test set (by default "
+                             "every survivor is, so a test the coverage selection missed still kills it)")
     args = parser.parse_args()
 
     modules = [m for m in TESTS if not args.module or any(part in m for part in args.module)]
@@ -374,9 +385,20 @@ def main() -> None:
                     outcome, seconds = _run_tests(copy, selected, args.timeout or 3 * baseline[tuple(tests)] + 30)
             finally:
                 target.write_text(original)
-            results.append((mutant, outcome, seconds))
             shown = "all" if selected is tests else "-" if selected is None else len(selected)
             print(f"[{index}/{len(chosen)}] {outcome:9} {seconds:5.1f} s  tests {shown:>3}  {mutant}", flush=True)
+            if outcome in ("survived", "uncovered") and selected is not tests and args.confirm:
+                try:  # the selection's check: a survivor meets the module's whole test set too
+                    target.write_text(mutate(original, mutant.site))
+                    confirmed, more = _run_tests(copy, tests, args.timeout or 3 * baseline[tuple(tests)] + 30)
+                finally:
+                    target.write_text(original)
+                seconds += more
+                if confirmed != "survived":
+                    print(f"    the whole test set kills it ({confirmed}): the coverage selection missed a test",
+                          flush=True)
+                    outcome = f"{confirmed} (whole set)"
+            results.append((mutant, outcome, seconds))
     except KeyboardInterrupt:
         print("\ninterrupted; the work tree was never written", file=sys.stderr)
     finally:
