@@ -20,7 +20,8 @@ such misses.
 
 Prints each mutant's outcome, then killed/survived per module, the kill rate, the surviving mutants
 (file:line, mutation) and the mean seconds per mutant (with the full sweep's estimate). Error
-messages (f-strings, raise statements) and type annotations are not mutated.
+messages (f-strings, raise statements), type annotations and what progress bars are told (the
+arguments of `progress_bar(...)` and `bar.update(...)`) are not mutated.
 """
 
 from __future__ import annotations
@@ -85,12 +86,23 @@ class Mutant:
         return f"{SRC / self.module}:{self.line}:{self.column}: {self.mutation}"
 
 
+def _is_progress_call(func: ast.AST) -> bool:
+    """`progress_bar(...)`, or `.update(...)` on a name ending in `bar` (`bar.update(1)`, `progress_bar.update`)."""
+    if isinstance(func, ast.Name):
+        return func.id == "progress_bar"
+    return (isinstance(func, ast.Attribute) and func.attr == "update" and isinstance(func.value, ast.Name)
+            and func.value.id.endswith("bar"))
+
+
 def _skipped(tree: ast.Module) -> set[int]:
-    """ids of nodes not to mutate: annotations, f-strings and raise statements (messages, not math)."""
+    """ids of nodes not to mutate: annotations, f-strings and raise statements (messages, not math), and the
+    arguments of progress-bar calls (`progress_bar(total=...)`, `bar.update(n)`: what a bar shows, not a result)."""
     roots: list[ast.AST] = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.JoinedStr, ast.Raise)):
             roots.append(node)
+        elif isinstance(node, ast.Call) and _is_progress_call(node.func):
+            roots.extend([*node.args, *(keyword.value for keyword in node.keywords)])
         elif isinstance(node, (ast.arg, ast.AnnAssign)) and node.annotation is not None:
             roots.append(node.annotation)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
