@@ -241,3 +241,13 @@ def test_skipped_template_tokens_are_neither_queries_nor_candidates():
     plain = Recorder(adapter.num_layers, TokenImportance(layers, TOP_P))
     capture(model, adapter, [batch], plain, attention_layers=layers)
     assert (plain.last_mask & skipped).any()
+
+
+def test_probe_layers_are_checked_against_the_model_at_both_ends():
+    from shortlvlm.importance import resolve_probe_layers
+
+    assert resolve_probe_layers([0, 5], 6) == [0, 5]  # the first and the last layer are layers
+    assert resolve_probe_layers("all", 4, skip=[1]) == [0, 2, 3]
+    for bad in ([6], [-1], []):
+        with pytest.raises(ValueError, match=r"must be indices in 0\.\.5"):
+            resolve_probe_layers(bad, 6)

@@ -187,6 +187,7 @@ def test_a_resumed_sequential_job_merges_the_stored_maps():
         (lambda: Cosine(steps=2.5), r"--cosine-steps"),
         (lambda: Cosine(lr=0.0), r"Cosine\.lr \(--cosine-lr\) must be a finite number > 0"),
         (lambda: Cosine(lr=float("nan")), r"--cosine-lr"),
+        (lambda: Cosine(lr="0.1"), r"Cosine\.lr \(--cosine-lr\) must be a finite number > 0"),  # not a TypeError
         (lambda: Cosine(init="zero"), r"Cosine\.init \(--cosine-init\) must be one of identity, lstsq"),
         (lambda: Cosine(tokens="some"), r"Cosine\.tokens \(--cosine-tokens\) must be one of all, important"),
         (lambda: Cosine(max_tokens=0), r"Cosine\.max_tokens \(--cosine-max-tokens\) must be a positive integer"),
@@ -197,6 +198,11 @@ def test_a_resumed_sequential_job_merges_the_stored_maps():
 def test_bad_options_are_refused(options, message):
     with pytest.raises(CompensationError, match=message):
         options()
+
+
+def test_the_bounds_themselves_are_accepted():
+    assert Cosine(steps=1).steps == 1 and Cosine(steps=10_000).steps == 10_000
+    assert Cosine(lr=1e-12).lr == 1e-12
 
 
 def test_tokens_with_nan_are_refused_and_nothing_is_edited():

@@ -9,7 +9,7 @@ import torch
 from shortlvlm import LstSq, drop_layers, get_adapter
 from shortlvlm.capture import batch_from_inputs, bypass_layers
 from shortlvlm.compensation import CompensationError, compensate, measure_bridges, solve_bridge
-from shortlvlm.compensation.lstsq import merge_bridge
+from shortlvlm.compensation.lstsq import merge_bridge, residual_fraction
 from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
 
 
@@ -75,6 +75,19 @@ def test_gap_left_is_the_residual_of_the_fit_relative_to_no_bridge():
     assert entry["edited_layer"] == 1 and entry["writers"] == ["mlp.down_proj"]
     assert entry["gap_left"] == pytest.approx(expected, rel=1e-5)
     assert 0 < entry["gap_left"] < 1  # the bridge closes part of the gap on the tokens it is fitted on
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_gap_left_is_a_share_at_any_scale_and_zero_without_a_gap(scale):
+    """The share of the gap the bridge leaves does not depend on the gap's size (a gap energy below 1 too)."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 3, generator=generator, dtype=torch.float64) * scale
+    gap = torch.randn(40, 3, generator=generator, dtype=torch.float64) * scale
+    y = gap + a
+    transform = torch.randn(3, 3, generator=generator, dtype=torch.float64)
+    share = residual_fraction(transform, a.T @ a, a.T @ y, (y * y).sum().reshape(1), (gap * gap).sum().reshape(1))
+    assert share == pytest.approx(float(((a @ transform - y) ** 2).sum() / (gap**2).sum()), rel=1e-9)
+    assert residual_fraction(transform, a.T @ a, a.T @ y, (y * y).sum().reshape(1), torch.zeros(1)) == 0.0
 
 
 @pytest.mark.parametrize("model_type", ["llava", "qwen2_vl", "idefics3"])

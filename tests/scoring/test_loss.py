@@ -110,3 +110,13 @@ def test_a_model_that_cannot_take_encoder_outputs_runs_the_encoder_every_pass(ma
     answer_loss(context)
     answer_loss(context)
     assert calls[0] == 2 and context.encoder_outputs == {}
+
+
+def test_a_pass_may_record_the_layer_it_starts_at_but_not_below(make_context):
+    context = make_context("llava", num_layers=6, dtype=torch.float64)
+    _, recorded = answer_loss_streams(context, record=[3])
+    full, again = answer_loss_streams(context, resume=Resume(3, recorded[3]), record=[3, 4])
+    assert full == pytest.approx(answer_loss(context), rel=1e-12)
+    assert torch.equal(again[3][0], recorded[3][0])  # the stored stream, kept as it was handed in
+    with pytest.raises(ValueError, match="cannot record below layer 3"):
+        answer_loss_streams(context, resume=Resume(3, recorded[3]), record=[2])
