@@ -238,3 +238,18 @@ def test_bridged_passes_refuse_a_post_normed_writer_in_one_line(make_context):
     with pytest.raises(CompensationError, match=r"followed by .*a norm") as error:
         TISLoss(bridge=True).rank(context, 2)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("bridge", [False, True])
+def test_passes_from_the_input_run_every_layer_they_keep(make_context, bridge):
+    """The cost the details report, counted by hand: with --loss-recompute every pass runs every layer it does not
+    bypass (the one-shot passes remove one layer, a step's trials one more than were chosen before it; each
+    bridged step's fitting pass removes the chosen ones)."""
+    context = make_context("llava", num_layers=8, dtype=torch.float64)
+    ranking = TISLoss(recheck=2, full_steps=1, bridge=bridge, recompute=True).rank(context, 3)
+    pool, steps = ranking.details["pool"], ranking.details["greedy_steps"]
+    expected = len(pool) * (8 - 1)
+    expected += sum(len(step["tried"]) * (8 - chosen - 1) for chosen, step in enumerate(steps) if chosen > 0)
+    if bridge:
+        expected += sum(8 - chosen for chosen in range(3))
+    assert ranking.details["decoder_layers_run"] == expected
