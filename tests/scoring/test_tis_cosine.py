@@ -157,13 +157,16 @@ def test_default_scores_average_per_sample_over_unequal_batches():
     batches = [right_padded(model, samples[i:i + 2]) for i in range(0, len(samples), 2)]
     assert [b.valid.shape[0] for b in batches] == [2, 2, 1] and not batches[0].valid.all()
     template = shared_prefix(samples, image_id)
-    per_sample = []
+    per_sample, visual = [], []
     for sample in samples:
         with torch.no_grad():
             out = model(**sample, output_attentions=True, use_cache=False)
         mask = naive_important(out, sample["input_ids"], image_id, template)[0]
+        visual.append(float((sample["input_ids"][0] == image_id)[mask].sum() / mask.sum()))
         per_sample.append([float(torch.nn.functional.cosine_similarity(h_in[0], h_out[0], dim=-1)[mask].mean())
                            for h_in, h_out in layer_streams(model, sample)])
     expected = [sum(column) / len(samples) for column in zip(*per_sample, strict=True)]
-    scores = get_scorer("tis-cosine").rank(ScoringContext(model, adapter, batches), 1).scores
-    assert scores == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    ranking = get_scorer("tis-cosine").rank(ScoringContext(model, adapter, batches), 1)
+    assert ranking.scores == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # the reported share of image tokens among the important ones: a mean over samples too
+    assert ranking.details["visual_share_of_important_tokens"] == pytest.approx(sum(visual) / len(visual), rel=1e-9)
