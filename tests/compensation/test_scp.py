@@ -196,3 +196,17 @@ def test_default_scp_measures_the_gap_on_tis_important_tokens():
     basis = torch.linalg.svd(stacked, full_matrices=False).Vh[:SCP().rank].T
     expected = (torch.eye(basis.shape[0], dtype=torch.float64) + projector(basis)) @ weight
     torch.testing.assert_close(dict(model.named_parameters())[writer].detach(), expected, rtol=1e-8, atol=1e-10)
+
+
+def test_top_subspace_drops_directions_below_the_relative_tolerance_at_any_scale():
+    """A rank-2 H^T H (plus round-off) keeps 2 directions whatever its scale; the cut is relative to the largest
+    eigenvalue."""
+    generator = torch.Generator().manual_seed(0)
+    h = torch.randn(30, 2, generator=generator, dtype=torch.float64) @ torch.randn(2, 6, generator=generator,
+                                                                                     dtype=torch.float64)
+    for scale in (1e-6, 1.0, 1e6):
+        basis, values = top_subspace((h * scale).T @ (h * scale), rank=4)
+        assert basis.shape == (6, 2) and values.shape == (2,)
+        assert torch.all(values[:-1] >= values[1:])
+    basis, values = top_subspace(h.T @ h + 1e-3 * torch.eye(6, dtype=torch.float64), rank=4)
+    assert basis.shape == (6, 4)  # full rank: the rank option caps it
