@@ -288,17 +288,18 @@ def test_a_ranking_scored_with_other_options_is_not_reused(tmp_path, caplog):
     assert loader.loads == 0  # now current: nothing redone
 
 
-def test_a_ranking_recorded_before_an_option_existed_is_reused_only_while_that_option_is_at_its_default():
-    """tis-loss's `bridge` came after many stored comparisons: their records lack it, and meant bridge=false."""
+def test_a_ranking_recorded_before_an_option_existed_holds_the_value_it_was_made_with():
+    """tis-loss's `bridge` came after many stored comparisons: their records lack it, and meant bridge=false
+    (`TISLoss.recorded_before`), although the default is now on."""
     from shortlvlm.jobs.compare_results import same_options
     from shortlvlm.scoring import TISLoss
 
     old = {"name": "tis-loss", **TISLoss().to_dict()}
     del old["bridge"], old["bridge_ridge"]
-    assert same_options(old, TISLoss())
-    assert not same_options(old, TISLoss(bridge=True))
-    assert not same_options({**old, "full_steps": 2}, TISLoss())  # a recorded option still has to match
-    assert same_options({"name": "tis-loss", **TISLoss(bridge=True).to_dict()}, TISLoss(bridge=True))
+    assert same_options(old, TISLoss(bridge=False))
+    assert not same_options(old, TISLoss())  # the default ranks another way: scored again
+    assert not same_options({**old, "full_steps": 2}, TISLoss(bridge=False))  # a recorded option still has to match
+    assert same_options({"name": "tis-loss", **TISLoss().to_dict()}, TISLoss())
 
 
 def test_a_cell_measured_with_other_compensation_options_is_measured_again(tmp_path, caplog):

@@ -12,7 +12,6 @@ from tests.scoring.conftest import forbid_model_copies, labels_for
 from tests.scoring.test_ppl import dropped_perplexity
 
 from shortlvlm import drop_layers, get_adapter
-from shortlvlm.errors import CompensationError
 from shortlvlm.scoring import ScoringError, TISCosine, TISLoss, get_scorer
 from shortlvlm.scoring.tis_loss import pool_size
 
@@ -28,7 +27,7 @@ def test_pool_size():
 def test_pool_is_the_tis_cosine_top_and_scores_are_dropped_model_perplexities(make_context, monkeypatch):
     context = make_context("qwen2_vl", num_layers=8, dtype=torch.float64)
     forbid_model_copies(monkeypatch, "tis-loss")
-    ranking = TISLoss(recheck=0, full_steps=0).rank(context, 2)
+    ranking = TISLoss(recheck=0, full_steps=0, bridge=False).rank(context, 2)
     monkeypatch.undo()
     cosine_order = TISCosine().rank(context, 2).order
     assert ranking.details["pool"] == cosine_order[:4]  # 2 + max(2, ceil(1))
@@ -44,21 +43,22 @@ def test_pool_is_the_tis_cosine_top_and_scores_are_dropped_model_perplexities(ma
 
 def test_a_shortlist_of_one_spends_no_greedy_passes(make_context):
     context = make_context("llava", num_layers=8)
-    one, zero = TISLoss(recheck=1, full_steps=0).rank(context, 3), TISLoss(recheck=0, full_steps=0).rank(context, 3)
+    one = TISLoss(recheck=1, full_steps=0, bridge=False).rank(context, 3)
+    zero = TISLoss(recheck=0, full_steps=0, bridge=False).rank(context, 3)
     assert one.order == zero.order
     assert one.details["loss_passes"] == len(one.details["pool"]) == 5
 
 
 def test_with_the_whole_model_as_pool_and_shortlist_it_is_sleb(make_context):
     context = make_context("llava", num_layers=6, dtype=torch.float64)
-    ranking = TISLoss(pool_extra=10.0, recheck=6).rank(context, 3)
+    ranking = TISLoss(pool_extra=10.0, recheck=6, bridge=False).rank(context, 3)
     assert ranking.order == get_scorer("sleb").rank(context, 3).order
     assert sorted(ranking.details["pool"]) == list(range(6))
 
 
 def test_greedy_steps_equal_naive_greedy_on_dropped_models_within_the_shortlist(make_context):
     context = make_context("gemma3", num_layers=8, dtype=torch.float64)
-    ranking = TISLoss(recheck=2, full_steps=0).rank(context, 3)
+    ranking = TISLoss(recheck=2, full_steps=0, bridge=False).rank(context, 3)
     pool = ranking.details["pool"]
     one_shot = {layer: dropped_perplexity(context, [layer]) for layer in pool}
     chosen = [min(pool, key=lambda layer: (one_shot[layer], layer))]
@@ -89,7 +89,7 @@ def naive_pool_greedy(context, pool, num_remove, full, recheck):
 @pytest.mark.parametrize("full", [1, 2])
 def test_full_steps_follow_the_rule_on_dropped_models(make_context, full):
     context = make_context("llava", num_layers=8, dtype=torch.float64)
-    ranking = TISLoss(recheck=2, full_steps=full).rank(context, 4)
+    ranking = TISLoss(recheck=2, full_steps=full, bridge=False).rank(context, 4)
     pool = ranking.details["pool"]
     assert len(pool) == 6
     assert (ranking.order, ranking.details["loss_passes"]) == naive_pool_greedy(context, pool, 4, full, 2)
@@ -99,7 +99,7 @@ def test_full_steps_follow_the_rule_on_dropped_models(make_context, full):
 
 def test_full_steps_on_every_step_is_sleb_on_the_pool(make_context):
     context = make_context("gemma3", num_layers=8, dtype=torch.float64)
-    ranking = TISLoss(recheck=2, full_steps=10).rank(context, 3)
+    ranking = TISLoss(recheck=2, full_steps=10, bridge=False).rank(context, 3)
     pool = ranking.details["pool"]
     chosen = []
     for _ in range(3):
@@ -121,8 +121,8 @@ def test_options_are_checked():
 @pytest.mark.parametrize("model_type", ["llava", "qwen2_vl", "gemma3", "idefics3"])
 def test_passes_started_from_stored_streams_give_the_recomputed_losses_for_less_compute(make_context, model_type):
     context = make_context(model_type, num_layers=10, dtype=torch.float64)
-    reused = TISLoss(pool_min_extra=3, full_steps=2).rank(context, 4)
-    recomputed = TISLoss(pool_min_extra=3, full_steps=2, recompute=True).rank(context, 4)
+    reused = TISLoss(pool_min_extra=3, full_steps=2, bridge=False).rank(context, 4)
+    recomputed = TISLoss(pool_min_extra=3, full_steps=2, bridge=False, recompute=True).rank(context, 4)
     assert reused.order == recomputed.order
     assert reused.scores == pytest.approx(recomputed.scores, rel=1e-12, nan_ok=True)
     assert [s["perplexity"] for s in reused.details["greedy_steps"]] == pytest.approx(
@@ -229,27 +229,26 @@ def test_bridged_passes_from_stored_streams_give_the_recomputed_losses(make_cont
     assert reused.order == recomputed.order
     assert reused.scores == pytest.approx(recomputed.scores, rel=1e-10, nan_ok=True)
     assert reused.details["decoder_layers_run"] < 0.9 * recomputed.details["decoder_layers_run"]
-    bare = TISLoss(pool_min_extra=3, full_steps=2).rank(context, 4)
+    bare = TISLoss(pool_min_extra=3, full_steps=2, bridge=False).rank(context, 4)
     assert reused.scores != pytest.approx(bare.scores, rel=1e-6, nan_ok=True)  # the bridges change the losses
 
 
-def test_bridged_passes_refuse_a_post_normed_writer_in_one_line(make_context):
+def test_without_a_writer_a_map_can_edit_the_bare_losses_rank_and_say_so(make_context, caplog):
+    """Gemma 3's MLP writer is followed by a norm: the default (bridged) search falls back to the bare one."""
     context = make_context("gemma3", num_layers=6)
-    with pytest.raises(CompensationError, match=r"followed by .*a norm") as error:
-        TISLoss(bridge=True).rank(context, 2)
-    assert "\n" not in str(error.value)
+    with caplog.at_level("WARNING", logger="shortlvlm"):
+        ranking = TISLoss().rank(context, 2)
+    assert ranking.details["bridge"].startswith("off: ") and "followed by" in ranking.details["bridge"]
+    assert "bridge_fit_passes" not in ranking.details
+    assert any("bare answer losses" in message for message in caplog.messages)
+    bare = TISLoss(bridge=False).rank(context, 2)
+    assert ranking.order == bare.order and ranking.scores == pytest.approx(bare.scores, nan_ok=True)
 
 
-@pytest.mark.parametrize("bridge", [False, True])
-def test_passes_from_the_input_run_every_layer_they_keep(make_context, bridge):
-    """The cost the details report, counted by hand: with --loss-recompute every pass runs every layer it does not
-    bypass (the one-shot passes remove one layer, a step's trials one more than were chosen before it; each
-    bridged step's fitting pass removes the chosen ones)."""
-    context = make_context("llava", num_layers=8, dtype=torch.float64)
-    ranking = TISLoss(recheck=2, full_steps=1, bridge=bridge, recompute=True).rank(context, 3)
-    pool, steps = ranking.details["pool"], ranking.details["greedy_steps"]
-    expected = len(pool) * (8 - 1)
-    expected += sum(len(step["tried"]) * (8 - chosen - 1) for chosen, step in enumerate(steps) if chosen > 0)
-    if bridge:
-        expected += sum(8 - chosen for chosen in range(3))
-    assert ranking.details["decoder_layers_run"] == expected
+def test_the_bridge_is_the_default_and_plans_without_it_ranked_bare():
+    from shortlvlm.scoring import scorer_from_dict
+
+    assert TISLoss().bridge is True
+    old = {"name": "tis-loss", **TISLoss().to_dict()}
+    del old["bridge"], old["bridge_ridge"]
+    assert scorer_from_dict(old).bridge is False  # a plan written before the option existed

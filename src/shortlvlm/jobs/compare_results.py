@@ -21,11 +21,11 @@ NOT_RANKING = ("recompute",)
 
 
 def same_options(recorded: dict, scorer: Scorer) -> bool:
-    """Whether a plan's recorded scorer options are `scorer`'s. An option missing from the record is one added
-    after the plan was made, whose default keeps the behaviour the plan was made with (tis-loss's `bridge`):
-    the record holds that default."""
+    """Whether a plan's recorded scorer options are `scorer`'s. An option missing from the record was added after
+    the plan was made: it holds the value the plan was made with (`Scorer.recorded_before`, e.g. tis-loss's
+    `bridge` off), else its default."""
     current = {"name": scorer.name, **scorer.to_dict()}
-    filled = {"name": scorer.name, **type(scorer)().to_dict(), **recorded}
+    filled = {"name": scorer.name, **type(scorer)().to_dict(), **type(scorer).recorded_before, **recorded}
     return ({k: v for k, v in filled.items() if k not in NOT_RANKING}
             == {k: v for k, v in current.items() if k not in NOT_RANKING})
 

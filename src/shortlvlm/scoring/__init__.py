@@ -41,7 +41,8 @@ def scorer_from_dict(data: object) -> Scorer:
     if not isinstance(data, dict) or data.get("name") not in SCORERS:
         raise ScoringError(f"the plan's scorer must name one of {', '.join(sorted(SCORERS))}, got {data!r:.80}; "
                            "write plans with `shortlvlm score`")
-    return SCORERS[data["name"]].from_dict({k: v for k, v in data.items() if k != "name"})
+    cls = SCORERS[data["name"]]
+    return cls.from_dict({**cls.recorded_before, **{k: v for k, v in data.items() if k != "name"}})
 
 
 __all__ = [

@@ -46,8 +46,11 @@ not on the test split.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+from typing import ClassVar
 
+from shortlvlm.errors import CompensationError
 from shortlvlm.importance import TIS
 from shortlvlm.log import progress_bar
 from shortlvlm.options import is_bool, non_negative_int, option, options
@@ -55,6 +58,8 @@ from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext, order_b
 from shortlvlm.scoring.bridged import BridgedPool
 from shortlvlm.scoring.loss import Resume, answer_loss_streams
 from shortlvlm.scoring.tis_cosine import TISCosine
+
+log = logging.getLogger(__name__)
 
 
 def _non_negative(value: object) -> str | None:
@@ -73,6 +78,7 @@ class TISLoss(Scorer):
 
     name = "tis-loss"
     needs_answers = True
+    recorded_before: ClassVar[dict] = {"bridge": False}  # plans written before the bridged passes ranked bare
     needs_count = True  # the pool's size and the greedy steps depend on how many layers go
 
     tis: TIS = option(default_factory=TIS, help="which tokens the cosine is measured on (Token Importance Scores)")
@@ -89,10 +95,12 @@ class TISLoss(Scorer):
                                   "remaining pool layer with the removed ones bypassed (SLEB's step on the pool); "
                                   "later shortlists follow the last such measurement (0: the one-shot losses)")
 
-    bridge: bool = option(False, check=is_bool, flag="--loss-bridge",
+    bridge: bool = option(True, check=is_bool, flag="--loss-bridge",
                           help="measure each trial with the least-squares bridge of the layer it removes applied "
                                "(fitted on the model with the chosen layers removed and bridged; one more pass "
-                               "per step), so layers no bridge can replace are not chosen (docs/design.md §2.5.1)")
+                               "per step): the ranking for a model pruned with --compensation lstsq, chosen on "
+                               "smol-llava's selection split (docs/design.md §2.5.1); --no-loss-bridge: the bare "
+                               "losses, for pruning without a bridge")
     bridge_ridge: float = option(0.01, check=_non_negative, flag="--loss-bridge-ridge",
                                  help="ridge of those bridges, as a fraction of tr(A^T A)/d (--lstsq-ridge's "
                                       "meaning)")
@@ -113,14 +121,21 @@ class TISLoss(Scorer):
         greedy_trials = (sum(len(pool) - step for step in range(1, full + 1))
                          + (min(self.recheck, len(pool)) if self.recheck > 1 else 0) * shortlisted)
         fit_passes = max(num_remove, 1) if self.bridge else 0  # one per step, the one-shot step included
+        fit_passes = 0 if self.bridge and not _bridgeable(context) else fit_passes
         bar = progress_bar(total=(len(pool) + greedy_trials + fit_passes) * len(context.batches), desc="tis-loss",
                            unit="batch", leave=False)
         scores = [math.nan] * context.adapter.num_layers
         steps = []
         if self.recompute:  # every pass from the pixels: no stored streams, the image encoder run each time
             context = dataclasses.replace(context, reuse_encoder=False)
-        streams = (BridgedPool(context, pool, enabled=not self.recompute, ridge=self.bridge_ridge) if self.bridge
-                   else _PoolStreams(context, pool, enabled=not self.recompute))
+        streams, bridged = _PoolStreams(context, pool, enabled=not self.recompute), "off"
+        if self.bridge:
+            try:
+                streams = BridgedPool(context, pool, enabled=not self.recompute, ridge=self.bridge_ridge)
+                bridged = "on"
+            except CompensationError as err:  # Gemma 3: no writer a linear map edits; the bare losses rank
+                bridged = f"off: {err}"
+                log.warning("tis-loss ranks by the bare answer losses: %s", err)
         with bar:
             streams.step([], bar)
             # one-shot losses, highest pool layer first: that pass runs from the input and keeps the
@@ -152,9 +167,18 @@ class TISLoss(Scorer):
         details = {"tis_cosine_similarity": similarity, "pool": pool, "greedy_steps": steps,
                    "loss_passes": len(pool) + sum(len(s["tried"]) for s in steps[1:]),
                    "decoder_layers_run": streams.layers_run,
-                   **({"bridge_fit_passes": streams.fit_passes} if self.bridge else {})}
+                   **({"bridge": bridged} if self.bridge else {}),
+                   **({"bridge_fit_passes": streams.fit_passes} if bridged == "on" else {})}
         return LayerRanking(scores, order, "answer perplexity with only this layer removed, measured on the pool of "
                             "the most TIS-cosine-similar layers (NaN outside it); the order is greedy", details)
+
+
+def _bridgeable(context: ScoringContext) -> bool:
+    try:
+        BridgedPool.writer_name(context.adapter)
+    except CompensationError:
+        return False
+    return True
 
 
 class _PoolStreams:
