@@ -1,10 +1,10 @@
 """Method names a user gives (`--method`): a scorer, or a named recipe of scorer and compensation.
 
-Two recipes: `tis-loss+lstsq`, the default (tis-loss scoring with the sequential least-squares bridge,
-the best measured combination on smol-llava: docs/design.md §2.7), and `short-lvlm`, the paper's
-method (TIS-cosine scoring with SCP). Every scorer's own name is that scorer without compensation.
-`compensation` is "none" or a compensation's name, scp, lstsq or magnitude (a comparison may pair any
-scorer with any of them).
+Two recipes: `tis-loss+lstsq`, the default (tis-loss scoring, its loss passes bridged by default, with the
+sequential least-squares bridge; the best measured combination on smol-llava: docs/design.md §2.5.1, §2.7),
+and `short-lvlm`, the paper's method (TIS-cosine scoring with SCP). Every scorer's own name is that scorer
+without compensation. `compensation` is "none" or a compensation's name (scp, lstsq, cosine, magnitude,
+laco; a comparison may pair any scorer with any of them).
 """
 
 from __future__ import annotations

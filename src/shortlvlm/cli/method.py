@@ -11,12 +11,13 @@ from shortlvlm.methods import DEFAULT_METHOD, METHODS, resolve_method
 from shortlvlm.scoring import SCORERS, Scorer
 
 METHOD_HELP = (
-    "layer-selection rule: tis-loss+lstsq (default: tis-loss scoring, a least-squares bridge over each cut; the "
-    "best measured on smol-llava, README 'Which method'); short-lvlm = the Short-LVLM paper's method, tis-cosine "
-    "scoring + scp compensation; tis-loss (token-aware cosine shortlist, answer-loss passes decide); tis-cosine "
-    "(Short-LVLM's scorer alone); block-influence (ShortGPT); angular (Gromov et al., best contiguous block); "
-    "sleb (greedy, re-evaluated after each removal); taylor (Taylor+, Shortened LLaMA); ppl (Shortened LLaMA); "
-    "last; random (seeded). tis-loss, sleb, ppl and taylor measure the loss on the calibration answers")
+    "layer-selection rule: tis-loss+lstsq (default: tis-loss scoring whose loss passes apply each trial's bridge, "
+    "a least-squares bridge over each cut; the best measured on smol-llava, README 'Which method'); "
+    "short-lvlm = the Short-LVLM paper's method, tis-cosine scoring + scp compensation; tis-loss (token-aware "
+    "cosine shortlist, answer-loss passes decide); tis-cosine (Short-LVLM's scorer alone); block-influence "
+    "(ShortGPT); angular (Gromov et al., best contiguous block); sleb (greedy, re-evaluated after each removal); "
+    "taylor (Taylor+, Shortened LLaMA); ppl (Shortened LLaMA); last; random (seeded). tis-loss, sleb, ppl and "
+    "taylor measure the loss on the calibration answers")
 
 
 def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
