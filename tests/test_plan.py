@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from shortlvlm import SCP, TIS, Plan, TISCosine, load, prune
+from shortlvlm.jobs.compare_spec import parse_methods
 from shortlvlm.methods import METHODS, default_compensation
 from shortlvlm.plan import FORMAT, PlanError
 from shortlvlm.scoring import RandomLayers, TaylorPlus, scorer_from_dict
@@ -87,11 +89,15 @@ def test_format_1_scorer_options_are_converted(params, scorer):
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks" / "results").rglob("plans/*.json")), ids=lambda p: p.stem)
 def test_the_shipped_comparison_plans_still_load(path):
     plan = Plan.load(path)
-    # compare names each plan by its method, with "+compensation" where it differs from the method's default
+    # compare names each plan by its setting: the method, with "+compensation" where it differs from the method's
+    # default, and any options in brackets (tis-loss[bridge=true]+lstsq), which the plan's scorer must hold
     label = (plan.method if plan.compensation == default_compensation(plan.method)
              else f"{plan.method}+{plan.compensation}")
-    assert label == path.stem
+    assert label == re.sub(r"\[[^\]]*\]", "", path.stem)
     assert scorer_from_dict(plan.scorer).name == METHODS[plan.method][0]
+    if "[" in path.stem:
+        (spec,) = parse_methods(path.stem)
+        assert scorer_from_dict(plan.scorer) == spec.make_scorer(0)
     order = plan.params["removal_order"]
     assert len(set(order)) == len(order) and set(order) <= set(range(plan.num_layers_before))
 
