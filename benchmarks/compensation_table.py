@@ -24,6 +24,18 @@ def label(selection: str, compensation: str) -> str:
     return selection if compensation == "none" else f"{selection}+{compensation}"
 
 
+def per_ratio_rows(cells: dict, selections: list[str], ratios: list[str], shown) -> list[str]:
+    """One table row per (selection, compensation) the comparison holds: shown(cell) per ratio, "-" where missing."""
+    rows = []
+    for selection in selections:
+        for compensation in COMPENSATIONS:
+            row = cells.get(label(selection, compensation))
+            if row is not None:
+                values = ["-" if row.get(r) is None else shown(row[r]) for r in ratios]
+                rows.append(f"| {selection} | {compensation} | " + " | ".join(values) + " |")
+    return rows
+
+
 def tables(results: dict, selections: list[str], family_ratio: str) -> list[str]:
     cells, unpruned = results["cells"], results["unpruned"]
     ratios = sorted({r for row in cells.values() for r in row}, key=float)
@@ -32,14 +44,8 @@ def tables(results: dict, selections: list[str], family_ratio: str) -> list[str]
     lines += ["## Score (retention) per ratio", "",
               "| selection | compensation | " + " | ".join(f"{float(r):.0%}" for r in ratios) + " |",
               "|---|---|" + "---|" * len(ratios)]
-    for selection in selections:
-        for compensation in COMPENSATIONS:
-            row = cells.get(label(selection, compensation))
-            if row is None:
-                continue
-            values = [row.get(r) for r in ratios]
-            shown = ["-" if v is None else f"{v['score']:.1f} ({v['score'] / unpruned['score']:.0%})" for v in values]
-            lines.append(f"| {selection} | {compensation} | " + " | ".join(shown) + " |")
+    lines += per_ratio_rows(cells, selections, ratios,
+                            lambda cell: f"{cell['score']:.1f} ({cell['score'] / unpruned['score']:.0%})")
     families = list(unpruned["metrics"].get("per_family", {}))
     if families:
         lines += ["", f"## Per question family at {float(family_ratio):.0%}", "",
@@ -60,13 +66,7 @@ def tables(results: dict, selections: list[str], family_ratio: str) -> list[str]
               "magnitude, not a ratio measured side by side.", "",
               "| selection | compensation | " + " | ".join(f"{float(r):.0%}" for r in ratios) + " |",
               "|---|---|" + "---|" * len(ratios)]
-    for selection in selections:
-        for compensation in COMPENSATIONS:
-            row = cells.get(label(selection, compensation))
-            if row is None:
-                continue
-            lines.append(f"| {selection} | {compensation} | " + " | ".join(
-                "-" if row.get(r) is None else f"{row[r]['prune_seconds']:.1f}" for r in ratios) + " |")
+    lines += per_ratio_rows(cells, selections, ratios, lambda cell: f"{cell['prune_seconds']:.1f}")
     return lines
 
 
