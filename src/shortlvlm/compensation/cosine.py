@@ -20,11 +20,18 @@ import torch
 from torch import nn
 
 from shortlvlm.capture import CalibrationBatch, capture
-from shortlvlm.compensation.lstsq import STREAM_CHOICES, TOKEN_CHOICES, LstSq, bridge_tis, merge_bridge, solve_bridge
+from shortlvlm.compensation.lstsq import (
+    STREAM_CHOICES,
+    TOKEN_CHOICES,
+    LstSq,
+    bridge_tis,
+    measure_in_order,
+    merge_bridge,
+    solve_bridge,
+)
 from shortlvlm.compensation.runs import RemovedRun, RunStreams, removed_runs, uncompensated, writer_names
 from shortlvlm.errors import CompensationError
 from shortlvlm.importance import TokenImportance
-from shortlvlm.io.offload import read_weight, write_weight
 from shortlvlm.models import Adapter
 from shortlvlm.options import Options, non_negative_int, option, options, positive_int
 
@@ -142,29 +149,15 @@ def measure_cosine(
     runs = removed_runs(removed)
     if bridge.streams == "unpruned":
         return _measure(model, adapter, batches, runs, name, bridge, skip=[])
-    skip = [layer for run in runs if run.below is None for layer in run.layers]
-    compensated = [run for run in runs if run.below is not None]
-    measured: dict[str, torch.Tensor] = {}
-    originals: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
-    try:
-        for run in compensated:
-            measured.update(_measure(model, adapter, batches, [run], name, bridge, skip=skip))
-            if run is compensated[-1]:
-                break
-            writer = adapter.residual_writers(run.below)[name]
-            saved = {w: read_weight(writer, w).clone() for w in ("weight", "bias") if getattr(writer, w) is not None}
-            originals.append((writer, saved))
-            if len(measured[f"written.{run.below}"]) and measured[f"written.{run.below}"].abs().sum() > 0:
-                tokens = [measured[f"{key}.{run.below}"] for key in PARTS]
-                transform = fit_cosine(*tokens, bridge, run.layers)
-                measured[f"transform.{run.below}"] = transform
-                merge_bridge(writer, transform)
-            skip = [*skip, *run.layers]
-    finally:
-        for writer, saved in originals:
-            for weight, value in saved.items():
-                write_weight(writer, weight, value)
-    return measured
+    def fit(run: RemovedRun, measured: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        if not (len(measured[f"written.{run.below}"]) and measured[f"written.{run.below}"].abs().sum() > 0):
+            return None
+        transform = fit_cosine(*[measured[f"{key}.{run.below}"] for key in PARTS], bridge, run.layers)
+        measured[f"transform.{run.below}"] = transform  # saved with the tokens: each run is fitted once
+        return transform
+
+    return measure_in_order(adapter, runs, name,
+                            lambda run, skip: _measure(model, adapter, batches, [run], name, bridge, skip=skip), fit)
 
 
 def _measure(

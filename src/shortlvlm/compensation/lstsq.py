@@ -17,6 +17,7 @@ several compose), at one calibration pass per run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -145,28 +146,43 @@ def measure_bridges(
     runs = removed_runs(removed)
     if bridge.streams == "unpruned":
         return _measure(model, adapter, batches, runs, name, bridge, skip=[])
+
+    def fit(run: RemovedRun, measured: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        ata, aty = measured[f"ata.{run.below}"], measured[f"aty.{run.below}"]
+        if int(measured[f"tokens.{run.below}"]) and torch.trace(ata) > 0:
+            return solve_bridge(ata, aty, bridge.ridge, bridge.prior)
+        return None
+
+    return measure_in_order(adapter, runs, name,
+                            lambda run, skip: _measure(model, adapter, batches, [run], name, bridge, skip=skip), fit)
+
+
+def measure_in_order(
+    adapter: Adapter,
+    runs: list[RemovedRun],
+    name: str,
+    measure_run: Callable[[RemovedRun, list[int]], dict[str, torch.Tensor]],
+    fit_run: Callable[[RemovedRun, dict[str, torch.Tensor]], torch.Tensor | None],
+) -> dict[str, torch.Tensor]:
+    """Sequential streams (the bridges' `streams="sequential"`): each run with a kept layer below, from the bottom,
+    measured by `measure_run(run, skip)` on the model with the runs below it removed (`skip`, bypassed) and
+    bridged (`fit_run`'s map merged into their writer `name`); every merged writer is restored before returning,
+    so the weights are left as they were. The last run's map is not fitted here: nothing above it is measured."""
     skip = [layer for run in runs if run.below is None for layer in run.layers]
+    compensated = [run for run in runs if run.below is not None]
     measured: dict[str, torch.Tensor] = {}
     originals: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
     try:
-        for run in [run for run in runs if run.below is not None]:
-            measured.update(
-                _measure(model, adapter, batches, [run], name, bridge, skip=skip)
-            )
+        for run in compensated:
+            measured.update(measure_run(run, skip))
+            if run is compensated[-1]:
+                break
             writer = adapter.residual_writers(run.below)[name]
-            originals.append(
-                (
-                    writer,
-                    {
-                        w: read_weight(writer, w).clone()
-                        for w in ("weight", "bias")
-                        if getattr(writer, w) is not None
-                    },
-                )
-            )
-            ata, aty = measured[f"ata.{run.below}"], measured[f"aty.{run.below}"]
-            if int(measured[f"tokens.{run.below}"]) and torch.trace(ata) > 0:
-                merge_bridge(writer, solve_bridge(ata, aty, bridge.ridge, bridge.prior))
+            saved = {w: read_weight(writer, w).clone() for w in ("weight", "bias") if getattr(writer, w) is not None}
+            originals.append((writer, saved))
+            transform = fit_run(run, measured)
+            if transform is not None:
+                merge_bridge(writer, transform)
             skip = [*skip, *run.layers]
     finally:
         for writer, saved in originals:
