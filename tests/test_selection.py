@@ -58,3 +58,15 @@ def test_a_plan_without_a_weights_record_is_accepted_as_before(toy_plan):
     record = {k: v for k, v in toy_plan.model.items() if k != "weights"}
     old = Plan.from_dict({**toy_plan.to_dict(), "model": record})
     check_plan_matches(old, model, get_adapter(model))
+
+
+def test_a_plan_with_removal_sets_uses_them_and_an_empty_mapping_falls_back_to_the_order():
+    from shortlvlm.selection import planned_removal
+
+    base = {"method": "angular", "num_layers_before": 8, "removed_layers": []}
+    blocks = Plan.from_dict({**base, "params": {"removal_order": [1, 2, 3], "removal_sets": {"2": [5, 6]}}})
+    assert planned_removal(blocks, 2) == [5, 6]
+    with pytest.raises(PlanError, match="removal sets for 2 layers, not 3"):
+        planned_removal(blocks, 3)
+    empty = Plan.from_dict({**base, "params": {"removal_order": [4, 1, 2], "removal_sets": {}}})
+    assert planned_removal(empty, 2) == [4, 1]
