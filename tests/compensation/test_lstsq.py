@@ -227,11 +227,11 @@ def test_a_silent_writer_is_reported_and_left_alone():
 
 @pytest.mark.parametrize(("streams", "passes"), [("unpruned", 1), ("sequential", 2)])
 def test_fitting_adds_at_most_one_calibration_pass_per_removed_run(monkeypatch, streams, passes):
-    import shortlvlm.compensation.lstsq as lstsq
+    import shortlvlm.compensation.runs as runs  # every compensation's pass goes through runs.capture_runs
 
     calls = []
-    real = lstsq.capture
-    monkeypatch.setattr(lstsq, "capture", lambda *a, **k: calls.append(list(k["skip_layers"])) or real(*a, **k))
+    real = runs.capture
+    monkeypatch.setattr(runs, "capture", lambda *a, **k: calls.append(list(k["skip_layers"])) or real(*a, **k))
     model, adapter, batch, _ = float64_model(num_layers=8)
     compensate(model, adapter, [batch], [0, 3, 4, 6], LstSq(streams=streams))
     assert len(calls) == passes  # runs [3, 4] and [6] have a kept layer below; [0] has none

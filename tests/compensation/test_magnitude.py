@@ -206,11 +206,11 @@ def test_a_run_without_selected_tokens_is_reported_and_left_alone():
 
 
 def test_measuring_adds_one_calibration_pass_and_edits_nothing(monkeypatch):
-    import shortlvlm.compensation.magnitude as magnitude
+    import shortlvlm.compensation.runs as runs  # every compensation's pass goes through runs.capture_runs
 
     calls = []
-    real = magnitude.capture
-    monkeypatch.setattr(magnitude, "capture", lambda *a, **k: calls.append(list(k["skip_layers"])) or real(*a, **k))
+    real = runs.capture
+    monkeypatch.setattr(runs, "capture", lambda *a, **k: calls.append(list(k["skip_layers"])) or real(*a, **k))
     model, adapter = float64_model(num_layers=8)
     _, batch = float64_batch(model, adapter)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -19,17 +19,18 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from shortlvlm.capture import CalibrationBatch, capture
-from shortlvlm.compensation.lstsq import (
-    STREAM_CHOICES,
+from shortlvlm.capture import CalibrationBatch
+from shortlvlm.compensation.lstsq import STREAM_CHOICES, LstSq, measure_in_order, merge_bridge, solve_bridge
+from shortlvlm.compensation.runs import (
     TOKEN_CHOICES,
-    LstSq,
-    bridge_tis,
-    measure_in_order,
-    merge_bridge,
-    solve_bridge,
+    RemovedRun,
+    RunStreams,
+    capture_runs,
+    removed_runs,
+    token_tis,
+    uncompensated,
+    writer_names,
 )
-from shortlvlm.compensation.runs import RemovedRun, RunStreams, removed_runs, uncompensated, writer_names
 from shortlvlm.errors import CompensationError
 from shortlvlm.importance import TokenImportance
 from shortlvlm.models import Adapter
@@ -171,20 +172,9 @@ def _measure(
     skip: list[int],
 ) -> dict[str, torch.Tensor]:
     """One capture pass with the `skip` layers bypassed: the token sample of `runs`."""
-    importance = bridge_tis(bridge).importance(batches, adapter.num_layers, skip)
-    probes = importance.probe_layers if importance is not None else []
+    importance = token_tis(bridge.tokens).importance(batches, adapter.num_layers, skip)
     sample = TokenSample(runs, importance, bridge.max_tokens, bridge.seed)
-    handles = [
-        adapter.residual_writers(run.below)[name].register_forward_hook(
-            lambda mod, args, out, layer=run.below: sample.writer_output(layer, out)
-        )
-        for run in sample.runs
-    ]
-    try:
-        capture(model, adapter, batches, sample, attention_layers=probes, skip_layers=skip, desc="cosine")
-    finally:
-        for handle in handles:
-            handle.remove()
+    capture_runs(model, adapter, batches, sample, name, skip=skip, desc="cosine")
     hidden = adapter.config.get_text_config().hidden_size
     measured = {}
     for run in sample.runs:

@@ -23,22 +23,24 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from shortlvlm.capture import CalibrationBatch, capture
+from shortlvlm.capture import CalibrationBatch
 from shortlvlm.compensation.runs import (
+    TOKEN_CHOICES,
     RemovedRun,
     RunStreams,
+    capture_runs,
     edit_writer_rows,
     removed_runs,
+    token_tis,
     uncompensated,
     writer_names,
 )
 from shortlvlm.errors import CompensationError
-from shortlvlm.importance import TIS, TokenImportance
+from shortlvlm.importance import TokenImportance
 from shortlvlm.io.offload import read_weight, write_weight
 from shortlvlm.models import Adapter
 from shortlvlm.options import Options, option, options
 
-TOKEN_CHOICES = ("all", "important")
 STREAM_CHOICES = ("unpruned", "sequential")
 PRIOR_CHOICES = ("zero", "identity")
 
@@ -128,10 +130,6 @@ class BridgeStatistics(RunStreams):
         self.outputs, self.writer_outputs = {}, {}
 
 
-def bridge_tis(bridge: LstSq) -> TIS:
-    return TIS() if bridge.tokens == "important" else TIS(tokens="all")
-
-
 def measure_bridges(
     model: nn.Module,
     adapter: Adapter,
@@ -203,28 +201,9 @@ def _measure(
 ) -> dict[str, torch.Tensor]:
     """One capture pass with the `skip` layers bypassed: the statistics of `runs`."""
     hidden = adapter.config.get_text_config().hidden_size
-    importance = bridge_tis(bridge).importance(batches, adapter.num_layers, skip)
-    probes = importance.probe_layers if importance is not None else []
+    importance = token_tis(bridge.tokens).importance(batches, adapter.num_layers, skip)
     stats = BridgeStatistics(runs, importance, dim=hidden)
-    handles = [
-        adapter.residual_writers(run.below)[name].register_forward_hook(
-            lambda mod, args, out, layer=run.below: stats.writer_output(layer, out)
-        )
-        for run in stats.runs
-    ]
-    try:
-        capture(
-            model,
-            adapter,
-            batches,
-            stats,
-            attention_layers=probes,
-            skip_layers=skip,
-            desc="lstsq",
-        )
-    finally:
-        for handle in handles:
-            handle.remove()
+    capture_runs(model, adapter, batches, stats, name, skip=skip, desc="lstsq")
     measured = {}
     for run in stats.runs:
         below = run.below

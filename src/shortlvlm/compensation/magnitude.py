@@ -24,21 +24,23 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from shortlvlm.capture import CalibrationBatch, capture
+from shortlvlm.capture import CalibrationBatch
 from shortlvlm.compensation.runs import (
+    TOKEN_CHOICES,
     RemovedRun,
     RunStreams,
+    capture_runs,
     edit_writer_rows,
     removed_runs,
+    token_tis,
     uncompensated,
     writer_names,
 )
 from shortlvlm.errors import CompensationError
-from shortlvlm.importance import TIS, TokenImportance
+from shortlvlm.importance import TokenImportance
 from shortlvlm.models import Adapter
 from shortlvlm.options import Options, option, options
 
-TOKEN_CHOICES = ("all", "important")
 METHOD = "magnitude compensation"
 
 
@@ -107,12 +109,10 @@ def measure_magnitudes(
     writer_names(adapter, "both", METHOD)
     runs = removed_runs(removed)
     hidden = adapter.config.get_text_config().hidden_size
-    tis = TIS() if magnitude.tokens == "important" else TIS(tokens="all")
-    importance = tis.importance(batches, adapter.num_layers, [])
+    importance = token_tis(magnitude.tokens).importance(batches, adapter.num_layers, [])
     stats = MagnitudeStatistics(runs, importance, dim=hidden)
     if stats.runs:
-        probes = importance.probe_layers if importance is not None else []
-        capture(model, adapter, batches, stats, attention_layers=probes, skip_layers=[], desc="magnitude")
+        capture_runs(model, adapter, batches, stats, None, skip=[], desc="magnitude")
     measured = {}
     for run in stats.runs:
         below = run.below

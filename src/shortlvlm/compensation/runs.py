@@ -8,13 +8,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shortlvlm.capture import CalibrationBatch
+from shortlvlm.capture import CalibrationBatch, capture
 from shortlvlm.errors import CompensationError
-from shortlvlm.importance import ImportanceAwareCollector, TokenImportance
+from shortlvlm.importance import TIS, ImportanceAwareCollector, TokenImportance
 from shortlvlm.io.offload import read_weight, write_weight
 from shortlvlm.models import Adapter
 
 WRITER_CHOICES = ("mlp", "attn", "both")
+TOKEN_CHOICES = ("all", "important")  # the `tokens` option of the compensations that have one
+
+
+def token_tis(tokens: str) -> TIS:
+    """The TIS options a compensation's `tokens` names: TIS's important tokens (TIS() defaults) or every real one."""
+    return TIS() if tokens == "important" else TIS(tokens="all")
 
 
 @dataclass
@@ -90,6 +96,24 @@ class RunStreams(ImportanceAwareCollector):
         """Called from hooks on the hooked writers of the kept layers below the runs."""
         previous = self.writer_outputs.get(layer)
         self.writer_outputs[layer] = output if previous is None else previous + output
+
+
+def capture_runs(model: nn.Module, adapter: Adapter, batches: list[CalibrationBatch], collector: RunStreams,
+                 writer: str | None, *, skip: list[int], desc: str) -> None:
+    """One capture pass feeding `collector` (its importance's probe layers with attention, the `skip` layers
+    bypassed), with `writer` of each of its runs' kept layers hooked into `collector.writer_output` (None: none)."""
+    importance = collector.importance
+    probes = importance.probe_layers if importance is not None else []
+    handles = [] if writer is None else [
+        adapter.residual_writers(run.below)[writer].register_forward_hook(
+            lambda mod, args, out, layer=run.below: collector.writer_output(layer, out))
+        for run in collector.runs
+    ]
+    try:
+        capture(model, adapter, batches, collector, attention_layers=probes, skip_layers=skip, desc=desc)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @torch.no_grad()
