@@ -67,14 +67,9 @@ class BridgedPool:
     layer, bar)` per trial, `removed(layer)` once a layer is picked.
     """
 
-    @staticmethod
-    def writer_name(adapter) -> str:
-        """The MLP writer the maps act on; CompensationError where a norm follows it (Gemma 3)."""
-        (name,) = writer_names(adapter, "mlp", "tis-loss's bridged loss passes (--loss-bridge)")
-        return name
-
     def __init__(self, context: ScoringContext, pool: list[int], *, enabled: bool, ridge: float):
-        name = self.writer_name(context.adapter)
+        # the MLP writer the maps act on; CompensationError where a norm follows it (Gemma 3)
+        (name,) = writer_names(context.adapter, "mlp", "tis-loss's bridged loss passes (--loss-bridge)")
         self.context, self.pool, self.enabled, self.ridge = context, sorted(pool), enabled, ridge
         self.writers = {index: context.adapter.residual_writers(index)[name]
                         for index in range(context.adapter.num_layers)}

@@ -39,6 +39,9 @@ CPU in the model's dtype, up to three sets at once (the current
 model's, the best trial's so far, the pass being recorded): about 3·P·(calibration tokens)·hidden
 values, 20 GB for a 7B model (hidden 4096, bf16) with 64 samples of 700 tokens and P = 18;
 `--loss-recompute` runs every pass from the input instead and stores nothing (same losses).
+With `bridge` (the default, scoring/bridged.py, docs/design.md §2.5.1) every trial is measured with its
+least-squares bridge applied: one more full pass per greedy step fits the bridges, and a trial starts one
+layer lower (at the kept layer whose writer the bridge edits).
 The defaults were chosen on held-out selection questions (benchmarks/tis_loss_selection.py),
 not on the test split.
 """
@@ -120,12 +123,6 @@ class TISLoss(Scorer):
         shortlisted = max(0, num_remove - 1 - full)
         greedy_trials = (sum(len(pool) - step for step in range(1, full + 1))
                          + (min(self.recheck, len(pool)) if self.recheck > 1 else 0) * shortlisted)
-        fit_passes = max(num_remove, 1) if self.bridge else 0  # one per step, the one-shot step included
-        fit_passes = 0 if self.bridge and not _bridgeable(context) else fit_passes
-        bar = progress_bar(total=(len(pool) + greedy_trials + fit_passes) * len(context.batches), desc="tis-loss",
-                           unit="batch", leave=False)
-        scores = [math.nan] * context.adapter.num_layers
-        steps = []
         if self.recompute:  # every pass from the pixels: no stored streams, the image encoder run each time
             context = dataclasses.replace(context, reuse_encoder=False)
         streams, bridged = _PoolStreams(context, pool, enabled=not self.recompute), "off"
@@ -136,6 +133,11 @@ class TISLoss(Scorer):
             except CompensationError as err:  # Gemma 3: no writer a linear map edits; the bare losses rank
                 bridged = f"off: {err}"
                 log.warning("tis-loss ranks by the bare answer losses: %s", err)
+        fit_passes = max(num_remove, 1) if bridged == "on" else 0  # one per step, the one-shot step included
+        bar = progress_bar(total=(len(pool) + greedy_trials + fit_passes) * len(context.batches), desc="tis-loss",
+                           unit="batch", leave=False)
+        scores = [math.nan] * context.adapter.num_layers
+        steps = []
         with bar:
             streams.step([], bar)
             # one-shot losses, highest pool layer first: that pass runs from the input and keeps the
@@ -171,14 +173,6 @@ class TISLoss(Scorer):
                    **({"bridge_fit_passes": streams.fit_passes} if bridged == "on" else {})}
         return LayerRanking(scores, order, "answer perplexity with only this layer removed, measured on the pool of "
                             "the most TIS-cosine-similar layers (NaN outside it); the order is greedy", details)
-
-
-def _bridgeable(context: ScoringContext) -> bool:
-    try:
-        BridgedPool.writer_name(context.adapter)
-    except CompensationError:
-        return False
-    return True
 
 
 class _PoolStreams:
