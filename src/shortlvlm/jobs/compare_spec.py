@@ -181,10 +181,11 @@ class CompareRequest(Options):
 
     methods: tuple[str, ...] = option(
         DEFAULT_METHODS, metavar="METHODS",
-        help="comma-separated settings METHOD[OPTIONS]+COMPENSATION[OPTIONS]: append +scp, +lstsq, +magnitude or "
-             "+none to override a method's compensation; bracketed NAME=VALUE lists set the scorer's and the "
-             "compensation's options by their field names (as in `help(shortlvlm.LstSq)`), e.g. "
-             "tis-loss[full_steps=2]+lstsq[ridge=0.1] (one scorer setting per scorer per comparison)")
+        help="comma-separated settings METHOD[OPTIONS]+COMPENSATION[OPTIONS]: append one of "
+             f"{', '.join('+' + name for name in COMPENSATION_NAMES)} to override a method's compensation; "
+             "bracketed NAME=VALUE lists set the scorer's and the compensation's options by their field names "
+             "(as in `help(shortlvlm.LstSq)`), e.g. tis-loss[full_steps=2]+lstsq[ridge=0.1] (one scorer setting "
+             "per scorer per comparison)")
     ratios: tuple[float, ...] = option((0.1, 0.2, 0.3), metavar="RATIOS", help="fractions of layers to remove")
     bench: str = option(NAMES[0], choices=NAMES, help="benchmark")
     data: str | None = option(None, help="the benchmark's folder (not needed for shapes)")
