@@ -251,3 +251,17 @@ def test_probe_layers_are_checked_against_the_model_at_both_ends():
     for bad in ([6], [-1], []):
         with pytest.raises(ValueError, match=r"must be indices in 0\.\.5"):
             resolve_probe_layers(bad, 6)
+
+
+def test_probe_layers_are_checked_only_where_tis_picks_the_tokens():
+    """check_tis_layers refuses a probe layer the model lacks where TIS selects the tokens, and nowhere else:
+    with every token used (tokens='all') the probe layers are never read, and a holder without TIS (SCP with
+    its default tis=None, a scorer without the option) has nothing to check."""
+    from shortlvlm.compensation import SCP
+    from shortlvlm.importance import TIS, TokenImportanceError, check_tis_layers
+    from shortlvlm.scoring import TISCosine, get_scorer
+
+    with pytest.raises(TokenImportanceError, match=r"\[9\] must be indices in 0\.\.3: the model has 4 decoder"):
+        check_tis_layers(4, TISCosine(tis=TIS(layers=(9,))))
+    check_tis_layers(4, TISCosine(tis=TIS(layers=(9,), tokens="all")), SCP(), get_scorer("last"), None)
+    check_tis_layers(12, TISCosine(tis=TIS(layers=(9,))))

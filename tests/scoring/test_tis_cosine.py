@@ -170,3 +170,15 @@ def test_default_scores_average_per_sample_over_unequal_batches():
     assert ranking.scores == pytest.approx(expected, rel=1e-9, abs=1e-12)
     # the reported share of image tokens among the important ones: a mean over samples too
     assert ranking.details["visual_share_of_important_tokens"] == pytest.approx(sum(visual) / len(visual), rel=1e-9)
+
+
+def test_per_sample_mean_counts_every_sample_with_a_selected_token():
+    """Rows with 0, 1 and 3 selected tokens: the mean over each row's selection, and which rows have one (a
+    sample with a single important token is a sample; one with none is left out, not averaged in as 0)."""
+    from shortlvlm.scoring.tis_cosine import _per_sample_mean
+
+    values = torch.tensor([[0.5, 0.25, 0.75, 0.1], [0.9, 0.2, 0.3, 0.4], [0.3, 0.6, 0.9, 0.8]], dtype=torch.float64)
+    mask = torch.tensor([[False] * 4, [False, True, False, False], [True, False, True, True]])
+    means, present = _per_sample_mean(values, mask)
+    assert present.tolist() == [False, True, True]
+    assert means[present].tolist() == pytest.approx([0.2, (0.3 + 0.9 + 0.8) / 3], rel=1e-15)

@@ -134,6 +134,47 @@ def test_passes_started_from_stored_streams_give_the_recomputed_losses_for_less_
     assert reused.details["decoder_layers_run"] < 0.8 * recomputed.details["decoder_layers_run"]
 
 
+
+def greedy_trials(ranking):
+    """(chosen before the step, layers tried) for every greedy step after the first removal."""
+    steps = ranking.details["greedy_steps"]
+    return [([s["removed"] for s in steps[:k]], steps[k]["tried"]) for k in range(1, len(steps))]
+
+
+@pytest.mark.parametrize("model_type", ["llava", "idefics3"])
+def test_stored_streams_start_every_pass_at_the_layer_it_removes(make_context, model_type):
+    """Hand count of the decoder layers the bare search runs: the one-shot pass of the highest pool layer runs
+    from the input, every other pass from the stream entering the layer it removes, the stored streams above
+    a picked layer being its trial's (a step that kept stale or no streams would start lower and run more)."""
+    context = make_context(model_type, num_layers=10, dtype=torch.float64)
+    ranking = TISLoss(pool_min_extra=3, full_steps=2, bridge=False).rank(context, 4)
+    total, pool = 10, ranking.details["pool"]
+    expected = sum(total - 1 - layer for layer in pool) + max(pool)
+    for chosen, tried in greedy_trials(ranking):
+        expected += sum(sum(1 for la in range(layer + 1, total) if la not in chosen) for layer in tried)
+    assert len(greedy_trials(ranking)) == 3 and all(len(tried) > 1 for _, tried in greedy_trials(ranking))
+    assert ranking.details["decoder_layers_run"] == expected
+
+
+@pytest.mark.parametrize("model_type", ["llava", "qwen2_vl"])
+def test_bridged_passes_start_at_the_writer_below_the_layer_they_remove(make_context, model_type):
+    """Hand count for the bridged search: each step's fitting pass runs every kept layer, each trial starts at
+    the kept layer below the one it removes (whose output its bridge maps), so every writer's stream is kept."""
+    context = make_context(model_type, num_layers=10, dtype=torch.float64)
+    ranking = TISLoss(pool_min_extra=3, full_steps=2, bridge=True).rank(context, 4)
+    total, pool = 10, ranking.details["pool"]
+    assert ranking.details["bridge"] == "on"
+    order = ranking.order
+    expected = sum(total - step for step in range(len(order)))  # fitting passes over 10, 9, 8, 7 kept layers
+    for chosen, tried in [([], pool), *greedy_trials(ranking)]:
+        for layer in tried:
+            below = [la for la in range(layer) if la not in chosen]
+            writer = below[-1] if below else layer  # nothing kept below: the pass starts at the layer
+            expected += sum(1 for la in range(writer, total) if la not in {*chosen, layer})
+    assert ranking.details["bridge_fit_passes"] == len(order) == 4
+    assert ranking.details["decoder_layers_run"] == expected
+
+
 # --- bridged loss passes (TISLoss.bridge, docs/design.md §2.5.1) ---------------------------------------------
 
 
