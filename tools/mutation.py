@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections
+import contextlib
 import os
 import random
 import shutil
@@ -196,32 +198,134 @@ def mutants(module: str) -> list[Mutant]:
             for site, (line, column, text) in enumerate(sites((REPO / SRC / module).read_text()))]
 
 
-def _run_tests(copy: Path, tests: list[str], timeout: float, coverage_rc: Path | None = None) -> tuple[str, float]:
-    """("survived" | "killed" | "timeout", seconds) of the tests run against the copy of src/ (under coverage.py
-    with `coverage_rc`)."""
+def _test_env(copy: Path) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")])),
            "PYTHONDONTWRITEBYTECODE": "1"}  # a stale .pyc of the same size and second would hide a mutant
     env.setdefault("SHORTLVLM_TEST_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
-    runner = ["-m", "coverage", "run", f"--rcfile={coverage_rc}"] if coverage_rc is not None else []
-    command = [sys.executable, *runner, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-               *tests]
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    try:
-        code = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return "timeout", time.perf_counter() - started
-    except BaseException:  # Ctrl-C: stop the test process before the copy is deleted
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
+    return env
+
+
+PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow"]
+
+
+class Subprocesses:
+    """Each test run a fresh `python -m pytest` (imports torch and transformers every time)."""
+
+    name = "subprocess"
+
+    def start(self, copy: Path, tests: list[str], coverage_rc: Path | None = None) -> subprocess.Popen:
+        runner = ["-m", "coverage", "run", f"--rcfile={coverage_rc}"] if coverage_rc is not None else []
+        return subprocess.Popen([sys.executable, *runner, "-m", "pytest", *PYTEST_ARGS, *tests], cwd=REPO,
+                                env=_test_env(copy), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def poll(self, handle: subprocess.Popen) -> int | None:
+        return handle.poll()
+
+    def kill(self, handle: subprocess.Popen) -> None:
+        os.killpg(handle.pid, signal.SIGKILL)
+        handle.wait()
+
+
+# imported once by the parent under --fork, so a forked test run starts with them loaded; never shortlvlm
+PRELOAD = ("numpy", "torch", "torch.nn.functional", "transformers", "pytest", "hypothesis", "PIL.Image",
+           "safetensors.torch", "accelerate", "tqdm",
+           *(f"transformers.models.{name}.modeling_{name}" for name in
+             ("llava", "qwen2_vl", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm", "internvl", "llama", "qwen2")))
+
+
+class Forks:
+    """Each test run a fork of this process, which imported torch, transformers and pytest once (PRELOAD) and
+    never shortlvlm: the child puts the mutated copy first on sys.path and imports shortlvlm from it. A child
+    that ends other than by its tests passing (0) or failing (1), or runs out of time, is not trusted: its
+    mutant is run again as a subprocess (the caller does that), so a fork-only failure never counts as a kill."""
+
+    name = "fork"
+
+    def __init__(self):
+        for name, value in (("SHORTLVLM_TEST_THREADS", "1"), ("OMP_NUM_THREADS", "1")):
+            os.environ.setdefault(name, value)  # before torch is imported: its thread pool reads them
+        import importlib
+
+        for module in PRELOAD:  # an optional model family may be missing: the child imports what it needs
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+        if any(name == "shortlvlm" or name.startswith("shortlvlm.") for name in sys.modules):
+            raise SystemExit("--fork: shortlvlm was imported before forking; the children would not see mutants")
+
+    def start(self, copy: Path, tests: list[str]) -> int:
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 70
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.chdir(REPO)
+            sys.path[:0] = [str(REPO), str(copy)]  # as `python -m pytest` with PYTHONPATH=copy
+            sys.dont_write_bytecode = True
+            os.environ.update(_test_env(copy))
+            import pytest
+
+            code = int(pytest.main([*PYTEST_ARGS, *tests]))
+        finally:
+            os._exit(code)
+
+    def imported_from(self, copy: Path) -> str:
+        """Where a forked child imports shortlvlm from, given the copy (it must be the copy)."""
+        read, write = os.pipe()
+        pid = os.fork()
+        if not pid:
+            try:
+                os.close(read)
+                sys.path[:0] = [str(REPO), str(copy)]
+                import shortlvlm
+
+                os.write(write, str(shortlvlm.__file__).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            found = pipe.read().decode()
+        os.waitpid(pid, 0)
+        return found
+
+    def poll(self, handle: int) -> int | None:
+        pid, status = os.waitpid(handle, os.WNOHANG)
+        return os.waitstatus_to_exitcode(status) if pid else None
+
+    def kill(self, handle: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(handle, signal.SIGKILL)
+        os.waitpid(handle, 0)
+
+
+def _outcome(code: int, tests: list[str]) -> str:
     if code == 5:
         raise SystemExit(f"no tests collected from {' '.join(tests)}")
-    return ("survived" if code == 0 else "killed"), time.perf_counter() - started
+    return "survived" if code == 0 else "killed"
+
+
+def _run_tests(copy: Path, tests: list[str], timeout: float, coverage_rc: Path | None = None,
+               runner: Subprocesses | Forks | None = None) -> tuple[str, float]:
+    """("survived" | "killed" | "timeout", seconds) of the tests run against the copy of src/ (under coverage.py
+    with `coverage_rc`; in a subprocess unless `runner` says otherwise)."""
+    runner = runner or Subprocesses()
+    started = time.perf_counter()
+    handle = runner.start(copy, tests, coverage_rc) if coverage_rc is not None else runner.start(copy, tests)
+    try:
+        while (code := runner.poll(handle)) is None:
+            if time.perf_counter() - started > timeout:
+                runner.kill(handle)
+                return "timeout", time.perf_counter() - started
+            time.sleep(0.05)
+    except BaseException:  # Ctrl-C: stop the test process before the copy is deleted
+        runner.kill(handle)
+        raise
+    return _outcome(code, tests), time.perf_counter() - started
 
 
 def _statement_lines(source: str, line: int) -> range:
@@ -298,11 +402,13 @@ class CoverageMap:
         return ids or None
 
 
-def _check_copy_is_imported(copy: Path) -> None:
+def _check_copy_is_imported(copy: Path, runner: Subprocesses | Forks) -> None:
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
     found = subprocess.run([sys.executable, "-c", "import shortlvlm; print(shortlvlm.__file__)"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
-    if not Path(found).is_relative_to(copy):
+    if isinstance(runner, Forks) and Path(found).is_relative_to(copy):
+        found = runner.imported_from(copy)
+    if not found or not Path(found).is_relative_to(copy):
         raise SystemExit(f"the tests would import shortlvlm from {found}, not from the mutated copy in {copy}")
 
 
@@ -334,6 +440,89 @@ def _summary(results: list[tuple[Mutant, str, float]], total: int) -> None:
           f"{mean * total / 3600:.1f} h")
 
 
+@dataclass
+class _Job:
+    """One mutant's test run: on the tests that execute its statement (then, if it survives, on the whole set)."""
+
+    index: int
+    mutant: Mutant
+    tests: list[str]  # the module's whole set
+    selected: list[str] | None  # None: no test executes the statement
+    runner: Subprocesses | Forks
+    confirming: bool = False
+    seconds: float = 0.0
+
+    @property
+    def running(self) -> list[str]:
+        return self.tests if self.confirming else self.selected
+
+
+def _sweep(jobs: list[_Job], copies: list[Path], baseline: dict, timeout: float | None, confirm: bool,
+           total: int) -> list[tuple[Mutant, str, float]]:
+    """Runs the jobs, one per copy of src/ at a time; each copy holds one mutant while its tests run."""
+    pending = collections.deque(jobs)
+    running: dict[int, tuple[_Job, object, float]] = {}
+    free = list(range(len(copies)))
+    done: dict[int, tuple[Mutant, str, float]] = {}
+    try:
+        while pending or running:
+            while free and pending:
+                job = pending.popleft()
+                if job.selected is None and not job.confirming:
+                    _finish(job, "uncovered", 0.0, None, pending, done, confirm, total)
+                    continue
+                slot = free.pop()
+                target = copies[slot] / "shortlvlm" / job.mutant.module
+                target.write_text(mutate((REPO / SRC / job.mutant.module).read_text(), job.mutant.site))
+                running[slot] = (job, job.runner.start(copies[slot], job.running), time.perf_counter())
+            time.sleep(0.05)
+            for slot, (job, handle, started) in list(running.items()):
+                code = job.runner.poll(handle)
+                limit = timeout or 3 * baseline[tuple(job.tests)] + 30
+                if code is None and time.perf_counter() - started <= limit:
+                    continue
+                if code is None:
+                    job.runner.kill(handle)
+                seconds = time.perf_counter() - started
+                target = copies[slot] / "shortlvlm" / job.mutant.module
+                target.write_text((REPO / SRC / job.mutant.module).read_text())
+                del running[slot]
+                free.append(slot)
+                _finish(job, "timeout" if code is None else _outcome(code, job.running), seconds, code, pending,
+                        done, confirm, total)
+    except BaseException:  # Ctrl-C: stop every test process before the copies are deleted
+        for job, handle, _ in running.values():
+            job.runner.kill(handle)
+        raise
+    return [done[index] for index in sorted(done)]
+
+
+def _finish(job: _Job, outcome: str, seconds: float, code: int | None, pending, done, confirm: bool,
+            total: int) -> None:
+    job.seconds += seconds
+    untrusted = outcome == "timeout" or (code is not None and code not in (0, 1))
+    if isinstance(job.runner, Forks) and untrusted:
+        print(f"    {job.mutant}: the forked run ended with {outcome if code is None else f'exit code {code}'}; "
+              "running it again as a subprocess", flush=True)
+        job.runner = Subprocesses()
+        pending.appendleft(job)
+        return
+    if not job.confirming:
+        shown = "all" if job.selected is job.tests else "-" if job.selected is None else len(job.selected)
+        print(f"[{job.index}/{total}] {outcome:9} {job.seconds:5.1f} s  tests {shown:>3}  {job.mutant}", flush=True)
+        if outcome in ("survived", "uncovered") and job.selected is not job.tests and confirm:
+            job.confirming = True  # the selection's check: a survivor meets the module's whole test set too
+            pending.appendleft(job)
+            return
+    elif outcome != "survived":
+        print(f"    {job.mutant}: the whole test set kills it ({outcome}): the coverage selection missed a test",
+              flush=True)
+        outcome = f"{outcome} (whole set)"
+    elif job.selected is None:
+        outcome = "uncovered"
+    done[job.index] = (job.mutant, outcome, job.seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="run a random sample of N mutants (default: all)")
@@ -349,7 +538,14 @@ def main() -> None:
     parser.add_argument("--no-confirm", dest="confirm", action="store_false",
                         help="do not run a surviving mutant again against the module's whole test set (by default "
                              "every survivor is, so a test the coverage selection missed still kills it)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="mutants tested at a time, each in its own copy of src/ (default 1; one per core)")
+    parser.add_argument("--no-fork", dest="fork", action="store_false",
+                        help="start every test run as a fresh `python -m pytest` instead of forking it from this "
+                             "process with torch and transformers already imported (slower; for checking)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
 
     modules = [m for m in TESTS if not args.module or any(part in m for part in args.module)]
     if not modules:
@@ -366,57 +562,48 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     signal.signal(signal.SIGTERM, _interrupt)
-    copy = Path(tempfile.mkdtemp(prefix="shortlvlm-mutation-"))
+    runner = Forks() if args.fork else Subprocesses()
+    copies = [Path(tempfile.mkdtemp(prefix="shortlvlm-mutation-")) for _ in range(args.jobs)]
     results: list[tuple[Mutant, str, float]] = []
     try:
-        shutil.copytree(REPO / "src", copy, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        _check_copy_is_imported(copy)
+        for copy in copies:
+            shutil.copytree(REPO / "src", copy, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            _check_copy_is_imported(copy, runner)
         baseline: dict[tuple[str, ...], float] = {}
         covered: dict[str, CoverageMap] = {}
-        for index, mutant in enumerate(chosen, 1):
-            tests = TESTS[mutant.module]
-            if not args.all_tests and mutant.module not in covered:  # an unmutated run, under coverage.py
-                covered[mutant.module], seconds = CoverageMap.measure(copy, mutant.module, tests)
+        for module in dict.fromkeys(mutant.module for mutant in chosen):  # unmutated runs, first
+            tests = TESTS[module]
+            if not args.all_tests:  # under coverage.py, one context per test function
+                covered[module], seconds = CoverageMap.measure(copies[0], module, tests)
                 baseline.setdefault(tuple(tests), seconds)
                 print(f"unmutated, with coverage by test function, {seconds:.1f} s: {' '.join(tests)}", flush=True)
             if tuple(tests) not in baseline:
-                outcome, seconds = _run_tests(copy, tests, timeout=3600)
+                outcome, seconds = _run_tests(copies[0], tests, timeout=3600)
                 if outcome != "survived":
                     raise SystemExit(f"the unmutated tests fail: {' '.join(tests)}; fix them first")
                 baseline[tuple(tests)] = seconds
                 print(f"baseline {seconds:.1f} s: {' '.join(tests)}", flush=True)
-            selected = tests if args.all_tests else covered[mutant.module].tests_for(mutant.line, tests)
-            target = copy / "shortlvlm" / mutant.module
-            original = target.read_text()
-            try:
-                if selected is None:
-                    outcome, seconds = "uncovered", 0.0
-                else:
-                    target.write_text(mutate(original, mutant.site))
-                    outcome, seconds = _run_tests(copy, selected, args.timeout or 3 * baseline[tuple(tests)] + 30)
-            finally:
-                target.write_text(original)
-            shown = "all" if selected is tests else "-" if selected is None else len(selected)
-            print(f"[{index}/{len(chosen)}] {outcome:9} {seconds:5.1f} s  tests {shown:>3}  {mutant}", flush=True)
-            if outcome in ("survived", "uncovered") and selected is not tests and args.confirm:
-                try:  # the selection's check: a survivor meets the module's whole test set too
-                    target.write_text(mutate(original, mutant.site))
-                    confirmed, more = _run_tests(copy, tests, args.timeout or 3 * baseline[tuple(tests)] + 30)
-                finally:
-                    target.write_text(original)
-                seconds += more
-                if confirmed != "survived":
-                    print(f"    the whole test set kills it ({confirmed}): the coverage selection missed a test",
-                          flush=True)
-                    outcome = f"{confirmed} (whole set)"
-            results.append((mutant, outcome, seconds))
+            if args.fork:  # the control: a forked run of the unmutated tests passes, or no fork is trusted
+                outcome, seconds = _run_tests(copies[0], tests, timeout=3600, runner=runner)
+                if outcome != "survived":
+                    raise SystemExit(f"the unmutated tests {outcome} when forked ({' '.join(tests)}) but pass as a "
+                                     "subprocess; run with --no-fork")
+                print(f"unmutated, forked, {seconds:.1f} s: {' '.join(tests)}", flush=True)
+        jobs = [_Job(index, mutant, TESTS[mutant.module],
+                     TESTS[mutant.module] if args.all_tests else covered[mutant.module].tests_for(mutant.line,
+                                                                                                  TESTS[mutant.module]),
+                     runner) for index, mutant in enumerate(chosen, 1)]
+        results = _sweep(jobs, copies, baseline, args.timeout, args.confirm, len(chosen))
     except KeyboardInterrupt:
         print("\ninterrupted; the work tree was never written", file=sys.stderr)
     finally:
-        shutil.rmtree(copy, ignore_errors=True)
+        for copy in copies:
+            shutil.rmtree(copy, ignore_errors=True)
     if results:
         _summary(results, len(every))
+        if args.fork:
+            print(f"({args.jobs} at a time, forked from a process with torch and transformers imported)")
 
 
 if __name__ == "__main__":
