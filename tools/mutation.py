@@ -1,6 +1,7 @@
 """Mutation testing of the core math: do the tests notice when the code is wrong?
 
     .venv/bin/python tools/mutation.py [--limit N] [--seed S] [--module importance] [--timeout SECONDS] [--list]
+                                       [--jobs N] [--no-fork]
 
 Each mutant is one small change to one module's syntax tree (a comparison flipped, + for -, all for
 any, .sum() for .mean(), a 0 for a 1, a float64 cast dropped...), written into a temporary copy of
@@ -8,6 +9,12 @@ src/; the module's mapped tests then run against that copy (PYTHONPATH, `pytest 
 one process per mutant, a timeout each). A failing or timed-out run kills the mutant; a passing
 run lets it survive, which names a change the tests cannot see (or an equivalent program). The work
 tree is never written: Ctrl-C (or SIGTERM) stops the running test process and deletes the copy.
+
+A test run is a fork of this process, which imported torch, transformers and pytest once (never shortlvlm),
+so a mutant costs its tests, not those imports (1.0 s against 5.0 s as a fresh `python -m pytest` on the same
+mutants); the forked unmutated tests must pass first, and a forked run that neither passes nor fails (a crash,
+a timeout) is run again as a subprocess, so only a plain test failure counts as a kill. `--no-fork` starts
+every run as a subprocess; `--jobs N` tests N mutants at a time, each in its own copy of src/.
 
 Only the tests that run the mutated statement are run (`--all-tests` runs the module's whole set):
 the module's tests run once, unmutated, under coverage.py with one context per test function, and a

@@ -46,6 +46,13 @@ def test_plus_heuristic_keeps_the_first_and_last_layers(make_context):
     assert sorted(ranking.order) == [2, 3, 4]
 
 
+@pytest.mark.parametrize(("first", "last", "order"), [(0, 6, []), (0, 9, []), (1, 5, []), (0, 5, [0]), (5, 0, [5])])
+def test_keep_counts_as_large_as_the_model_keep_every_layer(make_context, first, last, order):
+    """The kept ends cover the whole model (6 layers): nothing is left to rank; one short of it, one layer."""
+    ranking = get_scorer("taylor", keep_first=first, keep_last=last).rank(make_context(), 1)
+    assert ranking.order == order
+
+
 def test_gradients_and_requires_grad_are_restored(make_context):
     context = make_context()
     frozen = next(context.model.parameters())
