@@ -265,3 +265,10 @@ def test_probe_layers_are_checked_only_where_tis_picks_the_tokens():
         check_tis_layers(4, TISCosine(tis=TIS(layers=(9,))))
     check_tis_layers(4, TISCosine(tis=TIS(layers=(9,), tokens="all")), SCP(), get_scorer("last"), None)
     check_tis_layers(12, TISCosine(tis=TIS(layers=(9,))))
+
+
+def test_top_p_may_keep_every_token_but_not_none():
+    assert TokenImportance([0], top_p=1.0).top_p == 1.0
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"tis_top_p must be in \(0, 1\]"):
+            TokenImportance([0], top_p=bad)

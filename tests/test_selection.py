@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from shortlvlm import get_adapter, load
+from shortlvlm.errors import InvalidLayerSelectionError
 from shortlvlm.io.load import load_skeleton
 from shortlvlm.plan import Plan, PlanError
 from shortlvlm.pruning import Provenance, prune, score
@@ -70,3 +71,29 @@ def test_a_plan_with_removal_sets_uses_them_and_an_empty_mapping_falls_back_to_t
         planned_removal(blocks, 3)
     empty = Plan.from_dict({**base, "params": {"removal_order": [4, 1, 2], "removal_sets": {}}})
     assert planned_removal(empty, 2) == [4, 1]
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({}, "no valid params.removal_order"),
+    ({"removal_order": None}, "no valid params.removal_order"),
+    ({"removal_order": [1, 1]}, "no valid params.removal_order"),
+    ({"removal_order": [1, 2], "removal_sets": [[1, 2]]}, "removal_sets must map each count"),
+    ({"removal_order": [1, 2], "removal_sets": {"2": [1]}}, "removal_sets must map each count"),
+])
+def test_a_plan_without_a_readable_ranking_is_refused_with_the_fix(toy_plan, params, message):
+    model, _ = load("toy")
+    broken = Plan.from_dict({**toy_plan.to_dict(), "params": params})
+    with pytest.raises(PlanError, match=message):
+        check_plan_matches(broken, model, get_adapter(model))
+
+
+def test_a_ratio_may_remove_every_layer_but_one():
+    from shortlvlm.selection import layers_to_remove
+
+    model, _ = load("toy")
+    adapter = get_adapter(model)
+    total = adapter.num_layers
+    assert layers_to_remove((total - 1.4) / total, adapter) == total - 1
+    with pytest.raises(InvalidLayerSelectionError, match=f"would remove {total} of {total} layers, but at most "
+                                                          f"{total - 1} can go"):
+        layers_to_remove((total - 0.4) / total, adapter)

@@ -196,6 +196,8 @@ def test_important_tokens_fit_on_fewer_tokens():
     [
         (lambda: LstSq(ridge=-1.0), r"LstSq\.ridge \(--lstsq-ridge\) must be a finite number >= 0"),
         (lambda: LstSq(ridge=float("nan")), "finite"),
+        (lambda: LstSq(ridge=True), r"LstSq\.ridge \(--lstsq-ridge\) must be a finite number >= 0"),
+        (lambda: LstSq(ridge="0.1"), "finite number"),
         (lambda: LstSq(tokens="some"), r"LstSq\.tokens \(--lstsq-tokens\) must be one of all, important"),
     ],
 )

@@ -51,6 +51,7 @@ def test_the_chosen_block_is_the_brute_force_minimum(make_context):
     for size in range(1, 6):
         best = min(range(0, 7 - size), key=lambda start: float(matrix[start, start + size]))
         assert ranking.details["removal_sets"][str(size)] == list(range(best, best + size))
+    assert sorted(map(int, ranking.details["removal_sets"])) == [1, 2, 3, 4, 5]  # a block leaves a layer
     assert ranking.order[:3] == ranking.details["removal_sets"]["3"]
 
 
