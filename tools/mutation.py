@@ -424,24 +424,59 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+EQUIVALENT = REPO / "tools" / "mutation_equivalent.tsv"
+
+
+def equivalence_key(mutant: Mutant) -> tuple[str, str, int, str]:
+    """(module, the mutated line's text, column within that text, mutation): still found when lines move."""
+    line = (REPO / SRC / mutant.module).read_text().splitlines()[mutant.line - 1]
+    return mutant.module, line.strip(), mutant.column - (len(line) - len(line.lstrip())), mutant.mutation
+
+
+def equivalent_mutants(path: Path = EQUIVALENT) -> dict[tuple[str, str, int, str], str]:
+    """The reviewed equivalent mutants (programs no test can tell from the original) and why, from
+    tools/mutation_equivalent.tsv: module, column within the stripped line, mutation, line, reason."""
+    found = {}
+    for number, row in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+        if not row.strip() or row.startswith("#"):
+            continue
+        parts = row.split("\t")
+        if len(parts) != 5 or not parts[1].isdigit():
+            raise SystemExit(f"{path}:{number}: expected module, column, mutation, line and reason separated by tabs")
+        module, column, mutation, line, reason = parts
+        found[(module, line.strip(), int(column), mutation)] = reason
+    return found
+
+
 def _summary(results: list[tuple[Mutant, str, float]], total: int) -> None:
-    print("\nmodule                          killed  timeout  survived  uncovered  kill rate")
-    for module in sorted({m.module for m, _, _ in results}):
-        outcomes = [outcome for m, outcome, _ in results if m.module == module]
-        outcomes = [o.split(" (")[0] for o in outcomes]  # "killed (whole set)": killed
-        dead = outcomes.count("killed") + outcomes.count("timeout")
-        print(f"{module:30} {outcomes.count('killed'):7} {outcomes.count('timeout'):8} "
-              f"{outcomes.count('survived'):9} {outcomes.count('uncovered'):10}  {dead / len(outcomes):8.0%}")
-    dead = sum(outcome.split(" (")[0] in ("killed", "timeout") for _, outcome, _ in results)
+    reviewed = equivalent_mutants()
+    equivalent = {m for m, _, _ in results if equivalence_key(m) in reviewed}
+    print("\nmodule                          killed  timeout  survived  uncovered  kill rate  equivalent  rate without")
+    rows = [(module, [(m, o.split(" (")[0]) for m, o, _ in results if m.module == module])
+            for module in sorted({m.module for m, _, _ in results})]
+    for module, outcomes in [*rows, ("all", [(m, o.split(" (")[0]) for m, o, _ in results])]:
+        names = [o for _, o in outcomes]
+        dead = names.count("killed") + names.count("timeout")
+        same = sum(m in equivalent for m, _ in outcomes)
+        rest = len(outcomes) - same
+        without = f"{dead / rest:11.0%}" if rest else f"{'-':>11}"
+        print(f"{module:30} {names.count('killed'):7} {names.count('timeout'):8} {names.count('survived'):9} "
+              f"{names.count('uncovered'):10}  {dead / len(outcomes):8.0%}  {same:10}  {without}"
+              + (f"  ({dead} of {len(outcomes)} killed; {dead} of {rest} without the equivalent ones)"
+                 if module == "all" else ""))
     missed = sum(outcome.endswith("(whole set)") for _, outcome, _ in results)
     if missed:
         print(f"{missed} mutant(s) survived the selected tests and were killed by the whole set: the coverage "
               "selection missed a test (counted as killed)")
-    print(f"{'all':30} {'':7} {'':8} {'':9} {'':10}  {dead / len(results):8.0%}  ({dead} of {len(results)} killed)")
+    killed_equivalent = [m for m, o, _ in results if m in equivalent and o.split(" (")[0] in ("killed", "timeout")]
+    for mutant in killed_equivalent:
+        print(f"  listed as equivalent in {EQUIVALENT.name} but killed (remove it from the list): {mutant}")
     survivors = [(m, outcome) for m, outcome, _ in results if outcome in ("survived", "uncovered")]
     print("\nsurviving mutants:" if survivors else "\nno mutant survived")
     for mutant, outcome in survivors:
-        print(f"  {mutant}" + ("  (no test runs this statement)" if outcome == "uncovered" else ""))
+        note = "  (no test runs this statement)" if outcome == "uncovered" else ""
+        note += f"  [equivalent: {reviewed[equivalence_key(mutant)]}]" if mutant in equivalent else ""
+        print(f"  {mutant}{note}")
     mean = sum(seconds for _, _, seconds in results) / len(results)
     print(f"\n{mean:.1f} s per mutant on this machine; all {total} mutants of this selection: about "
           f"{mean * total / 3600:.1f} h")

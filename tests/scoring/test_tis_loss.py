@@ -293,3 +293,31 @@ def test_the_bridge_is_the_default_and_plans_without_it_ranked_bare():
     old = {"name": "tis-loss", **TISLoss().to_dict()}
     del old["bridge"], old["bridge_ridge"]
     assert scorer_from_dict(old).bridge is False  # a plan written before the option existed
+
+
+@pytest.mark.parametrize(("bridge", "count", "recheck", "full"), [
+    (False, 1, 3, 4), (False, 4, 3, 1), (False, 4, 0, 0), (False, 4, 2, 2), (True, 1, 3, 4), (True, 4, 3, 1),
+    (True, 3, 1, 0), (True, 0, 3, 4), (False, 0, 3, 4),
+])
+def test_the_progress_bar_total_is_the_batches_the_search_runs(make_context, monkeypatch, bridge, count, recheck,
+                                                                full):
+    """The bar's total, set before the search from the pool and the options, equals the batches it runs: one-shot
+    passes, greedy trials (every remaining pool layer on a full step, `recheck` after, none for a forced pick)
+    and the bridged fitting passes."""
+    import io
+
+    from tqdm import tqdm
+
+    import shortlvlm.scoring.tis_loss as tis_loss
+
+    bars = []
+
+    def recording(*args, **kwargs):
+        bars.append(tqdm(*args, **{**kwargs, "file": io.StringIO(), "mininterval": 0}))
+        return bars[-1]
+
+    monkeypatch.setattr(tis_loss, "progress_bar", recording)
+    context = make_context("llava", num_layers=10)
+    TISLoss(pool_min_extra=3, recheck=recheck, full_steps=full, bridge=bridge).rank(context, count)
+    (bar,) = [b for b in bars if b.desc.startswith("tis-loss")]
+    assert bar.total == bar.n > 0

@@ -44,3 +44,29 @@ def test_every_mapped_module_and_test_path_exists():
     root = Path(__file__).resolve().parents[2]
     assert all((root / "src/shortlvlm" / module).is_file() for module in TESTS)
     assert all((root / path).exists() for paths in TESTS.values() for path in paths)
+
+
+def test_every_listed_equivalent_mutant_exists_and_says_why():
+    """tools/mutation_equivalent.tsv names mutants by their line's text, so a listed one that no longer exists
+    (the code changed) is found here instead of silently excluding a live mutant."""
+    from mutation import equivalence_key, equivalent_mutants, mutants
+
+    listed = equivalent_mutants()
+    existing = {equivalence_key(m) for module in {key[0] for key in listed} for m in mutants(module)}
+    assert set(listed) <= existing, sorted(set(listed) - existing)
+    assert all(len(reason) > 20 for reason in listed.values())
+
+
+def test_equivalence_key_survives_moved_and_reindented_lines(tmp_path, monkeypatch):
+    import mutation
+
+    monkeypatch.setattr(mutation, "REPO", tmp_path)
+    module = tmp_path / mutation.SRC / "m.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("def f(x):\n    return x.sum() > 0\n")
+    (before,) = [m for m in mutation.mutants("m.py") if m.mutation == "> -> >="]
+    key = mutation.equivalence_key(before)
+    module.write_text("import math\n\n\ndef f(x):\n    if x is not None:\n        return x.sum() > 0\n")
+    (after,) = [m for m in mutation.mutants("m.py") if m.mutation == "> -> >="]
+    assert (before.line, before.column) != (after.line, after.column)
+    assert mutation.equivalence_key(after) == key == ("m.py", "return x.sum() > 0", 8, "> -> >=")
