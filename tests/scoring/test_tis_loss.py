@@ -321,3 +321,14 @@ def test_the_progress_bar_total_is_the_batches_the_search_runs(make_context, mon
     TISLoss(pool_min_extra=3, recheck=recheck, full_steps=full, bridge=bridge).rank(context, count)
     (bar,) = [b for b in bars if b.desc.startswith("tis-loss")]
     assert bar.total == bar.n > 0
+
+
+def test_a_float32_model_gets_the_float64_models_bridged_search(make_context):
+    """The bridges' statistics are accumulated in float64 whatever the model's dtype: the float32 model's search
+    picks the layers of its float64 copy, with losses equal to float32 precision."""
+    low = make_context("llava", num_layers=10, unpadded=True)
+    high = make_context("llava", num_layers=10, dtype=torch.float64)
+    ranked = [TISLoss(pool_min_extra=3, full_steps=2, bridge=True).rank(context, 4) for context in (low, high)]
+    assert ranked[0].details["bridge"] == "on"
+    assert ranked[0].order == ranked[1].order
+    assert ranked[0].scores == pytest.approx(ranked[1].scores, rel=1e-4, nan_ok=True)
