@@ -272,3 +272,29 @@ def test_top_p_may_keep_every_token_but_not_none():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match=r"tis_top_p must be in \(0, 1\]"):
             TokenImportance([0], top_p=bad)
+
+
+@pytest.mark.parametrize("layers", ["all", (0,), (4, 8), [0, 3]])
+def test_probe_layer_options_accept_all_or_non_negative_indices(layers):
+    from shortlvlm.importance import TIS
+
+    assert TIS(layers=layers).layers == (layers if layers == "all" else tuple(layers))
+
+
+@pytest.mark.parametrize("layers", [(-1,), (0, -1), (True,), (), (1.0,), "some"])
+def test_probe_layer_options_refuse_anything_else(layers):
+    from shortlvlm.importance import TIS, TokenImportanceError
+
+    with pytest.raises(TokenImportanceError, match=r"TIS\.layers \(--tis-layers\) must be 'all' or a list"):
+        TIS(layers=layers)
+
+
+def test_probe_layers_resolve_to_the_kept_ones_or_all_given():
+    from shortlvlm.importance import resolve_probe_layers
+
+    assert resolve_probe_layers("all", 5, skip=[1, 3]) == [0, 2, 4]
+    assert resolve_probe_layers((4, 1, 2), 5, skip=[2]) == [1, 4]
+    assert resolve_probe_layers((2,), 5, skip=[2]) == [2]  # every probe skipped: they are used anyway
+    with pytest.raises(ValueError, match=r"\[5\] must be indices in 0\.\.4"):
+        resolve_probe_layers((5,), 5)
+    assert resolve_probe_layers((4,), 5) == [4]

@@ -79,6 +79,11 @@ def test_a_plan_with_removal_sets_uses_them_and_an_empty_mapping_falls_back_to_t
     ({"removal_order": [1, 1]}, "no valid params.removal_order"),
     ({"removal_order": [1, 2], "removal_sets": [[1, 2]]}, "removal_sets must map each count"),
     ({"removal_order": [1, 2], "removal_sets": {"2": [1]}}, "removal_sets must map each count"),
+    ({"removal_order": [1, 2], "removal_sets": {"1": [3], "2": [1]}}, "removal_sets must map each count"),
+    ({"removal_order": [1, 2], "removal_sets": {"x": [3]}}, "removal_sets must map each count"),
+    ({"removal_order": [1, True]}, "no valid params.removal_order"),
+    ({"removal_order": [1, 16]}, "no valid params.removal_order"),
+    ({"removal_order": [-1]}, "no valid params.removal_order"),
 ])
 def test_a_plan_without_a_readable_ranking_is_refused_with_the_fix(toy_plan, params, message):
     model, _ = load("toy")
@@ -97,3 +102,19 @@ def test_a_ratio_may_remove_every_layer_but_one():
     with pytest.raises(InvalidLayerSelectionError, match=f"would remove {total} of {total} layers, but at most "
                                                           f"{total - 1} can go"):
         layers_to_remove((total - 0.4) / total, adapter)
+
+
+def test_a_plan_with_valid_removal_sets_and_edge_layers_is_accepted(toy_plan):
+    model, _ = load("toy")
+    params = {"removal_order": [15, 0, 1], "removal_sets": {"1": [15], "2": [0, 1]}}
+    check_plan_matches(Plan.from_dict({**toy_plan.to_dict(), "params": params}), model, get_adapter(model))
+
+
+def test_the_smallest_ratio_that_removes_one_layer_is_accepted():
+    from shortlvlm.selection import layers_to_remove
+
+    model, _ = load("toy")
+    adapter = get_adapter(model)
+    assert layers_to_remove(0.5 / adapter.num_layers + 1e-9, adapter) == 1
+    with pytest.raises(InvalidLayerSelectionError, match="removes no layer"):
+        layers_to_remove(0.4 / adapter.num_layers, adapter)
