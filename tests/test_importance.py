@@ -171,6 +171,10 @@ def test_top_p_selection_per_modality_and_joint():
     none = torch.zeros_like(image)
     assert not select_top(scores, none, 0.5).any()
     assert select_top(scores, image, 0.01).sum() == 1
+    # a member without a score (NaN) goes last; a row with one member keeps it
+    unscored = torch.tensor([[math.nan, 0.1, 0.5], [0.2, 0.7, 0.4]])
+    members = torch.tensor([[True, True, True], [False, True, False]])
+    assert select_top(unscored, members, 0.5).tolist() == [[False, True, True], [False, True, False]]
 
 
 def llava_with_attentions():
@@ -218,6 +222,9 @@ def test_template_length_is_the_shared_prefix_before_the_first_image():
     # one sample: nothing to compare, nothing skipped
     assert template_length([hand_batch([[1, 5, 6, IMG, 7]])]) == 0
     assert template_length([hand_batch([[IMG, 5], [IMG, 6]])]) == 0
+    # one row's text before the image is a prefix of another's: the shorter one bounds the template
+    assert template_length([hand_batch([[1, 5, 6, IMG, 7], [1, 5, IMG, 7]])]) == 2
+    assert template_length([hand_batch([[1, 5, IMG, 7], [1, 5, 6, IMG, 7]])]) == 2
     mask = template_mask(left, 3)
     assert mask.tolist() == [[False, False, True, True, True, False, False, False],
                              [True, True, True, False, False, False, False, False]]
