@@ -210,3 +210,30 @@ def test_top_subspace_drops_directions_below_the_relative_tolerance_at_any_scale
         assert torch.all(values[:-1] >= values[1:])
     basis, values = top_subspace(h.T @ h + 1e-3 * torch.eye(6, dtype=torch.float64), rank=4)
     assert basis.shape == (6, 4)  # full rank: the rank option caps it
+
+
+@pytest.mark.parametrize("writers", ["mlp", "attn", "both"])
+def test_normalized_fit_statistics_equal_the_stacked_formula(writers):
+    """normalize=True weighs each token's gap and writer output by 1/|X^r_t|; "both" sums the two writers'
+    outputs; the accumulators equal H^T H, U^T H and U^T U built from hooks and hidden states."""
+    from shortlvlm.compensation.scp import measure_gaps
+
+    model, adapter, batch, inputs = float64_llava()
+    names = {"mlp": ["mlp.down_proj"], "attn": ["self_attn.o_proj"],
+             "both": ["self_attn.o_proj", "mlp.down_proj"]}[writers]
+    written = []
+    hooks = [adapter.residual_writers(1)[name].register_forward_hook(lambda mod, args, out: written.append(out))
+             for name in names]
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    for hook in hooks:
+        hook.remove()
+    below = states[2][batch.valid]
+    scale = 1 / below.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # some tiny-model streams are exactly 0
+    gap = (states[4][batch.valid] - below) * scale
+    u = sum(w[batch.valid] for w in written) * scale
+    scp = SCP(alpha="fit", writers=writers, normalize=True, tis=TIS(tokens="all"))
+    measured = measure_gaps(model, adapter, [batch], [2, 3], scp)
+    torch.testing.assert_close(measured["hth.1"], gap.T @ gap, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(measured["cross.1"], u.T @ gap, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(measured["gram.1"], u.T @ u, rtol=1e-10, atol=1e-12)
