@@ -53,7 +53,8 @@ def reference_bridge(
 
 
 @pytest.mark.parametrize(
-    ("ridge", "prior"), [(0.0, "zero"), (1e-3, "zero"), (0.1, "zero"), (0.1, "identity"), (10.0, "identity")]
+    ("ridge", "prior"),
+    [(0.0, "zero"), (1e-3, "zero"), (0.1, "zero"), (1.0, "zero"), (0.1, "identity"), (10.0, "identity")],
 )
 def test_streamed_bridge_equals_numpy_on_the_stacked_tokens(ridge, prior):
     model, adapter, batch, inputs = float64_model()
@@ -75,6 +76,8 @@ def test_gap_left_is_the_residual_of_the_fit_relative_to_no_bridge():
     assert entry["edited_layer"] == 1 and entry["writers"] == ["mlp.down_proj"]
     assert entry["gap_left"] == pytest.approx(expected, rel=1e-5)
     assert 0 < entry["gap_left"] < 1  # the bridge closes part of the gap on the tokens it is fitted on
+    distance = float((transform - torch.eye(len(transform), dtype=transform.dtype)).norm() / len(transform) ** 0.5)
+    assert entry["distance_from_identity"] == pytest.approx(distance, rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
@@ -206,12 +209,13 @@ def test_bad_options_are_refused(options, message):
         options()
 
 
-def test_statistics_with_nan_are_refused_and_nothing_is_edited():
+@pytest.mark.parametrize(("statistic", "value"), [("aty", float("inf")), ("ata", float("nan"))])
+def test_statistics_with_nan_are_refused_and_nothing_is_edited(statistic, value):
     from shortlvlm.compensation.lstsq import apply_bridges
 
     model, adapter, batch, _ = float64_model()
     measured = measure_bridges(model, adapter, [batch], [3], LstSq())
-    measured["aty.2"][0, 0] = float("inf")
+    measured[f"{statistic}.2"][0, 1] = value
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with pytest.raises(CompensationError, match=r"removed layers \[3\] contain NaN/Inf.*--dtype"):
         apply_bridges(model, adapter, [3], LstSq(), measured)
