@@ -116,6 +116,10 @@ def test_options_are_checked():
         TISLoss(recheck=-1)
     with pytest.raises(ScoringError, match="loss-full-steps"):
         TISLoss(full_steps=-1)
+    for bad in (True, float("inf"), "0.5"):
+        with pytest.raises(ScoringError, match="loss-pool-extra"):
+            TISLoss(pool_extra=bad)
+    assert TISLoss(pool_extra=0).pool_extra == 0
 
 
 @pytest.mark.parametrize("model_type", ["llava", "qwen2_vl", "gemma3", "idefics3"])
@@ -173,6 +177,12 @@ def test_bridged_passes_start_at_the_writer_below_the_layer_they_remove(make_con
             expected += sum(1 for la in range(writer, total) if la not in {*chosen, layer})
     assert ranking.details["bridge_fit_passes"] == len(order) == 4
     assert ranking.details["decoder_layers_run"] == expected
+    # recomputed: every pass runs every layer it keeps, from the input
+    again = TISLoss(pool_min_extra=3, full_steps=2, bridge=True, recompute=True).rank(context, 4)
+    assert again.order == order
+    runs = [([], pool), *greedy_trials(again)]
+    assert again.details["decoder_layers_run"] == (sum(total - step for step in range(4))
+                                                   + sum(len(tried) * (total - len(chosen) - 1) for chosen, tried in runs))
 
 
 # --- bridged loss passes (TISLoss.bridge, docs/design.md §2.5.1) ---------------------------------------------
