@@ -194,6 +194,15 @@ def test_statistics_with_nan_are_refused_and_nothing_is_edited(poison):
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
+def test_a_zero_factor_is_refused_before_it_divides():
+    model, adapter = float64_model(num_layers=8)
+    _, batch = float64_batch(model, adapter)
+    measured = measure_magnitudes(model, adapter, [batch], [2, 5], Magnitude())
+    measured["ratio.4"].zero_()  # the run's streams would have vanished: no factor to divide by
+    with pytest.raises(CompensationError, match=r"removed layers \[5\] contain NaN/Inf \(or no positive factor\)"):
+        apply_magnitudes(model, adapter, [2, 5], measured)
+
+
 def test_a_run_without_selected_tokens_is_reported_and_left_alone():
     model, adapter = float64_model()
     _, batch = float64_batch(model, adapter)
