@@ -237,3 +237,13 @@ def test_normalized_fit_statistics_equal_the_stacked_formula(writers):
     torch.testing.assert_close(measured["hth.1"], gap.T @ gap, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(measured["cross.1"], u.T @ gap, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(measured["gram.1"], u.T @ u, rtol=1e-10, atol=1e-12)
+
+
+def test_compensations_are_found_by_name_with_their_defaults():
+    from shortlvlm.compensation import COMPENSATION_NAMES, LstSq, compensation_named
+
+    assert compensation_named("none") is None
+    assert compensation_named("scp") == SCP() and compensation_named("lstsq") == LstSq()
+    assert all(compensation_named(name) is not None for name in COMPENSATION_NAMES if name != "none")
+    with pytest.raises(CompensationError, match="unknown compensation 'nope'; choose one of: none, scp"):
+        compensation_named("nope")

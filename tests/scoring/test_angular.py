@@ -53,6 +53,11 @@ def test_the_chosen_block_is_the_brute_force_minimum(make_context):
         assert ranking.details["removal_sets"][str(size)] == list(range(best, best + size))
     assert sorted(map(int, ranking.details["removal_sets"])) == [1, 2, 3, 4, 5]  # a block leaves a layer
     assert ranking.order[:3] == ranking.details["removal_sets"]["3"]
+    # after the block, every other layer by its own input/output distance
+    single = [float(matrix[i, i + 1]) for i in range(6)]
+    assert ranking.scores == pytest.approx(single)
+    assert sorted(ranking.order) == list(range(6))
+    assert ranking.order[3:] == sorted(ranking.order[3:], key=lambda i: (single[i], i))
 
 
 def test_identity_layers_form_the_chosen_block(make_context):

@@ -182,3 +182,32 @@ def test_per_sample_mean_counts_every_sample_with_a_selected_token():
     means, present = _per_sample_mean(values, mask)
     assert present.tolist() == [False, True, True]
     assert means[present].tolist() == pytest.approx([0.2, (0.3 + 0.9 + 0.8) / 3], rel=1e-15)
+
+
+def test_order_by_puts_missing_scores_last_and_breaks_ties_by_index():
+    from shortlvlm.scoring.base import order_by
+
+    scores = [0.5, None, float("nan"), 0.5, 0.1, 0.9]
+    assert order_by(scores, list(range(6)), descending=False) == [4, 0, 3, 5, 1, 2]
+    assert order_by(scores, list(range(6)), descending=True) == [5, 0, 3, 4, 1, 2]
+    assert order_by(scores, [5, 2, 0], descending=False) == [0, 5, 2]
+
+
+def test_scorers_round_trip_through_the_plan_record_and_bad_records_are_refused():
+    from shortlvlm.scoring import TISLoss, scorer_from_dict, scorer_to_dict
+
+    for scorer in (get_scorer("tis-cosine", iterative=True), TISLoss(bridge=False, full_steps=2), get_scorer("last")):
+        assert scorer_from_dict(scorer_to_dict(scorer)) == scorer
+    old = {k: v for k, v in scorer_to_dict(TISLoss()).items() if k != "bridge"}  # recorded before the option
+    assert scorer_from_dict(old).bridge is False
+    for bad in ({"name": "nope"}, ["tis-loss"], {"iterative": True}, None):
+        with pytest.raises(ScoringError, match="the plan's scorer must name one of"):
+            scorer_from_dict(bad)
+
+
+def test_random_order_is_seeded_and_seed_zero_is_the_default():
+    context = context_for(num_layers=8)
+    default = get_scorer("random").rank(context, 3).order
+    assert default == get_scorer("random", seed=0).rank(context, 3).order
+    assert sorted(default) == list(range(1, 7))
+    assert any(get_scorer("random", seed=s).rank(context, 3).order != default for s in (1, 2, 3))
