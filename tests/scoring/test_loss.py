@@ -120,3 +120,29 @@ def test_a_pass_may_record_the_layer_it_starts_at_but_not_below(make_context):
     assert torch.equal(again[3][0], recorded[3][0])  # the stored stream, kept as it was handed in
     with pytest.raises(ValueError, match="cannot record below layer 3"):
         answer_loss_streams(context, resume=Resume(3, recorded[3]), record=[2])
+
+
+def test_uneven_answers_one_row_batches_and_batches_without_answers_are_averaged_per_token(make_context):
+    """Rows answer at different columns (one of them a single token), a one-row batch, and a batch without
+    any answer token: the loss is the mean NLL over every answer token, as transformers computes per batch."""
+    context = make_context(dtype=torch.float64)
+    (batch,) = context.batches
+    text = batch.valid & ~batch.image
+    answer = torch.zeros_like(batch.valid)
+    answer[0, -4:] = True
+    last_text = int(text[1].nonzero().flatten()[-3])  # row 1: one answer token, not in the last column
+    answer[1, last_text] = True
+    uneven = dataclasses.replace(batch, answer=answer & text)
+    one_row = dataclasses.replace(batch, inputs={k: v[:1] if v.shape[:1] == batch.valid.shape[:1] else v
+                                                 for k, v in batch.inputs.items()},
+                                  valid=batch.valid[:1], image=batch.image[:1], answer=(answer & text)[:1])
+    single = dataclasses.replace(batch, inputs={k: v[1:] if v.shape[:1] == batch.valid.shape[:1] else v
+                                                for k, v in batch.inputs.items()},
+                                 valid=batch.valid[1:], image=batch.image[1:], answer=(answer & text)[1:])
+    silent = dataclasses.replace(batch, answer=torch.zeros_like(batch.valid))
+    parts = (uneven, one_row, single)
+    per_batch = [(transformers_loss(context.model, b), count_answer_tokens([b])) for b in parts]
+    assert [count for _, count in per_batch] == [4 + 1, 4, 1]
+    expected = sum(loss * count for loss, count in per_batch) / sum(count for _, count in per_batch)
+    mixed = dataclasses.replace(context, batches=[uneven, silent, one_row, single])
+    assert answer_loss(mixed) == pytest.approx(expected, rel=1e-6)  # the NLL is summed in float32
