@@ -427,6 +427,22 @@ def _interrupt(signum, frame) -> None:
 EQUIVALENT = REPO / "tools" / "mutation_equivalent.tsv"
 
 
+def _survivors_in(log: Path) -> set[str]:
+    """The mutants (file:line:column: mutation) a saved run's output lists under "surviving mutants:"."""
+    if not log.is_file():
+        raise SystemExit(f"--survivors-of: {log} is not a file; save a run's output with `... > LOG`")
+    lines = log.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("surviving mutants:")), None)
+    if start is None:
+        raise SystemExit(f"--survivors-of: {log} has no 'surviving mutants:' section (an unfinished run?)")
+    named = set()
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        named.add(line.strip().split("  ")[0])
+    return named
+
+
 def equivalence_key(mutant: Mutant) -> tuple[str, str, int, str]:
     """(module, the mutated line's text, column within that text, mutation): still found when lines move."""
     line = (REPO / SRC / mutant.module).read_text().splitlines()[mutant.line - 1]
@@ -580,6 +596,10 @@ def main() -> None:
     parser.add_argument("--no-confirm", dest="confirm", action="store_false",
                         help="do not run a surviving mutant again against the module's whole test set (by default "
                              "every survivor is, so a test the coverage selection missed still kills it)")
+    parser.add_argument("--survivors-of", type=Path, default=None, metavar="LOG",
+                        help="run only the mutants a previous run's output (saved to LOG) lists as surviving: "
+                             "after adding tests, the new count without the whole sweep (valid while src/ is "
+                             "unchanged since that run)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="mutants tested at a time, each in its own copy of src/ (default 1; one per core)")
     parser.add_argument("--no-fork", dest="fork", action="store_false",
@@ -594,6 +614,11 @@ def main() -> None:
         raise SystemExit(f"no module matches {args.module}; modules: {', '.join(TESTS)}")
     every = [mutant for module in modules for mutant in mutants(module)]
     chosen = list(every)
+    if args.survivors_of is not None:
+        named = _survivors_in(args.survivors_of)
+        chosen = [mutant for mutant in every if str(mutant) in named]
+        if len(chosen) < len(named & {str(m) for m in every}) or not named:
+            raise SystemExit(f"{args.survivors_of} lists no surviving mutant of these modules")
     random.Random(args.seed).shuffle(chosen)
     chosen = chosen[:args.limit] if args.limit is not None else chosen
     if args.list:
