@@ -247,3 +247,17 @@ def test_compensations_are_found_by_name_with_their_defaults():
     assert all(compensation_named(name) is not None for name in COMPENSATION_NAMES if name != "none")
     with pytest.raises(CompensationError, match="unknown compensation 'nope'; choose one of: none, scp"):
         compensation_named("nope")
+
+
+def test_the_reported_energy_is_the_top_subspace_share_of_the_gap():
+    """energy_captured = sum of the top-k squared singular values of the stacked gap H over |H|_F^2."""
+    model, adapter, batch, inputs = float64_llava()
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    gap = (states[4] - states[2])[batch.valid]
+    singular = torch.linalg.svdvals(gap)
+    (entry,) = compensate(model, adapter, [batch], [2, 3], SCP(rank=3, alpha=1.0, tis=TIS(tokens="all")))
+    expected = float((singular[:3] ** 2).sum() / (singular**2).sum())
+    assert 0 < expected < 1
+    assert entry["energy_captured"] == pytest.approx(expected, abs=2e-6)
+    assert entry["rank"] == 3
