@@ -219,8 +219,6 @@ PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow"]
 class Subprocesses:
     """Each test run a fresh `python -m pytest` (imports torch and transformers every time)."""
 
-    name = "subprocess"
-
     def start(self, copy: Path, tests: list[str], coverage_rc: Path | None = None) -> subprocess.Popen:
         runner = ["-m", "coverage", "run", f"--rcfile={coverage_rc}"] if coverage_rc is not None else []
         return subprocess.Popen([sys.executable, *runner, "-m", "pytest", *PYTEST_ARGS, *tests], cwd=REPO,
@@ -247,8 +245,6 @@ class Forks:
     never shortlvlm: the child puts the mutated copy first on sys.path and imports shortlvlm from it. A child
     that ends other than by its tests passing (0) or failing (1), or runs out of time, is not trusted: its
     mutant is run again as a subprocess (the caller does that), so a fork-only failure never counts as a kill."""
-
-    name = "fork"
 
     def __init__(self):
         for name, value in (("SHORTLVLM_TEST_THREADS", "1"), ("OMP_NUM_THREADS", "1")):
