@@ -3,8 +3,9 @@
 Two recipes: `tis-loss+lstsq`, the default (tis-loss scoring, its loss passes bridged by default, with the
 sequential least-squares bridge; the best measured combination on smol-llava: docs/design.md §2.5.1, §2.7),
 and `short-lvlm`, the paper's method (TIS-cosine scoring with SCP). Every scorer's own name is that scorer
-without compensation. `compensation` is "none" or a compensation's name (scp, lstsq, cosine, magnitude,
-laco; a comparison may pair any scorer with any of them).
+without compensation, except `laco`: LaCo's walk with the merge it chose the layers for. `compensation` is
+"none" or a compensation's name (scp, lstsq, cosine, magnitude, laco; a comparison may pair any scorer with
+any of them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ METHODS: dict[str, tuple[str, str]] = {
     DEFAULT_METHOD: ("tis-loss", "lstsq"),
     SHORT_LVLM: ("tis-cosine", "scp"),
     **{name: (name, "none") for name in SCORERS},
+    "laco": ("laco", "laco"),  # LaCo's walk chooses the layers its merge collapses (scoring/laco.py)
 }
 # recipe -> the compensation class that makes a scorer with it that recipe
 _RECIPES = {DEFAULT_METHOD: LstSq, SHORT_LVLM: SCP}

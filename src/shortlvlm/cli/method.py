@@ -16,8 +16,9 @@ METHOD_HELP = (
     "short-lvlm = the Short-LVLM paper's method, tis-cosine scoring + scp compensation; tis-loss (token-aware "
     "cosine shortlist, answer-loss passes decide); tis-cosine (Short-LVLM's scorer alone); block-influence "
     "(ShortGPT); angular (Gromov et al., best contiguous block); sleb (greedy, re-evaluated after each removal); "
-    "taylor (Taylor+, Shortened LLaMA); ppl (Shortened LLaMA); last; random (seeded). tis-loss, sleb, ppl and "
-    "taylor measure the loss on the calibration answers")
+    "taylor (Taylor+, Shortened LLaMA); ppl (Shortened LLaMA); laco (LaCo: walks down from the top, collapsing "
+    "layers into the one below while the last layer's output stays similar, with its merge); last; random "
+    "(seeded). tis-loss, sleb, ppl and taylor measure the loss on the calibration answers")
 
 
 def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
@@ -33,7 +34,7 @@ def add_method_options(parser: argparse.ArgumentParser, *, scp: bool) -> None:
                            "least-squares bridge), cosine (its cosine-fitted bridge), magnitude (Prune&Comp's "
                            "magnitude rescaling), laco (LaCo's layer merge, no calibration data), "
                            "none (default: lstsq for tis-loss+lstsq, scp for short-lvlm, "
-                           "none for the others)")
+                           "laco for laco, none for the others)")
         for compensation in COMPENSATIONS.values():
             add_options(group, compensation)
 

@@ -10,6 +10,7 @@ from shortlvlm.errors import ScoringError
 from shortlvlm.scoring.angular import AngularBlock
 from shortlvlm.scoring.base import LayerRanking, Scorer, ScoringContext
 from shortlvlm.scoring.block_influence import BlockInfluence
+from shortlvlm.scoring.laco import LaCoWalk
 from shortlvlm.scoring.ppl import Perplexity
 from shortlvlm.scoring.sleb import SLEB
 from shortlvlm.scoring.taylor import TaylorPlus
@@ -18,7 +19,8 @@ from shortlvlm.scoring.tis_loss import TISLoss
 from shortlvlm.scoring.trivial import LastLayers, RandomLayers
 
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (TISCosine, BlockInfluence, AngularBlock, SLEB, TaylorPlus,
-                                                              Perplexity, TISLoss, LastLayers, RandomLayers)}
+                                                              Perplexity, TISLoss, LaCoWalk, LastLayers,
+                                                              RandomLayers)}
 
 
 def get_scorer(name: str, **params) -> Scorer:
@@ -50,6 +52,7 @@ __all__ = [
     "SLEB",
     "AngularBlock",
     "BlockInfluence",
+    "LaCoWalk",
     "LastLayers",
     "LayerRanking",
     "Perplexity",
