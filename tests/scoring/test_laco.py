@@ -157,3 +157,35 @@ def test_method_laco_means_the_walk_with_its_merge():
     scorer, compensation = resolve_method("laco")
     assert scorer is LaCoWalk and compensation == "laco"
     assert resolve_method("laco", "lstsq") == (LaCoWalk, "lstsq")
+
+
+def test_skipping_the_walks_that_would_repeat_an_empty_one_changes_nothing(monkeypatch):
+    import shortlvlm.scoring.laco as laco_module
+
+    scorer = LaCoWalk(merge_size=2, threshold=1.0, threshold_step=0.05)
+    skipped = scorer.rank(float64_context(), 3)
+    monkeypatch.setattr(laco_module, "next_threshold", lambda threshold, step, best: threshold - step)
+    stepped = scorer.rank(float64_context(), 3)
+    assert skipped.order == stepped.order and skipped.details["merges"] == stepped.details["merges"]
+    assert skipped.details["walks"] < stepped.details["walks"]
+    assert skipped.details["merges_tried"] < stepped.details["merges_tried"]
+
+
+@pytest.mark.parametrize(("best", "expected"), [(None, 0.55), (0.9, 0.55), (0.55, 0.55), (0.42, 0.4),
+                                                (-0.31, -0.35)])
+def test_next_threshold_is_the_first_step_at_or_below_the_best_of_an_empty_walk(best, expected):
+    from shortlvlm.scoring.laco import next_threshold
+
+    assert next_threshold(0.6, 0.05, best) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_non_finite_similarity_is_refused_and_the_weights_put_back(make_context, monkeypatch):
+    import shortlvlm.scoring.laco as laco_module
+
+    context = make_context(answers=False)
+    before = {name: p.detach().clone() for name, p in context.model.named_parameters()}
+    monkeypatch.setattr(laco_module, "stream_similarity", lambda reference, streams: float("nan"))
+    with pytest.raises(ScoringError, match="non-finite last-layer output"):
+        LaCoWalk().rank(context, 1)
+    for name, parameter in context.model.named_parameters():
+        assert torch.equal(parameter, before[name]), name

@@ -11,7 +11,9 @@ the last merge takes only as many layers as are still needed.
 Where this differs from the paper, and why:
 - LaCo fixes the threshold and reports the ratio it gets; a ratio is what a user asks for here, so a walk
   that ends short lowers the threshold by `threshold_step` and walks again from the top, the accepted
-  merges kept. The thresholds each merge passed are in the ranking's details.
+  merges kept (after a walk that kept nothing, straight to the first step at or below the best similarity it
+  measured: the walks in between would repeat it). The thresholds each merge passed are in the ranking's
+  details.
 - The paper lets a later merge absorb an already merged layer (interval 2 < merge size 4). Here a layer
   takes part in one merge at most, so each merge is a run of removed layers collapsed into the kept layer
   directly below it, and `--compensation laco` on the chosen layers writes exactly the model the walk
@@ -133,10 +135,8 @@ class LaCoWalk(Scorer):
                         f"LaCo's walk can remove only {len(removed)} of {num_remove} layers with merges of "
                         f"{width} layers (each layer takes part in one merge at most): lower --laco-walk-"
                         "merge-size or the ratio")
-                if threshold < -1:  # every merge passes a cosine threshold below -1: none could be measured
-                    raise self.error(f"LaCo's walk measured no finite similarity (threshold {threshold:.2f}); "
-                                     "the model's last-layer outputs are not finite")
                 walks += 1
+                best, kept_any = -math.inf, False
                 for p in range(len(kept) - 2, -1, -1):  # from the top down
                     width = min(self.merge_size, num_remove - len(removed) + 1)
                     block = kept[p:p + width]
@@ -150,7 +150,13 @@ class LaCoWalk(Scorer):
                     similarity = stream_similarity(
                         reference, final_streams(sorted(removed + run.layers), f"laco: merge into {run.below}"))
                     bar.update(1)
+                    if not math.isfinite(similarity):
+                        _restore(adapter, run.below, saved)
+                        raise self.error(f"the merge into layer {run.below} gives a non-finite last-layer output; "
+                                         "load the model in float32 (--dtype)")
+                    best = max(best, similarity)
                     if similarity >= threshold:
+                        kept_any = True
                         originals[run.below] = saved
                         touched.update(block)
                         removed.extend(run.layers)
@@ -161,7 +167,7 @@ class LaCoWalk(Scorer):
                     else:
                         _restore(adapter, run.below, saved)
                 if len(removed) < num_remove:
-                    threshold -= self.threshold_step
+                    threshold = next_threshold(threshold, self.threshold_step, None if kept_any else best)
         finally:
             bar.close()
             for layer, saved in originals.items():
@@ -171,6 +177,16 @@ class LaCoWalk(Scorer):
         return LayerRanking(scores, removed, "mean cosine of the last layer's output with the unpruned model's "
                             "after the merge that removed this layer (NaN: kept); the order is LaCo's walk",
                             details)
+
+
+def next_threshold(threshold: float, step: float, best: float | None) -> float:
+    """The next walk's threshold: one step lower; after a walk that kept no merge (`best`: the highest similarity
+    it measured), the first step at or below `best`. Such a walk leaves the model as it was, so the walks at the
+    steps in between would measure the same similarities and keep nothing: skipping them changes no result."""
+    threshold -= step
+    while best is not None and threshold > best:
+        threshold -= step
+    return threshold
 
 
 def _first_samples(batches: list[CalibrationBatch], count: int) -> list[CalibrationBatch]:
