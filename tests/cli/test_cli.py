@@ -235,7 +235,7 @@ def test_a_plan_recording_bridge_options_is_pruned_with_them_unless_flags_say_ot
     scored = tmp_path / "plan.json"
     assert run_cli(capsys, "score", "toy", "--method", "block-influence", "--num-samples", "8", "--out", scored)[0] == 0
     plan = json.loads(scored.read_text())
-    plan.update(compensation="lstsq", compensation_options={"ridge": 0.5, "tokens": "all", "prior": "identity",
+    plan.update(compensation="lstsq", compensation_options={"ridge": 0.5, "tokens": "all", "prior": "zero",
                                                             "streams": "unpruned"})
     scored.write_text(json.dumps(plan))  # as compare writes plans/block-influence+lstsq[ridge=0.5,...].json
     for flags, expected in (([], 0.5), (["--lstsq-ridge", "0.2"], 0.2)):
@@ -245,7 +245,20 @@ def test_a_plan_recording_bridge_options_is_pruned_with_them_unless_flags_say_ot
         written = json.loads((out / PLAN_FILENAME).read_text())
         assert code == 0 and written["compensation"] == "lstsq"
         assert written["compensation_options"]["ridge"] == expected
-        assert written["compensation_options"]["prior"] == ("identity" if not flags else "zero")
+        assert written["compensation_options"]["prior"] == ("zero" if not flags else "identity")
+
+
+def test_a_plan_made_before_the_bridge_had_a_prior_is_pruned_with_the_zero_prior(tmp_path, capsys):
+    scored = tmp_path / "plan.json"
+    assert run_cli(capsys, "score", "toy", "--method", "block-influence", "--num-samples", "8", "--out", scored)[0] == 0
+    plan = json.loads(scored.read_text())
+    plan.update(compensation="lstsq", compensation_options={"ridge": 0.5, "tokens": "all", "streams": "unpruned"})
+    scored.write_text(json.dumps(plan))  # no "prior": written when the only prior was zero
+    out = tmp_path / "out"
+    code, _, _ = run_cli(capsys, "prune", "toy", "--plan", scored, "--ratio", "0.2", "--num-samples", "8", "--out", out)
+    written = json.loads((out / PLAN_FILENAME).read_text())
+    assert code == 0 and written["compensation_options"] == {"ridge": 0.5, "tokens": "all", "prior": "zero",
+                                                             "streams": "unpruned"}
 
 
 def test_prune_with_the_least_squares_bridge_records_its_options(tmp_path, capsys):
@@ -255,7 +268,8 @@ def test_prune_with_the_least_squares_bridge_records_its_options(tmp_path, capsy
     assert code == 0 and "method block-influence, compensation lstsq" in stdout and "gap left" in stdout
     plan = json.loads((out / PLAN_FILENAME).read_text())
     assert plan["compensation"] == "lstsq"
-    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "prior": "zero", "streams": "sequential"}
+    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "prior": "identity",
+                                            "streams": "sequential"}
     assert plan["scp"] is None and {e.get("ridge") for e in plan["params"]["compensation_report"]} <= {0.5, None}
 
 

@@ -65,13 +65,14 @@ def test_streamed_bridge_equals_numpy_on_the_stacked_tokens(ridge, prior):
     np.testing.assert_allclose(transform.numpy(), expected, rtol=1e-7, atol=1e-9)
 
 
-def test_gap_left_is_the_residual_of_the_fit_relative_to_no_bridge():
+@pytest.mark.parametrize("prior", ["identity", "zero"])
+def test_gap_left_is_the_residual_of_the_fit_relative_to_no_bridge(prior):
     model, adapter, batch, inputs = float64_model()
     written, states = activations(model, adapter, inputs, 1)
     valid = batch.valid
     a, gap = written[valid], (states[4] - states[2])[valid]
-    (entry,) = compensate(model, adapter, [batch], [2, 3], LstSq(ridge=0.01))
-    transform = torch.from_numpy(reference_bridge(*float64_model(), [2, 3], 0.01))
+    (entry,) = compensate(model, adapter, [batch], [2, 3], LstSq(ridge=0.01, prior=prior))
+    transform = torch.from_numpy(reference_bridge(*float64_model(), [2, 3], 0.01, prior))
     expected = float(((a @ transform - (gap + a)) ** 2).sum() / (gap**2).sum())
     assert entry["edited_layer"] == 1 and entry["writers"] == ["mlp.down_proj"]
     assert entry["gap_left"] == pytest.approx(expected, rel=1e-5)
@@ -97,8 +98,9 @@ def test_gap_left_is_a_share_at_any_scale_and_zero_without_a_gap(scale):
 def test_merged_weights_equal_the_map_applied_at_run_time(model_type):
     """The pruned, merged model equals the unpruned one with the run bypassed and T applied by a hook."""
     model, adapter, batch, inputs = float64_model(model_type)
-    measured = measure_bridges(model, adapter, [batch], [2, 3], LstSq(ridge=0.05))
-    transform = solve_bridge(measured["ata.1"], measured["aty.1"], 0.05)
+    bridge = LstSq(ridge=0.05)
+    measured = measure_bridges(model, adapter, [batch], [2, 3], bridge)
+    transform = solve_bridge(measured["ata.1"], measured["aty.1"], bridge.ridge, bridge.prior)
     writer = adapter.residual_writers(1)[adapter.spec.residual_writers[-1]]
     handle = writer.register_forward_hook(lambda mod, args, out: out @ transform)
     with torch.no_grad(), bypass_layers(adapter, [2, 3]):
@@ -117,7 +119,7 @@ def test_a_strong_ridge_toward_identity_leaves_the_gap_as_it_was_and_toward_zero
         model, adapter, [batch], [3], LstSq(ridge=1e6, prior="identity")
     )
     model, adapter, batch, _ = float64_model()
-    (toward_zero,) = compensate(model, adapter, [batch], [3], LstSq(ridge=1e6))
+    (toward_zero,) = compensate(model, adapter, [batch], [3], LstSq(ridge=1e6, prior="zero"))
     assert toward_identity["gap_left"] == pytest.approx(1.0, abs=1e-3)  # T ~ I: as without a bridge
     assert toward_zero["gap_left"] > 1.0  # T ~ 0 silences the writer: worse than no bridge on these tokens
 

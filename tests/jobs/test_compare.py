@@ -15,7 +15,7 @@ from shortlvlm.data.benchmarks import headline
 from shortlvlm.data.benchmarks.shapes import load_shapes
 from shortlvlm.data.calibration import toy_calibration
 from shortlvlm.eval.evaluate import evaluate
-from shortlvlm.jobs.compare import run_compare
+from shortlvlm.jobs.compare import measured_with, run_compare
 from shortlvlm.jobs.compare_report import markdown_table
 from shortlvlm.jobs.compare_spec import CompareError, CompareRequest, parse_methods, parse_ratios
 from shortlvlm.jobs.source import ModelSource
@@ -149,7 +149,7 @@ def test_a_compensation_setting_reaches_the_cells_and_their_plans(tmp_path):
     assert len(cell["removed_layers"]) == 3
     plan = json.loads((out / "plans" / "block-influence+lstsq[ridge=0.5].json").read_text())
     assert plan["compensation"] == "lstsq"
-    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "prior": "zero", "streams": "sequential"}
+    assert plan["compensation_options"] == {"ridge": 0.5, "tokens": "all", "prior": "identity", "streams": "sequential"}
     model, processor = load("toy")  # the cell is the library's prune with that compensation
     from shortlvlm.plan import Plan
     from shortlvlm.pruning import prune
@@ -316,6 +316,19 @@ def test_a_cell_measured_with_other_compensation_options_is_measured_again(tmp_p
     assert loader.loads == 1 and any("other compensation options" in line for line in caplog.messages)  # only that cell
     assert data["cells"]["last+lstsq"]["0.1"]["score"] != -1.0
     assert data["cells"]["last+lstsq"]["0.1"]["compensation_options"] == LstSq().to_dict()
+
+
+def test_a_bridge_cell_that_records_no_prior_was_made_with_the_zero_prior():
+    spec = parse_methods("last+lstsq")[0]
+    current = LstSq().to_dict()
+    before_prior = {k: v for k, v in current.items() if k != "prior"}
+    assert current["prior"] == "identity"
+    assert measured_with({"compensation_options": current}, spec)
+    assert not measured_with({"compensation_options": before_prior}, spec)  # made with 'zero': measured again
+    assert measured_with({"compensation_options": before_prior}, parse_methods("last+lstsq[prior=zero]")[0])
+    assert not measured_with({}, spec)  # no options recorded: lstsq's prior was zero then
+    assert measured_with({}, parse_methods("last+scp")[0])  # SCP's defaults never changed
+    assert measured_with({"compensation_options": None}, parse_methods("last")[0])
 
 
 def test_overwrite_starts_over_also_with_the_same_settings(tmp_path):

@@ -57,6 +57,9 @@ class LstSq(Options):
     name: ClassVar[str] = "lstsq"
     flag_prefix = "lstsq"
     error = CompensationError
+    # Options added or changed after plans recorded them, with the value a plan that does not record them was
+    # made with: the prior did not exist before it was 'zero' (`recorded_compensation` fills it in).
+    recorded_before: ClassVar[dict] = {"prior": "zero"}
 
     ridge: float = option(
         0.01, check=non_negative, help="ridge lambda as a fraction of tr(A^T A)/d (0: plain least squares)"
@@ -67,10 +70,11 @@ class LstSq(Options):
         help="tokens the map is fitted on: 'all' real tokens, or TIS's 'important' ones (TIS() defaults)",
     )
     prior: str = option(
-        "zero",
+        "identity",
         choices=PRIOR_CHOICES,
-        help="what the ridge pulls T toward: 'zero' (ReplaceMe's form) or 'identity' (the writer "
-        "as it is, so a strong ridge means no bridge)",
+        help="what the ridge pulls T toward: 'identity' (the writer as it is, so a strong ridge means no "
+        "bridge; the default since 2026-12-07, chosen on smol-llava's selection split for question kinds "
+        "the calibration set lacks, docs/design.md §2.6) or 'zero' (ReplaceMe's form)",
     )
     streams: str = option(
         "sequential",

@@ -37,11 +37,16 @@ logger = logging.getLogger(__name__)
 
 
 def measured_with(cell: dict, spec: MethodSpec) -> bool:
-    """Whether a finished cell was measured with the setting's current compensation options (cells from before
-    they were recorded count as current: SCP's defaults never changed)."""
+    """Whether a finished cell was measured with the setting's current compensation options. A cell that does not
+    record an option was made with the value in its compensation's `recorded_before` (lstsq's prior: 'zero'), else
+    with today's default (cells from before options were recorded count as current where no default changed)."""
+    compensation = spec.make_compensation()
+    current = compensation_record(compensation)[1]
+    before = getattr(type(compensation), "recorded_before", {})
     if "compensation_options" not in cell:
-        return True
-    return cell["compensation_options"] == compensation_record(spec.make_compensation())[1]
+        return all(current.get(name) == value for name, value in before.items()) if current else True
+    recorded = cell["compensation_options"]
+    return (recorded if recorded is None else {**before, **recorded}) == current
 
 
 def holds_ranking(path: Path, plan: Plan) -> bool:
