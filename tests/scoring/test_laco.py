@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.compensation.test_laco import float64_model
 
 from shortlvlm import LaCo, drop_layers, get_adapter
 from shortlvlm.capture import batch_from_inputs
@@ -15,23 +16,19 @@ from shortlvlm.compensation import compensate
 from shortlvlm.errors import ScoringError
 from shortlvlm.methods import resolve_method
 from shortlvlm.scoring import LaCoWalk, ScoringContext, get_scorer
-from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES, tiny_inputs, tiny_model
+from shortlvlm.testbeds.tiny import TINY_MODEL_TYPES, tiny_inputs
 
 
 def float64_context(model_type="llava", num_layers=8, seed=0, batches=1) -> ScoringContext:
-    """A tiny float64 model whose layers all differ (so every merge changes the output), unpadded batches."""
-    model = tiny_model(model_type, num_layers).double()
-    adapter = get_adapter(model)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in adapter.layers.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
-    encoded = []
-    for number in range(batches):
-        inputs = tiny_inputs(model.config, batch_size=2, seed=seed + number)
-        inputs = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
-        inputs["attention_mask"] = torch.ones_like(inputs["attention_mask"])
-        encoded.append(batch_from_inputs(adapter, inputs))
+    """compensation/test_laco.py's float64 model (its layers all differ, so every merge changes the output), with
+    `batches` unpadded batches: the first its inputs, the others drawn with the next seeds."""
+    model, adapter, inputs = float64_model(model_type, num_layers, seed)
+    encoded = [batch_from_inputs(adapter, inputs)]
+    for number in range(1, batches):
+        more = {k: v.double() if v.is_floating_point() else v
+                for k, v in tiny_inputs(model.config, batch_size=2, seed=seed + number).items()}
+        more["attention_mask"] = torch.ones_like(more["attention_mask"])
+        encoded.append(batch_from_inputs(adapter, more))
     return ScoringContext(model, adapter, encoded)
 
 
