@@ -38,3 +38,17 @@ def test_a_compare_spec_sets_the_laco_options_and_needs_no_calibration():
     assert not spec.needs_calibration
     (bridged,) = parse_methods("last+lstsq")
     assert bridged.needs_calibration
+
+
+def test_method_laco_prunes_the_layers_its_walk_chose_with_its_merge(tmp_path, capsys):
+    out = tmp_path / "laco"
+    code, stdout, _ = run_cli(capsys, "prune", "toy", "--ratio", "0.2", "--method", "laco", "--num-samples", "8",
+                              "--laco-walk-merge-size", "2", "--laco-walk-threshold", "0.9", "--out", out)
+    plan = json.loads((out / PLAN_FILENAME).read_text())
+    assert code == 0 and "compensation laco" in stdout and plan["method"] == "laco" and plan["compensation"] == "laco"
+    assert plan["scorer"]["name"] == "laco" and plan["scorer"]["merge_size"] == 2
+    merges = plan["params"]["merges"]
+    assert sorted(plan["removed_layers"]) == sorted(layer for m in merges for layer in m["removed"])
+    merged = [(e["removed"], e["edited_layer"]) for e in plan["params"]["compensation_report"]]
+    assert sorted(merged) == sorted((m["removed"], m["into"]) for m in merges)  # each merge is the walk's
+    assert all(m["similarity"] >= m["threshold"] for m in merges)
