@@ -138,12 +138,12 @@ class LaCoWalk(Scorer):
                 walks += 1
                 best, kept_any = -math.inf, False
                 for p in range(len(kept) - 2, -1, -1):  # from the top down
+                    if len(removed) >= num_remove:
+                        break
                     width = min(self.merge_size, num_remove - len(removed) + 1)
                     block = kept[p:p + width]
-                    if len(removed) >= num_remove or len(block) < width:
-                        continue
-                    if not _can_merge(block, removable, touched):  # not consecutive, kept, or in a merge
-                        continue
+                    if len(block) < width or not _can_merge(block, removable, touched):
+                        continue  # too near the top, not consecutive, not removable, or in a merge
                     run = RemovedRun(block[1:], block[0])
                     saved = _apply_merge(adapter, run)
                     trials += 1
