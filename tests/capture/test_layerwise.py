@@ -269,6 +269,36 @@ def test_layerwise_prune_writes_the_in_memory_checkpoint(calib, tmp_path, compen
     assert file_digest(TOY_CHECKPOINT / "model.safetensors") == source  # the SCP edit never touched the source
 
 
+def test_layerwise_laco_walk_equals_the_in_memory_walk_and_puts_the_weights_back(calib):
+    """The walk writes each tried merge into the kept layer through the offload map and reads it back: on the toy
+    loaded layer by layer it measures exactly what it measures in memory, and every weight reads as before."""
+    from shortlvlm.compensation.laco import layer_parameters
+    from shortlvlm.io.offload import read_weight
+    from shortlvlm.scoring import LaCoWalk
+
+    source = file_digest(TOY_CHECKPOINT / "model.safetensors")
+    walk = LaCoWalk(merge_size=2, threshold=0.995, threshold_step=0.2, samples=4)  # rejects merges, then lowers
+    reference = score(*load("toy", dtype=torch.float32), scorer=walk, calibration=calib, num_remove=2)
+    model, processor = layerwise_toy()
+    adapter = get_adapter(model)
+
+    def weights() -> dict[str, torch.Tensor]:
+        return {f"{i}.{name}": read_weight(module, local).clone() for i, layer in enumerate(adapter.layers)
+                for name, (module, local) in layer_parameters(layer).items()}
+
+    before = weights()
+    plan = score(model, processor, scorer=walk, calibration=calib, num_remove=2)
+    assert plan.params["removal_order"] == reference.params["removal_order"] and len(plan.params["removal_order"]) == 2
+    assert plan.layer_scores == reference.layer_scores
+    assert plan.params["merges"] == reference.params["merges"] and plan.params["walks"] >= 2
+    assert plan.params["merges_tried"] > len(plan.params["merges"])  # rejected merges were written and undone
+    after = weights()
+    assert after.keys() == before.keys()
+    for name, value in before.items():
+        assert torch.equal(after[name], value), name
+    assert file_digest(TOY_CHECKPOINT / "model.safetensors") == source
+
+
 def test_verify_reloads_an_offloaded_model_with_its_layers_on_disk(calib, tmp_path, monkeypatch):
     """The reload check must not pull a model that did not fit in memory fully into memory."""
     from shortlvlm.io import verify as checkpoint
