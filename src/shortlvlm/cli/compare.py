@@ -26,7 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "results.json, results.md (score and retention per method x ratio, scoring time) and "
         "accuracy_vs_ratio.png. Plans are kept in --out/plans. Progress is saved after every step: "
         "run the same command again to resume a killed comparison, or with more --methods or --ratios to "
-        "extend it (finished cells and rankings are reused).",
+        "extend it (finished cells and rankings are reused). A ranking is made once, for the largest ratio, "
+        "and each ratio's cell is what `prune --plan OUT/plans/METHOD.json --ratio R` writes from it. "
+        "For tis-loss (its candidate pool grows with the count) and laco (its thresholds and last "
+        "merge depend on it) that can differ from `prune --ratio R`, which ranks for R alone.",
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     add_options(p, CompareRequest)
