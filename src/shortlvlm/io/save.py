@@ -42,7 +42,7 @@ def _run_effect(entry: dict) -> str:
         return f"not compensated: {entry['reason']}"
     if "gap_left" in entry:  # lstsq
         return (f"linear bridge; on the calibration tokens {entry['gap_left']:.1%} of the gap (squared norm of the "
-                "removed layers' change to the stream) is left, 100% being none bridged")
+                "removed layers' change to the stream) is left (100%: as without it)")
     if "cosine_distance_after" in entry:  # cosine
         return (f"linear bridge, cosine distance to the unpruned stream {entry['cosine_distance_before']:g} "
                 f"-> {entry['cosine_distance_after']:g} on the calibration tokens")
