@@ -356,3 +356,17 @@ def test_every_method_of_a_rescored_scorer_prunes_from_the_new_ranking(tmp_path)
     order = json.loads((out / "plans" / "block-influence+lstsq.json").read_text())["params"]["removal_order"]
     assert json.loads((out / "plans" / "block-influence.json").read_text())["params"]["removal_order"] == order
     assert data["cells"]["block-influence"]["0.1"]["removed_layers"] == sorted(order[:2])
+
+
+def test_the_report_says_where_a_cell_is_not_what_prune_ratio_gives():
+    from shortlvlm.jobs.compare_report import ranking_note
+
+    def data(methods, ratios):
+        return {"config": {"ratios": ratios, "methods": methods}}
+
+    note = ranking_note(data(["sleb", "tis-loss[bridge=true]+lstsq", "laco"], [0.1, 0.4, 0.2]))
+    assert note.startswith("Ranked once, for 40%: below 40% the cells of tis-loss[bridge=true]+lstsq, laco remove")
+    assert "sleb" not in note and "`prune --ratio R`" in note
+    assert ranking_note(data(["sleb", "angular", "short-lvlm", "block-influence"], [0.1, 0.4])) == ""
+    assert ranking_note(data(["tis-cosine[iterative=true]"], [0.1, 0.4])) == ""
+    assert ranking_note(data(["tis-loss"], [0.3])) == ""  # one ratio: ranked for it

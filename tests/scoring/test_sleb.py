@@ -43,3 +43,13 @@ def test_a_plan_ranks_only_the_requested_count(make_context, monkeypatch):
     assert planned_removal(plan, 2) == plan.params["removal_order"]
     with pytest.raises(PlanError, match="ranks only 2"):
         planned_removal(plan, 3)
+
+
+def test_a_shorter_ranking_is_the_start_of_a_longer_one(make_context):
+    """SLEB's greedy order does not depend on the count (its `order_depends_on_count` is False): ranked for 2,
+    it removes the first 2 of its ranking for 4, so `compare`'s cells are `prune --ratio`'s."""
+    from shortlvlm.scoring import SLEB
+
+    assert SLEB.order_depends_on_count is False
+    context = make_context(num_layers=8)
+    assert SLEB().rank(context, 2).order == SLEB().rank(context, 4).order[:2]

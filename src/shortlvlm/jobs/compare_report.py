@@ -8,6 +8,7 @@ from shortlvlm.data.benchmarks import headline_path
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare_spec import parse_methods
 from shortlvlm.methods import DEFAULT_METHOD
+from shortlvlm.scoring import SCORERS
 
 
 def ratio_key(ratio: float) -> str:
@@ -32,6 +33,22 @@ def markdown_table(data: dict) -> str:
         seconds = data["scoring"].get(scorers[label], {}).get("seconds")
         lines.append(f"| {label} | {' | '.join(cells)} | {'-' if seconds is None else f'{seconds:.1f}'} |")
     return "\n".join(lines)
+
+
+def ranking_note(data: dict) -> str:
+    """A line under the table where a compared scorer, ranked once for the largest ratio, may order the first
+    layers differently when ranked for a smaller one: those cells are `prune --plan`'s, not `prune --ratio`'s."""
+    ratios = data["config"]["ratios"]
+    if len(ratios) < 2:
+        return ""
+    labels = [spec.label for spec in parse_methods(data["config"]["methods"])
+              if SCORERS[spec.scorer].order_depends_on_count]
+    if not labels:
+        return ""
+    largest = f"{max(ratios):.0%}"
+    return (f"Ranked once, for {largest}: below {largest} the cells of {', '.join(labels)} remove the first layers "
+            f"of that ranking (`prune --plan plans/METHOD.json --ratio R`); ranked for R alone "
+            f"(`prune --ratio R`) these scorers can remove other layers.\n\n")
 
 
 def ratio_plot(data: dict, path: Path, *, draws: int = 1) -> None:
@@ -75,7 +92,7 @@ def write_report(data: dict, out: Path) -> None:
     text = (f"# Layer pruning compared: {config['model']} on {config['bench']}\n\n"
             f"{config['num_questions']} questions, metric: {metric} (retention = pruned / unpruned). "
             f"Calibration: {config['calibration']['num_samples']} samples (hash {config['calibration']['hash']}).\n\n"
-            f"{markdown_table(data)}\n\n![score versus ratio](accuracy_vs_ratio.png)\n")
+            f"{markdown_table(data)}\n\n{ranking_note(data)}![score versus ratio](accuracy_vs_ratio.png)\n")
     write_text_atomically(out / "results.md", text)
     tmp = out / ".accuracy_vs_ratio.tmp.png"
     ratio_plot(data, tmp)

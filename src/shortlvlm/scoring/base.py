@@ -49,6 +49,10 @@ class Scorer(Options):
     name: ClassVar[str] = ""
     # Whether the ranking depends on how many layers go, so scoring needs the count (sleb, angular).
     needs_count: ClassVar[bool] = False
+    # Whether the first k layers of a ranking made for n > k can differ from a ranking made for k (tis-loss's
+    # pool grows with n; LaCo's thresholds and last merge depend on it). A greedy order (sleb) does not; a
+    # block per count (angular) is kept per count. `compare` ranks once for its largest ratio and says so.
+    order_depends_on_count: ClassVar[bool] = False
     # Whether the scorer reads the calibration set (last and random do not).
     needs_data: ClassVar[bool] = True
     # Whether it measures the loss on the calibration answers, so some sample must have one (sleb, ppl, ...).

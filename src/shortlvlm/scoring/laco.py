@@ -94,6 +94,7 @@ class LaCoWalk(Scorer):
     name = "laco"
     flag_prefix = "laco-walk"
     needs_count = True  # the last merge's size and the thresholds depend on how many layers go
+    order_depends_on_count = True
 
     merge_size: int = option(4, check=merge_width,
                              help="layers per merge: the kept layer and the merge_size - 1 above it collapsed "

@@ -83,6 +83,7 @@ class TISLoss(Scorer):
     needs_answers = True
     recorded_before: ClassVar[dict] = {"bridge": False}  # plans written before the bridged passes ranked bare
     needs_count = True  # the pool's size and the greedy steps depend on how many layers go
+    order_depends_on_count = True  # a larger pool can put other layers first
 
     tis: TIS = option(default_factory=TIS, help="which tokens the cosine is measured on (Token Importance Scores)")
     pool_extra: float = option(0.5, check=_non_negative, flag="--loss-pool-extra",
