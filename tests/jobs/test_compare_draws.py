@@ -92,3 +92,23 @@ def test_compare_on_two_draws_writes_each_comparison_and_their_summary(tmp_path,
                  str(tmp_path / "x")]) == 2
     assert "none of --methods reads calibration data" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_summary_says_where_cells_use_the_largest_ratios_ranking(tmp_path, monkeypatch):
+    """Each draw is one comparison, ranked once for its largest ratio: summary.md carries the same note under its
+    table as results.md (a method whose smaller-ratio cells can differ from `prune --ratio`)."""
+    import shortlvlm.jobs.compare_draws as compare_draws
+
+    def result(unpruned):
+        data = _result(unpruned, {"tis-loss+lstsq": {"0.1": 80.0, "0.2": 70.0}, "sleb": {"0.1": 78.0, "0.2": 60.0}})
+        data["config"]["methods"] = ["tis-loss+lstsq", "sleb"]
+        return data
+
+    scores = iter([90.0, 92.0])
+    monkeypatch.setattr(compare_draws, "run_compare", lambda source, out, *args: result(next(scores)))
+    monkeypatch.setattr(compare_draws, "ratio_plot", lambda *args, **kwargs: None)
+    draws = [read_calibration(Calibration(source=str(BUNDLED_CALIBRATION), offset=k, num_samples=1)) for k in (0, 1)]
+    compare_draws.run_compare_draws(None, tmp_path, None, [], draws)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| tis-loss+lstsq | 80.0 ± 0.0" in text
+    assert "Ranked once, for 20%: below 20% the cells of tis-loss+lstsq remove" in text and "sleb remove" not in text

@@ -28,7 +28,7 @@ from shortlvlm.data.calibration import load_calibration
 from shortlvlm.data.calibration_set import Calibration, CalibrationSet, read_calibration
 from shortlvlm.io.atomic import write_text_atomically
 from shortlvlm.jobs.compare import run_compare
-from shortlvlm.jobs.compare_report import ratio_key, ratio_plot
+from shortlvlm.jobs.compare_report import ranking_note, ratio_key, ratio_plot
 from shortlvlm.jobs.compare_spec import CompareError, CompareRequest
 from shortlvlm.jobs.source import ModelSource
 
@@ -95,7 +95,9 @@ def run_compare_draws(source: ModelSource, out: str | Path, request: CompareRequ
         results.append(run_compare(source, draw_dir(out, k), request, samples, calibration))
     summary = summarize(results)
     write_text_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=True)
-    write_text_atomically(out / "summary.md", summary_table(summary) + "\n", overwrite=True)
+    note = ranking_note(summary)  # each draw ranks once, for the largest ratio, as one comparison does
+    write_text_atomically(out / "summary.md", summary_table(summary) + "\n" + (f"\n{note}" if note else ""),
+                          overwrite=True)
     ratio_plot(summary, out / "accuracy_vs_ratio.png", draws=len(draws))
     return summary
 
