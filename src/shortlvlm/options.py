@@ -36,6 +36,9 @@ class Options:
 
     flag_prefix: ClassVar[str] = ""  # "tis" -> --tis-top-p
     error: ClassVar[type[ShortLVLMError]] = ShortLVLMError  # raised for a bad value
+    # Options added (or whose default changed) after plans recorded them, with the value a record that lacks them
+    # was made with (tis-loss's `bridge`: off; lstsq's `prior`: zero). `from_record` fills them in.
+    recorded_before: ClassVar[dict] = {}
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -68,6 +71,11 @@ class Options:
         values = {name: nested[name].from_dict(value) if name in nested and isinstance(value, dict) else value
                   for name, value in data.items()}
         return cls(**values)
+
+    @classmethod
+    def from_record(cls: type[T], data: dict) -> T:
+        """The options a plan recorded: what the record lacks takes `recorded_before`'s value, else the default."""
+        return cls.from_dict({**cls.recorded_before, **data})
 
 
 def options(cls: type[T]) -> type[T]:

@@ -63,7 +63,7 @@ def recorded_compensation(plan: Plan, flagged: Compensation) -> Compensation:
     cls = type(flagged)
     if not plan.compensation_options or flagged != cls() or COMPENSATIONS.get(plan.compensation) is not cls:
         return flagged
-    return cls.from_dict({**getattr(cls, "recorded_before", {}), **plan.compensation_options})
+    return cls.from_record(plan.compensation_options)
 
 
 def check_listed_request(args: argparse.Namespace) -> None:

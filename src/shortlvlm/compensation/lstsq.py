@@ -57,9 +57,7 @@ class LstSq(Options):
     name: ClassVar[str] = "lstsq"
     flag_prefix = "lstsq"
     error = CompensationError
-    # Options added or changed after plans recorded them, with the value a plan that does not record them was
-    # made with: the prior did not exist before it was 'zero' (`recorded_compensation` fills it in).
-    recorded_before: ClassVar[dict] = {"prior": "zero"}
+    recorded_before: ClassVar[dict] = {"prior": "zero"}  # plans from before the option were fitted with 'zero'
 
     ridge: float = option(
         0.01, check=non_negative, help="ridge lambda as a fraction of tr(A^T A)/d (0: plain least squares)"

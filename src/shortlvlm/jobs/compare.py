@@ -42,7 +42,7 @@ def measured_with(cell: dict, spec: MethodSpec) -> bool:
     with today's default (cells from before options were recorded count as current where no default changed)."""
     compensation = spec.make_compensation()
     current = compensation_record(compensation)[1]
-    before = getattr(type(compensation), "recorded_before", {})
+    before = type(compensation).recorded_before if compensation is not None else {}
     if "compensation_options" not in cell:
         return all(current.get(name) == value for name, value in before.items()) if current else True
     recorded = cell["compensation_options"]

@@ -44,7 +44,7 @@ def scorer_from_dict(data: object) -> Scorer:
         raise ScoringError(f"the plan's scorer must name one of {', '.join(sorted(SCORERS))}, got {data!r:.80}; "
                            "write plans with `shortlvlm score`")
     cls = SCORERS[data["name"]]
-    return cls.from_dict({**cls.recorded_before, **{k: v for k, v in data.items() if k != "name"}})
+    return cls.from_record({k: v for k, v in data.items() if k != "name"})
 
 
 __all__ = [

@@ -57,9 +57,6 @@ class Scorer(Options):
     needs_data: ClassVar[bool] = True
     # Whether it measures the loss on the calibration answers, so some sample must have one (sleb, ppl, ...).
     needs_answers: ClassVar[bool] = False
-    # Options added after plans were first written, with the value a plan that does not record them was made
-    # with (tis-loss's `bridge`: off before it existed); reading such a plan fills them in.
-    recorded_before: ClassVar[dict] = {}
 
     def rank(self, context: ScoringContext, num_remove: int) -> LayerRanking:
         raise NotImplementedError
