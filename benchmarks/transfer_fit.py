@@ -1,7 +1,8 @@
 """How a bridge fitted on calibration data without some question families does on them (issue 31's transfer).
 
     .venv/bin/python benchmarks/transfer_fit.py --layers 2,4,6,7,9,13,14,15,25 --setting lstsq \
-        [--calib FAM/calibration.jsonl] [--num-samples 256] [--fit-tokens all|image|prompt|context] [--select 300] --out CELL.json
+        [--calib FAM/calibration.jsonl] [--num-samples 256] [--fit-tokens all|image|prompt|context] \
+        [--select 300] --out CELL.json
 
 Removes the listed layers of smol-llava (fixed, so only the fit varies), bridges them with the compensation
 setting (`compare`'s `+COMPENSATION[OPTIONS]` syntax, or `none`) fitted on the calibration file (default: the
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from compensation_selection import compensation_of
 from toy_removal_ceiling import accuracy, selection_split
 
@@ -31,22 +31,25 @@ from shortlvlm.importance import ImportanceAwareCollector
 from shortlvlm.pruning import prune_listed
 
 
-def fit_on_image_tokens() -> None:
-    """Every collector without TIS importance selects the real image tokens instead of every real token."""
-    def image_tokens(self):
-        return self.importance.mask() if self.importance is not None else self.batch.image & self.batch.valid
+def select_tokens(choose) -> None:
+    """Every collector without TIS importance selects `choose(batch)` ([B, T] bool) instead of every real token."""
+    def selected(self):
+        return self.importance.mask() if self.importance is not None else choose(self.batch)
 
-    ImportanceAwareCollector.selected_tokens = image_tokens
+    ImportanceAwareCollector.selected_tokens = selected
+
+
+def fit_on_image_tokens() -> None:
+    """The fits use the real image tokens only."""
+    select_tokens(lambda batch: batch.image & batch.valid)
 
 
 def fit_before_the_answer(include_last: bool) -> None:
-    """Every collector without TIS importance selects the real tokens before each row's first answer token:
-    the image and the question, with (`prompt`) or without (`context`) the last real token before the answer,
-    the position whose stream predicts the answer's first token."""
-    def before_answer(self):
-        if self.importance is not None:
-            return self.importance.mask()
-        valid, answer = self.batch.valid, self.batch.answer
+    """The fits use the real tokens before each row's first answer token: the image and the question, with
+    (`prompt`) or without (`context`) the last real token before the answer, the position whose stream predicts
+    the answer's first token."""
+    def before_answer(batch):
+        valid, answer = batch.valid, batch.answer
         positions = torch.arange(valid.shape[1]).expand_as(valid)
         first = torch.where(answer, positions, valid.shape[1]).min(dim=1, keepdim=True).values
         prompt = valid & (positions < first)
@@ -55,7 +58,7 @@ def fit_before_the_answer(include_last: bool) -> None:
         last = torch.where(prompt, positions, -1).max(dim=1, keepdim=True).values
         return prompt & (positions < last)
 
-    ImportanceAwareCollector.selected_tokens = before_answer
+    select_tokens(before_answer)
 
 
 def main() -> None:

@@ -88,8 +88,9 @@ def _model_card(model: nn.Module, plan: Plan) -> str:
         lines.append(
             "\nThe compensation was fitted on the calibration samples above. It restores what those samples "
             "exercise: kinds of input missing from them can lose much more than the rest (on shortlvlm's "
-            "smol-llava testbed, a 30% cut calibrated without counting and spatial questions kept the other "
-            "question kinds and lost 35 points on those two). Evaluate this model on the inputs it will serve.\n")
+            "smol-llava testbed, a 30% cut calibrated on one draw without counting and spatial questions kept "
+            "the other question kinds and lost 35 points on those two). Evaluate this model on the inputs it "
+            "will serve.\n")
     return "\n".join(lines)
 
 
