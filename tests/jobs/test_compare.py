@@ -235,10 +235,11 @@ def test_cli_checks_everything_before_loading(tmp_path, capsys):
 def test_cli_runs_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "c"
     code = main(["compare", "toy", "--methods", "random,tis-cosine", "--ratios", "0.2", "--limit", "12",
-                 "--num-samples", "8", "--out", str(out)])
+                 "--num-samples", "8", "--rank-per-ratio", "--out", str(out)])
     stdout = capsys.readouterr().out
     assert code == 0 and "| tis-cosine |" in stdout and "| random |" in stdout
-    assert json.loads((out / "results.json").read_text())["config"]["num_questions"] == 12
+    config = json.loads((out / "results.json").read_text())["config"]
+    assert config["num_questions"] == 12 and config["rankings"] == "per-ratio"
 
 
 def test_prune_from_a_compared_plan_reproduces_that_cell(tmp_path, capsys):
@@ -370,3 +371,101 @@ def test_the_report_says_where_a_cell_is_not_what_prune_ratio_gives():
     assert ranking_note(data(["sleb", "angular", "short-lvlm", "block-influence"], [0.1, 0.4])) == ""
     assert ranking_note(data(["tis-cosine[iterative=true]"], [0.1, 0.4])) == ""
     assert ranking_note(data(["tis-loss"], [0.3])) == ""  # one ratio: ranked for it
+
+
+def tis_loss_orders(counts):
+    """tis-loss's (bridge off) removal order ranked for each count alone on the 8-sample toy set: the reference
+    for `prune --ratio R`."""
+    from shortlvlm.pruning import score
+    from shortlvlm.scoring import TISLoss
+
+    model, processor = load("toy")
+    return {count: score(model, processor, scorer=TISLoss(bridge=False), calibration=toy_calibration(8),
+                         num_remove=count).params["removal_order"] for count in counts}
+
+
+def test_rank_per_ratio_makes_every_tis_loss_cell_what_prune_ratio_gives(tmp_path, caplog):
+    """On the 8-sample toy set tis-loss ranked for 2 layers removes 4, 5 and ranked for 5 starts with 2, 4: the
+    once-ranked 10% cell takes the second's prefix, the per-ratio cell is what `prune --ratio 0.1` removes."""
+    orders = tis_loss_orders([2, 5])
+    assert sorted(orders[2]) != sorted(orders[5][:2])  # the case this test is about
+    settings = dict(methods=parse_methods("tis-loss[bridge=false],block-influence"), ratios=[0.1, 0.3])
+    once = small_run(tmp_path / "once", CountingLoader(), **settings)
+    per_ratio = small_run(tmp_path / "per", CountingLoader(), rank_per_ratio=True, **settings)
+    label = "tis-loss[bridge=false]"
+    assert once["cells"][label]["0.1"]["removed_layers"] == sorted(orders[5][:2])
+    assert per_ratio["cells"][label]["0.1"]["removed_layers"] == sorted(orders[2])
+    assert per_ratio["cells"][label]["0.3"]["removed_layers"] == sorted(orders[5])
+    def measured(cells):
+        return {r: (c["removed_layers"], c["score"]) for r, c in cells.items()}
+
+    assert measured(per_ratio["cells"]["block-influence"]) == measured(once["cells"]["block-influence"])  # once
+    plans = {p.name for p in (tmp_path / "per" / "plans").glob("*.json")}
+    assert plans == {f"{label}@0.1.json", f"{label}@0.3.json", "block-influence.json"}
+    scoring = per_ratio["scoring"]["tis-loss"]
+    assert [scoring["ratios"][r]["removal_order"] for r in ("0.1", "0.3")] == [orders[2], orders[5]]
+    assert scoring["seconds"] == pytest.approx(sum(e["seconds"] for e in scoring["ratios"].values()), abs=1e-3)
+    assert per_ratio["config"]["rankings"] == "per-ratio" and once["config"]["rankings"] == "once"
+    assert "Ranked once" in (tmp_path / "once" / "results.md").read_text()
+    assert "Ranked once" not in (tmp_path / "per" / "results.md").read_text()
+    loader = CountingLoader()  # resumed: every ranking and cell reused
+    again = small_run(tmp_path / "per", loader, rank_per_ratio=True, **settings)
+    assert loader.loads == 0 and again["cells"] == per_ratio["cells"]
+    loader = CountingLoader()  # extended by a ratio: that ratio's search and cells only
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="shortlvlm"):
+        wider = small_run(tmp_path / "per", loader, rank_per_ratio=True,
+                          **{**settings, "ratios": [0.1, 0.2, 0.3]})
+    searches = [line for line in caplog.messages if line.startswith("scoring layers with")]
+    assert searches == ["scoring layers with tis-loss for 20% ..."] and loader.loads == 1 + 2
+    assert {r: wider["cells"][label][r] for r in ("0.1", "0.3")} == {r: per_ratio["cells"][label][r]
+                                                                     for r in ("0.1", "0.3")}
+
+
+def test_a_pruned_plan_per_ratio_reproduces_its_cell(tmp_path):
+    """plans/LABEL@R.json with `prune --plan ... --ratio R` is that cell's model."""
+    from shortlvlm.plan import Plan
+    from shortlvlm.pruning import prune
+
+    out = tmp_path / "per"
+    data = small_run(out, CountingLoader(), methods=parse_methods("tis-loss[bridge=false]+lstsq"), ratios=[0.1, 0.3],
+                     rank_per_ratio=True)
+    model, processor = load("toy")
+    plan = Plan.load(out / "plans" / "tis-loss[bridge=false]+lstsq@0.1.json")
+    model, pruned = prune(model, processor, 0.1, plan=plan, compensation=LstSq(), calibration=toy_calibration(8))
+    metrics, _ = evaluate(model, processor, "shapes", load_shapes(24), batch_size=24)
+    cell = data["cells"]["tis-loss[bridge=false]+lstsq"]["0.1"]
+    assert pruned.removed_layers == cell["removed_layers"] and metrics["accuracy"] == cell["metrics"]["accuracy"]
+
+
+def test_rankings_once_and_per_ratio_do_not_mix_in_one_folder(tmp_path):
+    out = tmp_path / "cmp"
+    small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.1])
+    with pytest.raises(CompareError, match="rankings"):
+        small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.1], rank_per_ratio=True)
+    results = json.loads((out / "results.json").read_text())
+    del results["config"]["rankings"]  # a folder from before the setting: it ranked once
+    (out / "results.json").write_text(json.dumps(results))
+    loader = CountingLoader()
+    small_run(out, loader, methods=parse_methods("last"), ratios=[0.1])
+    assert loader.loads == 0
+    with pytest.raises(CompareError, match="rankings"):
+        small_run(out, CountingLoader(), methods=parse_methods("last"), ratios=[0.1], rank_per_ratio=True)
+
+
+def test_a_new_ranking_measures_again_the_cells_it_would_not_reproduce(tmp_path, caplog):
+    """Extended to a higher ratio, a count scorer ranks again; a cell whose layers its new plan does not remove at
+    that ratio (here one edited to other layers) is measured again, the others are kept."""
+    out = tmp_path / "cmp"
+    first = small_run(out, CountingLoader(), methods=parse_methods("sleb,last"), ratios=[0.1])
+    results = json.loads((out / "results.json").read_text())
+    results["cells"]["sleb"]["0.1"]["removed_layers"] = [0, 1]
+    results["cells"]["last"]["0.1"]["score"] = -1.0  # a scorer not ranked again: its cell stays as it is
+    (out / "results.json").write_text(json.dumps(results))
+    loader = CountingLoader()
+    with caplog.at_level(logging.INFO, logger="shortlvlm"):
+        data = small_run(out, loader, methods=parse_methods("sleb,last"), ratios=[0.1, 0.2])
+    assert any("sleb at 0.1: the new sleb ranking removes other layers" in line for line in caplog.messages)
+    assert data["cells"]["sleb"]["0.1"]["removed_layers"] == first["cells"]["sleb"]["0.1"]["removed_layers"]
+    assert data["cells"]["last"]["0.1"]["score"] == -1.0
+    assert loader.loads == 1 + 3  # scoring model; sleb at 0.1 again, sleb and last at 0.2

@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "extend it (finished cells and rankings are reused). A ranking is made once, for the largest ratio, "
         "and each ratio's cell is what `prune --plan OUT/plans/METHOD.json --ratio R` writes from it. "
         "For tis-loss (its candidate pool grows with the count) and laco (its thresholds and last "
-        "merge depend on it) that can differ from `prune --ratio R`, which ranks for R alone.",
+        "merge depend on it) that can differ from `prune --ratio R`, which ranks for R alone; "
+        "--rank-per-ratio ranks those two for every ratio (OUT/plans/METHOD@R.json), at one search per ratio.",
     )
     p.add_argument("model", metavar="MODEL", help="hub id, local model directory, or `toy`")
     add_options(p, CompareRequest)

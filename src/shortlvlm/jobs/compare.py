@@ -1,8 +1,10 @@
 """`shortlvlm compare`: every layer-selection rule on the same calibration data, side by side.
 
-Each scorer ranks the layers once; every compared method gets that ranking as its own plan,
-plans/{label}.json, with its method name and compensation (so `prune --plan plans/short-lvlm.json`
-reproduces the short-lvlm cells). Every method then prunes a fresh copy of the model at every
+Each scorer ranks the layers once, for the largest ratio; every compared method gets that ranking as its
+own plan, plans/{label}.json, with its method name and compensation (so `prune --plan plans/short-lvlm.json`
+reproduces the short-lvlm cells). With `rank_per_ratio`, the scorers whose first layers depend on how many
+go (tis-loss, laco) rank for every ratio alone instead (plans/{label}@{ratio}.json), so their cells are
+`prune --ratio R`'s (docs/design.md §2.4). Every method then prunes a fresh copy of the model at every
 ratio from its plan (compensating where asked), and the result is evaluated on the benchmark.
 The unpruned model is evaluated once as the reference. Progress is saved after every step
 (results.json, written atomically), so a killed run continues where it stopped when started again
@@ -31,7 +33,7 @@ from shortlvlm.jobs.source import ModelSource
 from shortlvlm.plan import Plan, PlanError
 from shortlvlm.pruning import Provenance, prune, score
 from shortlvlm.resume.keys import comparison_key
-from shortlvlm.selection import layers_to_remove
+from shortlvlm.selection import layers_to_remove, planned_removal
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +86,8 @@ def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: l
     needs_data = any(m.needs_calibration for m in methods)
     calib = calibration_set(calibration) if calibration else None
     config = comparison_key(source.name, bench=bench, data=data, num_questions=len(samples),
-                            methods=[m.label for m in methods], ratios=ratios, seed=seed, calibration=calib)
+                            methods=[m.label for m in methods], ratios=ratios, seed=seed, calibration=calib,
+                            rankings=request.rankings)
     results = Comparison(Path(out), config, overwrite=overwrite)
     model = processor = None
 
@@ -102,37 +105,72 @@ def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: l
             model, processor = source.load()
         return model, processor
 
-    for name in dict.fromkeys(m.scorer for m in methods):
-        specs = [m for m in methods if m.scorer == name]
-        scorer = specs[0].make_scorer(seed)  # parse_methods allows one scorer setting per scorer
-        plan = results.scored_plan(scorer, specs) if name in results.data["scoring"] else None
-        if plan is None and name in results.data["scoring"]:  # its cells came from that other ranking
-            stale = [label for label in results.data["cells"] if parse_methods(label)[0].scorer == name]
+    def rank(name: str, specs: list[MethodSpec], scorer, ratio: float | None) -> None:
+        """`scorer`'s ranking for the largest ratio (`ratio` None) or for `ratio` alone, reused where this folder
+        holds it with the scorer's current options and for the count it must cover; every compared method of
+        the scorer gets it as its plan. Cells a new ranking would not reproduce are measured again."""
+        nonlocal model, processor
+        scope = ratios if ratio is None else [ratio]
+        scored = results.data["scoring"].get(name)
+        recorded = scored if ratio is None else (scored or {}).get("ratios", {}).get(ratio_key(ratio))
+        plan = results.scored_plan(scorer, specs, ratio) if recorded is not None else None
+        if plan is None and recorded is not None:  # its cells came from that other ranking
+            stale = [label for label in results.data["cells"] if parse_methods(label)[0].scorer == name
+                     and (ratio is None or ratio_key(ratio) in results.data["cells"][label])]
             logger.info(f"no plan of {name} with its current options here (an older version's defaults, or a missing "
                 f"plan file): scoring again; its results ({', '.join(stale) or 'none'}) are measured again")
             for label in stale:
-                del results.data["cells"][label]
-                results.plan_path(label).unlink(missing_ok=True)  # that ranking's plan goes with its cells
+                if ratio is None:
+                    del results.data["cells"][label]
+                else:
+                    del results.data["cells"][label][ratio_key(ratio)]
+                results.plan_path(label, ratio).unlink(missing_ok=True)  # that ranking's plan goes with its cells
         if plan is not None and scorer.needs_count:  # extended to a higher ratio: a longer order is needed
             ranked = len(plan.params.get("removal_order", []))
-            needed = max(round(r * plan.num_layers_before) for r in ratios)  # layers_to_remove's count
-            if ranked < needed:
+            needed = max(round(r * plan.num_layers_before) for r in scope)  # layers_to_remove's count
+            if ranked < needed or (ratio is not None and scorer.order_depends_on_count and ranked != needed):
                 logger.info(f"{name} ranked {ranked} layers; {needed} needed: scoring again")
                 plan = None
         rescored = plan is None
         if rescored:
             model, processor = scoring_model()
             adapter = source.adapter(model)
-            logger.info(f"scoring layers with {name} ...")
-            num_remove = max(layers_to_remove(r, adapter) for r in ratios) if scorer.needs_count else None
+            at = "" if ratio is None else f" for {ratio:.0%}"
+            logger.info(f"scoring layers with {name}{at} ...")
+            num_remove = max(layers_to_remove(r, adapter) for r in scope) if scorer.needs_count else None
             plan = score(model, processor, scorer=scorer, calibration=encoded(processor, adapter),
                          num_remove=num_remove, adapter=adapter,
                          provenance=Provenance(method=name, source=source.name))
-            results.data["scoring"][name] = {"seconds": plan.params["scoring_seconds"],
-                                             "removal_order": plan.params["removal_order"]}
+            entry = {"seconds": plan.params["scoring_seconds"], "removal_order": plan.params["removal_order"]}
+            if ratio is None:
+                results.data["scoring"][name] = entry
+            else:  # one search per ratio: the scoring time is their sum
+                per_ratio = {**(scored or {}).get("ratios", {}), ratio_key(ratio): entry}
+                results.data["scoring"][name] = {"seconds": round(sum(e["seconds"] for e in per_ratio.values()), 3),
+                                                 "ratios": per_ratio}
+            drop_unreproduced(name, specs, plan, scope)
         for spec in specs:  # one plan per compared method, so `prune --plan plans/LABEL.json` gives that cell
-            if rescored or not holds_ranking(results.plan_path(spec.label), plan):
-                write_json(results.plan_path(spec.label), method_plan(plan, spec).to_dict())
+            if rescored or not holds_ranking(results.plan_path(spec.label, ratio), plan):
+                write_json(results.plan_path(spec.label, ratio), method_plan(plan, spec).to_dict())
+
+    def drop_unreproduced(name: str, specs: list[MethodSpec], plan: Plan, scope: list[float]) -> None:
+        """A new ranking (e.g. for a higher ratio, with tis-loss's larger pool) can remove other layers at a ratio
+        measured before: those cells are measured again, so each stays what its plan gives."""
+        for spec in specs:
+            for r in scope:
+                cell = results.cell(spec.label, r)
+                count = round(r * plan.num_layers_before)
+                if cell is not None and sorted(cell["removed_layers"]) != sorted(planned_removal(plan, count)):
+                    logger.info(f"{spec.label} at {ratio_key(r)}: the new {name} ranking removes other layers; "
+                                "measured again")
+                    del results.data["cells"][spec.label][ratio_key(r)]
+
+    for name in dict.fromkeys(m.scorer for m in methods):
+        specs = [m for m in methods if m.scorer == name]
+        scorer = specs[0].make_scorer(seed)  # parse_methods allows one scorer setting per scorer
+        per_ratio = request.rank_per_ratio and scorer.order_depends_on_count
+        for ratio in ratios if per_ratio else [None]:
+            rank(name, specs, scorer, ratio)
         results.save()
 
     if results.data["unpruned"] is None:
@@ -153,7 +191,8 @@ def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: l
     todo = [(m, r) for m in methods for r in ratios if results.cell(m.label, r) is None or (m, r) in stale]
     for index, (spec, ratio) in enumerate(todo, 1):
         logger.info(f"[{index}/{len(todo)}] {spec.label} at {ratio_key(ratio)} ...")
-        plan = Plan.load(results.plan_path(spec.label))
+        per_ratio = request.rank_per_ratio and spec.make_scorer(seed).order_depends_on_count
+        plan = Plan.load(results.plan_path(spec.label, ratio if per_ratio else None))
         model, processor = source.load()
         adapter = source.adapter(model)
         compensation = spec.make_compensation()

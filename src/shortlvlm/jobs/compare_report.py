@@ -39,7 +39,7 @@ def ranking_note(data: dict) -> str:
     """A line under the table where a compared scorer, ranked once for the largest ratio, may order the first
     layers differently when ranked for a smaller one: those cells are `prune --plan`'s, not `prune --ratio`'s."""
     ratios = data["config"]["ratios"]
-    if len(ratios) < 2:
+    if len(ratios) < 2 or data["config"].get("rankings") == "per-ratio":
         return ""
     labels = [spec.label for spec in parse_methods(data["config"]["methods"])
               if SCORERS[spec.scorer].order_depends_on_count]
@@ -48,7 +48,7 @@ def ranking_note(data: dict) -> str:
     largest = f"{max(ratios):.0%}"
     return (f"Ranked once, for {largest}: below {largest} the cells of {', '.join(labels)} remove the first layers "
             f"of that ranking (`prune --plan plans/METHOD.json --ratio R`); ranked for R alone "
-            f"(`prune --ratio R`) these scorers can remove other layers.\n\n")
+            f"(`prune --ratio R`) these scorers can remove other layers; `--rank-per-ratio` ranks for each.\n\n")
 
 
 def ratio_plot(data: dict, path: Path, *, draws: int = 1) -> None:

@@ -37,6 +37,9 @@ def write_json(path: Path, data: dict) -> None:
 # What a comparison measures: the methods and ratios compared are its scope, which may grow on a rerun.
 SCOPE = ("methods", "ratios")
 
+# Settings added to the configuration after comparisons were stored, with the value those comparisons had.
+CONFIG_BEFORE = {"rankings": "once"}
+
 
 class Comparison:
     """Scores, the unpruned result and every finished cell, saved after each step (atomically).
@@ -51,7 +54,7 @@ class Comparison:
         if out.exists() and not out.is_dir():
             raise out_is_a_file(out)
         existing = json.loads(self.path.read_text()) if self.path.exists() else None
-        old = existing.get("config", {}) if existing is not None else {}
+        old = {**CONFIG_BEFORE, **existing.get("config", {})} if existing is not None else {}
         changed = sorted(k for k in config if k not in SCOPE and old.get(k) != config[k])
         if existing is not None and changed and not overwrite:
             raise CompareError(
@@ -72,14 +75,17 @@ class Comparison:
     def save(self) -> None:
         write_json(self.path, self.data)
 
-    def plan_path(self, label: str) -> Path:
-        """Where a compared method's plan is kept (older folders kept one per scorer)."""
-        return self.out / "plans" / f"{label}.json"
+    def plan_path(self, label: str, ratio: float | None = None) -> Path:
+        """Where a compared method's plan is kept (older folders kept one per scorer); with `ratio`, the plan
+        ranked for that ratio alone (`--rank-per-ratio`): plans/LABEL@RATIO.json."""
+        return self.out / "plans" / (f"{label}.json" if ratio is None else f"{label}@{ratio_key(ratio)}.json")
 
-    def scored_plan(self, scorer: Scorer, specs: list[MethodSpec]) -> Plan | None:
-        """The ranking `scorer` already made here: any of its methods' plans, or the older per-scorer file,
-        scored with the same options (a plan from a version with other defaults is not reused)."""
-        for path in [*(self.plan_path(s.label) for s in specs), self.plan_path(scorer.name)]:
+    def scored_plan(self, scorer: Scorer, specs: list[MethodSpec], ratio: float | None = None) -> Plan | None:
+        """The ranking `scorer` already made here (for `ratio` alone, if given): any of its methods' plans, or the
+        older per-scorer file, scored with the same options (a plan from a version with other defaults is not
+        reused)."""
+        paths = [self.plan_path(s.label, ratio) for s in specs]
+        for path in paths if ratio is not None else [*paths, self.plan_path(scorer.name)]:
             if path.exists():
                 try:
                     plan = Plan.load(path)

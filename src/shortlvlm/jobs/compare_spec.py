@@ -199,6 +199,13 @@ class CompareRequest(Options):
              "draw, OUT/summary.md): a file's draws are consecutive slices of --num-samples (default: the file "
              "split in N); toy and smol-llava without --calib use the bundled set, then generated draws of as many "
              "samples")
+    rank_per_ratio: bool = option(
+        False, check=is_bool,
+        help="rank tis-loss and laco (the scorers whose first layers depend on how many go) separately for every "
+             "ratio, so each of their cells is what `prune --ratio R` gives; costs one search per ratio (without it "
+             "they rank once, for the largest ratio, and smaller ratios take the first layers of that ranking). "
+             "Other scorers rank once either way: their ranking for fewer layers is the start of the longer one (angular's "
+             "plan holds one block per size)")
     overwrite: bool = option(False, check=is_bool, help="start over: discard what --out holds")
 
     def __post_init__(self) -> None:
@@ -212,3 +219,8 @@ class CompareRequest(Options):
     def method_specs(self) -> list[MethodSpec]:
         """The compared settings, in the order given."""
         return parse_methods(list(self.methods))
+
+    @property
+    def rankings(self) -> str:
+        """How the count-dependent scorers rank, as results.json records it: 'once' or 'per-ratio'."""
+        return "per-ratio" if self.rank_per_ratio else "once"

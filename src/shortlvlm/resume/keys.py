@@ -59,9 +59,10 @@ def answers_key(model: nn.Module, model_name: str, *, bench: str, data: str | No
 
 
 def comparison_key(model_name: str, *, bench: str, data: str | None, num_questions: int, methods: list[str],
-                   ratios: list[float], seed: int, calibration: CalibrationSet | None) -> dict:
-    """A comparison's results file: the model and its weights, the benchmark, every setting compared."""
+                   ratios: list[float], seed: int, calibration: CalibrationSet | None, rankings: str = "once") -> dict:
+    """A comparison's results file: the model and its weights, the benchmark, every setting compared, and how its
+    count-dependent scorers rank (`rankings`: once for the largest ratio, or per ratio)."""
     return {"model": model_name, "weights": weights_fingerprint(model_name), "bench": bench, "data": data,
-            "num_questions": num_questions, "methods": methods, "ratios": ratios, "seed": seed,
+            "num_questions": num_questions, "methods": methods, "ratios": ratios, "seed": seed, "rankings": rankings,
             "calibration": {"num_samples": len(calibration.samples) if calibration else 0,
                             "hash": calibration.hash if calibration else None}}
