@@ -105,6 +105,10 @@ def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: l
             model, processor = source.load()
         return model, processor
 
+    def ranks_per_ratio(scorer) -> bool:
+        """Whether `scorer` ranks for every ratio alone here (its first layers depend on the count)."""
+        return request.rank_per_ratio and scorer.order_depends_on_count
+
     def rank(name: str, specs: list[MethodSpec], scorer, ratio: float | None) -> None:
         """`scorer`'s ranking for the largest ratio (`ratio` None) or for `ratio` alone, reused where this folder
         holds it with the scorer's current options and for the count it must cover; every compared method of
@@ -168,8 +172,7 @@ def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: l
     for name in dict.fromkeys(m.scorer for m in methods):
         specs = [m for m in methods if m.scorer == name]
         scorer = specs[0].make_scorer(seed)  # parse_methods allows one scorer setting per scorer
-        per_ratio = request.rank_per_ratio and scorer.order_depends_on_count
-        for ratio in ratios if per_ratio else [None]:
+        for ratio in ratios if ranks_per_ratio(scorer) else [None]:
             rank(name, specs, scorer, ratio)
         results.save()
 
@@ -191,8 +194,7 @@ def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: l
     todo = [(m, r) for m in methods for r in ratios if results.cell(m.label, r) is None or (m, r) in stale]
     for index, (spec, ratio) in enumerate(todo, 1):
         logger.info(f"[{index}/{len(todo)}] {spec.label} at {ratio_key(ratio)} ...")
-        per_ratio = request.rank_per_ratio and spec.make_scorer(seed).order_depends_on_count
-        plan = Plan.load(results.plan_path(spec.label, ratio if per_ratio else None))
+        plan = Plan.load(results.plan_path(spec.label, ratio if ranks_per_ratio(spec.make_scorer(seed)) else None))
         model, processor = source.load()
         adapter = source.adapter(model)
         compensation = spec.make_compensation()

@@ -204,8 +204,8 @@ class CompareRequest(Options):
         help="rank tis-loss and laco (the scorers whose first layers depend on how many go) separately for every "
              "ratio, so each of their cells is what `prune --ratio R` gives; costs one search per ratio (without it "
              "they rank once, for the largest ratio, and smaller ratios take the first layers of that ranking). "
-             "Other scorers rank once either way: their ranking for fewer layers is the start of the longer one (angular's "
-             "plan holds one block per size)")
+             "Other scorers rank once either way: their ranking for fewer layers is the start of the longer one "
+             "(angular's plan holds one block per size)")
     overwrite: bool = option(False, check=is_bool, help="start over: discard what --out holds")
 
     def __post_init__(self) -> None:
