@@ -371,6 +371,7 @@ def test_the_report_says_where_a_cell_is_not_what_prune_ratio_gives():
     assert ranking_note(data(["sleb", "angular", "short-lvlm", "block-influence"], [0.1, 0.4])) == ""
     assert ranking_note(data(["tis-cosine[iterative=true]"], [0.1, 0.4])) == ""
     assert ranking_note(data(["tis-loss"], [0.3])) == ""  # one ratio: ranked for it
+    assert ranking_note({"config": {"ratios": [0.1, 0.4], "methods": ["tis-loss"], "rankings": "per-ratio"}}) == ""
 
 
 def tis_loss_orders(counts):

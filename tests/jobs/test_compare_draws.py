@@ -112,3 +112,9 @@ def test_the_summary_says_where_cells_use_the_largest_ratios_ranking(tmp_path, m
     text = (tmp_path / "summary.md").read_text()
     assert "| tis-loss+lstsq | 80.0 ± 0.0" in text
     assert "Ranked once, for 20%: below 20% the cells of tis-loss+lstsq remove" in text and "sleb remove" not in text
+    ranked_per_ratio = iter([90.0, 92.0])  # draws compared with --rank-per-ratio: no note
+    monkeypatch.setattr(compare_draws, "run_compare", lambda source, out, *args: {
+        **(data := result(next(ranked_per_ratio))), "config": {**data["config"], "rankings": "per-ratio"}})
+    summary = compare_draws.run_compare_draws(None, tmp_path, None, [], draws)
+    assert summary["config"]["rankings"] == "per-ratio"
+    assert "Ranked once" not in (tmp_path / "summary.md").read_text()
