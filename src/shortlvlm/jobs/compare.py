@@ -82,12 +82,10 @@ def run_compare(source: ModelSource, out: str | Path, request: CompareRequest, s
 def _compare(source: ModelSource, out: Path, request: CompareRequest, samples: list,
              calibration: CalibrationSet | Sequence[CalibrationSample] | None) -> dict:
     methods, ratios, bench, seed = request.method_specs(), list(request.ratios), request.bench, request.seed
-    data, eval_batch_size, overwrite = request.data, request.eval_batch_size, request.overwrite
+    eval_batch_size, overwrite = request.eval_batch_size, request.overwrite
     needs_data = any(m.needs_calibration for m in methods)
     calib = calibration_set(calibration) if calibration else None
-    config = comparison_key(source.name, bench=bench, data=data, num_questions=len(samples),
-                            methods=[m.label for m in methods], ratios=ratios, seed=seed, calibration=calib,
-                            rankings=request.rankings)
+    config = comparison_key(source.name, request, num_questions=len(samples), calibration=calib)
     results = Comparison(Path(out), config, overwrite=overwrite)
     model = processor = None
 

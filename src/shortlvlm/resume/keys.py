@@ -13,12 +13,17 @@ prompt format), not on the scoring (`lenient` re-reads the same answers).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from shortlvlm.compensation import Compensation
 from shortlvlm.data.calibration_set import CalibrationSet
 from shortlvlm.io.fingerprint import model_fingerprint, weights_fingerprint, weights_stamp
 from shortlvlm.scoring import Scorer, scorer_to_dict
+
+if TYPE_CHECKING:
+    from shortlvlm.jobs.compare_spec import CompareRequest
 
 
 def _model_and_data(model: nn.Module, calibration: CalibrationSet | None, batch_size: int) -> dict:
@@ -58,11 +63,12 @@ def answers_key(model: nn.Module, model_name: str, *, bench: str, data: str | No
             "batch_size": batch_size, "generation": generation}
 
 
-def comparison_key(model_name: str, *, bench: str, data: str | None, num_questions: int, methods: list[str],
-                   ratios: list[float], seed: int, calibration: CalibrationSet | None, rankings: str = "once") -> dict:
+def comparison_key(model_name: str, request: CompareRequest, *, num_questions: int,
+                   calibration: CalibrationSet | None) -> dict:
     """A comparison's results file: the model and its weights, the benchmark, every setting compared, and how its
-    count-dependent scorers rank (`rankings`: once for the largest ratio, or per ratio)."""
-    return {"model": model_name, "weights": weights_fingerprint(model_name), "bench": bench, "data": data,
-            "num_questions": num_questions, "methods": methods, "ratios": ratios, "seed": seed, "rankings": rankings,
+    count-dependent scorers rank (once for the largest ratio, or per ratio)."""
+    return {"model": model_name, "weights": weights_fingerprint(model_name), "bench": request.bench,
+            "data": request.data, "num_questions": num_questions, "methods": list(request.methods),
+            "ratios": list(request.ratios), "seed": request.seed, "rankings": request.rankings,
             "calibration": {"num_samples": len(calibration.samples) if calibration else 0,
                             "hash": calibration.hash if calibration else None}}
